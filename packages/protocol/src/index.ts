@@ -1,0 +1,68 @@
+/**
+ * `@titancompute/protocol`: the TitanCompute wire contract for TypeScript.
+ *
+ * - Generated nice-grpc stubs: the `titancompute.v1` contract (CoordinatorService, AgentService)
+ *   at the top level, `instanceManager` (instance_manager.v1) and `stats` (stats.v1) as namespaces.
+ * - `PROTO_VERSION` / `COMPATIBLE_PROTO_VERSIONS` and the client and server middlewares that
+ *   carry and check them.
+ * - `createTitanChannel` for plaintext, TLS and mTLS channels.
+ *
+ * @example
+ * ```ts
+ * import { createClientFactory } from 'nice-grpc';
+ * import {
+ *   CoordinatorServiceDefinition,
+ *   createProtoVersionClientMiddleware,
+ *   createTitanChannel,
+ * } from '@titancompute/protocol';
+ *
+ * const channel = createTitanChannel('127.0.0.1:50051');
+ * const coordinator = createClientFactory()
+ *   .use(createProtoVersionClientMiddleware())
+ *   .create(CoordinatorServiceDefinition, channel);
+ * const status = await coordinator.querySystemStatus({ includeAgents: true });
+ * ```
+ *
+ * @packageDocumentation
+ */
+export * from './gen/titancompute/v1/titancompute.js';
+export * as instanceManager from './gen/instance_manager/v1/instance_manager.js';
+export * as stats from './gen/stats/v1/stats.js';
+export { DESCRIPTOR_SET_BASE64 } from './gen/descriptor-set.js';
+export {
+  areProtoVersionsCompatible,
+  COMPATIBLE_PROTO_VERSIONS,
+  PROTO_COMPATIBLE_METADATA_KEY,
+  PROTO_VERSION,
+  PROTO_VERSION_METADATA_KEY,
+} from './proto-version.js';
+export {
+  createProtoVersionClientMiddleware,
+  type ProtoVersionClientOptions,
+} from './middleware/proto-version-client.js';
+export {
+  createProtoVersionServerMiddleware,
+  isProtoVersionExempt,
+  PROTO_VERSION_POLICIES,
+  type ProtoVersionPolicy,
+  type ProtoVersionServerOptions,
+} from './middleware/proto-version-server.js';
+export {
+  createClientCredentials,
+  createTitanChannel,
+  readPemFile,
+  type ClientTlsOptions,
+  type TitanChannelOptions,
+} from './channel.js';
+export { ProtocolError, TlsConfigError } from './errors.js';
+
+/** Fully qualified names of every service in the contract (for health and reflection). */
+export const SERVICE_NAMES = {
+  coordinator: 'titancompute.v1.CoordinatorService',
+  agent: 'titancompute.v1.AgentService',
+  try: 'instance_manager.v1.TryService',
+  subscribe: 'instance_manager.v1.SubscribeService',
+  post: 'instance_manager.v1.PostService',
+  get: 'instance_manager.v1.GetService',
+  stats: 'stats.v1.StatsService',
+} as const;

@@ -1,0 +1,35 @@
+import { randomUUID } from 'node:crypto';
+import { isAbortError } from 'abort-controller-x';
+import { ServerError, Status, type ServerMiddleware } from 'nice-grpc-common';
+import type { Logger } from 'pino';
+
+/**
+ * An error a package may throw from deep inside a handler that already knows its gRPC status;
+ * the error-mapping middleware turns it into a `ServerError` with its message.
+ */
+export interface GrpcMappedError extends Error {
+  readonly grpcStatus: Status;
+}
+
+function isGrpcMapped(err: unknown): err is GrpcMappedError {
+  return err instanceof Error && typeof (err as Partial<GrpcMappedError>).grpcStatus === 'number';
+}
+
+/**
+ * Maps anything a handler throws that is not a `ServerError` (or an abort) to a status:
+ * errors with a `grpcStatus` keep their message; everything else becomes INTERNAL with a
+ * reference id, and the details go to the log only, never to the caller.
+ */
+export function createErrorMappingMiddleware(logger: Logger): ServerMiddleware {
+  return async function* errorMappingMiddleware(call, context) {
+    try {
+      return yield* call.next(call.request, context);
+    } catch (err) {
+      if (err instanceof ServerError || isAbortError(err)) throw err;
+      if (isGrpcMapped(err)) throw new ServerError(err.grpcStatus, err.message);
+      const reference = randomUUID().slice(0, 8);
+      logger.error({ err, method: call.method.path, reference }, 'unhandled error in handler');
+      throw new ServerError(Status.INTERNAL, `internal error (reference ${reference}); see the server log`);
+    }
+  };
+}

@@ -1,0 +1,120 @@
+import { createServer, type CompatServiceDefinition, type Server, type ServiceImplementation } from 'nice-grpc';
+import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
+import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
+import { createProtoVersionServerMiddleware, DESCRIPTOR_SET_BASE64, type ProtoVersionPolicy } from '@titancompute/protocol';
+import type { Logger } from 'pino';
+import { createErrorMappingMiddleware } from './middleware/error-mapping.js';
+import { createRequestLoggingMiddleware } from './middleware/request-logging.js';
+import { createServerCredentials, type ServerTlsOptions } from './tls.js';
+
+/** Options of {@link createServiceServer}. */
+export interface ServiceServerOptions {
+  logger: Logger;
+  /** Default `0.0.0.0`. */
+  host?: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** Plaintext when absent. */
+  tls?: ServerTlsOptions | undefined;
+  /** Default `strict`. */
+  protoVersionPolicy?: ProtoVersionPolicy;
+  /** How long in-flight calls may drain on shutdown before they are cut. Default 10 s. */
+  shutdownTimeoutMs?: number;
+  /** grpc-js server options (message sizes, keepalive). */
+  channelOptions?: Record<string, unknown>;
+}
+
+/** A running (or ready to run) gRPC server with health, reflection and graceful shutdown. */
+export interface ServiceServer {
+  /** Adds a service; its full name is served by health checks and reflection. */
+  add<S extends CompatServiceDefinition>(definition: S & { fullName: string }, implementation: ServiceImplementation<S>): void;
+  /** Binds and starts serving; reports SERVING. Returns the bound port. */
+  listen(): Promise<{ port: number; address: string }>;
+  /** Reports SERVING or NOT_SERVING for every service. */
+  setServing(serving: boolean): void;
+  /**
+   * Aborted when shutdown begins: long-lived streams (subscriptions, health streams) should
+   * end on it so draining does not wait for the deadline.
+   */
+  readonly shutdownSignal: AbortSignal;
+  /** NOT_SERVING, then drain in-flight calls up to the deadline, then cut the rest. Idempotent. */
+  shutdown(): Promise<void>;
+  /** The nice-grpc server, for tests. */
+  readonly raw: Server;
+}
+
+/**
+ * Starts a nice-grpc server the way every TitanCompute service does: error mapping, request
+ * logging and proto_version middlewares on every call; grpc.health.v1 (NOT_SERVING while
+ * shutting down) and server reflection; TLS or mTLS when configured.
+ *
+ * @example
+ * ```ts
+ * const server = createServiceServer({ logger, port: config.port, protoVersionPolicy: config.protoVersionPolicy });
+ * server.add(CoordinatorServiceDefinition, impl);
+ * const { port } = await server.listen();
+ * onShutdownSignal(() => server.shutdown());
+ * ```
+ */
+export function createServiceServer(options: ServiceServerOptions): ServiceServer {
+  const { logger } = options;
+  const server = createServer({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, ...options.channelOptions })
+    .use(createErrorMappingMiddleware(logger))
+    .use(createRequestLoggingMiddleware(logger))
+    .use(createProtoVersionServerMiddleware({ protoVersionPolicy: options.protoVersionPolicy ?? 'strict' }));
+  const health = HealthState();
+  const serviceNames: string[] = [];
+  const shutdownController = new AbortController();
+  let shuttingDown: Promise<void> | undefined;
+  let listening = false;
+
+  const setServing = (serving: boolean) => {
+    const status = serving ? 'healthy' : 'unhealthy';
+    health.setStatus(status);
+    for (const name of serviceNames) health.setStatus(status, name);
+  };
+
+  return {
+    raw: server,
+    shutdownSignal: shutdownController.signal,
+    add(definition, implementation) {
+      serviceNames.push(definition.fullName);
+      server.add(definition, implementation);
+    },
+    async listen() {
+      server.add(HealthDefinition, HealthServiceImpl(health));
+      server.add(
+        ServerReflectionService,
+        ServerReflection(Buffer.from(DESCRIPTOR_SET_BASE64, 'base64'), [...serviceNames, 'grpc.health.v1.Health']),
+      );
+      const host = options.host ?? '0.0.0.0';
+      const hostPart = host.includes(':') ? `[${host}]` : host;
+      const port = await server.listen(`${hostPart}:${options.port}`, createServerCredentials(options.tls));
+      listening = true;
+      setServing(true);
+      logger.info({ host, port, tls: Boolean(options.tls), mtls: Boolean(options.tls?.caFile), services: serviceNames }, 'listening');
+      return { port, address: `${hostPart}:${port}` };
+    },
+    setServing,
+    shutdown() {
+      shuttingDown ??= (async () => {
+        setServing(false);
+        shutdownController.abort();
+        if (!listening) return;
+        const timeoutMs = options.shutdownTimeoutMs ?? 10_000;
+        let timer: NodeJS.Timeout | undefined;
+        const timedOut = new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), timeoutMs);
+        });
+        const result = await Promise.race([server.shutdown().then(() => 'drained' as const), timedOut]);
+        clearTimeout(timer);
+        if (result === 'timeout') {
+          logger.warn({ timeoutMs }, 'in-flight calls did not drain in time; cutting them');
+          server.forceShutdown();
+        }
+        logger.info('server stopped');
+      })();
+      return shuttingDown;
+    },
+  };
+}
