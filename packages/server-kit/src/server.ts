@@ -1,8 +1,14 @@
 import { createServer, type CompatServiceDefinition, type Server, type ServiceImplementation } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
-import { createProtoVersionServerMiddleware, DESCRIPTOR_SET_BASE64, type ProtoVersionPolicy } from '@titancompute/protocol';
+import {
+  createProtoVersionServerMiddleware,
+  DESCRIPTOR_SET_BASE64,
+  isProtoVersionExempt,
+  type ProtoVersionPolicy,
+} from '@titancompute/protocol';
 import type { Logger } from 'pino';
+import { createDrainController } from './middleware/drain.js';
 import { createErrorMappingMiddleware } from './middleware/error-mapping.js';
 import { createRequestLoggingMiddleware } from './middleware/request-logging.js';
 import { createServerCredentials, type ServerTlsOptions } from './tls.js';
@@ -37,7 +43,10 @@ export interface ServiceServer {
    * end on it so draining does not wait for the deadline.
    */
   readonly shutdownSignal: AbortSignal;
-  /** NOT_SERVING, then drain in-flight calls up to the deadline, then cut the rest. Idempotent. */
+  /**
+   * NOT_SERVING; refuse new calls with UNAVAILABLE while in-flight calls drain (up to the
+   * deadline); then close, cutting what is left. Idempotent.
+   */
   shutdown(): Promise<void>;
   /** The nice-grpc server, for tests. */
   readonly raw: Server;
@@ -58,7 +67,9 @@ export interface ServiceServer {
  */
 export function createServiceServer(options: ServiceServerOptions): ServiceServer {
   const { logger } = options;
+  const drain = createDrainController(isProtoVersionExempt);
   const server = createServer({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, ...options.channelOptions })
+    .use(drain.middleware)
     .use(createErrorMappingMiddleware(logger))
     .use(createRequestLoggingMiddleware(logger))
     .use(createProtoVersionServerMiddleware({ protoVersionPolicy: options.protoVersionPolicy ?? 'strict' }));
@@ -102,15 +113,22 @@ export function createServiceServer(options: ServiceServerOptions): ServiceServe
         shutdownController.abort();
         if (!listening) return;
         const timeoutMs = options.shutdownTimeoutMs ?? 10_000;
-        let timer: NodeJS.Timeout | undefined;
-        const timedOut = new Promise<'timeout'>((resolve) => {
-          timer = setTimeout(() => resolve('timeout'), timeoutMs);
-        });
-        const result = await Promise.race([server.shutdown().then(() => 'drained' as const), timedOut]);
-        clearTimeout(timer);
-        if (result === 'timeout') {
-          logger.warn({ timeoutMs }, 'in-flight calls did not drain in time; cutting them');
+        // Keep listening while in-flight calls finish: health says NOT_SERVING, new calls
+        // get UNAVAILABLE. Then close; whatever is still running at the deadline is cut.
+        drain.startDraining();
+        logger.info({ inFlight: drain.inFlight, timeoutMs }, 'draining');
+        const drained = await drain.waitIdle(timeoutMs);
+        if (!drained) {
+          logger.warn({ timeoutMs, inFlight: drain.inFlight }, 'in-flight calls did not drain in time; cutting them');
           server.forceShutdown();
+        } else {
+          let timer: NodeJS.Timeout | undefined;
+          const closed = await Promise.race([
+            server.shutdown().then(() => true),
+            new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), 1000))),
+          ]);
+          clearTimeout(timer);
+          if (!closed) server.forceShutdown();
         }
         logger.info('server stopped');
       })();
