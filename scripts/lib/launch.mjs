@@ -1,0 +1,188 @@
+/**
+ * Starts TitanCompute services from their built bins as child processes and wires a local
+ * cluster together. Used by `pnpm start`, `pnpm demo` and the end-to-end tests, so all three
+ * run the system exactly the same way.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+/** Built bin of each service. */
+export const BINS = {
+  'instance-manager': join(repoRoot, 'packages/instance-manager/dist/bin.js'),
+  coordinator: join(repoRoot, 'packages/coordinator/dist/bin.js'),
+  agent: join(repoRoot, 'packages/agent/dist/bin.js'),
+  titan: join(repoRoot, 'packages/client/dist/cli/bin.js'),
+};
+
+/**
+ * @typedef {object} ServiceProcess
+ * @property {string} name
+ * @property {import('node:child_process').ChildProcess} child
+ * @property {number} port gRPC port (from the service's "listening" log line)
+ * @property {string} address 127.0.0.1:port
+ * @property {object[]} logs every JSON log line so far
+ * @property {(pred: (line: object) => boolean, timeoutMs?: number) => Promise<object>} waitForLog
+ * @property {(signal?: NodeJS.Signals, timeoutMs?: number) => Promise<number | null>} stop
+ * @property {Promise<number | null>} exited resolves with the exit code
+ */
+
+/**
+ * Spawns a service bin and resolves once it logged `listening`.
+ * @param {{ name: string, bin: string, args?: string[], env?: Record<string,string>, readyTimeoutMs?: number, echo?: boolean }} options
+ * @returns {Promise<ServiceProcess>}
+ */
+export function startService(options) {
+  const { name, bin, args = [], env = {}, readyTimeoutMs = 30_000, echo = false } = options;
+  const child = spawn(process.execPath, [bin, ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs = [];
+  const waiters = new Set();
+  let stderr = '';
+  let buffered = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk) => {
+    buffered += chunk;
+    let nl;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      if (echo) process.stderr.write(`[${name}] ${line}\n`);
+      try {
+        const parsed = JSON.parse(line);
+        logs.push(parsed);
+        for (const w of waiters) w(parsed);
+      } catch {
+        /* not a JSON log line */
+      }
+    }
+  });
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+    if (echo) process.stderr.write(`[${name}] ${chunk}`);
+  });
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+
+  const waitForLog = (pred, timeoutMs = 15_000) =>
+    new Promise((resolve, reject) => {
+      const found = logs.find(pred);
+      if (found) return resolve(found);
+      const onLine = (line) => {
+        if (pred(line)) finish(() => resolve(line));
+      };
+      const finish = (fn) => {
+        clearTimeout(timer);
+        waiters.delete(onLine);
+        fn();
+      };
+      const timer = setTimeout(
+        () => finish(() => reject(new Error(`${name}: log line not seen in ${timeoutMs} ms; stderr: ${stderr.slice(-2000)}`))),
+        timeoutMs,
+      );
+      waiters.add(onLine);
+      void exited.then((code) => finish(() => reject(new Error(`${name} exited with ${code} before the log line; stderr: ${stderr.slice(-2000)}`))));
+    });
+
+  const stop = async (signal = 'SIGTERM', timeoutMs = 15_000) => {
+    if (child.exitCode !== null || child.signalCode !== null) return exited;
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const code = await exited;
+    clearTimeout(timer);
+    return code;
+  };
+
+  return waitForLog((l) => l.msg === 'listening' && typeof l.port === 'number', readyTimeoutMs).then((line) => ({
+    name,
+    child,
+    port: line.port,
+    address: `127.0.0.1:${line.port}`,
+    logs,
+    waitForLog,
+    stop,
+    exited,
+    get stderr() {
+      return stderr;
+    },
+  }));
+}
+
+/**
+ * Starts a local cluster: instance manager (SQLite), coordinator and `agents` agents on the
+ * embedded engine with the bundled model, wired with one join token.
+ * @param {{ dataDir: string, agents?: number, ports?: { instanceManager?: number, coordinator?: number, http?: number, agents?: number[] },
+ *   env?: Record<string,string>, coordinatorArgs?: string[], agentArgs?: string[], echo?: boolean }} options
+ */
+export async function startCluster(options) {
+  const { dataDir, agents = 2, ports = {}, env = {}, echo = false } = options;
+  mkdirSync(dataDir, { recursive: true });
+  const joinToken = env.TITAN_JOIN_TOKEN ?? randomBytes(24).toString('base64url');
+  const common = { TITAN_HOST: '127.0.0.1', TITAN_LOG_LEVEL: env.TITAN_LOG_LEVEL ?? 'info', ...env, TITAN_JOIN_TOKEN: joinToken };
+  const started = [];
+  try {
+    const im = await startService({
+      name: 'instance-manager',
+      bin: BINS['instance-manager'],
+      args: ['--port', String(ports.instanceManager ?? 0), '--data-dir', join(dataDir, 'instance-manager')],
+      env: common,
+      echo,
+    });
+    started.push(im);
+    const coordinator = await startService({
+      name: 'coordinator',
+      bin: BINS.coordinator,
+      args: [
+        '--port', String(ports.coordinator ?? 0),
+        '--http-port', String(ports.http ?? 0),
+        '--data-dir', join(dataDir, 'coordinator'),
+        ...(options.coordinatorArgs ?? []),
+      ],
+      env: { ...common, TITAN_INSTANCE_MANAGER: im.address },
+      echo,
+    });
+    started.push(coordinator);
+    const httpLine = await coordinator.waitForLog((l) => typeof l.httpPort === 'number' || (l.msg ?? '').includes('http'), 15_000);
+    coordinator.httpPort = httpLine.httpPort ?? httpLine.port;
+    const agentProcs = [];
+    for (let i = 0; i < agents; i += 1) {
+      const agentId = `agent-${i + 1}`;
+      const agent = await startService({
+        name: agentId,
+        bin: BINS.agent,
+        args: [
+          '--port', String(ports.agents?.[i] ?? 0),
+          '--agent-id', agentId,
+          '--public-host', '127.0.0.1',
+          '--data-dir', join(dataDir, agentId),
+          ...(options.agentArgs ?? []),
+        ],
+        env: { ...common, TITAN_COORDINATOR: coordinator.address, TITAN_INSTANCE_MANAGER: im.address },
+        echo,
+      });
+      started.push(agent);
+      agentProcs.push(agent);
+    }
+    return {
+      joinToken,
+      instanceManager: im,
+      coordinator,
+      agents: agentProcs,
+      processes: started,
+      async stop() {
+        const codes = await Promise.all([...started].reverse().map((p) => p.stop()));
+        return codes;
+      },
+    };
+  } catch (err) {
+    await Promise.all(started.map((p) => p.stop('SIGKILL')));
+    throw err;
+  }
+}
