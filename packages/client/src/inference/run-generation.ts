@@ -1,0 +1,207 @@
+import { Status, type Metadata } from 'nice-grpc-common';
+import type { AgentServiceClient, CoordinatorServiceClient, InferenceResponse, StreamResponse } from '@titancompute/protocol';
+import {
+  AuthError,
+  CapacityError,
+  ConnectionError,
+  NoAgentsError,
+  StreamInterruptedError,
+  TitanAbortError,
+  TitanError,
+  UnavailableError,
+  toTitanError,
+} from '../errors.js';
+import { createCallDeadline } from '../transport/deadline.js';
+import type { FinishReason, GenerationChunk, GenerationStats } from '../types.js';
+import type { ValidatedRequest } from './validate-request.js';
+
+/** What a generation needs from its client. */
+export interface GenerationDeps {
+  coordinatorAddress: string;
+  clientId: string;
+  coordinator(): CoordinatorServiceClient;
+  agent(endpoint: string): AgentServiceClient;
+  requestTimeoutMs: number;
+  streamTimeoutMs: number;
+}
+
+/** Failures before the first token that another agent may not have: try the next one. */
+function isFailoverable(error: TitanError): boolean {
+  return (
+    error instanceof ConnectionError ||
+    error instanceof AuthError ||
+    error instanceof CapacityError ||
+    error instanceof UnavailableError
+  );
+}
+
+function toFinishReason(value: string | undefined): FinishReason {
+  return value === 'length' || value === 'cancelled' ? value : 'stop';
+}
+
+function numberOr(value: string | undefined, fallback: number): number {
+  const n = Number(value);
+  return value !== undefined && Number.isFinite(n) ? n : fallback;
+}
+
+function finalStats(
+  message: StreamResponse,
+  grant: InferenceResponse,
+  extra: { tokensSeen: number; clientTtftMs: number; attempts: number },
+): GenerationStats {
+  const s = message.stats;
+  const md = message.metadata;
+  return {
+    tokens: s?.tokensGenerated ?? numberOr(md['tokens_generated'], extra.tokensSeen),
+    timeToFirstTokenMs: s?.timeToFirstTokenMs ?? numberOr(md['time_to_first_token_ms'], 0),
+    clientTimeToFirstTokenMs: extra.clientTtftMs,
+    tokensPerSecond: s?.tokensPerSecond ?? numberOr(md['tokens_per_second'], 0),
+    agentId: s?.agentId || md['agent_id'] || grant.agentId,
+    jobId: s?.jobId || md['job_id'] || grant.jobId,
+    finishReason: toFinishReason(s?.finishReason || md['finish_reason']),
+    promptTokens: s?.promptTokens ?? 0,
+    attempts: extra.attempts,
+    maxTokens: grant.maxTokens,
+    temperature: grant.temperature,
+  };
+}
+
+/**
+ * The zero-proxy flow with failover: ask the coordinator for an agent and a session token,
+ * stream straight from that agent, and — only while no token has been delivered — retry on
+ * another agent (excluded by id) when the agent is unreachable, refuses the token, is busy or
+ * unavailable. After the first token a break is a {@link StreamInterruptedError}: the text is
+ * never restarted, so the caller never sees it twice.
+ */
+export async function* runGeneration(deps: GenerationDeps, request: ValidatedRequest): AsyncGenerator<GenerationChunk, void, undefined> {
+  const excluded: string[] = [];
+  let lastAgentError: TitanError | undefined;
+  const startedAt = performance.now();
+
+  for (let attempt = 1; attempt <= request.maxAttempts; attempt++) {
+    // 1. Pick an agent.
+    let grant: InferenceResponse;
+    {
+      const deadline = createCallDeadline(deps.requestTimeoutMs, request.signal);
+      let header: Metadata | undefined;
+      let trailer: Metadata | undefined;
+      try {
+        grant = await deps.coordinator().requestInference(
+          {
+            clientId: deps.clientId,
+            model: request.model,
+            prompt: request.prompt,
+            maxTokens: request.maxTokens,
+            temperature: request.temperature,
+            temperatureSet: request.temperatureSet,
+            parameters: request.parameters,
+            excludeAgentIds: excluded,
+          },
+          { signal: deadline.signal, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) },
+        );
+      } catch (error) {
+        const mapped = toTitanError(error, {
+          target: 'coordinator',
+          address: deps.coordinatorAddress,
+          userSignal: request.signal,
+          timeoutSignal: deadline.timeoutSignal,
+          timeoutMs: deadline.timeoutMs,
+          header,
+          trailer,
+          model: request.model,
+          extra: { attempt, excludedAgentIds: [...excluded] },
+        });
+        if (lastAgentError && (mapped instanceof NoAgentsError || mapped instanceof CapacityError)) {
+          const message = `${mapped.message} (after ${attempt - 1} failed attempt(s); last agent error: ${lastAgentError.message})`;
+          const options = { cause: mapped, context: { ...mapped.context, lastAgentError } };
+          throw mapped instanceof NoAgentsError
+            ? new NoAgentsError(message, request.model, options)
+            : new CapacityError(message, mapped.retryAfterMs, options);
+        }
+        throw mapped;
+      } finally {
+        deadline.dispose();
+      }
+    }
+
+    // 2. Stream straight from it.
+    const deadline = createCallDeadline(deps.streamTimeoutMs, request.signal);
+    let delivered = 0;
+    let nextIndex = 0;
+    let clientTtftMs = 0;
+    let header: Metadata | undefined;
+    let trailer: Metadata | undefined;
+    const agentContext = { attempt, agentId: grant.agentId, jobId: grant.jobId, endpoint: grant.agentEndpoint };
+    try {
+      const stream = deps.agent(grant.agentEndpoint).streamInference(
+        {
+          sessionToken: grant.sessionToken,
+          model: request.model,
+          prompt: request.prompt,
+          maxTokens: grant.maxTokens || request.maxTokens,
+          temperature: grant.maxTokens ? grant.temperature : request.temperature,
+          stream: true,
+          options: request.parameters,
+        },
+        { signal: deadline.signal, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) },
+      );
+      for await (const message of stream) {
+        if (message.done) {
+          const stats = finalStats(message, grant, { tokensSeen: nextIndex, clientTtftMs, attempts: attempt });
+          yield { done: true, text: '', index: Math.max(stats.tokens, nextIndex), createdAt: message.createdAt || Date.now(), stats };
+          return;
+        }
+        const text = message.content || message.token;
+        if (text === '') continue;
+        if (delivered === 0) clientTtftMs = performance.now() - startedAt;
+        const index = message.tokenIndex > 0 || delivered === 0 ? message.tokenIndex : nextIndex;
+        delivered++;
+        nextIndex = Math.max(nextIndex + 1, index + 1);
+        yield { done: false, text, index, createdAt: message.createdAt || Date.now() };
+      }
+      throw new UnavailableError(`agent ${grant.agentId} (${grant.agentEndpoint}) ended the stream before it was done`, {
+        context: agentContext,
+      });
+    } catch (error) {
+      const mapped = toTitanError(error, {
+        target: 'agent',
+        address: grant.agentEndpoint,
+        userSignal: request.signal,
+        timeoutSignal: deadline.timeoutSignal,
+        timeoutMs: deadline.timeoutMs,
+        header,
+        trailer,
+        model: request.model,
+        extra: { ...agentContext, tokensReceived: nextIndex },
+      });
+      if (mapped instanceof TitanAbortError && request.signal?.aborted) throw mapped;
+      if (delivered > 0) {
+        throw new StreamInterruptedError(
+          `stream from agent ${grant.agentId} broke after ${nextIndex} token(s); not restarted to avoid duplicate text: ${mapped.message}`,
+          mapped.code === Status.OK ? Status.UNAVAILABLE : mapped.code,
+          nextIndex,
+          grant.agentId,
+          { cause: mapped, context: { ...agentContext, tokensReceived: nextIndex } },
+        );
+      }
+      if (!isFailoverable(mapped)) throw mapped;
+      lastAgentError = mapped;
+      excluded.push(grant.agentId);
+      if (attempt === request.maxAttempts) {
+        throw rewrap(mapped, `${mapped.message} (gave up after ${attempt} attempt(s), agents tried: ${excluded.join(', ')})`);
+      }
+    } finally {
+      deadline.abort();
+      deadline.dispose();
+    }
+  }
+}
+
+/** Same class of error with a longer message (keeps code and the original as cause). */
+function rewrap(error: TitanError, message: string): TitanError {
+  const options = { cause: error, context: error.context };
+  if (error instanceof CapacityError) return new CapacityError(message, error.retryAfterMs, options);
+  if (error instanceof ConnectionError) return new ConnectionError(message, error.address, options);
+  if (error instanceof AuthError) return new AuthError(message, error.code, options);
+  return new UnavailableError(message, options);
+}

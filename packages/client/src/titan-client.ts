@@ -1,0 +1,203 @@
+import { randomUUID } from 'node:crypto';
+import { Status, type Metadata } from 'nice-grpc-common';
+import {
+  AgentServiceDefinition,
+  CoordinatorServiceDefinition,
+  type AgentServiceClient,
+  type CoordinatorServiceClient,
+} from '@titancompute/protocol';
+import { InvalidArgumentError, TitanError, toTitanError, type CallTarget } from './errors.js';
+import { runGeneration } from './inference/run-generation.js';
+import { toAgentSelfStatus, toClusterStatus } from './inference/status-mapping.js';
+import { validateGenerateRequest } from './inference/validate-request.js';
+import { createChannelPool, type ChannelPool } from './transport/channel-pool.js';
+import { createCallDeadline } from './transport/deadline.js';
+import type {
+  AgentSelfStatus,
+  ClusterStatus,
+  Completion,
+  GenerateRequest,
+  GenerationChunk,
+  GenerationStats,
+  TitanClientOptions,
+} from './types.js';
+
+/** Default coordinator address. */
+export const DEFAULT_COORDINATOR = '127.0.0.1:50051';
+
+function positiveInt(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) throw new InvalidArgumentError(`${name}: must be an integer >= 1`, name);
+  return value;
+}
+
+/**
+ * A running generation: iterate it with `for await` for chunks (the last one has
+ * `done: true` and `stats`), or call {@link Generation.abort}. It can be iterated once.
+ */
+export class Generation implements AsyncIterable<GenerationChunk> {
+  readonly #controller = new AbortController();
+  #started = false;
+  readonly #start: (signal: AbortSignal) => AsyncGenerator<GenerationChunk, void, undefined>;
+  #stats: GenerationStats | undefined;
+
+  /** @internal Use {@link TitanClient.generate}. */
+  constructor(start: (signal: AbortSignal) => AsyncGenerator<GenerationChunk, void, undefined>, signal?: AbortSignal) {
+    this.#start = start;
+    if (signal?.aborted) this.#controller.abort(signal.reason);
+    else signal?.addEventListener('abort', () => this.#controller.abort(signal.reason), { once: true });
+  }
+
+  /** Stats of the finished generation (undefined until the `done` chunk was read). */
+  get stats(): GenerationStats | undefined {
+    return this.#stats;
+  }
+
+  /** Cancels the generation: the coordinator call or the agent stream (the agent frees its slot). */
+  abort(reason?: unknown): void {
+    this.#controller.abort(reason);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<GenerationChunk, void, undefined> {
+    if (this.#started) throw new InvalidArgumentError('a Generation can be iterated only once', 'generation');
+    this.#started = true;
+    for await (const chunk of this.#start(this.#controller.signal)) {
+      if (chunk.done) this.#stats = chunk.stats;
+      yield chunk;
+    }
+  }
+}
+
+/**
+ * The TitanCompute client: asks the coordinator for an agent, then streams tokens straight
+ * from that agent ("zero-proxy"), with failover before the first token, deadlines, AbortSignal
+ * and typed errors. Channels are cached per address; call {@link TitanClient.close} when done.
+ *
+ * @example
+ * ```ts
+ * const client = new TitanClient({ coordinator: '127.0.0.1:50051' });
+ * for await (const chunk of client.generate({ model: 'llama-2-tiny-random', prompt: 'Hello' })) {
+ *   if (chunk.done) console.log('\n', chunk.stats);
+ *   else process.stdout.write(chunk.text);
+ * }
+ * client.close();
+ * ```
+ */
+export class TitanClient {
+  /** Coordinator address in use. */
+  readonly coordinatorAddress: string;
+  /** Client id sent to the coordinator. */
+  readonly clientId: string;
+  readonly #pool: ChannelPool;
+  readonly #maxAttempts: number;
+  readonly #requestTimeoutMs: number;
+  readonly #streamTimeoutMs: number;
+  #coordinator: CoordinatorServiceClient | undefined;
+  readonly #agents = new Map<string, AgentServiceClient>();
+
+  constructor(options: TitanClientOptions = {}) {
+    const coordinator = options.coordinator ?? DEFAULT_COORDINATOR;
+    if (typeof coordinator !== 'string' || !/^[^\s]+:\d+$/.test(coordinator.replace(/^(https?|grpcs?):\/\//, ''))) {
+      throw new InvalidArgumentError(`coordinator: expected host:port, got ${JSON.stringify(coordinator)}`, 'coordinator');
+    }
+    this.coordinatorAddress = coordinator;
+    this.clientId = options.clientId ?? `titan-client-${randomUUID().slice(0, 8)}`;
+    this.#maxAttempts = positiveInt('maxAttempts', options.maxAttempts, 3);
+    this.#requestTimeoutMs = positiveInt('requestTimeoutMs', options.requestTimeoutMs, 10_000);
+    this.#streamTimeoutMs = positiveInt('streamTimeoutMs', options.streamTimeoutMs, 300_000);
+    this.#pool = createChannelPool(options.tls);
+  }
+
+  #coordinatorClient(): CoordinatorServiceClient {
+    this.#coordinator ??= this.#pool.factory.create(CoordinatorServiceDefinition, this.#pool.channel(this.coordinatorAddress));
+    return this.#coordinator;
+  }
+
+  #agentClient(endpoint: string): AgentServiceClient {
+    let client = this.#agents.get(endpoint);
+    if (!client) {
+      client = this.#pool.factory.create(AgentServiceDefinition, this.#pool.channel(endpoint));
+      this.#agents.set(endpoint, client);
+    }
+    return client;
+  }
+
+  /**
+   * Generates text. Returns at once; the work starts when you iterate. Chunks carry `text`
+   * and `index`; the last one has `done: true` and `stats`. Throws {@link InvalidArgumentError}
+   * synchronously for a bad request; everything else surfaces from the iteration as a
+   * {@link TitanError} subclass.
+   */
+  generate(request: GenerateRequest): Generation {
+    const validated = validateGenerateRequest(request, this.#maxAttempts);
+    const deps = {
+      coordinatorAddress: this.coordinatorAddress,
+      clientId: this.clientId,
+      coordinator: () => this.#coordinatorClient(),
+      agent: (endpoint: string) => this.#agentClient(endpoint),
+      requestTimeoutMs: this.#requestTimeoutMs,
+      streamTimeoutMs: this.#streamTimeoutMs,
+    };
+    return new Generation((signal) => runGeneration(deps, { ...validated, signal }), validated.signal);
+  }
+
+  /** Generates text and returns all of it with the stats. */
+  async complete(request: GenerateRequest): Promise<Completion> {
+    let text = '';
+    for await (const chunk of this.generate(request)) {
+      if (chunk.done) return { text, stats: chunk.stats };
+      text += chunk.text;
+    }
+    /* c8 ignore next */
+    throw new TitanError('generation ended without stats', Status.UNKNOWN);
+  }
+
+  /** Cluster status from the coordinator: agents, their state, load and GPU memory, scheduler counters. */
+  async status(options: { signal?: AbortSignal } = {}): Promise<ClusterStatus> {
+    const status = await this.#unary('coordinator', this.coordinatorAddress, options.signal, (callOptions) =>
+      this.#coordinatorClient().querySystemStatus({ includeAgents: true, includeMetrics: true }, callOptions),
+    );
+    return toClusterStatus(status);
+  }
+
+  /** An agent's own status (GetStatus), dialled directly at its `host:port` endpoint. */
+  async agentStatus(endpoint: string, options: { signal?: AbortSignal } = {}): Promise<AgentSelfStatus> {
+    const status = await this.#unary('agent', endpoint, options.signal, (callOptions) =>
+      this.#agentClient(endpoint).getStatus({ agentId: '', includeJobs: true }, callOptions),
+    );
+    return toAgentSelfStatus(status);
+  }
+
+  async #unary<T>(
+    target: CallTarget,
+    address: string,
+    signal: AbortSignal | undefined,
+    call: (options: { signal: AbortSignal; onHeader(h: Metadata): void; onTrailer(t: Metadata): void }) => Promise<T>,
+  ): Promise<T> {
+    const deadline = createCallDeadline(this.#requestTimeoutMs, signal);
+    let header: Metadata | undefined;
+    let trailer: Metadata | undefined;
+    try {
+      return await call({ signal: deadline.signal, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) });
+    } catch (error) {
+      throw toTitanError(error, {
+        target,
+        address,
+        userSignal: signal,
+        timeoutSignal: deadline.timeoutSignal,
+        timeoutMs: deadline.timeoutMs,
+        header,
+        trailer,
+      });
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  /** Closes every channel this client opened. The client can still be used (channels reopen). */
+  close(): void {
+    this.#coordinator = undefined;
+    this.#agents.clear();
+    this.#pool.close();
+  }
+}

@@ -1,0 +1,43 @@
+import { createClientFactory, type Channel, type ClientFactory } from 'nice-grpc';
+import { createProtoVersionClientMiddleware, createTitanChannel } from '@titancompute/protocol';
+import { ClientConfigError, toTitanError } from '../errors.js';
+import type { TlsOptions } from '../types.js';
+
+/**
+ * One gRPC channel per `host:port`, reused by every call to that address and closed together
+ * by {@link ChannelPool.close}. All clients made from it send `proto_version` metadata.
+ */
+export interface ChannelPool {
+  /** The channel for `address` (created on first use). */
+  channel(address: string): Channel;
+  /** A nice-grpc client factory with the proto_version middleware. */
+  readonly factory: ClientFactory;
+  /** Closes every channel; later calls reopen them. */
+  close(): void;
+}
+
+/** Creates a {@link ChannelPool}; TLS applies to every channel it opens. */
+export function createChannelPool(tls?: TlsOptions): ChannelPool {
+  const channels = new Map<string, Channel>();
+  const factory = createClientFactory().use(createProtoVersionClientMiddleware());
+  return {
+    factory,
+    channel(address) {
+      let channel = channels.get(address);
+      if (!channel) {
+        try {
+          channel = createTitanChannel(address, tls ? { tls } : {});
+        } catch (error) {
+          const mapped = toTitanError(error, { target: 'agent', address });
+          throw mapped instanceof ClientConfigError ? mapped : new ClientConfigError(mapped.message, { cause: error });
+        }
+        channels.set(address, channel);
+      }
+      return channel;
+    },
+    close() {
+      for (const channel of channels.values()) channel.close();
+      channels.clear();
+    },
+  };
+}
