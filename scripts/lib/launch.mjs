@@ -186,3 +186,32 @@ export async function startCluster(options) {
     throw err;
   }
 }
+
+/**
+ * Polls the coordinator until `count` agents are healthy (or throws after `timeoutMs`).
+ * @param {string} coordinatorAddress
+ * @param {number} count
+ * @param {number} [timeoutMs]
+ */
+export async function waitForAgents(coordinatorAddress, count, timeoutMs = 30_000) {
+  const { createClientFactory } = await import('nice-grpc');
+  const { CoordinatorServiceDefinition, createProtoVersionClientMiddleware, createTitanChannel } = await import('@titancompute/protocol');
+  const channel = createTitanChannel(coordinatorAddress);
+  const client = createClientFactory().use(createProtoVersionClientMiddleware()).create(CoordinatorServiceDefinition, channel);
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  try {
+    while (Date.now() < deadline) {
+      try {
+        last = await client.querySystemStatus({ includeAgents: true }, { signal: AbortSignal.timeout(2000) });
+        if (last.healthyAgents >= count) return last;
+      } catch (err) {
+        last = err;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } finally {
+    channel.close();
+  }
+  throw new Error(`fewer than ${count} healthy agents after ${timeoutMs} ms: ${JSON.stringify(last)}`);
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+/**
+ * `pnpm start`: a local TitanCompute cluster — instance manager (SQLite under ./.titan/),
+ * coordinator and two agents on the embedded llama.cpp engine with the bundled model, wired
+ * with one join token — running until Ctrl-C.
+ * `pnpm demo`: the same, then one request through the SDK, its streamed text and stats, and exit.
+ *
+ * Ports: 50050 (instance manager), 50051 + 8080 (coordinator), 50052/50053 (agents); set
+ * TITAN_CLUSTER_PORTS=auto to pick free ports instead (the demo always does).
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot, startCluster, waitForAgents, BINS } from './lib/launch.mjs';
+
+const demo = process.argv.includes('--demo');
+const auto = demo || process.env.TITAN_CLUSTER_PORTS === 'auto';
+const dataDir = join(repoRoot, '.titan');
+mkdirSync(dataDir, { recursive: true });
+const MODEL = 'llama-2-tiny-random';
+
+const say = (line = '') => process.stdout.write(line + '\n');
+
+let cluster;
+try {
+  cluster = await startCluster({
+    dataDir,
+    agents: 2,
+    ports: auto ? {} : { instanceManager: 50050, coordinator: 50051, http: 8080, agents: [50052, 50053] },
+    env: { TITAN_LOG_LEVEL: process.env.TITAN_LOG_LEVEL ?? 'warn' },
+    echo: process.env.TITAN_CLUSTER_ECHO === '1',
+  });
+  await waitForAgents(cluster.coordinator.address, 2);
+} catch (err) {
+  process.stderr.write(`could not start the local cluster: ${err.message}\n`);
+  if (!auto) process.stderr.write('If a port is taken, run with TITAN_CLUSTER_PORTS=auto to use free ports.\n');
+  await cluster?.stop();
+  process.exit(1);
+}
+
+const { instanceManager, coordinator, agents } = cluster;
+say('TitanCompute local cluster is up:');
+say(`  instance manager  grpc ${instanceManager.address}   (SQLite in ${join(dataDir, 'instance-manager')})`);
+say(`  coordinator       grpc ${coordinator.address}   http http://127.0.0.1:${coordinator.httpPort}/api/v1/status`);
+for (const agent of agents) say(`  ${agent.name.padEnd(17)} grpc ${agent.address}   (llama.cpp, ${MODEL})`);
+say();
+
+let stopping = false;
+async function shutdown(code) {
+  if (stopping) return;
+  stopping = true;
+  say('\nstopping the cluster…');
+  const codes = await cluster.stop();
+  const bad = codes.filter((c) => c !== 0);
+  if (bad.length) process.stderr.write(`some services exited uncleanly: ${JSON.stringify(codes)}\n`);
+  process.exit(bad.length ? 1 : code);
+}
+process.on('SIGINT', () => void shutdown(0));
+process.on('SIGTERM', () => void shutdown(0));
+for (const p of cluster.processes) {
+  void p.exited.then((code) => {
+    if (!stopping) {
+      process.stderr.write(`${p.name} exited unexpectedly (${code}); stopping the cluster\n${p.stderr.slice(-2000)}\n`);
+      void shutdown(1);
+    }
+  });
+}
+
+if (demo) {
+  const { TitanClient } = await import('@titancompute/client');
+  const client = new TitanClient({ coordinator: coordinator.address, clientId: 'demo' });
+  const prompt = 'Once upon a time';
+  say(`demo: generate --model ${MODEL} "${prompt}"`);
+  say('---');
+  try {
+    let stats;
+    for await (const chunk of client.generate({ model: MODEL, prompt, maxTokens: 32 })) {
+      if (chunk.text) process.stdout.write(chunk.text);
+      if (chunk.stats) stats = chunk.stats;
+    }
+    say('\n---');
+    say(
+      `tokens: ${stats.tokens}   time to first token: ${stats.timeToFirstTokenMs.toFixed(1)} ms   ` +
+        `tokens/s: ${stats.tokensPerSecond.toFixed(1)}   agent: ${stats.agentId}`,
+    );
+    say('(the bundled model has random weights: its text is gibberish by design)');
+    client.close();
+    await shutdown(0);
+  } catch (err) {
+    process.stderr.write(`demo request failed: ${err.message}\n`);
+    client.close();
+    await shutdown(1);
+  }
+} else {
+  say('Try it (in another terminal):');
+  say(`  node ${join('packages/client/dist/cli/bin.js')} generate --coordinator ${coordinator.address} --model ${MODEL} "Hello"`);
+  say(`  node ${join('packages/client/dist/cli/bin.js')} status --coordinator ${coordinator.address}`);
+  say('Press Ctrl-C to stop.');
+  void BINS;
+}
