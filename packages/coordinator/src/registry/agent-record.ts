@@ -1,0 +1,145 @@
+import type { AgentRegistration, GpuInfo, HealthUpdate } from '@titancompute/protocol';
+import { CircuitBreaker, type BreakerState, type CircuitBreakerOptions } from '../scheduler/circuit-breaker.js';
+import { isCpuOnly, type SchedulableAgent } from '../scheduler/scheduler.js';
+
+/** An agent's state as reported by QuerySystemStatus and the REST API. */
+export type AgentState = 'healthy' | 'degraded' | 'half-open' | 'offline';
+
+/** Every agent state, for metrics. */
+export const AGENT_STATES: readonly AgentState[] = ['healthy', 'degraded', 'half-open', 'offline'];
+
+/** Free memory below this (MB) makes an agent degraded (v1's rule). */
+const LOW_MEMORY_MB = 512;
+/** Used fraction above this makes an agent degraded. */
+const HIGH_USAGE = 0.9;
+/** CPU percent above this makes an agent degraded. */
+const HIGH_CPU = 90;
+/** Weight of the newest sample in the tokens/s moving average. */
+const TPS_ALPHA = 0.3;
+
+/**
+ * Everything the coordinator knows about one agent: its registration, its latest health
+ * update, the reservations it holds, its circuit breaker and its performance history. It is
+ * a {@link SchedulableAgent}, so the scheduler reads it without copying.
+ */
+export class AgentRecord implements SchedulableAgent {
+  agentId: string;
+  endpoint = '';
+  supportedModels: ReadonlySet<string> = new Set();
+  maxJobs = 0;
+  maxQueue = 0;
+  totalVramMb = 0;
+  totalRamMb = 0;
+  engine = '';
+  capabilities: Record<string, string> = {};
+  gpus: GpuInfo[] = [];
+
+  freeVramMb = 0;
+  freeRamMb = 0;
+  runningJobs = 0;
+  queuedJobs = 0;
+  cpuPercent = 0;
+  rttMs = 0;
+  draining = false;
+  tokensPerSecond: number | undefined;
+
+  /** Local time (ms) of the registration or last health update. */
+  lastHeartbeatMs: number;
+  /** False once its health stream closed (until a new stream speaks for it). */
+  online = true;
+  /** True after DeregisterAgent: never scheduled, evicted after the heartbeat timeout. */
+  deregistered = false;
+  /** Id of the health stream currently speaking for this agent. */
+  streamId: number | undefined;
+  /** Job id → reservation expiry (local ms). */
+  readonly reservations = new Map<string, number>();
+  readonly breaker: CircuitBreaker;
+
+  constructor(
+    registration: AgentRegistration,
+    nowMs: number,
+    breakerOptions: CircuitBreakerOptions,
+    private readonly clock: () => number,
+  ) {
+    this.agentId = registration.agentId;
+    this.lastHeartbeatMs = nowMs;
+    this.breaker = new CircuitBreaker(breakerOptions);
+    this.applyRegistration(registration, nowMs);
+  }
+
+  /** Takes a (re-)registration: capacity, models and endpoint; memory is assumed free until the first update. */
+  applyRegistration(reg: AgentRegistration, nowMs: number): void {
+    this.endpoint = reg.endpoint;
+    this.supportedModels = new Set(reg.supportedModels);
+    this.maxJobs = reg.maxJobs;
+    this.maxQueue = reg.maxQueue;
+    this.totalVramMb = reg.totalVramMb;
+    this.totalRamMb = reg.totalRamMb;
+    this.engine = reg.engine;
+    this.capabilities = { ...reg.capabilities };
+    this.gpus = reg.gpus;
+    this.freeVramMb = reg.totalVramMb;
+    this.freeRamMb = reg.totalRamMb;
+    this.lastHeartbeatMs = nowMs;
+    this.online = true;
+    this.deregistered = false;
+    this.draining = false;
+  }
+
+  /** Takes a health update (not its job lists; see the registry). */
+  applyHealth(update: HealthUpdate, nowMs: number): void {
+    this.freeVramMb = update.freeVramMb;
+    this.freeRamMb = update.freeRamMb;
+    if (update.totalRamMb > 0) this.totalRamMb = update.totalRamMb;
+    this.runningJobs = update.runningJobs;
+    this.queuedJobs = update.queuedJobs;
+    this.cpuPercent = update.cpuPercent;
+    this.rttMs = Number.isFinite(update.rttMs) && update.rttMs >= 0 ? update.rttMs : 0;
+    this.draining = update.draining;
+    if (update.gpus.length > 0) this.gpus = update.gpus;
+    this.lastHeartbeatMs = nowMs;
+    this.online = true;
+  }
+
+  /** Folds a finished job's tokens/s into the moving average. */
+  recordThroughput(tokensPerSecond: number): void {
+    if (!(tokensPerSecond > 0) || !Number.isFinite(tokensPerSecond)) return;
+    this.tokensPerSecond =
+      this.tokensPerSecond === undefined ? tokensPerSecond : TPS_ALPHA * tokensPerSecond + (1 - TPS_ALPHA) * this.tokensPerSecond;
+  }
+
+  get reservedJobs(): number {
+    return this.reservations.size;
+  }
+
+  /** Schedulable at all: online, registered, not draining, breaker not open. */
+  get available(): boolean {
+    return this.online && !this.deregistered && !this.draining && this.breaker.allows(this.clock());
+  }
+
+  /** Degraded or probing (half-open): scored lower. */
+  get penalized(): boolean {
+    return this.isDegraded() || this.breaker.state(this.clock()) === 'half-open';
+  }
+
+  /** v1's degraded rule, judged on VRAM for GPU agents and on RAM for CPU-only agents. */
+  isDegraded(): boolean {
+    if (this.cpuPercent > HIGH_CPU) return true;
+    const [total, free] = isCpuOnly(this) ? [this.totalRamMb, this.freeRamMb] : [this.totalVramMb, this.freeVramMb];
+    if (total <= 0) return false;
+    return free < LOW_MEMORY_MB || (total - free) / total > HIGH_USAGE;
+  }
+
+  /** Breaker state now. */
+  breakerState(): BreakerState {
+    return this.breaker.state(this.clock());
+  }
+
+  /** The state reported to users. */
+  state(): AgentState {
+    const breaker = this.breakerState();
+    if (!this.online || this.deregistered || breaker === 'open') return 'offline';
+    if (breaker === 'half-open') return 'half-open';
+    return this.isDegraded() ? 'degraded' : 'healthy';
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * What the scheduler needs to know about an agent. The registry builds these from
+ * registrations, health updates and its own reservations; simulations build them directly.
+ */
+export interface SchedulableAgent {
+  readonly agentId: string;
+  /** Models the agent serves; an empty set serves nothing. */
+  readonly supportedModels: ReadonlySet<string>;
+  readonly maxJobs: number;
+  readonly runningJobs: number;
+  readonly queuedJobs: number;
+  /** Jobs this coordinator handed to the agent that the agent has not reported yet. */
+  readonly reservedJobs: number;
+  /** Sum over GPUs; 0 for a CPU-only agent (judged by RAM). */
+  readonly totalVramMb: number;
+  readonly freeVramMb: number;
+  readonly totalRamMb: number;
+  readonly freeRamMb: number;
+  /** Round trip the agent measured on its health stream. */
+  readonly rttMs: number;
+  /** Moving average of tokens/s the agent reported; undefined without history. */
+  readonly tokensPerSecond: number | undefined;
+  /** Draining, offline, deregistered or breaker open: never chosen. */
+  readonly available: boolean;
+  /** Degraded or breaker half-open: still chosen, but scored lower. */
+  readonly penalized: boolean;
+}
+
+/** Weights of the score terms. They need not sum to 1. */
+export interface SchedulerWeights {
+  /** Free memory fraction (VRAM for GPU agents, RAM for CPU-only agents). Default 0.40. */
+  memory: number;
+  /** 1 − (running + queued + reserved) / max_jobs. Default 0.30. */
+  load: number;
+  /** 1 − min(rtt / 500 ms, 1). Default 0.20. */
+  rtt: number;
+  /** tokens/s / 100, capped at 1; 0.5 without history. Default 0.10. */
+  performance: number;
+}
+
+/** Default weights, v1's. */
+export const DEFAULT_WEIGHTS: SchedulerWeights = { memory: 0.4, load: 0.3, rtt: 0.2, performance: 0.1 };
+
+/** Options of {@link createScheduler}. */
+export interface SchedulerOptions {
+  weights?: Partial<SchedulerWeights>;
+  /** Multiplier of a penalized (degraded or half-open) agent's score. Default 0.5. */
+  penaltyFactor?: number;
+}
+
+/** What is being scheduled. */
+export interface ScheduleRequest {
+  model: string;
+  /** Free memory (MB) the job needs on the agent, when known; VRAM on GPU agents, RAM on CPU-only agents. */
+  requiredMemoryMb?: number | undefined;
+  /** Agents never to choose (client failover). */
+  excludeAgentIds?: ReadonlySet<string> | undefined;
+}
+
+/** The scheduler's answer. */
+export type ScheduleDecision<A extends SchedulableAgent = SchedulableAgent> =
+  | { readonly outcome: 'scheduled'; readonly agent: A; readonly score: number }
+  | { readonly outcome: 'no_agent' }
+  | { readonly outcome: 'busy' };
+
+/** A scheduler: hard filters, weighted score, deterministic tie-break. */
+export interface Scheduler {
+  readonly weights: Readonly<SchedulerWeights>;
+  /**
+   * Picks the best agent: `no_agent` when none serves the model (or all are unavailable,
+   * excluded or lack memory), `busy` when every one that would serve it has no free slot.
+   */
+  select<A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest): ScheduleDecision<A>;
+  /** The weighted score of an agent (penalty included). */
+  score(agent: SchedulableAgent): number;
+}
+
+const RTT_CEILING_MS = 500;
+const TIE_EPSILON = 1e-9;
+
+/** Whether the agent is CPU-only (judged by RAM). */
+export function isCpuOnly(agent: Pick<SchedulableAgent, 'totalVramMb'>): boolean {
+  return agent.totalVramMb <= 0;
+}
+
+/** Free memory (MB) that counts for the agent: VRAM on GPU agents, RAM on CPU-only agents. */
+export function freeMemoryMb(agent: Pick<SchedulableAgent, 'totalVramMb' | 'freeVramMb' | 'freeRamMb'>): number {
+  return isCpuOnly(agent) ? agent.freeRamMb : agent.freeVramMb;
+}
+
+/**
+ * Creates the scheduler. It is pure: it reads the agents it is given and holds no state, so
+ * the same input always gives the same choice; ties go to the smallest agent id.
+ *
+ * @example
+ * ```ts
+ * const scheduler = createScheduler({ weights: { rtt: 0.3 } });
+ * const decision = scheduler.select(agents, { model: 'llama-2-tiny-random' });
+ * if (decision.outcome === 'scheduled') console.log(decision.agent.agentId);
+ * ```
+ */
+export function createScheduler(options: SchedulerOptions = {}): Scheduler {
+  const weights: SchedulerWeights = { ...DEFAULT_WEIGHTS, ...options.weights };
+  const penalty = options.penaltyFactor ?? 0.5;
+
+  const score = (agent: SchedulableAgent): number => {
+    const total = isCpuOnly(agent) ? agent.totalRamMb : agent.totalVramMb;
+    const memory = total > 0 ? clamp01(freeMemoryMb(agent) / total) : 0;
+    const used = agent.runningJobs + agent.queuedJobs + agent.reservedJobs;
+    const load = agent.maxJobs > 0 ? clamp01(1 - used / agent.maxJobs) : 0;
+    const rtt = 1 - Math.min(Math.max(agent.rttMs, 0) / RTT_CEILING_MS, 1);
+    const perf = agent.tokensPerSecond === undefined ? 0.5 : Math.min(Math.max(agent.tokensPerSecond, 0) / 100, 1);
+    const s = weights.memory * memory + weights.load * load + weights.rtt * rtt + weights.performance * perf;
+    return agent.penalized ? s * penalty : s;
+  };
+
+  return {
+    weights,
+    score,
+    select<A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest): ScheduleDecision<A> {
+      let best: A | undefined;
+      let bestScore = -Infinity;
+      let sawFull = false;
+      for (const agent of agents) {
+        if (!agent.available || !agent.supportedModels.has(request.model)) continue;
+        if (request.excludeAgentIds?.has(agent.agentId)) continue;
+        if (request.requiredMemoryMb !== undefined && freeMemoryMb(agent) < request.requiredMemoryMb) continue;
+        if (agent.runningJobs + agent.queuedJobs + agent.reservedJobs >= agent.maxJobs) {
+          sawFull = true;
+          continue;
+        }
+        const s = score(agent);
+        if (s > bestScore + TIE_EPSILON || (Math.abs(s - bestScore) <= TIE_EPSILON && best !== undefined && agent.agentId < best.agentId)) {
+          best = agent;
+          bestScore = s;
+        }
+      }
+      if (best !== undefined) return { outcome: 'scheduled', agent: best, score: bestScore };
+      return sawFull ? { outcome: 'busy' } : { outcome: 'no_agent' };
+    },
+  };
+}
+
+function clamp01(x: number): number {
+  return x < 0 ? 0 : x > 1 ? 1 : x;
+}

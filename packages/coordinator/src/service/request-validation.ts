@@ -1,0 +1,135 @@
+import { z } from 'zod';
+import { InvalidRequestError } from '../errors.js';
+
+/** Documented defaults of v1. */
+export const DEFAULT_MAX_TOKENS = 100;
+/** Default temperature when the request leaves it unset. */
+export const DEFAULT_TEMPERATURE = 0.7;
+/** Parameter that states the free memory (MB) a job needs on the agent. */
+export const REQUIRED_MEMORY_PARAMETER = 'required_memory_mb';
+
+/** Limits applied to every inference request. */
+export interface RequestLimits {
+  /** Largest max_tokens accepted. Default 4096. */
+  maxTokensLimit: number;
+  /** Largest prompt in UTF-8 bytes. Default 32 KiB. */
+  maxPromptBytes: number;
+  /** Models clients may ask for; empty = any model some agent serves. */
+  allowedModels: ReadonlySet<string>;
+}
+
+/** An inference request as it arrives (gRPC or REST), before defaults. */
+export interface InferenceInput {
+  clientId: string;
+  model: string;
+  prompt: string;
+  /** 0 or absent → 100. */
+  maxTokens?: number | undefined;
+  temperature?: number | undefined;
+  /** True when `temperature` was set on purpose (0 then means greedy). */
+  temperatureSet?: boolean | undefined;
+  parameters?: Record<string, string> | undefined;
+  excludeAgentIds?: readonly string[] | undefined;
+}
+
+/** A validated request with defaults applied. */
+export interface ValidatedInference {
+  clientId: string;
+  model: string;
+  prompt: string;
+  maxTokens: number;
+  temperature: number;
+  parameters: Record<string, string>;
+  excludeAgentIds: ReadonlySet<string>;
+  requiredMemoryMb: number | undefined;
+}
+
+const FIELD_NAMES: Record<string, string> = {
+  clientId: 'client_id',
+  model: 'model',
+  prompt: 'prompt',
+  maxTokens: 'max_tokens',
+  temperature: 'temperature',
+  parameters: 'parameters',
+  excludeAgentIds: 'exclude_agent_ids',
+};
+
+const MAX_PARAMETERS = 64;
+
+function schemaFor(limits: RequestLimits) {
+  return z.object({
+    clientId: z.string().trim().min(1, 'is required').max(256, 'must be at most 256 characters'),
+    model: z.string().trim().min(1, 'is required').max(256, 'must be at most 256 characters'),
+    prompt: z
+      .string()
+      .min(1, 'is required')
+      .refine((p) => Buffer.byteLength(p, 'utf8') <= limits.maxPromptBytes, `must be at most ${limits.maxPromptBytes} bytes`),
+    maxTokens: z
+      .number()
+      .int('must be an integer')
+      .refine((n) => n === 0 || (n >= 1 && n <= limits.maxTokensLimit), `must be from 1 to ${limits.maxTokensLimit}`),
+    temperature: z.number().refine((t) => Number.isFinite(t) && t >= 0 && t <= 2, 'must be from 0 to 2'),
+    parameters: z
+      .record(z.string().max(128, 'keys must be at most 128 characters'), z.string().max(4096, 'values must be at most 4096 characters'))
+      .refine((p) => Object.keys(p).length <= MAX_PARAMETERS, `must have at most ${MAX_PARAMETERS} entries`),
+    excludeAgentIds: z.array(z.string()).max(1024, 'must list at most 1024 agents'),
+  });
+}
+
+/**
+ * Validates an inference request and applies defaults (max_tokens 100; temperature 0.7 when
+ * unset — 0 counts as unset unless `temperatureSet`). Throws {@link InvalidRequestError}
+ * naming the first bad field (`client_id`, `model`, `prompt`, `max_tokens`, `temperature`,
+ * `parameters`, `exclude_agent_ids`).
+ *
+ * @example
+ * ```ts
+ * const req = validateInference({ clientId: 'c', model: 'm', prompt: 'hi' }, limits); // req.maxTokens === 100
+ * ```
+ */
+export function createRequestValidator(limits: RequestLimits): (input: InferenceInput) => ValidatedInference {
+  const schema = schemaFor(limits);
+  return (input) => {
+    const parsed = schema.safeParse({
+      clientId: input.clientId,
+      model: input.model,
+      prompt: input.prompt,
+      maxTokens: input.maxTokens ?? 0,
+      temperature: input.temperature ?? 0,
+      parameters: input.parameters ?? {},
+      excludeAgentIds: input.excludeAgentIds ?? [],
+    });
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const key = String(issue?.path[0] ?? 'request');
+      const field = FIELD_NAMES[key] ?? key;
+      const message = issue?.code === 'invalid_type' ? `must be a ${String((issue as { expected?: unknown }).expected)}` : (issue?.message ?? 'is invalid');
+      throw new InvalidRequestError(field, message);
+    }
+    const v = parsed.data;
+    if (limits.allowedModels.size > 0 && !limits.allowedModels.has(v.model)) {
+      throw new InvalidRequestError('model', `"${v.model}" is not allowed here (allowed: ${[...limits.allowedModels].join(', ')})`);
+    }
+    let requiredMemoryMb: number | undefined;
+    const rawRequired = v.parameters[REQUIRED_MEMORY_PARAMETER];
+    if (rawRequired !== undefined) {
+      if (!/^\d+$/.test(rawRequired.trim())) {
+        throw new InvalidRequestError(`parameters.${REQUIRED_MEMORY_PARAMETER}`, 'must be a non-negative integer (MB)');
+      }
+      requiredMemoryMb = Number(rawRequired.trim());
+    }
+    // float32 on the wire: 0.7 arrives as 0.699999988; keep six decimals.
+    const temperature = Math.round(v.temperature * 1e6) / 1e6;
+    const temperatureSet = input.temperatureSet ?? false;
+    return {
+      clientId: v.clientId,
+      model: v.model,
+      prompt: v.prompt,
+      maxTokens: v.maxTokens === 0 ? DEFAULT_MAX_TOKENS : v.maxTokens,
+      temperature: !temperatureSet && temperature === 0 ? DEFAULT_TEMPERATURE : temperature,
+      parameters: v.parameters,
+      excludeAgentIds: new Set(v.excludeAgentIds),
+      requiredMemoryMb,
+    };
+  };
+}

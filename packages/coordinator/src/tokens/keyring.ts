@@ -1,0 +1,247 @@
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { calculateJwkThumbprint, exportJWK, exportPKCS8, exportSPKI, generateKeyPair, importPKCS8, importSPKI, type CryptoKey } from 'jose';
+import { z } from 'zod';
+import { KeyringError } from '../errors.js';
+
+/** Signing algorithm of session tokens. */
+export const TOKEN_ALGORITHM = 'EdDSA';
+
+const storedKeySchema = z.object({
+  kid: z.string().min(1),
+  algorithm: z.literal(TOKEN_ALGORITHM),
+  publicKeyPem: z.string().min(1),
+  privateKeyPem: z.string().min(1),
+  /** Unix seconds. */
+  createdAt: z.number(),
+  /** Unix seconds after which no token this key signed is valid; 0 for the current key. */
+  retireAt: z.number(),
+});
+const keyringFileSchema = z.object({ version: z.literal(1), keys: z.array(storedKeySchema).min(1) });
+
+/** One key as stored in `<data-dir>/keys/keyring.json`. */
+export type StoredKey = z.infer<typeof storedKeySchema>;
+
+/** A public key that verifies tokens (the shape of `PublicKeyResponse.keys`). */
+export interface PublishedKey {
+  keyId: string;
+  publicKeyPem: string;
+  algorithm: string;
+  /** Unix seconds; 0 for the current key. */
+  retireAt: number;
+}
+
+/** The key the coordinator signs with now. */
+export interface SigningKey {
+  readonly kid: string;
+  readonly privateKey: CryptoKey;
+  readonly publicKeyPem: string;
+}
+
+/** Options of {@link openKeyring} and {@link rotateKeyring}. */
+export interface KeyringOptions {
+  /** The service data directory; keys live in `<dataDir>/keys/keyring.json`. */
+  dataDir: string;
+  /** Session token lifetime: a rotated-out key stays published this long. */
+  tokenTtlMs: number;
+  /** Clock (ms). Default `Date.now`. */
+  now?: () => number;
+}
+
+/**
+ * The coordinator's persisted Ed25519 keyring: the current signing key plus rotated-out
+ * public keys kept until every token they signed has expired.
+ */
+export interface Keyring {
+  /** The current signing key. */
+  current(): SigningKey;
+  /** Every key that verifies a still-valid token, current first (retired ones dropped). */
+  publishedKeys(): PublishedKey[];
+  /** Records that a token signed by `kid` expires at `expSeconds` (keeps the key published that long). */
+  noteSigned(kid: string, expSeconds: number): void;
+  /** Re-reads the keyring file if it changed on disk (e.g. after `titan-coordinator rotate-key`). Returns true when it did. */
+  reload(): Promise<boolean>;
+  /** Re-reads on a timer (default every 1 s). */
+  watch(intervalMs?: number): void;
+  /** Stops watching. */
+  close(): void;
+  /** Path of the keyring file. */
+  readonly file: string;
+}
+
+/** Path of the keyring file in a data directory. */
+export function keyringPath(dataDir: string): string {
+  return join(dataDir, 'keys', 'keyring.json');
+}
+
+async function generateStoredKey(nowS: number): Promise<StoredKey> {
+  const { privateKey, publicKey } = await generateKeyPair(TOKEN_ALGORITHM, { extractable: true, crv: 'Ed25519' });
+  const thumbprint = await calculateJwkThumbprint(await exportJWK(publicKey));
+  return {
+    kid: thumbprint.slice(0, 16),
+    algorithm: TOKEN_ALGORITHM,
+    publicKeyPem: await exportSPKI(publicKey),
+    privateKeyPem: await exportPKCS8(privateKey),
+    createdAt: nowS,
+    retireAt: 0,
+  };
+}
+
+async function readKeyringFile(file: string): Promise<StoredKey[] | undefined> {
+  let raw: string;
+  try {
+    raw = await readFile(file, 'utf8');
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new KeyringError(`cannot read keyring ${file}: ${(cause as Error).message}`, { file }, { cause });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch (cause) {
+    throw new KeyringError(`keyring ${file} is not valid JSON`, { file }, { cause });
+  }
+  const parsed = keyringFileSchema.safeParse(json);
+  if (!parsed.success) throw new KeyringError(`keyring ${file} is malformed: ${parsed.error.message}`, { file });
+  return parsed.data.keys;
+}
+
+async function writeKeyringFile(file: string, keys: StoredKey[]): Promise<void> {
+  await mkdir(join(file, '..'), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
+  await writeFile(tmp, JSON.stringify({ version: 1, keys }, null, 2) + '\n', { mode: 0o600 });
+  await rename(tmp, file);
+}
+
+function dropRetired(keys: StoredKey[], nowS: number): StoredKey[] {
+  return keys.filter((k) => k.retireAt === 0 || k.retireAt > nowS);
+}
+
+/**
+ * Rotates the keyring in `dataDir`: a new current key is written; the old current key gets
+ * `retireAt = now + token TTL` and stays published until then. A running coordinator picks
+ * the change up within a second (or at once on SIGHUP). Returns the new key id.
+ *
+ * @example
+ * ```ts
+ * const kid = await rotateKeyring({ dataDir: '/var/lib/titan', tokenTtlMs: 300_000 });
+ * ```
+ */
+export async function rotateKeyring(options: KeyringOptions): Promise<{ kid: string; previousKid: string | undefined }> {
+  const now = options.now ?? Date.now;
+  const nowS = Math.floor(now() / 1000);
+  const file = keyringPath(options.dataDir);
+  const existing = dropRetired((await readKeyringFile(file)) ?? [], nowS);
+  const retireAt = nowS + Math.ceil(options.tokenTtlMs / 1000);
+  const previous = existing.find((k) => k.retireAt === 0);
+  const aged = existing.map((k) => (k.retireAt === 0 ? { ...k, retireAt } : k));
+  const fresh = await generateStoredKey(nowS);
+  await writeKeyringFile(file, [fresh, ...aged]);
+  return { kid: fresh.kid, previousKid: previous?.kid };
+}
+
+interface LoadedKeys {
+  current: SigningKey;
+  stored: StoredKey[];
+  mtimeMs: number;
+}
+
+async function loadKeys(file: string, nowS: number): Promise<LoadedKeys | undefined> {
+  const keys = await readKeyringFile(file);
+  if (!keys) return undefined;
+  const currentStored = keys.find((k) => k.retireAt === 0) ?? keys[0];
+  if (!currentStored) throw new KeyringError(`keyring ${file} has no keys`, { file });
+  let privateKey: CryptoKey;
+  try {
+    privateKey = await importPKCS8(currentStored.privateKeyPem, TOKEN_ALGORITHM);
+  } catch (cause) {
+    throw new KeyringError(`keyring ${file}: key ${currentStored.kid} is not a valid Ed25519 key`, { file, kid: currentStored.kid }, { cause });
+  }
+  const { mtimeMs } = await stat(file);
+  return {
+    current: { kid: currentStored.kid, privateKey, publicKeyPem: currentStored.publicKeyPem },
+    stored: dropRetired(keys, nowS),
+    mtimeMs,
+  };
+}
+
+/**
+ * Opens the keyring in `<dataDir>/keys`, creating it with a fresh Ed25519 key the first time.
+ * A restart reloads the same keys, so tokens issued before it stay valid.
+ *
+ * @example
+ * ```ts
+ * const keyring = await openKeyring({ dataDir: './.titan/coordinator', tokenTtlMs: 300_000 });
+ * keyring.watch();
+ * const { kid, privateKey } = keyring.current();
+ * ```
+ */
+export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
+  const now = options.now ?? Date.now;
+  const file = keyringPath(options.dataDir);
+  let loaded = await loadKeys(file, Math.floor(now() / 1000));
+  if (!loaded) {
+    await writeKeyringFile(file, [await generateStoredKey(Math.floor(now() / 1000))]);
+    loaded = await loadKeys(file, Math.floor(now() / 1000));
+    if (!loaded) throw new KeyringError(`keyring ${file} vanished after it was written`, { file });
+  }
+  let state: LoadedKeys = loaded;
+  /** kid → latest exp (unix s) of a token this process signed with it. */
+  const signedUntil = new Map<string, number>();
+  let timer: NodeJS.Timeout | undefined;
+  let reloading: Promise<boolean> | undefined;
+
+  const keyring: Keyring = {
+    file,
+    current: () => state.current,
+    publishedKeys() {
+      const nowS = Math.floor(now() / 1000);
+      const out: PublishedKey[] = [];
+      for (const k of state.stored) {
+        const isCurrent = k.kid === state.current.kid;
+        const retireAt = isCurrent ? 0 : Math.max(k.retireAt, signedUntil.get(k.kid) ?? 0);
+        if (!isCurrent && retireAt <= nowS) continue;
+        const entry = { keyId: k.kid, publicKeyPem: k.publicKeyPem, algorithm: k.algorithm, retireAt };
+        if (isCurrent) out.unshift(entry);
+        else out.push(entry);
+      }
+      return out;
+    },
+    noteSigned(kid, expSeconds) {
+      if ((signedUntil.get(kid) ?? 0) < expSeconds) signedUntil.set(kid, expSeconds);
+    },
+    reload() {
+      reloading ??= (async () => {
+        try {
+          const { mtimeMs } = await stat(file).catch(() => ({ mtimeMs: state.mtimeMs }));
+          if (mtimeMs === state.mtimeMs) return false;
+          const next = await loadKeys(file, Math.floor(now() / 1000));
+          if (!next) return false;
+          // Keep publishing keys this process signed with even if the file forgot them.
+          const known = new Set(next.stored.map((k) => k.kid));
+          for (const k of state.stored) if (!known.has(k.kid) && (signedUntil.get(k.kid) ?? 0) > Math.floor(now() / 1000)) next.stored.push({ ...k, retireAt: signedUntil.get(k.kid) ?? 0 });
+          state = next;
+          return true;
+        } finally {
+          reloading = undefined;
+        }
+      })();
+      return reloading;
+    },
+    watch(intervalMs = 1000) {
+      if (timer) return;
+      timer = setInterval(() => void keyring.reload().catch(() => undefined), intervalMs);
+      timer.unref();
+    },
+    close() {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    },
+  };
+  return keyring;
+}
+
+/** Imports a published SPKI PEM as a verification key. */
+export function importPublicKey(pem: string): Promise<CryptoKey> {
+  return importSPKI(pem, TOKEN_ALGORITHM);
+}
