@@ -253,12 +253,12 @@ export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
         for (const e of events) if (request.fromSequence > 0 && e.sequence > request.fromSequence) yield { event: e, snapshot: false, caughtUp: false, sequence: e.sequence };
         yield { event: undefined, snapshot: false, caughtUp: true, sequence: events.length };
         while (!context.signal.aborted) {
+          if (failure) throw new ServerError(Status.UNAVAILABLE, failure.message);
           const next = queue.shift();
           if (next) {
             yield { event: next, snapshot: false, caughtUp: false, sequence: next.sequence };
             continue;
           }
-          if (failure) throw new ServerError(Status.UNAVAILABLE, failure.message);
           await new Promise<void>((resolve) => {
             wake = resolve;
             context.signal.addEventListener('abort', () => resolve(), { once: true });
@@ -289,6 +289,7 @@ export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
     },
     dropSubscriptions() {
       for (const l of listeners) l.fail(new Error('connection dropped'));
+      listeners.clear(); // later events reach only new subscriptions (via replay)
     },
     stop: () => server.shutdown(),
   };
