@@ -1,1 +1,49 @@
-export {};
+/**
+ * `@titancompute/agent`: the TitanCompute agent. It runs an inference engine (embedded
+ * llama.cpp by default, or Ollama, or any OpenAI-compatible server), verifies the
+ * coordinator's session tokens and streams tokens straight to clients over gRPC
+ * (AgentService), while reporting its health to the coordinator and, optionally, to the
+ * instance manager.
+ *
+ * @example
+ * ```ts
+ * import { startAgent } from '@titancompute/agent';
+ *
+ * const agent = await startAgent({
+ *   port: 0,                         // any free port
+ *   coordinator: '127.0.0.1:50051',
+ *   joinToken: process.env.TITAN_JOIN_TOKEN!,
+ *   engine: 'llama-cpp',             // serves the bundled llama-2-tiny-random model
+ *   maxConcurrentJobs: 4,
+ * });
+ * console.log(`serving ${agent.agentId} at ${agent.endpoint}`);
+ * process.on('SIGTERM', () => void agent.stop('SIGTERM'));
+ * ```
+ *
+ * @packageDocumentation
+ */
+export { startAgent, type RunningAgent, type StartAgentOptions } from './agent.js';
+export { ENGINE_NAMES, type Engine, type EngineChunk, type EngineName, type GenerateRequest } from './engines/engine.js';
+export { createEngine, type EngineSettings } from './engines/create-engine.js';
+export { createLlamaCppEngine, modelNameFromPath, type LlamaCppEngineOptions } from './engines/llama-cpp-engine.js';
+export { createOllamaEngine, type OllamaEngineOptions } from './engines/ollama-engine.js';
+export { createOpenAiEngine, type OpenAiApi, type OpenAiEngineOptions } from './engines/openai-engine.js';
+export { DEFAULT_MODEL_PATH } from './engines/default-model.js';
+export { parseGenerationParameters, KNOWN_PARAMETERS, type GenerationParameters } from './engines/parameters.js';
+export { runGeneration, type FinishReason, type GenerationPiece, type GenerationStats } from './engines/run-generation.js';
+export type { HttpTimeouts } from './engines/http-stream.js';
+export { createTokenVerifier, DEFAULT_ISSUER, type SessionGrant, type TokenVerifier, type TokenVerifierOptions } from './tokens/token-verifier.js';
+export { createReplayCache, type ReplayCache } from './tokens/replay-cache.js';
+export { createJobSlots, type JobSlots, type ReleaseSlot } from './capacity/job-slots.js';
+export { NVIDIA_SMI_ARGS, NVIDIA_SMI_QUERY, parseNvidiaSmi, queryNvidiaSmi, type NvidiaSmiOptions } from './stats/nvidia-smi.js';
+export { createStatsSampler, type MachineStats, type StatsSampler } from './stats/system-stats.js';
+export {
+  AgentConfigError,
+  AgentError,
+  CapacityError,
+  EngineError,
+  GpuStatsError,
+  RequestValidationError,
+  TokenError,
+  type EngineErrorCode,
+} from './errors.js';

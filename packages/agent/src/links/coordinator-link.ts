@@ -1,0 +1,235 @@
+import { createClientFactory, Metadata, type Channel } from 'nice-grpc';
+import {
+  CoordinatorServiceDefinition,
+  createProtoVersionClientMiddleware,
+  createTitanChannel,
+  type AgentRegistration,
+  type ClientTlsOptions,
+  type CoordinatorServiceClient,
+  type DeepPartial,
+  type HealthUpdate,
+  type JobOutcome,
+  type PublicKeyResponse,
+} from '@titancompute/protocol';
+import type { Logger } from '@titancompute/server-kit';
+import { backoffDelay, delay } from '../util/abort.js';
+import { createPushQueue, type PushQueue } from '../util/push-queue.js';
+
+/** What the link reports in each health update (besides RTT and timestamps). */
+export interface HealthSnapshot {
+  freeVramMb: number;
+  freeRamMb: number;
+  totalRamMb: number;
+  runningJobs: number;
+  queuedJobs: number;
+  cpuPercent: number;
+  gpus: HealthUpdate['gpus'];
+  activeJobIds: string[];
+  draining: boolean;
+}
+
+/** Options of {@link createCoordinatorLink}. */
+export interface CoordinatorLinkOptions {
+  /** `host:port` of the coordinator. */
+  address: string;
+  joinToken: string;
+  tls?: ClientTlsOptions | undefined;
+  /** The registration to send (sent again on every re-registration). */
+  registration: () => DeepPartial<AgentRegistration>;
+  /** Current state for a health update. */
+  snapshot: () => HealthSnapshot;
+  /** Jobs finished since the previous call. */
+  takeCompleted: () => JobOutcome[];
+  /** Interval used until (and unless) the coordinator says otherwise. Default 2000 ms. */
+  heartbeatIntervalMs?: number;
+  /** Backoff of registration retries: first delay and cap. Defaults 250 ms and 10 s. */
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  /** Called after every successful registration (refetch keys: the coordinator may have restarted). */
+  onRegistered?: () => void;
+  logger: Logger;
+}
+
+/** The agent's side of the coordinator protocol. */
+export interface CoordinatorLink {
+  /** Registers (retrying with backoff until it succeeds) and keeps the health stream up. */
+  start(): void;
+  /** Sends a health update soon (debounced ~50 ms): jobs started or ended. */
+  nudge(): void;
+  /** Fetches the coordinator's public keys. */
+  getPublicKey(): Promise<PublicKeyResponse>;
+  /** Resolves after the first successful registration. */
+  readonly registered: Promise<void>;
+  /** Latest RTT measured on the health stream, ms. */
+  readonly rttMs: number;
+  /** Sends a draining update now and waits for its ack (up to `timeoutMs`). */
+  announceDraining(timeoutMs?: number): Promise<void>;
+  /** DeregisterAgent, then closes the stream and stops reconnecting. */
+  stop(reason: string): Promise<void>;
+}
+
+/**
+ * Creates a {@link CoordinatorLink}: RegisterAgent with the join token (retried with capped
+ * exponential backoff), one long-lived ReportHealth stream (an update every interval and
+ * promptly on job changes; RTT from `echo_timestamp`; `reregister` acks answered by
+ * registering again), reconnecting and re-registering when the stream breaks (coordinator
+ * restart).
+ */
+export function createCoordinatorLink(options: CoordinatorLinkOptions): CoordinatorLink {
+  const { logger } = options;
+  const channel: Channel = createTitanChannel(options.address, options.tls ? { tls: options.tls } : {});
+  const client: CoordinatorServiceClient = createClientFactory().use(createProtoVersionClientMiddleware()).create(CoordinatorServiceDefinition, channel);
+  const auth = () => ({ metadata: Metadata({ authorization: `Bearer ${options.joinToken}` }) });
+  const initial = options.backoffInitialMs ?? 250;
+  const cap = options.backoffMaxMs ?? 10_000;
+  const stopController = new AbortController();
+  let intervalMs = options.heartbeatIntervalMs ?? 2000;
+  let rttMs = 0;
+  let lastSentTs = 0;
+  let queue: PushQueue<DeepPartial<HealthUpdate>> | undefined;
+  let heartbeat: NodeJS.Timeout | undefined;
+  let debounce: NodeJS.Timeout | undefined;
+  let unacked: JobOutcome[] = [];
+  let draining = false;
+  const ackWaiters = new Map<number, () => void>();
+  let resolveRegistered!: () => void;
+  const registered = new Promise<void>((resolve) => {
+    resolveRegistered = resolve;
+  });
+  let loop: Promise<void> | undefined;
+
+  const register = async (): Promise<void> => {
+    for (let attempt = 0; ; attempt++) {
+      stopController.signal.throwIfAborted();
+      try {
+        const res = await client.registerAgent(options.registration(), { ...auth(), signal: AbortSignal.any([stopController.signal, AbortSignal.timeout(10_000)]) });
+        if (res.heartbeatIntervalSeconds > 0) intervalMs = res.heartbeatIntervalSeconds * 1000;
+        logger.info({ coordinator: options.address, status: res.status, heartbeatIntervalMs: intervalMs }, 'registered with the coordinator');
+        resolveRegistered();
+        options.onRegistered?.();
+        return;
+      } catch (err) {
+        if (stopController.signal.aborted) throw err;
+        const wait = backoffDelay(attempt, initial, cap);
+        const level = attempt === 0 || attempt % 10 === 0 ? 'warn' : 'debug';
+        logger[level]({ coordinator: options.address, err: (err as Error).message, retryInMs: wait }, 'cannot register with the coordinator; retrying');
+        await delay(wait, stopController.signal);
+      }
+    }
+  };
+
+  const sendUpdate = () => {
+    clearTimeout(debounce);
+    debounce = undefined;
+    if (!queue || queue.closed) return;
+    const s = options.snapshot();
+    const completed = options.takeCompleted();
+    unacked.push(...completed);
+    let ts = Date.now();
+    if (ts <= lastSentTs) ts = lastSentTs + 1;
+    lastSentTs = ts;
+    queue.push({ ...s, draining: s.draining || draining, rttMs, timestamp: ts, completedJobs: [...unacked] });
+    scheduleHeartbeat();
+  };
+  const scheduleHeartbeat = () => {
+    clearTimeout(heartbeat);
+    heartbeat = setTimeout(sendUpdate, intervalMs);
+  };
+
+  const streamOnce = async (): Promise<void> => {
+    queue = createPushQueue<DeepPartial<HealthUpdate>>();
+    const q = queue;
+    const callAbort = new AbortController();
+    const onStop = () => callAbort.abort();
+    stopController.signal.addEventListener('abort', onStop, { once: true });
+    sendUpdate();
+    try {
+      for await (const ack of client.reportHealth(q, { ...auth(), signal: callAbort.signal })) {
+        const echo = Number(ack.echoTimestamp);
+        if (echo > 0) {
+          rttMs = Math.max(0, Date.now() - echo);
+          ackWaiters.get(echo)?.();
+          ackWaiters.delete(echo);
+          if (echo === lastSentTs) unacked = [];
+        }
+        if (ack.reregister) {
+          logger.info('coordinator does not know this agent; registering again');
+          await register();
+          sendUpdate();
+        }
+      }
+      if (!stopController.signal.aborted) logger.warn('coordinator closed the health stream; reconnecting');
+    } finally {
+      q.end();
+      stopController.signal.removeEventListener('abort', onStop);
+      clearTimeout(heartbeat);
+      clearTimeout(debounce);
+      debounce = undefined;
+    }
+  };
+
+  const run = async () => {
+    let failures = 0;
+    while (!stopController.signal.aborted) {
+      try {
+        await register();
+        failures = 0;
+        await streamOnce();
+      } catch (err) {
+        if (stopController.signal.aborted) return;
+        logger.warn({ err: (err as Error).message }, 'health stream to the coordinator failed; reconnecting');
+      }
+      if (stopController.signal.aborted) return;
+      try {
+        await delay(backoffDelay(failures++, initial, cap), stopController.signal);
+      } catch {
+        return;
+      }
+    }
+  };
+
+  return {
+    registered,
+    get rttMs() {
+      return rttMs;
+    },
+    start() {
+      loop ??= run();
+    },
+    nudge() {
+      if (debounce || !queue || queue.closed) return;
+      debounce = setTimeout(sendUpdate, 50);
+    },
+    getPublicKey() {
+      return client.getPublicKey({}, { signal: AbortSignal.timeout(5000) });
+    },
+    async announceDraining(timeoutMs = 2000) {
+      draining = true;
+      if (!queue || queue.closed) return;
+      const acked = new Promise<void>((resolve) => {
+        sendUpdate();
+        ackWaiters.set(lastSentTs, resolve);
+      });
+      await Promise.race([acked, delay(timeoutMs).catch(() => undefined)]);
+    },
+    async stop(reason) {
+      draining = true;
+      if (queue && !queue.closed) sendUpdate();
+      try {
+        await client.deregisterAgent(
+          { agentId: String(options.registration().agentId ?? ''), reason },
+          { ...auth(), signal: AbortSignal.timeout(3000) },
+        );
+        logger.info({ reason }, 'deregistered from the coordinator');
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, 'deregistration failed (the coordinator will drop this agent when the stream closes)');
+      }
+      stopController.abort();
+      queue?.end();
+      clearTimeout(heartbeat);
+      clearTimeout(debounce);
+      await loop?.catch(() => undefined);
+      channel.close();
+    },
+  };
+}

@@ -1,0 +1,199 @@
+import { ServerError, Status, type CallContext } from 'nice-grpc-common';
+import { z } from 'zod';
+import type {
+  AgentServiceImplementation,
+  AgentStatusRequest,
+  AgentStatusResponse,
+  DeepPartial,
+  StreamRequest,
+  StreamResponse,
+} from '@titancompute/protocol';
+import type { Logger } from '@titancompute/server-kit';
+import type { JobSlots, ReleaseSlot } from '../capacity/job-slots.js';
+import type { Engine } from '../engines/engine.js';
+import { parseGenerationParameters } from '../engines/parameters.js';
+import { runGeneration, type GenerationStats } from '../engines/run-generation.js';
+import { AgentError, EngineError, RequestValidationError, TokenError } from '../errors.js';
+import type { StatsSampler } from '../stats/system-stats.js';
+import type { TokenVerifier } from '../tokens/token-verifier.js';
+import { isAbortError } from '../util/abort.js';
+import type { JobTracker } from './job-tracker.js';
+
+/** Limits applied to every StreamRequest. */
+export interface RequestLimits {
+  /** Largest prompt, bytes (UTF-8). Default 32 KiB. */
+  maxPromptBytes: number;
+  /** Largest max_tokens accepted. Default 4096. */
+  maxTokensLimit: number;
+}
+
+/** What the AgentService implementation needs. */
+export interface AgentServiceDeps {
+  agentId: () => string;
+  engine: Engine;
+  verifier: TokenVerifier;
+  slots: JobSlots;
+  tracker: JobTracker;
+  stats: StatsSampler;
+  limits: RequestLimits;
+  /** "starting" | "healthy" | "draining". */
+  state: () => 'starting' | 'healthy' | 'draining';
+  logger: Logger;
+}
+
+/** The AgentService implementation plus a way to cut in-flight jobs (drain deadline). */
+export interface AgentServiceHandle {
+  implementation: AgentServiceImplementation;
+  /** Aborts every queued and running job (they end with finish_reason "cancelled"). */
+  abortAll(reason: string): void;
+}
+
+function validate(request: StreamRequest, limits: RequestLimits) {
+  const schema = z.object({
+    model: z.string().max(256, 'model is too long'),
+    prompt: z
+      .string()
+      .min(1, 'prompt must not be empty')
+      .refine((p) => Buffer.byteLength(p, 'utf8') <= limits.maxPromptBytes, `prompt is larger than ${limits.maxPromptBytes} bytes`),
+    maxTokens: z.number().int().min(0, 'max_tokens must be ≥ 0').max(limits.maxTokensLimit, `max_tokens must be ≤ ${limits.maxTokensLimit}`),
+    temperature: z.number().refine(Number.isFinite, 'temperature must be a number').pipe(z.number().min(0, 'temperature must be ≥ 0').max(2, 'temperature must be ≤ 2')),
+  });
+  const parsed = schema.safeParse(request);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = String(issue?.path[0] ?? 'request').replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    throw new RequestValidationError(`${field}: ${issue?.message ?? 'invalid'}`, field);
+  }
+  parseGenerationParameters(request.options);
+}
+
+/**
+ * Builds the AgentService: StreamInference (verified token → capacity → engine, streaming)
+ * and GetStatus.
+ */
+export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
+  const { engine, verifier, slots, tracker, limits, logger } = deps;
+  const jobs = new Set<AbortController>();
+
+  async function* streamInference(request: StreamRequest, context: CallContext): AsyncGenerator<DeepPartial<StreamResponse>> {
+    if (deps.state() === 'draining') throw new ServerError(Status.UNAVAILABLE, 'agent is draining and takes no new work; ask the coordinator for another agent');
+    if (deps.state() === 'starting') throw new ServerError(Status.UNAVAILABLE, 'agent is still starting (loading the model)');
+    validate(request, limits);
+    const grant = await verifier.verify(request.sessionToken, (g) => {
+      if (request.model !== '' && request.model !== g.model) {
+        throw new TokenError(`model ${JSON.stringify(request.model)} does not match the session token's model ${JSON.stringify(g.model)}`, Status.PERMISSION_DENIED);
+      }
+      if (request.maxTokens > g.maxTokens) {
+        throw new TokenError(`max_tokens ${request.maxTokens} is above the session token's limit of ${g.maxTokens}`, Status.PERMISSION_DENIED);
+      }
+      if (!engine.models.includes(g.model)) {
+        throw new ServerError(Status.NOT_FOUND, `model ${g.model} is not served by this agent (serves ${engine.models.join(', ')})`);
+      }
+    });
+    const jobId = grant.jobId;
+    const maxTokens = request.maxTokens === 0 ? grant.maxTokens : request.maxTokens;
+    const temperature = request.temperature === 0 ? grant.temperature : request.temperature;
+    const controller = new AbortController();
+    const onCallAbort = () => controller.abort(context.signal.reason);
+    context.signal.addEventListener('abort', onCallAbort, { once: true });
+    if (context.signal.aborted) controller.abort();
+    jobs.add(controller);
+    let release: ReleaseSlot | undefined;
+    tracker.start(jobId);
+    try {
+      try {
+        release = await slots.acquire(controller.signal);
+      } catch (err) {
+        const error = isAbortError(err) || controller.signal.aborted ? 'cancelled' : 'busy';
+        tracker.finish({ jobId, tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error });
+        throw err;
+      }
+      let stats: GenerationStats | undefined;
+      try {
+        const gen = runGeneration(engine, { model: grant.model, prompt: request.prompt, maxTokens, temperature, parameters: request.options, signal: controller.signal });
+        for (;;) {
+          const r = await gen.next();
+          if (r.done) {
+            stats = r.value;
+            break;
+          }
+          if (r.value.text === '') continue;
+          yield { content: r.value.text, token: r.value.text, tokenIndex: r.value.tokenIndex, createdAt: Date.now() };
+        }
+      } catch (err) {
+        const code = err instanceof EngineError ? err.code : isAbortError(err) ? 'cancelled' : 'engine_error';
+        tracker.finish({ jobId, tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error: code });
+        if (!(err instanceof AgentError) && !isAbortError(err)) logger.error({ err, jobId }, 'generation failed');
+        throw err;
+      }
+      const agentId = deps.agentId();
+      tracker.finish(
+        {
+          jobId,
+          tokensGenerated: stats.tokensGenerated,
+          timeToFirstTokenMs: stats.timeToFirstTokenMs,
+          tokensPerSecond: stats.tokensPerSecond,
+          error: stats.finishReason === 'cancelled' ? (context.signal.aborted ? 'cancelled' : 'deadline') : '',
+        },
+        stats.promptTokens,
+      );
+      const round = (n: number) => Math.round(n * 100) / 100;
+      yield {
+        content: '',
+        done: true,
+        createdAt: Date.now(),
+        tokenIndex: stats.tokensGenerated,
+        stats: {
+          tokensGenerated: stats.tokensGenerated,
+          timeToFirstTokenMs: round(stats.timeToFirstTokenMs),
+          tokensPerSecond: round(stats.tokensPerSecond),
+          agentId,
+          jobId,
+          finishReason: stats.finishReason,
+          promptTokens: stats.promptTokens,
+        },
+        metadata: {
+          tokens_generated: String(stats.tokensGenerated),
+          time_to_first_token_ms: String(round(stats.timeToFirstTokenMs)),
+          tokens_per_second: String(round(stats.tokensPerSecond)),
+          agent_id: agentId,
+          job_id: jobId,
+          finish_reason: stats.finishReason,
+          prompt_tokens: String(stats.promptTokens),
+        },
+      };
+    } finally {
+      release?.();
+      jobs.delete(controller);
+      context.signal.removeEventListener('abort', onCallAbort);
+    }
+  }
+
+  async function getStatus(request: AgentStatusRequest): Promise<DeepPartial<AgentStatusResponse>> {
+    const m = deps.stats.current();
+    return {
+      agentId: deps.agentId(),
+      status: deps.state(),
+      freeVramMb: m.freeVramMb,
+      freeRamMb: m.freeRamMb,
+      activeSessions: slots.running + slots.queued,
+      totalRequestsProcessed: tracker.totals.requests,
+      modelLoaded: engine.models.join(','),
+      runningJobs: slots.running,
+      queuedJobs: slots.queued,
+      maxJobs: slots.maxConcurrent,
+      gpus: m.gpus,
+      engine: engine.name,
+      tokensPerSecond: Math.round(tracker.recentTokensPerSecond * 100) / 100,
+      activeJobIds: request.includeJobs ? tracker.activeJobIds() : [],
+      totalTokensGenerated: tracker.totals.tokensGenerated,
+    };
+  }
+
+  return {
+    implementation: { streamInference, getStatus },
+    abortAll(reason) {
+      for (const c of jobs) c.abort(new Error(reason));
+    },
+  };
+}

@@ -1,0 +1,194 @@
+import { errors, importSPKI, jwtVerify, type CryptoKey, type JWTPayload } from 'jose';
+import { Status } from 'nice-grpc-common';
+import { z } from 'zod';
+import type { PublicKeyResponse } from '@titancompute/protocol';
+import type { Logger } from '@titancompute/server-kit';
+import { TokenError } from '../errors.js';
+import { createReplayCache, type ReplayCache } from './replay-cache.js';
+
+/** What a verified session token grants. */
+export interface SessionGrant {
+  jti: string;
+  /** The token's `job_id` (falls back to the jti for tokens without one). */
+  jobId: string;
+  clientId: string;
+  model: string;
+  maxTokens: number;
+  temperature: number;
+  /** Unix ms. */
+  expiresAtMs: number;
+}
+
+/** Options of {@link createTokenVerifier}. */
+export interface TokenVerifierOptions {
+  /** This agent's id: tokens must name it in `aud`. */
+  agentId: string;
+  /** Fetches the coordinator's keys (GetPublicKey). */
+  fetchKeys: () => Promise<PublicKeyResponse>;
+  /** Expected `iss` when the coordinator does not say. Default `titancompute-coordinator`. */
+  issuer?: string;
+  /** Clock tolerance for exp/nbf, seconds (≤ 5). Default 5. */
+  clockToleranceSec?: number;
+  /** Minimum time between two key refetches caused by unknown key ids. Default 1000 ms. */
+  refetchIntervalMs?: number;
+  /** Bound of the replay cache. Default 100 000. */
+  maxReplayEntries?: number;
+  logger?: Logger;
+}
+
+/** Verifies session tokens against the coordinator's keys. */
+export interface TokenVerifier {
+  /**
+   * Verifies a token (signature, iss, aud, exp/nbf, claims) and consumes its jti. Throws
+   * {@link TokenError}: UNAUTHENTICATED (bad, expired, replayed), PERMISSION_DENIED (another
+   * agent), UNAVAILABLE (no keys). `authorize` runs before the jti is consumed, so a request
+   * refused by it (wrong model, limits) does not burn the token.
+   */
+  verify(token: string, authorize?: (grant: SessionGrant) => void): Promise<SessionGrant>;
+  /** Fetches the keys now (at start and after re-registering). Never throws; false on failure. */
+  refresh(): Promise<boolean>;
+  /** Ids of the keys currently known. */
+  readonly keyIds: readonly string[];
+}
+
+const claimsSchema = z.object({
+  jti: z.string().min(1),
+  exp: z.number(),
+  model: z.string().min(1),
+  max_tokens: z.number().int().min(1),
+  temperature: z.number().min(0).max(2),
+  job_id: z.string().min(1).optional(),
+  sub: z.string().optional(),
+  client_id: z.string().optional(),
+});
+
+/** The default `iss` of TitanCompute session tokens. */
+export const DEFAULT_ISSUER = 'titancompute-coordinator';
+
+/**
+ * Creates a {@link TokenVerifier}: EdDSA only, keys by `kid` (refetched once, rate-limited, on
+ * an unknown kid), each jti accepted once until it expires. There is no fallback: without
+ * keys every token is refused with UNAVAILABLE.
+ *
+ * @example
+ * ```ts
+ * const verifier = createTokenVerifier({ agentId: 'gpu-1', fetchKeys: () => coordinator.getPublicKey({}) });
+ * const grant = await verifier.verify(request.sessionToken); // grant.model, grant.maxTokens, grant.jobId
+ * ```
+ */
+export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
+  const tolerance = Math.min(5, options.clockToleranceSec ?? 5);
+  const refetchIntervalMs = options.refetchIntervalMs ?? 1000;
+  const replay: ReplayCache = createReplayCache({ maxEntries: options.maxReplayEntries ?? 100_000 });
+  let keys = new Map<string, CryptoKey>();
+  let currentKid: string | undefined;
+  let issuer = options.issuer ?? DEFAULT_ISSUER;
+  let lastFetch = 0;
+  let inflight: Promise<boolean> | undefined;
+
+  const load = async (): Promise<boolean> => {
+    lastFetch = Date.now();
+    try {
+      const res = await options.fetchKeys();
+      const next = new Map<string, CryptoKey>();
+      const entries = res.keys.length > 0 ? res.keys : [{ keyId: res.keyId, publicKeyPem: res.publicKeyPem, algorithm: res.algorithm, retireAt: 0 }];
+      for (const k of entries) {
+        if (!k.publicKeyPem || (k.algorithm && k.algorithm !== 'EdDSA')) continue;
+        try {
+          next.set(k.keyId, await importSPKI(k.publicKeyPem, 'EdDSA'));
+        } catch (err) {
+          options.logger?.warn({ err, keyId: k.keyId }, 'ignoring a public key that does not parse as an Ed25519 SPKI PEM');
+        }
+      }
+      if (next.size === 0) {
+        options.logger?.warn({ algorithm: res.algorithm }, 'coordinator returned no usable EdDSA key');
+        return false;
+      }
+      keys = next;
+      currentKid = res.keyId || entries[0]?.keyId;
+      if (res.issuer) issuer = res.issuer;
+      options.logger?.debug({ keyIds: [...keys.keys()] }, 'session token keys loaded');
+      return true;
+    } catch (err) {
+      options.logger?.warn({ err: (err as Error).message }, 'cannot fetch session token keys from the coordinator');
+      return false;
+    }
+  };
+  const refresh = (): Promise<boolean> => {
+    inflight ??= load().finally(() => {
+      inflight = undefined;
+    });
+    return inflight;
+  };
+
+  const keyFor = async (kid: string | undefined): Promise<CryptoKey> => {
+    if (keys.size === 0) {
+      if (Date.now() - lastFetch >= refetchIntervalMs || lastFetch === 0) await refresh();
+      if (keys.size === 0) throw new TokenError('session token keys are unavailable (coordinator unreachable); try again later', Status.UNAVAILABLE);
+    }
+    const id = kid ?? currentKid;
+    let key = id === undefined ? undefined : keys.get(id);
+    if (!key && kid !== undefined && Date.now() - lastFetch >= refetchIntervalMs) {
+      await refresh();
+      key = keys.get(kid);
+    }
+    if (!key) throw new TokenError(`session token signed with unknown key id ${JSON.stringify(kid ?? '')}`, Status.UNAUTHENTICATED, { kid });
+    return key;
+  };
+
+  return {
+    refresh,
+    get keyIds() {
+      return [...keys.keys()];
+    },
+    async verify(token, authorize) {
+      if (!token) throw new TokenError('session_token is required', Status.UNAUTHENTICATED, { field: 'session_token' });
+      let payload: JWTPayload;
+      try {
+        const result = await jwtVerify(token, async (header) => keyFor(header.kid), {
+          issuer,
+          algorithms: ['EdDSA'],
+          clockTolerance: tolerance,
+          requiredClaims: ['exp', 'jti', 'aud', 'iss'],
+        });
+        payload = result.payload;
+      } catch (err) {
+        if (err instanceof TokenError) throw err;
+        if (err instanceof errors.JWTExpired) throw new TokenError('session token expired', Status.UNAUTHENTICATED, {}, { cause: err });
+        if (err instanceof errors.JWTClaimValidationFailed) {
+          if (err.claim === 'nbf') throw new TokenError('session token is not valid yet (nbf)', Status.UNAUTHENTICATED, {}, { cause: err });
+          throw new TokenError(`session token claim ${err.claim} is invalid: ${err.reason}`, Status.UNAUTHENTICATED, { claim: err.claim }, { cause: err });
+        }
+        if (err instanceof errors.JWSSignatureVerificationFailed) throw new TokenError('session token signature is invalid', Status.UNAUTHENTICATED, {}, { cause: err });
+        if (err instanceof errors.JOSEAlgNotAllowed) throw new TokenError('session token algorithm not allowed (EdDSA only)', Status.UNAUTHENTICATED, {}, { cause: err });
+        throw new TokenError(`session token is malformed: ${(err as Error).message}`, Status.UNAUTHENTICATED, {}, { cause: err });
+      }
+      const aud = payload.aud;
+      const audiences = Array.isArray(aud) ? aud : aud === undefined ? [] : [aud];
+      if (!audiences.includes(options.agentId)) {
+        throw new TokenError(`session token is for agent ${JSON.stringify(audiences.join(','))}, not this agent (${options.agentId})`, Status.PERMISSION_DENIED, { aud: audiences });
+      }
+      const claims = claimsSchema.safeParse(payload);
+      if (!claims.success) {
+        const issue = claims.error.issues[0];
+        throw new TokenError(`session token claim ${issue?.path.join('.') ?? '?'} is missing or invalid`, Status.UNAUTHENTICATED);
+      }
+      const c = claims.data;
+      const expiresAtMs = c.exp * 1000;
+      const grant: SessionGrant = {
+        jti: c.jti,
+        jobId: c.job_id ?? c.jti,
+        clientId: c.sub ?? c.client_id ?? '',
+        model: c.model,
+        maxTokens: c.max_tokens,
+        temperature: c.temperature,
+        expiresAtMs,
+      };
+      authorize?.(grant);
+      const outcome = replay.claim(c.jti, expiresAtMs + tolerance * 1000);
+      if (outcome === 'replayed') throw new TokenError('token already used', Status.UNAUTHENTICATED, { jti: c.jti });
+      if (outcome === 'full') throw new TokenError('too many live session tokens; try again later', Status.UNAVAILABLE);
+      return grant;
+    },
+  };
+}
