@@ -1,0 +1,372 @@
+import { instanceManager } from '@titancompute/protocol';
+import { NotFoundError } from '../errors.js';
+import type { InstanceRecord, Store, StoreTx } from '../store/store.js';
+
+const { EventType, RemovalReason } = instanceManager;
+
+/** Most services one instance may register. */
+export const MAX_SERVICES_PER_INSTANCE = 64;
+
+/** Options of {@link createRegistry}. */
+export interface RegistryOptions {
+  /** An instance whose last health check is older than this is dead. */
+  staleTimeoutMs: number;
+  /** Clock (unix ms). Default `Date.now`. */
+  now?: () => number;
+}
+
+/** Criteria of {@link Registry.listLive} (GetAllInstances). */
+export interface ListCriteria {
+  type?: instanceManager.InstanceType;
+  parentId?: string;
+  serviceType?: instanceManager.ServiceType;
+  healthyOnly?: boolean;
+}
+
+/** Result of a Try* call: `success=false` is control flow, not an error. */
+export interface TryResult {
+  success: boolean;
+  message: string;
+}
+
+/**
+ * The registry's rules, written once over {@link Store}: liveness (killed, stale, cascade),
+ * parent-child links without cycles, services, and the events each change emits. Every
+ * mutation is one store transaction.
+ */
+export interface Registry {
+  readonly staleTimeoutMs: number;
+  addInstance(instance: instanceManager.Instance): Promise<TryResult>;
+  killInstance(id: string, reason: string): Promise<TryResult & { killedInstanceIds: string[] }>;
+  healthCheck(id: string): Promise<{ healthy: boolean; message: string }>;
+  addChild(parentId: string, childId: string): Promise<TryResult>;
+  addService(id: string, service: instanceManager.Service): Promise<TryResult>;
+  /** Kills every stale instance (and its descendants); returns the ids that died. */
+  sweep(): Promise<string[]>;
+  /** Sweeps first when some live instance is stale, so reads never see one. */
+  ensureSwept(): Promise<void>;
+  /** The live instance, or {@link NotFoundError}. */
+  getLive(id: string): Promise<InstanceRecord>;
+  /** Live instances matching `criteria`, described. */
+  listLive(criteria: ListCriteria): Promise<instanceManager.InstanceDescription[]>;
+  /** Full description of a live record. */
+  describe(record: InstanceRecord): Promise<instanceManager.InstanceDescription>;
+  /** Live children of a live instance, described. */
+  children(id: string): Promise<instanceManager.InstanceDescription[]>;
+  /** Live parent of a live instance, described; undefined when it has none. */
+  parent(id: string): Promise<instanceManager.InstanceDescription | undefined>;
+  /** Whether a record is alive and not stale right now. */
+  isLive(record: InstanceRecord): boolean;
+  /** The store's clock. */
+  now(): number;
+}
+
+const sameDescription = (r: InstanceRecord, i: instanceManager.Instance): boolean => {
+  if (r.type !== i.type || r.hostname !== i.hostname || r.address !== i.address) return false;
+  const a = Object.keys(r.metadata);
+  const b = Object.keys(i.metadata);
+  return a.length === b.length && a.every((k) => r.metadata[k] === i.metadata[k]);
+};
+
+const sameService = (a: instanceManager.Service, b: instanceManager.Service) => a.type === b.type && a.port === b.port && a.url === b.url;
+
+const deathMessage = (r: InstanceRecord): string => {
+  const why =
+    r.removalReason === RemovalReason.REMOVAL_REASON_KILLED
+      ? 'killed'
+      : r.removalReason === RemovalReason.REMOVAL_REASON_STALE
+        ? 'stale'
+        : r.removalReason === RemovalReason.REMOVAL_REASON_PARENT_DIED
+          ? 'its parent died'
+          : 'dead';
+  return `instance ${r.id} is dead (${why}${r.removalMessage ? `: ${r.removalMessage}` : ''})`;
+};
+
+/** Creates the {@link Registry} over a store. */
+export function createRegistry(store: Store, options: RegistryOptions): Registry {
+  const stale = options.staleTimeoutMs;
+  const now = options.now ?? Date.now;
+  const isLive = (r: InstanceRecord) => r.alive && r.lastHealthMs >= now() - stale;
+
+  /** Kills `rootId` and every live descendant; emits one REMOVED per instance. */
+  async function killTree(
+    tx: StoreTx,
+    rootId: string,
+    reason: instanceManager.RemovalReason,
+    message: string,
+    nowMs: number,
+    onlyIfStaleBefore?: number,
+  ): Promise<string[]> {
+    const flipped = await tx.markDead(rootId, {
+      reason,
+      message,
+      nowMs,
+      ...(onlyIfStaleBefore !== undefined ? { onlyIfStaleBefore } : {}),
+    });
+    if (!flipped) return [];
+    const killed: string[] = [];
+    const emitRemoved = async (id: string, why: instanceManager.RemovalReason) => {
+      const rec = await tx.getInstance(id);
+      killed.push(id);
+      await tx.appendEvent({
+        type: EventType.EVENT_TYPE_REMOVED,
+        instanceId: id,
+        instanceType: rec?.type ?? 0,
+        relatedInstanceId: '',
+        removalReason: why,
+        timestampMs: nowMs,
+      });
+    };
+    await emitRemoved(rootId, reason);
+    const queue = [rootId];
+    while (queue.length > 0) {
+      const parentId = queue.shift()!;
+      for (const childId of await tx.aliveChildIds(parentId)) {
+        const died = await tx.markDead(childId, {
+          reason: RemovalReason.REMOVAL_REASON_PARENT_DIED,
+          message: `parent ${parentId} died`,
+          nowMs,
+        });
+        if (died) {
+          await emitRemoved(childId, RemovalReason.REMOVAL_REASON_PARENT_DIED);
+          queue.push(childId);
+        }
+      }
+    }
+    return killed;
+  }
+
+  /** Inside a transaction: the record if it is live; a stale one is killed on the spot. */
+  async function liveInTx(tx: StoreTx, id: string, nowMs: number): Promise<{ record?: InstanceRecord; message: string }> {
+    const rec = await tx.getInstance(id);
+    if (!rec) return { message: `unknown instance ${id}` };
+    if (!rec.alive) return { message: deathMessage(rec) };
+    if (rec.lastHealthMs < nowMs - stale) {
+      await killTree(tx, id, RemovalReason.REMOVAL_REASON_STALE, `no health check for ${nowMs - rec.lastHealthMs} ms`, nowMs, nowMs - stale);
+      return { message: `instance ${id} is dead (stale: no health check for ${nowMs - rec.lastHealthMs} ms)` };
+    }
+    return { record: rec, message: '' };
+  }
+
+  const sweep = (): Promise<string[]> =>
+    store.transaction(async (tx) => {
+      const nowMs = now();
+      const cutoff = nowMs - stale;
+      const killed: string[] = [];
+      for (const id of await tx.staleAliveIds(cutoff)) {
+        killed.push(...(await killTree(tx, id, RemovalReason.REMOVAL_REASON_STALE, `no health check for over ${stale} ms`, nowMs, cutoff)));
+      }
+      return killed;
+    });
+
+  const ensureSwept = async () => {
+    if (await store.staleExists(now() - stale)) await sweep();
+  };
+
+  const describeWith = (r: InstanceRecord, childIds: string[]): instanceManager.InstanceDescription => ({
+    instance: { id: r.id, type: r.type, hostname: r.hostname, address: r.address, metadata: { ...r.metadata } },
+    services: r.services.map((s) => ({ ...s })),
+    parentId: r.parentId ?? '',
+    childIds,
+    healthy: true,
+    lastHealthCheckMs: r.lastHealthMs,
+    createdAtMs: r.createdAtMs,
+  });
+
+  const describe = async (r: InstanceRecord) =>
+    describeWith(
+      r,
+      (await store.aliveChildren(r.id)).filter(isLive).map((c) => c.id),
+    );
+
+  const getLive = async (id: string): Promise<InstanceRecord> => {
+    await ensureSwept();
+    const rec = await store.getInstance(id);
+    if (!rec || !isLive(rec)) {
+      throw new NotFoundError(rec ? `${deathMessageOrStale(rec)}` : `unknown instance ${id}`, { kind: 'instance', id });
+    }
+    // Ancestors could have gone stale since the sweep above: check the chain.
+    let parentId = rec.parentId;
+    for (let depth = 0; parentId && depth < 10_000; depth++) {
+      const p = await store.getInstance(parentId);
+      if (!p || !isLive(p)) throw new NotFoundError(`instance ${id} is dead (its ancestor ${parentId} died)`, { kind: 'instance', id });
+      parentId = p.parentId;
+    }
+    return rec;
+  };
+
+  const deathMessageOrStale = (r: InstanceRecord) => (r.alive ? `instance ${r.id} is dead (stale)` : deathMessage(r));
+
+  return {
+    staleTimeoutMs: stale,
+    now,
+    isLive,
+    sweep,
+    ensureSwept,
+    getLive,
+    describe,
+
+    addInstance: (instance) =>
+      store.transaction(async (tx): Promise<TryResult> => {
+        const nowMs = now();
+        const existing = await tx.getInstance(instance.id);
+        if (existing) {
+          const live = await liveInTx(tx, instance.id, nowMs);
+          if (!live.record) return { success: false, message: `${live.message}; a dead id cannot be registered again, use a new id` };
+          if (!sameDescription(existing, instance)) {
+            return { success: false, message: `instance ${instance.id} already exists with a different description` };
+          }
+          await tx.touch(instance.id, nowMs);
+          return { success: true, message: `instance ${instance.id} already registered with this description` };
+        }
+        await tx.insertInstance({
+          id: instance.id,
+          type: instance.type,
+          hostname: instance.hostname,
+          address: instance.address,
+          metadata: { ...instance.metadata },
+          services: [],
+          parentId: null,
+          alive: true,
+          lastHealthMs: nowMs,
+          createdAtMs: nowMs,
+          diedAtMs: null,
+          removalReason: null,
+          removalMessage: null,
+        });
+        await tx.appendEvent({
+          type: EventType.EVENT_TYPE_ADDED,
+          instanceId: instance.id,
+          instanceType: instance.type,
+          relatedInstanceId: '',
+          instance: { ...instance, metadata: { ...instance.metadata } },
+          removalReason: RemovalReason.REMOVAL_REASON_UNSPECIFIED,
+          timestampMs: nowMs,
+        });
+        return { success: true, message: 'registered' };
+      }),
+
+    killInstance: (id, reason) =>
+      store.transaction(async (tx) => {
+        const nowMs = now();
+        const rec = await tx.getInstance(id);
+        if (!rec) return { success: false, message: `unknown instance ${id}`, killedInstanceIds: [] };
+        if (!rec.alive) return { success: false, message: deathMessage(rec), killedInstanceIds: [] };
+        const killedInstanceIds = await killTree(tx, id, RemovalReason.REMOVAL_REASON_KILLED, reason || 'killed', nowMs);
+        return { success: true, message: `killed ${killedInstanceIds.length} instance(s)`, killedInstanceIds };
+      }),
+
+    async healthCheck(id) {
+      const nowMs = now();
+      let outcome = await store.healthCheck(id, nowMs, nowMs - stale);
+      if (outcome === 'sweep-needed') {
+        await sweep();
+        outcome = await store.healthCheck(id, nowMs, nowMs - stale);
+      }
+      if (outcome === 'ok') return { healthy: true, message: '' };
+      // Slow path: learn why (and kill it if it is stale), in one transaction.
+      return store.transaction(async (tx) => {
+        const t = now();
+        const live = await liveInTx(tx, id, t);
+        if (!live.record) return { healthy: false, message: live.message };
+        await tx.touch(id, t);
+        return { healthy: true, message: '' };
+      });
+    },
+
+    addChild: (parentId, childId) =>
+      store.transaction(async (tx): Promise<TryResult> => {
+        if (parentId === childId) return { success: false, message: 'an instance cannot be its own child' };
+        const nowMs = now();
+        const parent = await liveInTx(tx, parentId, nowMs);
+        if (!parent.record) return { success: false, message: `parent: ${parent.message}` };
+        const child = await liveInTx(tx, childId, nowMs);
+        if (!child.record) return { success: false, message: `child: ${child.message}` };
+        if (child.record.parentId === parentId) return { success: true, message: `${childId} is already a child of ${parentId}` };
+        if (child.record.parentId) {
+          return { success: false, message: `${childId} already has a parent (${child.record.parentId}); an instance has one parent` };
+        }
+        // Cycle: the child must not be the parent's ancestor.
+        let cursor: string | null = parent.record.parentId;
+        for (let depth = 0; cursor && depth < 10_000; depth++) {
+          if (cursor === childId) return { success: false, message: `${childId} is an ancestor of ${parentId}: that link would make a cycle` };
+          cursor = (await tx.getInstance(cursor))?.parentId ?? null;
+        }
+        await tx.setParent(childId, parentId);
+        const base = { service: undefined, instance: undefined, removalReason: RemovalReason.REMOVAL_REASON_UNSPECIFIED, timestampMs: nowMs };
+        await tx.appendEvent({ ...base, type: EventType.EVENT_TYPE_CHILD_ADDED, instanceId: parentId, instanceType: parent.record.type, relatedInstanceId: childId });
+        await tx.appendEvent({ ...base, type: EventType.EVENT_TYPE_PARENT_ADDED, instanceId: childId, instanceType: child.record.type, relatedInstanceId: parentId });
+        return { success: true, message: 'linked' };
+      }),
+
+    addService: (id, service) =>
+      store.transaction(async (tx): Promise<TryResult> => {
+        const nowMs = now();
+        const live = await liveInTx(tx, id, nowMs);
+        if (!live.record) return { success: false, message: live.message };
+        const services = live.record.services;
+        if (services.some((s) => sameService(s, service))) return { success: true, message: 'service already registered' };
+        if (services.length >= MAX_SERVICES_PER_INSTANCE) {
+          return { success: false, message: `instance ${id} already has ${MAX_SERVICES_PER_INSTANCE} services (the maximum)` };
+        }
+        const clean = { type: service.type, port: service.port, url: service.url };
+        await tx.setServices(id, [...services, clean]);
+        await tx.appendEvent({
+          type: EventType.EVENT_TYPE_SERVICE_ADDED,
+          instanceId: id,
+          instanceType: live.record.type,
+          relatedInstanceId: '',
+          service: clean,
+          removalReason: RemovalReason.REMOVAL_REASON_UNSPECIFIED,
+          timestampMs: nowMs,
+        });
+        return { success: true, message: 'service registered' };
+      }),
+
+    async listLive(criteria) {
+      await ensureSwept();
+      const all = (await store.listAlive()).filter(isLive);
+      const byId = new Map(all.map((r) => [r.id, r]));
+      const liveChain = (r: InstanceRecord): boolean => {
+        let p = r.parentId;
+        for (let depth = 0; p && depth < 10_000; depth++) {
+          const rec = byId.get(p);
+          if (!rec) return false;
+          p = rec.parentId;
+        }
+        return true;
+      };
+      const live = all.filter(liveChain);
+      const children = new Map<string, string[]>();
+      for (const r of live) {
+        if (!r.parentId) continue;
+        const list = children.get(r.parentId) ?? [];
+        list.push(r.id);
+        children.set(r.parentId, list);
+      }
+      const healthyCutoff = now() - stale / 2;
+      return live
+        .filter(
+          (r) =>
+            (!criteria.type || r.type === criteria.type) &&
+            (!criteria.parentId || r.parentId === criteria.parentId) &&
+            (!criteria.serviceType || r.services.some((s) => s.type === criteria.serviceType)) &&
+            (!criteria.healthyOnly || r.lastHealthMs >= healthyCutoff),
+        )
+        .map((r) => describeWith(r, children.get(r.id) ?? []));
+    },
+
+    async children(id) {
+      await getLive(id);
+      const kids = (await store.aliveChildren(id)).filter(isLive);
+      return Promise.all(kids.map(describe));
+    },
+
+    async parent(id) {
+      const rec = await getLive(id);
+      if (!rec.parentId) return undefined;
+      const p = await store.getInstance(rec.parentId);
+      return p && isLive(p) ? describe(p) : undefined;
+    },
+  };
+}

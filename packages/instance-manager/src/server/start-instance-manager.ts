@@ -1,0 +1,142 @@
+import { instanceManager, stats, type ProtoVersionPolicy } from '@titancompute/protocol';
+import { createLogger, createServiceServer, type Logger, type ServerTlsOptions } from '@titancompute/server-kit';
+import type { LoggerOptions } from '@titancompute/server-kit';
+import { createEventHub } from '../events/event-hub.js';
+import { createRegistry } from '../registry/registry.js';
+import { startSweeper } from '../registry/sweeper.js';
+import { createGetService } from '../services/get-service.js';
+import { createPostService } from '../services/post-service.js';
+import { createStatsService } from '../services/stats-service.js';
+import { createSubscribeService } from '../services/subscribe-service.js';
+import { createTryService } from '../services/try-service.js';
+import { createStore, parseStorageSpec } from '../store/create-store.js';
+import type { StorageSpec } from '../store/store.js';
+
+/** Options of {@link startInstanceManager}. */
+export interface InstanceManagerOptions {
+  /** Default `0.0.0.0`. */
+  host?: string;
+  /** Default 50050; 0 picks a free port. */
+  port?: number;
+  /**
+   * `memory`, `sqlite`, a `postgres://` URL, or a {@link StorageSpec}. Default: `sqlite` when
+   * `dataDir` is given, else `memory`.
+   */
+  storage?: StorageSpec | string;
+  /** Where SQLite keeps `instance-manager.db`. */
+  dataDir?: string;
+  /** Default 30 000 ms. */
+  staleTimeoutMs?: number;
+  /** Default 1000 ms. */
+  sweepIntervalMs?: number;
+  /** Events kept for resuming subscribers. Default 100 000. */
+  eventRetention?: number;
+  /** Live events buffered per subscriber before it is cut off (RESOURCE_EXHAUSTED). Default 10 000. */
+  maxSubscriberQueue?: number;
+  /** How often to re-read the events table without a notification. Default 1000 ms. */
+  eventPollIntervalMs?: number;
+  logger?: Logger;
+  /** Used when no `logger` is given. Default `info`. */
+  logLevel?: LoggerOptions['level'];
+  tls?: ServerTlsOptions;
+  protoVersionPolicy?: ProtoVersionPolicy;
+  shutdownTimeoutMs?: number;
+  /** Clock (unix ms), for tests. */
+  now?: () => number;
+}
+
+/** A running instance manager. */
+export interface RunningInstanceManager {
+  port: number;
+  /** `host:port` it listens on. */
+  address: string;
+  /** Which backend it uses. */
+  backend: 'memory' | 'sqlite' | 'postgres';
+  /** Ends subscriptions, drains calls, stops the sweeper and closes the database. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the instance manager: TryService, SubscribeService, PostService, GetService and
+ * StatsService on one gRPC server (with health, reflection and proto_version checks).
+ *
+ * @example
+ * ```ts
+ * const im = await startInstanceManager({ host: '127.0.0.1', port: 0, storage: 'sqlite', dataDir: '/var/lib/titan' });
+ * console.log(im.address);
+ * await im.stop();
+ * ```
+ */
+export async function startInstanceManager(options: InstanceManagerOptions = {}): Promise<RunningInstanceManager> {
+  const logger = options.logger ?? createLogger({ service: 'titan-instance-manager', level: options.logLevel ?? 'info' });
+  const spec: StorageSpec =
+    typeof options.storage === 'object'
+      ? options.storage
+      : parseStorageSpec(options.storage ?? (options.dataDir ? 'sqlite' : 'memory'), options.dataDir ?? './.titan/instance-manager');
+  const store = await createStore(spec, { onError: (err) => logger.warn({ err }, 'storage connection error') });
+  try {
+    const registry = createRegistry(store, {
+      staleTimeoutMs: options.staleTimeoutMs ?? 30_000,
+      ...(options.now ? { now: options.now } : {}),
+    });
+    const hub = await createEventHub(store, {
+      pollIntervalMs: options.eventPollIntervalMs ?? 1000,
+      onError: (err) => logger.warn({ err }, 'reading events failed'),
+    });
+    const server = createServiceServer({
+      logger,
+      host: options.host ?? '0.0.0.0',
+      port: options.port ?? 50050,
+      tls: options.tls,
+      protoVersionPolicy: options.protoVersionPolicy ?? 'strict',
+      shutdownTimeoutMs: options.shutdownTimeoutMs ?? 10_000,
+    });
+    server.add(instanceManager.TryServiceDefinition, createTryService(registry));
+    server.add(
+      instanceManager.SubscribeServiceDefinition,
+      createSubscribeService({
+        store,
+        registry,
+        hub,
+        shutdownSignal: server.shutdownSignal,
+        ...(options.maxSubscriberQueue ? { maxQueue: options.maxSubscriberQueue } : {}),
+      }),
+    );
+    server.add(instanceManager.PostServiceDefinition, createPostService(registry, store));
+    server.add(instanceManager.GetServiceDefinition, createGetService(registry, store));
+    server.add(stats.StatsServiceDefinition, createStatsService(store, registry.now));
+    const stopSweeper = startSweeper({
+      registry,
+      store,
+      logger,
+      intervalMs: options.sweepIntervalMs ?? 1000,
+      eventRetention: options.eventRetention ?? 100_000,
+    });
+    let listening: { port: number; address: string };
+    try {
+      listening = await server.listen();
+    } catch (err) {
+      await stopSweeper();
+      hub.close();
+      throw err;
+    }
+    let stopping: Promise<void> | undefined;
+    return {
+      ...listening,
+      backend: store.backend,
+      stop() {
+        stopping ??= (async () => {
+          await server.shutdown();
+          await stopSweeper();
+          hub.close();
+          await store.close();
+          logger.info('instance manager stopped');
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}

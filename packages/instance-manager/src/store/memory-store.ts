@@ -1,0 +1,176 @@
+import type { instanceManager, stats } from '@titancompute/protocol';
+import { createMutex } from '../util/mutex.js';
+import { createListenerSet } from './listeners.js';
+import type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, Store, StoreTx } from './store.js';
+
+const clone = <T>(value: T): T => structuredClone(value);
+
+/**
+ * A throwaway in-process store (`--storage memory`). Transactions are serialised by a
+ * mutex and write to a staging copy that replaces the state only when the whole
+ * transaction succeeded, so nothing is half-written.
+ */
+export function createMemoryStore(): Store {
+  let instances = new Map<string, InstanceRecord>();
+  let events: instanceManager.InstanceEvent[] = [];
+  let lastSequence = 0;
+  const metrics = new Map<string, unknown>();
+  const hostStats = new Map<string, stats.Stats>();
+  const mutex = createMutex();
+  const listeners = createListenerSet();
+
+  const aliveIds = (pred: (r: InstanceRecord) => boolean) =>
+    [...instances.values()].filter((r) => r.alive && pred(r));
+  // A lower bound of the oldest live health check: health checks only move forward, so
+  // "bound >= cutoff" proves nothing is stale without scanning every row.
+  let oldestHealthBound = Infinity;
+  const anyStale = (cutoffMs: number): boolean => {
+    if (oldestHealthBound >= cutoffMs) return false;
+    let min = Infinity;
+    for (const r of instances.values()) if (r.alive && r.lastHealthMs < min) min = r.lastHealthMs;
+    oldestHealthBound = min;
+    return min < cutoffMs;
+  };
+
+  return {
+    backend: 'memory',
+    async transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
+      return mutex.runExclusive(async () => {
+        // Copy-on-write staging: rows touched are cloned into `staged`.
+        const staged = new Map<string, InstanceRecord>();
+        const newEvents: instanceManager.InstanceEvent[] = [];
+        let seq = lastSequence;
+        const read = (id: string) => staged.get(id) ?? instances.get(id);
+        const write = (id: string): InstanceRecord => {
+          let rec = staged.get(id);
+          if (!rec) {
+            const cur = instances.get(id);
+            if (!cur) throw new Error(`no instance ${id}`);
+            rec = clone(cur);
+            staged.set(id, rec);
+          }
+          return rec;
+        };
+        const all = () => {
+          const merged = new Map(instances);
+          for (const [k, v] of staged) merged.set(k, v);
+          return [...merged.values()];
+        };
+        const tx: StoreTx = {
+          getInstance: async (id) => {
+            const r = read(id);
+            return r ? clone(r) : undefined;
+          },
+          insertInstance: async (record) => {
+            staged.set(record.id, clone(record));
+          },
+          touch: async (id, nowMs) => {
+            const r = read(id);
+            if (r?.alive) write(id).lastHealthMs = nowMs;
+          },
+          markDead: async (id, death) => {
+            const r = read(id);
+            if (!r?.alive) return false;
+            if (death.onlyIfStaleBefore !== undefined && r.lastHealthMs >= death.onlyIfStaleBefore) return false;
+            const w = write(id);
+            w.alive = false;
+            w.diedAtMs = death.nowMs;
+            w.removalReason = death.reason;
+            w.removalMessage = death.message;
+            return true;
+          },
+          setParent: async (childId, parentId) => {
+            write(childId).parentId = parentId;
+          },
+          setServices: async (id, services) => {
+            write(id).services = clone(services);
+          },
+          aliveChildIds: async (parentId) =>
+            all()
+              .filter((r) => r.alive && r.parentId === parentId)
+              .map((r) => r.id),
+          staleAliveIds: async (cutoffMs) =>
+            all()
+              .filter((r) => r.alive && r.lastHealthMs < cutoffMs)
+              .map((r) => r.id),
+          appendEvent: async (event: NewEvent) => {
+            seq += 1;
+            newEvents.push({ ...clone(event), sequence: seq });
+            return seq;
+          },
+        };
+        const result = await fn(tx);
+        if (staged.size > 0) {
+          const next = new Map(instances);
+          for (const [k, v] of staged) {
+            next.set(k, v);
+            if (v.alive) oldestHealthBound = Math.min(oldestHealthBound, v.lastHealthMs);
+          }
+          instances = next;
+        }
+        if (newEvents.length > 0) {
+          events = events.concat(newEvents);
+          lastSequence = seq;
+          queueMicrotask(() => listeners.emit());
+        }
+        return result;
+      });
+    },
+    async healthCheck(id, nowMs, cutoffMs): Promise<HealthCheckOutcome> {
+      const run = (): HealthCheckOutcome => {
+        if (anyStale(cutoffMs)) return 'sweep-needed';
+        const r = instances.get(id);
+        if (!r?.alive || r.lastHealthMs < cutoffMs) return 'not-recorded';
+        const updated = { ...r, lastHealthMs: nowMs };
+        instances.set(id, updated);
+        return 'ok';
+      };
+      return mutex.locked ? mutex.runExclusive(run) : run();
+    },
+    async staleExists(cutoffMs) {
+      return anyStale(cutoffMs);
+    },
+    async getInstance(id) {
+      const r = instances.get(id);
+      return r ? clone(r) : undefined;
+    },
+    async aliveChildren(parentId) {
+      return aliveIds((r) => r.parentId === parentId).map(clone);
+    },
+    async listAlive() {
+      return aliveIds(() => true).map(clone);
+    },
+    async snapshot() {
+      return { instances: aliveIds(() => true).map(clone), sequence: lastSequence };
+    },
+    async readEvents(afterSequence, limit) {
+      const first = events[0]?.sequence ?? lastSequence + 1;
+      const start = Math.max(0, afterSequence + 1 - first);
+      return events.slice(start, start + limit).map(clone);
+    },
+    async eventBounds() {
+      return { firstRetained: events[0]?.sequence ?? lastSequence + 1, latest: lastSequence };
+    },
+    async pruneEvents(keep) {
+      const drop = Math.max(0, events.length - keep);
+      if (drop > 0) events = events.slice(drop);
+      return drop;
+    },
+    async putMetrics(id, kind: MetricsKind, value) {
+      metrics.set(`${kind}\u0000${id}`, clone(value));
+    },
+    async getMetrics(id, kind: MetricsKind) {
+      const v = metrics.get(`${kind}\u0000${id}`);
+      return v === undefined ? undefined : clone(v);
+    },
+    async putStats(hostname, value) {
+      hostStats.set(hostname, clone(value));
+    },
+    async getStats(hostname) {
+      const v = hostStats.get(hostname);
+      return v ? clone(v) : undefined;
+    },
+    watch: (listener) => listeners.add(listener),
+    async close() {},
+  };
+}

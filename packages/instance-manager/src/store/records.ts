@@ -1,0 +1,36 @@
+import type { instanceManager } from '@titancompute/protocol';
+
+/** Everything the registry stores about one instance, alive or dead. */
+export interface InstanceRecord {
+  id: string;
+  type: instanceManager.InstanceType;
+  hostname: string;
+  address: string;
+  metadata: Record<string, string>;
+  services: instanceManager.Service[];
+  /** null when it has no parent. */
+  parentId: string | null;
+  /** False once killed, stale or cascaded; never true again. */
+  alive: boolean;
+  lastHealthMs: number;
+  createdAtMs: number;
+  diedAtMs: number | null;
+  removalReason: instanceManager.RemovalReason | null;
+  /** Kill reason given by the caller, or a description of why it died. */
+  removalMessage: string | null;
+}
+
+/** An event before the store gives it a sequence number. */
+export type NewEvent = Omit<instanceManager.InstanceEvent, 'sequence'>;
+
+/** Kinds of metrics kept as "latest value per instance". */
+export type MetricsKind = 'proxy' | 'system' | 'gpu' | 'llm';
+
+/** Result of the heartbeat fast path. */
+export type HealthCheckOutcome =
+  /** Recorded. */
+  | 'ok'
+  /** Unknown, dead, or itself stale: the caller must take the slow path to learn which. */
+  | 'not-recorded'
+  /** Some live instance is stale and must be swept first (it might be an ancestor). */
+  | 'sweep-needed';

@@ -1,0 +1,80 @@
+import type { instanceManager, stats } from '@titancompute/protocol';
+import type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent } from './records.js';
+
+export type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent } from './records.js';
+
+/**
+ * The operations of one atomic transaction. Everything done through a `StoreTx` commits
+ * together or not at all; on PostgreSQL the transaction also holds the registry-wide
+ * advisory lock, so transactions through different replicas are serialised.
+ */
+export interface StoreTx {
+  /** The instance, alive or dead; undefined when unknown. */
+  getInstance(id: string): Promise<InstanceRecord | undefined>;
+  insertInstance(record: InstanceRecord): Promise<void>;
+  /** Records a health check (only on a live row). */
+  touch(id: string, nowMs: number): Promise<void>;
+  /**
+   * Flips a live row to dead. With `onlyIfStaleBefore`, only when its last health check is
+   * still older than that (a concurrent heartbeat wins). Returns whether it flipped.
+   */
+  markDead(
+    id: string,
+    death: { reason: instanceManager.RemovalReason; message: string; nowMs: number; onlyIfStaleBefore?: number },
+  ): Promise<boolean>;
+  setParent(childId: string, parentId: string): Promise<void>;
+  setServices(id: string, services: instanceManager.Service[]): Promise<void>;
+  /** Ids of live children of `parentId`. */
+  aliveChildIds(parentId: string): Promise<string[]>;
+  /** Ids of live rows whose last health check is older than `cutoffMs`. */
+  staleAliveIds(cutoffMs: number): Promise<string[]>;
+  /** Appends an event; returns its sequence number. Subscribers hear of it after commit. */
+  appendEvent(event: NewEvent): Promise<number>;
+}
+
+/**
+ * Storage of the registry. Three implementations: memory, SQLite (embedded default) and
+ * PostgreSQL (several replicas on one database).
+ */
+export interface Store {
+  readonly backend: 'memory' | 'sqlite' | 'postgres';
+  /** Runs `fn` in one atomic, serialised transaction (retried by the store on serialisation failures). */
+  transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T>;
+  /**
+   * Heartbeat fast path: records a health check of a live, non-stale instance in one
+   * statement, unless some live instance is stale (then nothing is written).
+   */
+  healthCheck(id: string, nowMs: number, cutoffMs: number): Promise<HealthCheckOutcome>;
+  /** Whether some live row's last health check is older than `cutoffMs`. */
+  staleExists(cutoffMs: number): Promise<boolean>;
+  getInstance(id: string): Promise<InstanceRecord | undefined>;
+  /** Live rows whose parent is `parentId`. */
+  aliveChildren(parentId: string): Promise<InstanceRecord[]>;
+  /** Every live row (staleness is the registry's business). */
+  listAlive(): Promise<InstanceRecord[]>;
+  /** Live rows and the sequence of the latest event, read consistently. */
+  snapshot(): Promise<{ instances: InstanceRecord[]; sequence: number }>;
+  /** Up to `limit` events with sequence > `afterSequence`, ascending. */
+  readEvents(afterSequence: number, limit: number): Promise<instanceManager.InstanceEvent[]>;
+  /** Sequence of the oldest retained event (latest + 1 when none) and of the latest one (0 when none ever). */
+  eventBounds(): Promise<{ firstRetained: number; latest: number }>;
+  /** Deletes all but the newest `keep` events; returns how many went. */
+  pruneEvents(keep: number): Promise<number>;
+  putMetrics(id: string, kind: MetricsKind, value: unknown): Promise<void>;
+  getMetrics(id: string, kind: MetricsKind): Promise<unknown>;
+  putStats(hostname: string, value: stats.Stats): Promise<void>;
+  getStats(hostname: string): Promise<stats.Stats | undefined>;
+  /**
+   * Calls `listener` whenever new events may exist (after a local commit, or a NOTIFY from
+   * another replica). Returns an unsubscribe function.
+   */
+  watch(listener: () => void): () => void;
+  /** Closes connections and files. */
+  close(): Promise<void>;
+}
+
+/** How to store the registry: `memory`, `sqlite` (in `dataDir`) or a `postgres://` URL. */
+export type StorageSpec =
+  | { kind: 'memory' }
+  | { kind: 'sqlite'; dataDir: string }
+  | { kind: 'postgres'; url: string; schema?: string };
