@@ -1,0 +1,80 @@
+import type { Command } from 'commander';
+import { TitanClient } from '../../titan-client.js';
+import type { GenerationStats } from '../../types.js';
+import { tlsFromOptions, type CliIo, type GlobalOptions } from '../context.js';
+import { formatNumber, jsonLine } from '../format.js';
+import { parseIntArg, parseNumberArg, parseParam } from '../parsers.js';
+
+interface GenerateOptions {
+  model: string;
+  maxTokens?: number;
+  temperature?: number;
+  param: Record<string, string>;
+  attempts?: number;
+}
+
+function summary(stats: GenerationStats): string {
+  return (
+    `${stats.tokens} tokens · TTFT ${formatNumber(stats.timeToFirstTokenMs)} ms (client ${formatNumber(stats.clientTimeToFirstTokenMs)} ms)` +
+    ` · ${formatNumber(stats.tokensPerSecond)} tok/s · agent ${stats.agentId} · ${stats.finishReason}` +
+    (stats.attempts > 1 ? ` · ${stats.attempts} attempts` : '') +
+    '\n'
+  );
+}
+
+/** `titan generate --model M "prompt"`: streams text to stdout, summary to stderr. */
+export function registerGenerate(program: Command, io: CliIo): void {
+  program
+    .command('generate')
+    .description('generate text: tokens stream to stdout, a summary (tokens, TTFT, tokens/s, agent) goes to stderr')
+    .argument('<prompt...>', 'the prompt (several words are joined with spaces)')
+    .requiredOption('-m, --model <name>', 'model name, e.g. llama-2-tiny-random')
+    .option('--max-tokens <n>', 'most tokens to generate (default: the coordinator default, 100)', parseIntArg('--max-tokens'))
+    .option('--temperature <t>', 'sampling temperature 0..2 (0 = greedy; default 0.7)', parseNumberArg('--temperature'))
+    .option('-p, --param <key=value>', 'engine parameter (top_p, top_k, seed, stop, repeat_penalty …); repeatable', parseParam, {})
+    .option('--attempts <n>', 'agents to try before the first token (default 3)', parseIntArg('--attempts'))
+    .action(async (words: string[], options: GenerateOptions, command: Command) => {
+      const globals = command.optsWithGlobals<GlobalOptions & GenerateOptions>();
+      const tls = tlsFromOptions(globals);
+      const client = new TitanClient({
+        coordinator: globals.coordinator,
+        ...(tls ? { tls } : {}),
+        ...(globals.timeout ? { requestTimeoutMs: globals.timeout, streamTimeoutMs: globals.timeout } : {}),
+        ...(options.attempts ? { maxAttempts: options.attempts } : {}),
+      });
+      const spinner =
+        io.stderr.isTTY && !globals.json
+          ? (await import('ora')).default({ text: `waiting for ${options.model}…`, stream: io.stderr as NodeJS.WritableStream }).start()
+          : undefined;
+      let text = '';
+      try {
+        const generation = client.generate({
+          model: options.model,
+          prompt: words.join(' '),
+          ...(options.maxTokens !== undefined ? { maxTokens: options.maxTokens } : {}),
+          ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
+          parameters: options.param,
+          ...(io.signal ? { signal: io.signal } : {}),
+        });
+        for await (const chunk of generation) {
+          spinner?.stop();
+          if (chunk.done) {
+            if (globals.json) io.stdout.write(jsonLine({ text, stats: chunk.stats }));
+            else {
+              if (!text.endsWith('\n')) io.stdout.write('\n');
+              io.stderr.write(summary(chunk.stats));
+            }
+          } else {
+            text += chunk.text;
+            if (!globals.json) io.stdout.write(chunk.text);
+          }
+        }
+      } catch (error) {
+        spinner?.stop();
+        if (text !== '' && !globals.json) io.stdout.write('\n');
+        throw error;
+      } finally {
+        client.close();
+      }
+    });
+}

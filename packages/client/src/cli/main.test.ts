@@ -1,0 +1,123 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { runCli } from './main.js';
+import { EXIT } from './exit-codes.js';
+import {
+  startFakeAgent,
+  startFakeCoordinator,
+  startFakeInstanceManager,
+  type FakeAgent,
+  type FakeCoordinator,
+  type FakeInstanceManager,
+} from '../test-support/fake-cluster.js';
+
+async function run(argv: string[], env: Record<string, string> = {}) {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(argv, {
+    stdout: { write: (s: string) => (stdout += s) },
+    stderr: { write: (s: string) => (stderr += s) },
+    env,
+  });
+  return { code, stdout, stderr };
+}
+
+let agents: FakeAgent[];
+let coordinator: FakeCoordinator;
+let im: FakeInstanceManager;
+beforeAll(async () => {
+  agents = [await startFakeAgent({ agentId: 'gpu-1', tokens: ['Hello', ',', ' world'] }), await startFakeAgent({ agentId: 'flaky', models: ['flaky'], tokens: ['a', 'b', 'c'], failAfterTokens: 1 })];
+  coordinator = await startFakeCoordinator({ agents: () => agents });
+  im = await startFakeInstanceManager();
+});
+afterAll(async () => {
+  await coordinator.stop();
+  for (const a of agents) await a.stop();
+  await im.stop();
+});
+
+describe('titan generate', () => {
+  it('streams the text to stdout and a summary (tokens, TTFT, tokens/s, agent) to stderr; exit 0', async () => {
+    const r = await run(['generate', '--model', 'tiny', 'say', 'hi'], { TITAN_COORDINATOR: coordinator.address });
+    expect(r.code).toBe(EXIT.OK);
+    expect(r.stdout).toBe('Hello, world\n');
+    expect(r.stderr).toMatch(/3 tokens · TTFT [\d.]+ ms .* tok\/s · agent gpu-1/);
+  });
+
+  it('--json prints one object with text and stats', async () => {
+    const r = await run(['--coordinator', coordinator.address, 'generate', '-m', 'tiny', '--max-tokens', '2', '--param', 'seed=1', 'x', '--json']);
+    expect(r.code).toBe(EXIT.OK);
+    const out = JSON.parse(r.stdout) as { text: string; stats: { tokens: number; agentId: string; finishReason: string } };
+    expect(out).toMatchObject({ text: 'Hello,', stats: { tokens: 2, agentId: 'gpu-1', finishReason: 'length' } });
+    expect(coordinator.requests.at(-1)?.parameters).toEqual({ seed: '1' });
+  });
+
+  it('exit 2 on usage errors (missing --model, bad numbers)', async () => {
+    expect((await run(['generate', 'x'])).code).toBe(EXIT.USAGE);
+    expect((await run(['generate', '-m', 'tiny', '--temperature', 'hot', 'x'])).code).toBe(EXIT.USAGE);
+    expect((await run(['nope'])).code).toBe(EXIT.USAGE);
+    const r = await run(['--coordinator', coordinator.address, 'generate', '-m', 'tiny', '--temperature', '5', 'x']);
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(r.stderr).toContain('temperature');
+  });
+
+  it('exit 3 when the cluster is unavailable (no agent for the model, or unreachable)', async () => {
+    const noModel = await run(['--coordinator', coordinator.address, 'generate', '-m', 'unknown-model', 'x']);
+    expect(noModel.code).toBe(EXIT.UNAVAILABLE);
+    expect(noModel.stderr).toContain('unknown-model');
+    const unreachable = await run(['--coordinator', '127.0.0.1:1', '--json', 'generate', '-m', 'tiny', 'x']);
+    expect(unreachable.code).toBe(EXIT.UNAVAILABLE);
+    expect(JSON.parse(unreachable.stdout)).toMatchObject({ error: { name: 'ConnectionError', codeName: 'UNAVAILABLE' } });
+  });
+
+  it('exit 4 when the stream breaks after text was printed; the text is not repeated', async () => {
+    const r = await run(['--coordinator', coordinator.address, 'generate', '-m', 'flaky', 'x']);
+    expect(r.code).toBe(EXIT.INTERRUPTED);
+    expect(r.stdout).toBe('a\n');
+    expect(r.stderr).toMatch(/broke after 1 token/);
+  });
+});
+
+describe('titan status', () => {
+  it('prints a table of agents with id, state, GPU memory, jobs and tokens/s', async () => {
+    const r = await run(['--coordinator', coordinator.address, 'status']);
+    expect(r.code).toBe(EXIT.OK);
+    expect(r.stdout).toMatch(/AGENT\s+STATE\s+GPU MEMORY\s+JOBS\s+TOK\/S/);
+    expect(r.stdout).toMatch(/gpu-1\s+healthy\s+2000\/8000 MB\s+0\/4\s+42\.5/);
+  });
+
+  it('--json prints the status object', async () => {
+    const r = await run(['--coordinator', coordinator.address, 'status', '--json']);
+    expect(JSON.parse(r.stdout)).toMatchObject({ totalAgents: 2, agents: [{ id: 'gpu-1' }, { id: 'flaky' }] });
+  });
+});
+
+describe('titan instances watch', () => {
+  it('prints events as JSON lines and stops on the signal', async () => {
+    const controller = new AbortController();
+    let stdout = '';
+    const done = runCli(['--instance-manager', im.address, '--json', 'instances', 'watch'], {
+      stdout: {
+        write: (s: string) => {
+          stdout += s;
+          if (stdout.includes('"instanceId":"x2"')) controller.abort();
+        },
+      },
+      stderr: { write: () => undefined },
+      env: {},
+      signal: controller.signal,
+    });
+    while (im.subscriptions.length === 0) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 30));
+    im.emitAdded('x1');
+    im.emitAdded('x2');
+    expect(await done).toBe(EXIT.OK);
+    const events = stdout.trim().split('\n').map((l) => JSON.parse(l) as { instanceId: string; type: string });
+    expect(events.map((e) => [e.instanceId, e.type])).toEqual([['x1', 'ADDED'], ['x2', 'ADDED']]);
+  });
+
+  it('exit 3 when the instance manager cannot be reached', async () => {
+    const r = await run(['--instance-manager', '127.0.0.1:1', 'instances', 'ls']);
+    expect(r.code).toBe(EXIT.UNAVAILABLE);
+    expect(r.stderr).toMatch(/cannot reach instance-manager/);
+  });
+});

@@ -1,0 +1,81 @@
+import { Command, CommanderError, Option } from 'commander';
+import { TitanError } from '../errors.js';
+import { DEFAULT_INSTANCE_MANAGER } from '../instance-manager-client.js';
+import { DEFAULT_COORDINATOR } from '../titan-client.js';
+import { registerGenerate } from './commands/generate.js';
+import { registerInstances } from './commands/instances.js';
+import { registerStatus } from './commands/status.js';
+import type { CliIo } from './context.js';
+import { EXIT, EXIT_CODES_HELP, exitCodeFor } from './exit-codes.js';
+import { errorToJson, jsonLine } from './format.js';
+import { parseIntArg } from './parsers.js';
+
+const VERSION = '0.1.0';
+
+/** Builds the `titan` command tree (commander), writing to `io`. */
+export function createProgram(io: CliIo): Command {
+  const env = io.env;
+  const program = new Command('titan')
+    .description('TitanCompute CLI: generate text on a cluster, inspect agents and instances.')
+    .version(VERSION, '-V, --version')
+    .addOption(new Option('--coordinator <host:port>', 'coordinator gRPC address (env TITAN_COORDINATOR)').default(env['TITAN_COORDINATOR'] || DEFAULT_COORDINATOR))
+    .addOption(
+      new Option('--instance-manager <host:port>', 'instance manager gRPC address (env TITAN_INSTANCE_MANAGER)').default(
+        env['TITAN_INSTANCE_MANAGER'] || DEFAULT_INSTANCE_MANAGER,
+      ),
+    )
+    .addOption(new Option('--tls-ca <file>', 'CA bundle (PEM): use TLS (env TITAN_TLS_CA)').default(env['TITAN_TLS_CA']))
+    .addOption(new Option('--tls-cert <file>', 'client certificate (PEM) for mTLS (env TITAN_TLS_CERT)').default(env['TITAN_TLS_CERT']))
+    .addOption(new Option('--tls-key <file>', 'client key (PEM) for mTLS (env TITAN_TLS_KEY)').default(env['TITAN_TLS_KEY']))
+    .addOption(new Option('--tls-server-name <name>', 'name to check on server certificates (env TITAN_TLS_SERVER_NAME)').default(env['TITAN_TLS_SERVER_NAME']))
+    .option('--json', 'machine-readable JSON output on stdout (errors too)')
+    .option('--timeout <ms>', 'deadline of each call in milliseconds (whole stream for generate)', parseIntArg('--timeout'))
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText(
+      'after',
+      `\nExamples:\n  titan generate --model llama-2-tiny-random "Once upon a time"\n  titan status --json\n  titan instances watch --type INFERENCE_AGENT\n\n${EXIT_CODES_HELP}\n`,
+    )
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) });
+  registerGenerate(program, io);
+  registerStatus(program, io);
+  registerInstances(program, io);
+  for (const command of program.commands) {
+    command.exitOverride().configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) });
+    for (const sub of command.commands) sub.exitOverride().configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) });
+  }
+  return program;
+}
+
+/**
+ * Runs the `titan` CLI with `argv` (without `node` and the script) and returns the exit code
+ * (see {@link EXIT}). Never calls `process.exit`, so tests can run it in-process.
+ *
+ * @example
+ * ```ts
+ * const code = await runCli(['status', '--json'], { stdout: process.stdout, stderr: process.stderr, env: process.env });
+ * ```
+ */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const program = createProgram(io);
+  if (argv.length === 0) {
+    program.outputHelp();
+    return EXIT.USAGE;
+  }
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return EXIT.OK;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return EXIT.OK;
+      return EXIT.USAGE;
+    }
+    const json = program.opts<{ json?: boolean }>().json === true;
+    const reported = error instanceof TitanError && error.context['reported'] === true;
+    if (!reported) {
+      if (json) io.stdout.write(jsonLine({ error: errorToJson(error) }));
+      else io.stderr.write(`titan: ${error instanceof Error ? error.message : String(error)}\n`);
+    }
+    return exitCodeFor(error);
+  }
+}

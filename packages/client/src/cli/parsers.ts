@@ -1,0 +1,36 @@
+import { InvalidArgumentError as CommanderInvalidArgument } from 'commander';
+
+/** Commander parser for an integer flag ≥ 1. */
+export function parseIntArg(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new CommanderInvalidArgument(`${flag} must be an integer >= 1`);
+    return n;
+  };
+}
+
+/** Commander parser for a finite number flag. */
+export function parseNumberArg(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n)) throw new CommanderInvalidArgument(`${flag} must be a number`);
+    return n;
+  };
+}
+
+/** Commander parser collecting repeatable `key=value` flags. */
+export function parseParam(value: string, previous: Record<string, string>): Record<string, string> {
+  const at = value.indexOf('=');
+  if (at <= 0) throw new CommanderInvalidArgument(`--param expects key=value, got "${value}"`);
+  return { ...previous, [value.slice(0, at)]: value.slice(at + 1) };
+}
+
+/** Commander parser for one of a set of names (case-insensitive). */
+export function parseChoice<T extends string>(flag: string, choices: readonly T[]): (value: string) => T {
+  return (value) => {
+    const upper = value.toUpperCase().replace(/-/g, '_');
+    const found = choices.find((c) => c === upper);
+    if (!found) throw new CommanderInvalidArgument(`${flag} must be one of ${choices.join(', ')}`);
+    return found;
+  };
+}
