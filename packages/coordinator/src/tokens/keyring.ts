@@ -143,7 +143,8 @@ export async function rotateKeyring(options: KeyringOptions): Promise<{ kid: str
 interface LoadedKeys {
   current: SigningKey;
   stored: StoredKey[];
-  mtimeMs: number;
+  /** File identity (inode + mtime): a rotation renames a new file into place. */
+  fileStamp: string;
 }
 
 async function loadKeys(file: string, nowS: number): Promise<LoadedKeys | undefined> {
@@ -157,11 +158,11 @@ async function loadKeys(file: string, nowS: number): Promise<LoadedKeys | undefi
   } catch (cause) {
     throw new KeyringError(`keyring ${file}: key ${currentStored.kid} is not a valid Ed25519 key`, { file, kid: currentStored.kid }, { cause });
   }
-  const { mtimeMs } = await stat(file);
+  const st = await stat(file);
   return {
     current: { kid: currentStored.kid, privateKey, publicKeyPem: currentStored.publicKeyPem },
     stored: dropRetired(keys, nowS),
-    mtimeMs,
+    fileStamp: `${st.ino}:${st.mtimeMs}:${st.size}`,
   };
 }
 
@@ -213,8 +214,8 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
     reload() {
       reloading ??= (async () => {
         try {
-          const { mtimeMs } = await stat(file).catch(() => ({ mtimeMs: state.mtimeMs }));
-          if (mtimeMs === state.mtimeMs) return false;
+          const st = await stat(file).catch(() => undefined);
+          if (!st || `${st.ino}:${st.mtimeMs}:${st.size}` === state.fileStamp) return false;
           const next = await loadKeys(file, Math.floor(now() / 1000));
           if (!next) return false;
           // Keep publishing keys this process signed with even if the file forgot them.

@@ -1,0 +1,44 @@
+import { describe, expect, it } from '@jest/globals';
+import { ConfigError, EXIT_USAGE, loadConfig } from '@titancompute/server-kit';
+import { coordinatorConfigSpec } from './config.js';
+
+const load = (argv: string[], env: Record<string, string> = {}) => loadConfig(coordinatorConfigSpec(), { name: 'titan-coordinator', argv, env, allowPositionals: true });
+
+describe('titan-coordinator config', () => {
+  it('has the documented defaults', () => {
+    const c = load([]);
+    expect(c).toMatchObject({
+      port: 50051,
+      httpPort: 8080,
+      heartbeatTimeoutMs: 30_000,
+      heartbeatIntervalMs: 2_000,
+      tokenTtlMs: 300_000,
+      issuer: 'titancompute-coordinator',
+      maxTokensLimit: 4096,
+      maxPromptBytes: 32768,
+      allowedModels: [],
+      weightMemory: 0.4,
+      weightLoad: 0.3,
+      weightRtt: 0.2,
+      weightPerformance: 0.1,
+      breakerFailures: 3,
+      breakerOpenMs: 30_000,
+      breakerSuccesses: 2,
+    });
+    expect(c.joinToken).toBeUndefined();
+  });
+
+  it("keeps v1's environment variables working", () => {
+    const c = load([], { COORDINATOR_PORT: '6000', COORDINATOR_HTTP_PORT: '6001', HEARTBEAT_TIMEOUT: '45s', TOKEN_TTL: '10m', TITAN_JOIN_TOKEN: 'secret' });
+    expect(c).toMatchObject({ port: 6000, httpPort: 6001, heartbeatTimeoutMs: 45_000, tokenTtlMs: 600_000, joinToken: 'secret' });
+    expect(load(['--heartbeat-timeout', '600ms', '--allowed-models', 'a, b']).heartbeatTimeoutMs).toBe(600);
+  });
+
+  it('rejects bad values with a ConfigError naming the option (the bin exits 2)', () => {
+    for (const argv of [['--port', 'abc'], ['--heartbeat-timeout', 'soon'], ['--max-tokens-limit', '0'], ['--weight-rtt', '-1'], ['--bogus']]) {
+      expect(() => load(argv)).toThrow(ConfigError);
+    }
+    expect(() => load([], { TOKEN_TTL: 'forever' })).toThrow(/TOKEN_TTL/);
+    expect(EXIT_USAGE).toBe(2);
+  });
+});
