@@ -74,8 +74,22 @@ export async function queryNvidiaSmi(options: NvidiaSmiOptions = {}): Promise<Gp
   const timeoutMs = options.timeoutMs ?? 5000;
   let stdout: string;
   try {
-    const result = await execa(binary, [...NVIDIA_SMI_ARGS], { timeout: timeoutMs, reject: true, stripFinalNewline: false, forceKillAfterDelay: 500 });
-    stdout = String(result.stdout);
+    const child = execa(binary, [...NVIDIA_SMI_ARGS], { timeout: timeoutMs, reject: true, stripFinalNewline: false, forceKillAfterDelay: 500 });
+    // A wrapper script may leave a grandchild holding stdout open after the kill: never wait past the deadline.
+    let hardTimer: NodeJS.Timeout | undefined;
+    const hardStop = new Promise<never>((_, reject) => {
+      hardTimer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(Object.assign(new Error('timed out'), { timedOut: true }));
+      }, timeoutMs + 250);
+    });
+    child.catch(() => undefined);
+    try {
+      const result = await Promise.race([child, hardStop]);
+      stdout = String(result.stdout);
+    } finally {
+      clearTimeout(hardTimer);
+    }
   } catch (cause) {
     const err = cause as { code?: string; timedOut?: boolean; exitCode?: number; stdout?: string; stderr?: string; shortMessage?: string };
     if (err.code === 'ENOENT') throw new GpuStatsError(`${binary} not found`, { binary, missing: true }, { cause });

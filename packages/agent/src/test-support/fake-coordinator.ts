@@ -1,0 +1,102 @@
+import { createServer, ServerError, Status, type Server } from 'nice-grpc';
+import {
+  CoordinatorServiceDefinition,
+  type AgentRegistration,
+  type DeregistrationRequest,
+  type HealthUpdate,
+} from '@titancompute/protocol';
+import type { TestSigner } from './token-signer.js';
+
+/** An in-process CoordinatorService that records what agents send. */
+export interface FakeCoordinator {
+  port: number;
+  address: string;
+  registrations: AgentRegistration[];
+  updates: HealthUpdate[];
+  deregistrations: DeregistrationRequest[];
+  /** Keys served by GetPublicKey (current first); empty → GetPublicKey fails UNAVAILABLE. */
+  signers: TestSigner[];
+  /** Calls of GetPublicKey so far. */
+  keyFetches: number;
+  /** Forget registered agents: the next update is acked with reregister=true. */
+  forgetAgents(): void;
+  /** Waits until `predicate` holds (polling every 20 ms), or throws after `timeoutMs`. */
+  waitFor(predicate: () => boolean, timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Options of {@link startFakeCoordinator}. */
+export interface FakeCoordinatorOptions {
+  joinToken?: string;
+  signers?: TestSigner[];
+  /** Port to bind (for restart tests); default 0. */
+  port?: number;
+  /** heartbeat_interval_seconds returned by RegisterAgent; default 0 (agent's own). */
+  heartbeatIntervalSeconds?: number;
+}
+
+/** Starts a {@link FakeCoordinator} on 127.0.0.1 implementing the real generated definition. */
+export async function startFakeCoordinator(options: FakeCoordinatorOptions = {}): Promise<FakeCoordinator> {
+  const joinToken = options.joinToken ?? 'join-secret';
+  const known = new Set<string>();
+  const server: Server = createServer();
+  const checkAuth = (metadata: { get(key: string): string | undefined }) => {
+    if (metadata.get('authorization') !== `Bearer ${joinToken}`) throw new ServerError(Status.UNAUTHENTICATED, 'bad join token');
+  };
+  const fake: FakeCoordinator = {
+    port: 0,
+    address: '',
+    registrations: [],
+    updates: [],
+    deregistrations: [],
+    signers: options.signers ?? [],
+    keyFetches: 0,
+    forgetAgents: () => known.clear(),
+    async waitFor(predicate, timeoutMs = 5000) {
+      const end = Date.now() + timeoutMs;
+      while (!predicate()) {
+        if (Date.now() > end) throw new Error('fake coordinator: condition not met in time');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    async stop() {
+      server.forceShutdown();
+    },
+  };
+  server.add(CoordinatorServiceDefinition, {
+    async requestInference() {
+      throw new ServerError(Status.UNIMPLEMENTED, 'fake');
+    },
+    async querySystemStatus() {
+      return {};
+    },
+    async registerAgent(request, context) {
+      checkAuth(context.metadata);
+      fake.registrations.push(request);
+      known.add(request.agentId);
+      return { status: 'registered', message: 'ok', heartbeatIntervalSeconds: options.heartbeatIntervalSeconds ?? 0 };
+    },
+    async *reportHealth(updates, context) {
+      checkAuth(context.metadata);
+      for await (const update of updates) {
+        fake.updates.push(update);
+        yield { agentId: update.agentId, status: 'ok', echoTimestamp: update.timestamp, reregister: !known.has(update.agentId) };
+      }
+    },
+    async getPublicKey() {
+      fake.keyFetches++;
+      const [current] = fake.signers;
+      if (!current) throw new ServerError(Status.UNAVAILABLE, 'no keys');
+      return { publicKeyPem: current.publicKeyPem, algorithm: 'EdDSA', issuer: 'titancompute-coordinator', keyId: current.kid, keys: fake.signers.map((s) => s.publicKey()) };
+    },
+    async deregisterAgent(request, context) {
+      checkAuth(context.metadata);
+      fake.deregistrations.push(request);
+      known.delete(request.agentId);
+      return { status: 'deregistered' };
+    },
+  });
+  fake.port = await server.listen(`127.0.0.1:${options.port ?? 0}`);
+  fake.address = `127.0.0.1:${fake.port}`;
+  return fake;
+}

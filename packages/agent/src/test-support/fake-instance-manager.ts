@@ -1,0 +1,77 @@
+import { createServer, type Server } from 'nice-grpc';
+import { instanceManager } from '@titancompute/protocol';
+
+/** An in-process instance manager (TryService + PostService) that records calls. */
+export interface FakeInstanceManager {
+  port: number;
+  address: string;
+  instances: instanceManager.Instance[];
+  services: instanceManager.TryAddServiceRequest[];
+  healthChecks: number;
+  llmMetrics: instanceManager.LlmMetrics[];
+  systemMetrics: instanceManager.SystemMetrics[];
+  gpuMetrics: instanceManager.GpuMetrics[];
+  /** What TryHealthCheck answers; set false to kill the agent. */
+  healthy: boolean;
+  stop(): Promise<void>;
+}
+
+/** Starts a {@link FakeInstanceManager} on 127.0.0.1 implementing the real generated definitions. */
+export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
+  const server: Server = createServer();
+  const fake: FakeInstanceManager = {
+    port: 0,
+    address: '',
+    instances: [],
+    services: [],
+    healthChecks: 0,
+    llmMetrics: [],
+    systemMetrics: [],
+    gpuMetrics: [],
+    healthy: true,
+    async stop() {
+      server.forceShutdown();
+    },
+  };
+  server.add(instanceManager.TryServiceDefinition, {
+    async tryAddInstance(req) {
+      if (req.instance) fake.instances.push(req.instance);
+      return { success: true };
+    },
+    async tryKillInstance() {
+      fake.healthy = false;
+      return { success: true };
+    },
+    async tryHealthCheck() {
+      fake.healthChecks++;
+      return { healthy: fake.healthy, message: fake.healthy ? '' : 'killed by test' };
+    },
+    async tryAddChild() {
+      return { success: true };
+    },
+    async tryAddService(req) {
+      fake.services.push(req);
+      return { success: true };
+    },
+  });
+  server.add(instanceManager.PostServiceDefinition, {
+    async postProxyMetrics() {
+      return {};
+    },
+    async postSystemMetrics(req) {
+      if (req.metrics) fake.systemMetrics.push(req.metrics);
+      return {};
+    },
+    async postGpuMetrics(req) {
+      if (req.metrics) fake.gpuMetrics.push(req.metrics);
+      return {};
+    },
+    async postLlmMetrics(req) {
+      if (req.metrics) fake.llmMetrics.push(req.metrics);
+      return {};
+    },
+  });
+  fake.port = await server.listen('127.0.0.1:0');
+  fake.address = `127.0.0.1:${fake.port}`;
+  return fake;
+}
