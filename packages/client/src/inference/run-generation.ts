@@ -1,4 +1,4 @@
-import { Status, type Metadata } from 'nice-grpc-common';
+import type { Metadata } from 'nice-grpc-common';
 import type { AgentServiceClient, CoordinatorServiceClient, InferenceResponse, StreamResponse } from '@titancompute/protocol';
 import {
   AuthError,
@@ -148,6 +148,12 @@ export async function* runGeneration(deps: GenerationDeps, request: ValidatedReq
       for await (const message of stream) {
         if (message.done) {
           const stats = finalStats(message, grant, { tokensSeen: nextIndex, clientTtftMs, attempts: attempt });
+          if (stats.finishReason === 'cancelled' && !request.signal?.aborted) {
+            // The agent cut the job (shutdown, deadline) although this client did not cancel.
+            throw new UnavailableError(`agent ${grant.agentId} cancelled the generation (e.g. shutting down)`, {
+              context: { ...agentContext, stats },
+            });
+          }
           yield { done: true, text: '', index: Math.max(stats.tokens, nextIndex), createdAt: message.createdAt || Date.now(), stats };
           return;
         }
@@ -178,7 +184,7 @@ export async function* runGeneration(deps: GenerationDeps, request: ValidatedReq
       if (delivered > 0) {
         throw new StreamInterruptedError(
           `stream from agent ${grant.agentId} broke after ${nextIndex} token(s); not restarted to avoid duplicate text: ${mapped.message}`,
-          mapped.code === Status.OK ? Status.UNAVAILABLE : mapped.code,
+          mapped.code,
           nextIndex,
           grant.agentId,
           { cause: mapped, context: { ...agentContext, tokensReceived: nextIndex } },
