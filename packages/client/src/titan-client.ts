@@ -38,11 +38,14 @@ function positiveInt(name: string, value: number | undefined, fallback: number):
 export class Generation implements AsyncIterable<GenerationChunk> {
   readonly #controller = new AbortController();
   #started = false;
-  readonly #start: (signal: AbortSignal) => AsyncGenerator<GenerationChunk, void, undefined>;
+  readonly #start: (signal: AbortSignal, onStats: (stats: GenerationStats) => void) => AsyncGenerator<GenerationChunk, void, undefined>;
   #stats: GenerationStats | undefined;
 
   /** @internal Use {@link TitanClient.generate}. */
-  constructor(start: (signal: AbortSignal) => AsyncGenerator<GenerationChunk, void, undefined>, signal?: AbortSignal) {
+  constructor(
+    start: (signal: AbortSignal, onStats: (stats: GenerationStats) => void) => AsyncGenerator<GenerationChunk, void, undefined>,
+    signal?: AbortSignal,
+  ) {
     this.#start = start;
     if (signal?.aborted) this.#controller.abort(signal.reason);
     else signal?.addEventListener('abort', () => this.#controller.abort(signal.reason), { once: true });
@@ -58,13 +61,11 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     this.#controller.abort(reason);
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<GenerationChunk, void, undefined> {
+  [Symbol.asyncIterator](): AsyncGenerator<GenerationChunk, void, undefined> {
     if (this.#started) throw new InvalidArgumentError('a Generation can be iterated only once', 'generation');
     this.#started = true;
-    for await (const chunk of this.#start(this.#controller.signal)) {
-      if (chunk.done) this.#stats = chunk.stats;
-      yield chunk;
-    }
+    // Hand out the generation's own iterator (no extra re-yielding layer on the hot path).
+    return this.#start(this.#controller.signal, (stats) => (this.#stats = stats));
   }
 }
 
@@ -138,7 +139,7 @@ export class TitanClient {
       requestTimeoutMs: this.#requestTimeoutMs,
       streamTimeoutMs: this.#streamTimeoutMs,
     };
-    return new Generation((signal) => runGeneration(deps, { ...validated, signal }), validated.signal);
+    return new Generation((signal, onStats) => runGeneration(deps, { ...validated, signal }, onStats), validated.signal);
   }
 
   /** Generates text and returns all of it with the stats. */

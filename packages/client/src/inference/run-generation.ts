@@ -73,7 +73,11 @@ function finalStats(
  * unavailable. After the first token a break is a {@link StreamInterruptedError}: the text is
  * never restarted, so the caller never sees it twice.
  */
-export async function* runGeneration(deps: GenerationDeps, request: ValidatedRequest): AsyncGenerator<GenerationChunk, void, undefined> {
+export async function* runGeneration(
+  deps: GenerationDeps,
+  request: ValidatedRequest,
+  onStats?: (stats: GenerationStats) => void,
+): AsyncGenerator<GenerationChunk, void, undefined> {
   const excluded: string[] = [];
   let lastAgentError: TitanError | undefined;
   const startedAt = performance.now();
@@ -154,6 +158,7 @@ export async function* runGeneration(deps: GenerationDeps, request: ValidatedReq
               context: { ...agentContext, stats },
             });
           }
+          onStats?.(stats);
           yield { done: true, text: '', index: Math.max(stats.tokens, nextIndex), createdAt: message.createdAt || Date.now(), stats };
           return;
         }
