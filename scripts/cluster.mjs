@@ -26,7 +26,7 @@ try {
     dataDir,
     agents: 2,
     ports: auto ? {} : { instanceManager: 50050, coordinator: 50051, http: 8080, agents: [50052, 50053] },
-    env: { TITAN_LOG_LEVEL: process.env.TITAN_LOG_LEVEL ?? 'warn' },
+    env: { TITAN_LOG_LEVEL: process.env.TITAN_LOG_LEVEL ?? 'info' },
     echo: process.env.TITAN_CLUSTER_ECHO === '1',
   });
   await waitForAgents(cluster.coordinator.address, 2);

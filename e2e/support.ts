@@ -1,0 +1,90 @@
+/** Shared helpers of the end-to-end tests: free ports, raw clients, polling. */
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClientFactory } from 'nice-grpc';
+import {
+  AgentServiceDefinition,
+  CoordinatorServiceDefinition,
+  createProtoVersionClientMiddleware,
+  createTitanChannel,
+  type AgentStatus,
+  type StreamResponse,
+} from '@titancompute/protocol';
+import { BINS, repoRoot, startCluster } from '../scripts/lib/launch.mjs';
+
+export { BINS, repoRoot };
+
+/** The model every agent serves out of the box. */
+export const MODEL = 'llama-2-tiny-random';
+
+export type Cluster = Awaited<ReturnType<typeof startCluster>>;
+export type ServiceProcess = Cluster['coordinator'];
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `titan-e2e-${prefix}-`));
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Coordinator client with the proto_version middleware (optionally a skewed version). */
+export function coordinatorClient(address: string, protoVersion?: string) {
+  const mw = protoVersion
+    ? createProtoVersionClientMiddleware({ protoVersion, protoVersionCompatible: [protoVersion] })
+    : createProtoVersionClientMiddleware();
+  return createClientFactory().use(mw).create(CoordinatorServiceDefinition, createTitanChannel(address));
+}
+
+/** Agent client with the proto_version middleware (optionally a skewed version). */
+export function agentClient(address: string, protoVersion?: string) {
+  const mw = protoVersion
+    ? createProtoVersionClientMiddleware({ protoVersion, protoVersionCompatible: [protoVersion] })
+    : createProtoVersionClientMiddleware();
+  return createClientFactory().use(mw).create(AgentServiceDefinition, createTitanChannel(address));
+}
+
+export async function collect(stream: AsyncIterable<StreamResponse>): Promise<StreamResponse[]> {
+  const out: StreamResponse[] = [];
+  for await (const message of stream) out.push(message);
+  return out;
+}
+
+/** Polls `probe` every 100 ms until it returns a truthy value; returns it and the elapsed ms. */
+export async function waitFor<T>(probe: () => Promise<T | undefined | false>, timeoutMs: number, what: string): Promise<{ value: T; elapsedMs: number }> {
+  const started = Date.now();
+  let lastError: unknown;
+  while (Date.now() - started < timeoutMs) {
+    try {
+      const value = await probe();
+      if (value) return { value, elapsedMs: Date.now() - started };
+    } catch (err) {
+      lastError = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
+}
+
+/** The coordinator's view of every agent. */
+export async function agentStates(coordinatorAddress: string): Promise<Map<string, AgentStatus>> {
+  const status = await coordinatorClient(coordinatorAddress).querySystemStatus({ includeAgents: true }, { signal: AbortSignal.timeout(2000) });
+  return new Map(status.agents.map((a: AgentStatus) => [a.agentId, a]));
+}
+
+/** Runs the built `titan` CLI. */
+export function runTitan(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BINS.titan, ...args], { cwd: repoRoot, env: { ...process.env, ...env }, timeout: 60_000 }, (error, stdout, stderr) =>
+      resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
