@@ -13,6 +13,7 @@ import {
   agentClient,
   agentStates,
   BINS,
+  closeChannels,
   collect,
   coordinatorClient,
   freePort,
@@ -25,6 +26,8 @@ import {
 
 const HEARTBEAT_TIMEOUT_MS = 2000;
 const coordinatorArgs = ['--heartbeat-timeout', `${HEARTBEAT_TIMEOUT_MS}ms`, '--heartbeat-interval', '1s'];
+
+afterAll(() => closeChannels());
 
 describe('a running cluster', () => {
   let cluster: Cluster;
@@ -309,10 +312,11 @@ describe('a TitanCompute v1 client', () => {
       expect.arrayContaining(['agent_endpoint', 'session_token', 'expires_at', 'job_id', 'estimated_rtt_ms', 'agent_id']),
     );
     // The generated stubs alone: no middleware, so no proto_version header.
-    const agent = createClient(AgentServiceDefinition, createChannel(String(body.agent_endpoint)));
+    const channel = createChannel(String(body.agent_endpoint));
+    const agent = createClient(AgentServiceDefinition, channel);
     const messages = await collect(
       agent.streamInference({ sessionToken: String(body.session_token), model: MODEL, prompt: 'Hello', maxTokens: 5, stream: true }),
-    );
+    ).finally(() => channel.close());
     expect(messages.filter((m) => !m.done).map((m) => m.content).join('').length).toBeGreaterThan(0);
     expect(messages.at(-1)).toMatchObject({ done: true });
     expect(messages.at(-1)!.metadata.tokens_generated).toBe('5');

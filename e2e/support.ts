@@ -4,7 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createClientFactory } from 'nice-grpc';
+import { createClientFactory, type Channel } from 'nice-grpc';
 import {
   AgentServiceDefinition,
   CoordinatorServiceDefinition,
@@ -36,20 +36,34 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Coordinator client with the proto_version middleware (optionally a skewed version). */
-export function coordinatorClient(address: string, protoVersion?: string) {
-  const mw = protoVersion
+const channels = new Map<string, Channel>();
+/** One channel per address for the whole test file; {@link closeChannels} in afterAll. */
+function channelTo(address: string): Channel {
+  let channel = channels.get(address);
+  if (!channel) channels.set(address, (channel = createTitanChannel(address)));
+  return channel;
+}
+
+/** Closes every channel the helpers opened. */
+export function closeChannels(): void {
+  for (const channel of channels.values()) channel.close();
+  channels.clear();
+}
+
+function versionMiddleware(protoVersion?: string) {
+  return protoVersion
     ? createProtoVersionClientMiddleware({ protoVersion, protoVersionCompatible: [protoVersion] })
     : createProtoVersionClientMiddleware();
-  return createClientFactory().use(mw).create(CoordinatorServiceDefinition, createTitanChannel(address));
+}
+
+/** Coordinator client with the proto_version middleware (optionally a skewed version). */
+export function coordinatorClient(address: string, protoVersion?: string) {
+  return createClientFactory().use(versionMiddleware(protoVersion)).create(CoordinatorServiceDefinition, channelTo(address));
 }
 
 /** Agent client with the proto_version middleware (optionally a skewed version). */
 export function agentClient(address: string, protoVersion?: string) {
-  const mw = protoVersion
-    ? createProtoVersionClientMiddleware({ protoVersion, protoVersionCompatible: [protoVersion] })
-    : createProtoVersionClientMiddleware();
-  return createClientFactory().use(mw).create(AgentServiceDefinition, createTitanChannel(address));
+  return createClientFactory().use(versionMiddleware(protoVersion)).create(AgentServiceDefinition, channelTo(address));
 }
 
 export async function collect(stream: AsyncIterable<StreamResponse>): Promise<StreamResponse[]> {
