@@ -117,7 +117,7 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Engin
               pendingTokens += tokens.length;
             },
             onTextChunk: (text) => {
-              queue.push({ text, tokens: pendingTokens });
+              queue.push({ text, tokens: pendingTokens, promptTokens });
               pendingTokens = 0;
             },
           });
@@ -131,16 +131,19 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Engin
           queue.end();
         } catch (cause) {
           queue.fail(new EngineError(`llama.cpp generation failed: ${(cause as Error).message}`, 'engine_error', {}, { cause }));
+        } finally {
+          // The sequence goes back to the pool when llama.cpp is done with it, even if the
+          // consumer stopped pulling chunks.
+          request.signal.removeEventListener('abort', onAbort);
+          completion.dispose();
+          giveSequence(seq);
         }
       })();
       try {
         yield* queue;
       } finally {
         stop.abort();
-        request.signal.removeEventListener('abort', onAbort);
         await done;
-        completion.dispose();
-        giveSequence(seq);
       }
     },
     async close() {

@@ -99,18 +99,24 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
     if (context.signal.aborted) controller.abort();
     jobs.add(controller);
     let release: ReleaseSlot | undefined;
+    let finished = false;
+    const finish = (outcome: Omit<Parameters<JobTracker['finish']>[0], 'jobId'>, promptTokens?: number) => {
+      if (finished) return;
+      finished = true;
+      tracker.finish({ jobId, ...outcome }, promptTokens);
+    };
     tracker.start(jobId);
     try {
       try {
         release = await slots.acquire(controller.signal);
       } catch (err) {
         const error = isAbortError(err) || controller.signal.aborted ? 'cancelled' : 'busy';
-        tracker.finish({ jobId, tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error });
+        finish({ tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error });
         throw err;
       }
       let stats: GenerationStats | undefined;
+      const gen = runGeneration(engine, { model: grant.model, prompt: request.prompt, maxTokens, temperature, parameters: request.options, signal: controller.signal });
       try {
-        const gen = runGeneration(engine, { model: grant.model, prompt: request.prompt, maxTokens, temperature, parameters: request.options, signal: controller.signal });
         for (;;) {
           const r = await gen.next();
           if (r.done) {
@@ -122,14 +128,18 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
         }
       } catch (err) {
         const code = err instanceof EngineError ? err.code : isAbortError(err) ? 'cancelled' : 'engine_error';
-        tracker.finish({ jobId, tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error: code });
+        finish({ tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error: code });
         if (!(err instanceof AgentError) && !isAbortError(err)) logger.error({ err, jobId }, 'generation failed');
         throw err;
+      } finally {
+        if (!stats) {
+          controller.abort();
+          await gen.return(undefined as never).catch(() => undefined);
+        }
       }
       const agentId = deps.agentId();
-      tracker.finish(
+      finish(
         {
-          jobId,
           tokensGenerated: stats.tokensGenerated,
           timeToFirstTokenMs: stats.timeToFirstTokenMs,
           tokensPerSecond: stats.tokensPerSecond,
@@ -163,6 +173,8 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
         },
       };
     } finally {
+      // The caller went away mid-stream (the generator was returned): still report the job.
+      finish({ tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error: 'cancelled' });
       release?.();
       jobs.delete(controller);
       context.signal.removeEventListener('abort', onCallAbort);
@@ -190,8 +202,20 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
     };
   }
 
+  // Agent errors become ServerErrors here (not only in server-kit's error mapping) so the
+  // request log shows their real status instead of UNKNOWN.
+  async function* streamInferenceMapped(request: StreamRequest, context: CallContext): AsyncGenerator<DeepPartial<StreamResponse>> {
+    try {
+      yield* streamInference(request, context);
+    } catch (err) {
+      if (err instanceof AgentError) throw new ServerError(err.grpcStatus, err.message);
+      if (isAbortError(err) || context.signal.aborted) throw new ServerError(Status.CANCELLED, 'cancelled');
+      throw err;
+    }
+  }
+
   return {
-    implementation: { streamInference, getStatus },
+    implementation: { streamInference: streamInferenceMapped, getStatus },
     abortAll(reason) {
       for (const c of jobs) c.abort(new Error(reason));
     },

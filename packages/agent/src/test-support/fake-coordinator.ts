@@ -1,4 +1,4 @@
-import { createServer, ServerError, Status, type Server } from 'nice-grpc';
+import { createServer, ServerError, Status, type Metadata, type Server } from 'nice-grpc';
 import {
   CoordinatorServiceDefinition,
   type AgentRegistration,
@@ -40,7 +40,7 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions = {})
   const joinToken = options.joinToken ?? 'join-secret';
   const known = new Set<string>();
   const server: Server = createServer();
-  const checkAuth = (metadata: { get(key: string): string | undefined }) => {
+  const checkAuth = (metadata: Metadata) => {
     if (metadata.get('authorization') !== `Bearer ${joinToken}`) throw new ServerError(Status.UNAUTHENTICATED, 'bad join token');
   };
   const fake: FakeCoordinator = {

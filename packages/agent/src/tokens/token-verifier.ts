@@ -123,12 +123,13 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
 
   const keyFor = async (kid: string | undefined): Promise<CryptoKey> => {
     if (keys.size === 0) {
-      if (Date.now() - lastFetch >= refetchIntervalMs || lastFetch === 0) await refresh();
+      if (inflight) await inflight;
+      else if (Date.now() - lastFetch >= refetchIntervalMs || lastFetch === 0) await refresh();
       if (keys.size === 0) throw new TokenError('session token keys are unavailable (coordinator unreachable); try again later', Status.UNAVAILABLE);
     }
     const id = kid ?? currentKid;
     let key = id === undefined ? undefined : keys.get(id);
-    if (!key && kid !== undefined && Date.now() - lastFetch >= refetchIntervalMs) {
+    if (!key && kid !== undefined && (inflight || Date.now() - lastFetch >= refetchIntervalMs)) {
       await refresh();
       key = keys.get(kid);
     }
