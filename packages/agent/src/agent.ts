@@ -219,6 +219,7 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
   link = createCoordinatorLink({
     address: o.coordinator,
     joinToken: o.joinToken,
+    agentId,
     tls: options.clientTls,
     heartbeatIntervalMs: o.heartbeatIntervalMs,
     ...(options.registerBackoffInitialMs ? { backoffInitialMs: options.registerBackoffInitialMs } : {}),

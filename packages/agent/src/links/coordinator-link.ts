@@ -33,6 +33,8 @@ export interface CoordinatorLinkOptions {
   /** `host:port` of the coordinator. */
   address: string;
   joinToken: string;
+  /** This agent's id (in every update and in DeregisterAgent). */
+  agentId: string;
   tls?: ClientTlsOptions | undefined;
   /** The registration to send (sent again on every re-registration). */
   registration: () => DeepPartial<AgentRegistration>;
@@ -128,7 +130,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     let ts = Date.now();
     if (ts <= lastSentTs) ts = lastSentTs + 1;
     lastSentTs = ts;
-    queue.push({ ...s, draining: s.draining || draining, rttMs, timestamp: ts, completedJobs: [...unacked] });
+    queue.push({ agentId: options.agentId, ...s, draining: s.draining || draining, rttMs, timestamp: ts, completedJobs: [...unacked] });
     scheduleHeartbeat();
   };
   const scheduleHeartbeat = () => {
@@ -217,7 +219,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
       if (queue && !queue.closed) sendUpdate();
       try {
         await client.deregisterAgent(
-          { agentId: String(options.registration().agentId ?? ''), reason },
+          { agentId: options.agentId, reason },
           { ...auth(), signal: AbortSignal.timeout(3000) },
         );
         logger.info({ reason }, 'deregistered from the coordinator');
