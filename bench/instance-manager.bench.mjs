@@ -11,6 +11,7 @@
  *      IM_BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test).
  */
 import { spawn } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import { createRequire } from 'node:module';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,7 +28,9 @@ const { instanceManager, createProtoVersionClientMiddleware } = protocol;
 const imEntry = fileURLToPath(import.meta.resolve('@titancompute/instance-manager'));
 const binPath = join(dirname(imEntry), 'bin.js');
 
-const WINDOW_S = Number(process.env.IM_BENCH_WINDOW_S ?? 8);
+const WINDOW_S = Number(process.env.IM_BENCH_WINDOW_S ?? 5);
+/** Calls in flight beyond this are not sent (counted as skipped) so an overloaded run degrades instead of collapsing. */
+const MAX_INFLIGHT = 1000;
 const SIZES = (process.env.IM_BENCH_SIZES ?? '1000,10000').split(',').map(Number);
 const PG_URL = process.env.IM_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const CHANNELS = 4;
@@ -97,6 +100,7 @@ async function heartbeatLoad(port, n) {
   const lat = [];
   let errors = 0;
   let unhealthy = 0;
+  let skipped = 0;
   const inflight = new Set();
   const tickMs = 10;
   const perTick = n / (1000 / tickMs);
@@ -111,6 +115,10 @@ async function heartbeatLoad(port, n) {
       }
       const due = Math.floor((elapsed / tickMs + 1) * perTick);
       for (; sent < due; sent++) {
+        if (inflight.size >= MAX_INFLIGHT) {
+          skipped++;
+          continue;
+        }
         const id = ids[sent % n];
         const start = performance.now();
         const p = c.list[sent % CHANNELS]
@@ -129,7 +137,7 @@ async function heartbeatLoad(port, n) {
   const wall = (performance.now() - t0) / 1000;
   c.close();
   lat.sort((a, b) => a - b);
-  return { n, sent, done: lat.length, rate: lat.length / wall, p50: pct(lat, 50), p99: pct(lat, 99), errors, unhealthy };
+  return { n, sent, skipped, done: lat.length, rate: lat.length / WINDOW_S, p50: pct(lat, 50), p99: pct(lat, 99), errors, unhealthy };
 }
 
 /** 100 subscribers; E events from TryAddInstance; latency from call start to each subscriber's receipt. */
@@ -140,6 +148,7 @@ async function fanOut(port, subscribers = 100, events = 200) {
   const lat = [];
   const commit = [];
   const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
   let ready = 0;
   const want = subscribers * events;
   let got = 0;
@@ -244,15 +253,15 @@ out.push(
   `N registered instances each call \`TryHealthCheck\` once per second (spread evenly) for ${WINDOW_S} s over ${CHANNELS} channels; ` +
     'the server runs in a child process, the load in the bench process, on the same machine. ' +
     'Baseline: a bare nice-grpc server answering the same RPC with a constant (no middleware, no storage) at the same rate. ' +
-    'Latency is client-observed (includes client-side queuing).',
+    `Latency is client-observed (includes client-side queuing); at most ${MAX_INFLIGHT} calls are in flight, heartbeats due beyond that are not sent, so "sustained" is what the pair client+server really completed per second.`,
   '',
 );
-out.push('| backend | instances | target calls/s | sustained calls/s | p50 ms | p99 ms | p99 vs baseline | errors | unhealthy |');
-out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+out.push(`| backend | instances | target calls/s | sustained calls/s | p50 ms | p99 ms | p99 vs baseline | not sent (>${MAX_INFLIGHT} in flight) | errors | unhealthy |`);
+out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of rows) {
   const b = baseline[r.n];
   out.push(
-    `| ${r.backend} | ${r.n} | ${r.n} | ${r.rate.toFixed(0)} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${(r.p99 / b.p99).toFixed(2)}× | ${r.errors} | ${r.unhealthy} |`,
+    `| ${r.backend} | ${r.n} | ${r.n} | ${r.rate.toFixed(0)} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${(r.p99 / b.p99).toFixed(2)}× | ${r.skipped} | ${r.errors} | ${r.unhealthy} |`,
   );
 }
 if (!pgInfo.ok) out.push('', 'PostgreSQL was unreachable: its rows are missing.');
@@ -265,7 +274,7 @@ if (fan) {
 const target = rows.find((r) => r.backend === 'sqlite' && r.n === 10000);
 out.push('');
 if (target) {
-  const met = target.p99 < 20 && target.rate >= 0.95 * 10000 && target.errors === 0;
+  const met = target.p99 < 20 && target.rate >= 0.95 * 10000 && target.errors === 0 && target.skipped === 0;
   out.push(
     `**Verdict:** target (SQLite, 10,000 instances at 1 heartbeat/s, p99 < 20 ms) ${met ? 'MET' : 'NOT MET'}: ` +
       `${target.rate.toFixed(0)} calls/s sustained, p99 ${fmt(target.p99)} ms (${(target.p99 / baseline[10000].p99).toFixed(2)}× the bare-gRPC baseline's ${fmt(baseline[10000].p99)} ms).`,

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { instanceManager } from '@titancompute/protocol';
 import { z } from 'zod';
 import { streamInstanceUpdates, type SubscriptionDeps } from '../events/subscription.js';
@@ -12,6 +13,8 @@ const requestSchema = z.object({
 
 /** SubscribeService: snapshot, replay from a sequence, then live events. */
 export function createSubscribeService(deps: SubscriptionDeps): instanceManager.SubscribeServiceImplementation {
+  // Every open subscription listens for shutdown.
+  setMaxListeners(0, deps.shutdownSignal);
   return {
     async *subscribeToInstanceUpdates(request, context) {
       const filter = validate(requestSchema, request, '');
