@@ -19,9 +19,9 @@ const { startAgent, createLlamaCppEngine, runGeneration } = await import('@titan
 
 const MAX_TOKENS = 32;
 const LEVELS = [
-  { concurrency: 1, rounds: 20 },
-  { concurrency: 8, rounds: 6 },
-  { concurrency: 32, rounds: 3 },
+  { concurrency: 1, rounds: 12 },
+  { concurrency: 8, rounds: 4 },
+  { concurrency: 32, rounds: 2 },
 ];
 const MODEL = 'llama-2-tiny-random';
 const AGENT_ID = 'bench-agent';
