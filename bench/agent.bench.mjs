@@ -24,6 +24,7 @@ const LEVELS = [
   { concurrency: 32, rounds: 2 },
 ];
 const MODEL = 'llama-2-tiny-random';
+const LEVEL_BUDGET_MS = 45_000;
 const AGENT_ID = 'bench-agent';
 const JOIN = 'bench-join';
 const log = (...a) => process.stderr.write(a.join(' ') + '\n');
@@ -109,7 +110,10 @@ const rows = [];
 for (const { concurrency, rounds } of LEVELS) {
   const base = { tps: [], ttft: [], tokens: 0 };
   const rpc = { tps: [], ttft: [], tokens: 0 };
+  const levelStart = performance.now();
   for (let i = 0; i < rounds; i++) {
+    // bounded in time too: on a loaded machine, fewer rounds rather than a run over 3 minutes
+    if (i > 0 && performance.now() - levelStart > LEVEL_BUDGET_MS) break;
     const b = await round(inProcessStream, concurrency);
     base.tps.push(b.tps); base.ttft.push(...b.ttfts); base.tokens += b.tokens;
     const g = await round(grpcStream, concurrency);
@@ -117,7 +121,7 @@ for (const { concurrency, rounds } of LEVELS) {
     log(`c=${concurrency} round ${i + 1}/${rounds}: in-process ${b.tps.toFixed(1)} tok/s, gRPC ${g.tps.toFixed(1)} tok/s`);
   }
   const bt = median(base.tps), gt = median(rpc.tps), bf = median(base.ttft), gf = median(rpc.ttft);
-  rows.push({ concurrency, bt, gt, bf, gf, loss: (1 - gt / bt) * 100, added: gf - bf, tokens: rpc.tokens / (rounds * concurrency) });
+  rows.push({ concurrency, bt, gt, bf, gf, loss: (1 - gt / bt) * 100, added: gf - bf, tokens: rpc.tokens / (rpc.tps.length * concurrency) });
 }
 
 channel.close();
