@@ -114,18 +114,20 @@ export class AgentRecord implements SchedulableAgent {
 
   /** Schedulable at all: online, registered, not draining, breaker not open. */
   get available(): boolean {
-    return this.online && !this.deregistered && !this.draining && this.breaker.allows(this.clock());
+    return this.online && !this.deregistered && !this.draining && (this.breaker.closed || this.breaker.allows(this.clock()));
   }
 
   /** Degraded or probing (half-open): scored lower. */
   get penalized(): boolean {
-    return this.isDegraded() || this.breaker.state(this.clock()) === 'half-open';
+    return this.isDegraded() || (!this.breaker.closed && this.breaker.state(this.clock()) === 'half-open');
   }
 
   /** v1's degraded rule, judged on VRAM for GPU agents and on RAM for CPU-only agents. */
   isDegraded(): boolean {
     if (this.cpuPercent > HIGH_CPU) return true;
-    const [total, free] = isCpuOnly(this) ? [this.totalRamMb, this.freeRamMb] : [this.totalVramMb, this.freeVramMb];
+    const cpuOnly = isCpuOnly(this);
+    const total = cpuOnly ? this.totalRamMb : this.totalVramMb;
+    const free = cpuOnly ? this.freeRamMb : this.freeVramMb;
     if (total <= 0) return false;
     return free < LOW_MEMORY_MB || (total - free) / total > HIGH_USAGE;
   }

@@ -49,6 +49,11 @@ export class CircuitBreaker {
     return this.current;
   }
 
+  /** True while closed (no clock needed: the hot path of scheduling). */
+  get closed(): boolean {
+    return this.current === 'closed';
+  }
+
   /** Whether traffic may be sent (closed or half-open). */
   allows(nowMs: number): boolean {
     return this.state(nowMs) !== 'open';
