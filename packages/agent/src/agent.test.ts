@@ -96,7 +96,9 @@ describe('StreamInference with the real tiny model', () => {
   });
 
   it('reports the job to the coordinator: active while running, then completed', async () => {
-    const token = await signer.sign({ max_tokens: 4, job_id: 'job-reported' });
+    // Long enough (64 tokens, over a second here) to outlast the link's ~50 ms debounce, so an
+    // update is sent while the job runs; a 4-token job can start and end inside one debounce.
+    const token = await signer.sign({ max_tokens: 64, job_id: 'job-reported' });
     await collect(client.streamInference({ sessionToken: token, model: MODEL, prompt: 'Hi', maxTokens: 0, temperature: 0, stream: true }));
     await coordinator.waitFor(() => coordinator.updates.some((u) => u.completedJobs.some((j) => j.jobId === 'job-reported')), 2000);
     expect(coordinator.updates.some((u) => u.activeJobIds.includes('job-reported'))).toBe(true);
