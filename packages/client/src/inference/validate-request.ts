@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { InvalidArgumentError } from '../errors.js';
 import type { GenerateRequest } from '../types.js';
 
@@ -14,9 +15,23 @@ export interface ValidatedRequest {
   maxAttempts: number;
 }
 
-function fail(field: string, message: string): never {
-  throw new InvalidArgumentError(`${field}: ${message}`, field);
-}
+const generateRequestSchema = z.object(
+  {
+    model: z.string({ error: 'must be a non-empty string' }).refine((m) => m.trim() !== '', 'must be a non-empty string'),
+    prompt: z.string({ error: 'must be a non-empty string' }).min(1, 'must be a non-empty string'),
+    maxTokens: z.number({ error: 'must be an integer >= 1' }).int('must be an integer >= 1').min(1, 'must be an integer >= 1').optional(),
+    temperature: z.number({ error: 'must be a number between 0 and 2' }).min(0, 'must be a number between 0 and 2').max(2, 'must be a number between 0 and 2').optional(),
+    parameters: z
+      .record(
+        z.string().min(1, 'keys must be non-empty'),
+        z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, number or boolean' }),
+      )
+      .optional(),
+    maxAttempts: z.number({ error: 'must be an integer >= 1' }).int('must be an integer >= 1').min(1, 'must be an integer >= 1').optional(),
+    signal: z.instanceof(AbortSignal, { error: 'must be an AbortSignal' }).optional(),
+  },
+  { error: 'must be an object' },
+);
 
 /**
  * Checks a {@link GenerateRequest} before anything is sent, so mistakes surface at once as
@@ -24,31 +39,23 @@ function fail(field: string, message: string): never {
  * ceiling, prompt size, allowed models) are left to the coordinator.
  */
 export function validateGenerateRequest(request: GenerateRequest, defaultMaxAttempts: number): ValidatedRequest {
-  if (typeof request !== 'object' || request === null) fail('request', 'must be an object');
-  if (typeof request.model !== 'string' || request.model.trim() === '') fail('model', 'must be a non-empty string');
-  if (typeof request.prompt !== 'string' || request.prompt === '') fail('prompt', 'must be a non-empty string');
-  const { maxTokens, temperature } = request;
-  if (maxTokens !== undefined && (!Number.isInteger(maxTokens) || maxTokens < 1)) fail('maxTokens', 'must be an integer >= 1');
-  if (temperature !== undefined && (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature < 0 || temperature > 2)) {
-    fail('temperature', 'must be a number between 0 and 2');
+  const parsed = generateRequestSchema.safeParse({ maxAttempts: defaultMaxAttempts, ...request });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const path = issue.path.map(String);
+    // A bad parameter key is reported on `parameters`, a bad value on `parameters.<key>`.
+    const field = path.length === 0 ? 'request' : issue.code === 'too_small' && path[0] === 'parameters' ? 'parameters' : path.join('.');
+    throw new InvalidArgumentError(`${field}: ${issue.message}`, field);
   }
-  const parameters: Record<string, string> = {};
-  for (const [key, value] of Object.entries(request.parameters ?? {})) {
-    if (key === '') fail('parameters', 'keys must be non-empty');
-    if (!['string', 'number', 'boolean'].includes(typeof value)) fail(`parameters.${key}`, 'must be a string, number or boolean');
-    parameters[key] = String(value);
-  }
-  const maxAttempts = request.maxAttempts ?? defaultMaxAttempts;
-  if (!Number.isInteger(maxAttempts) || maxAttempts < 1) fail('maxAttempts', 'must be an integer >= 1');
-  if (request.signal !== undefined && !(request.signal instanceof AbortSignal)) fail('signal', 'must be an AbortSignal');
+  const { model, prompt, maxTokens, temperature, parameters, maxAttempts, signal } = parsed.data;
   return {
-    model: request.model,
-    prompt: request.prompt,
+    model,
+    prompt,
     maxTokens: maxTokens ?? 0,
     temperature: temperature ?? 0,
     temperatureSet: temperature !== undefined,
-    parameters,
-    signal: request.signal,
-    maxAttempts,
+    parameters: Object.fromEntries(Object.entries(parameters ?? {}).map(([k, v]) => [k, String(v)])),
+    signal,
+    maxAttempts: maxAttempts ?? defaultMaxAttempts,
   };
 }
