@@ -145,7 +145,7 @@ export async function startCluster(options) {
         '--data-dir', join(dataDir, 'coordinator'),
         ...(options.coordinatorArgs ?? []),
       ],
-      env: { ...common, TITAN_INSTANCE_MANAGER: im.address },
+      env: common,
       echo,
     });
     started.push(coordinator);
