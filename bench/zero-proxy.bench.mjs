@@ -195,7 +195,7 @@ try {
     `Aggregate tokens/s and inter-token latency of StreamInference at 1, 16 and 64 concurrent streams, ${TOKENS_PER_STREAM} tokens each, ` +
       `${ROUNDS} interleaved rounds: (a) client → agent directly with its session token, as designed; (b) the same streams through ` +
       `nginx (${execFileSync(nginx, ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim() || 'Debian'}; \`grpc_pass\`, 1 worker, started by the benchmark) in front of the same agent. ` +
-      'One agent (embedded llama.cpp, bundled model, 2 threads, 64 slots), everything on this machine.',
+      'One agent (embedded llama.cpp, bundled model, its default thread count, 64 slots), everything on this machine.',
     '',
     '| streams | direct tok/s | proxied tok/s | direct / proxied | direct p50 gap ms | proxied p50 gap ms | direct p99 gap ms | proxied p99 gap ms | p99 proxied / direct |',
     '|---|---|---|---|---|---|---|---|---|',

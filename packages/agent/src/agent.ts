@@ -38,7 +38,7 @@ export interface StartAgentOptions {
   supportedModels?: string[];
   /** Ollama models to pull at start (PRELOAD_MODELS). */
   preloadModels?: string[];
-  /** llama.cpp CPU threads. Default 2. */
+  /** llama.cpp CPU threads. Default: every core but one (see `defaultLlamaThreads`). */
   threads?: number;
   /** llama.cpp context size per sequence. */
   contextSize?: number;

@@ -16,6 +16,7 @@ import {
 } from '@titancompute/server-kit';
 import { startAgent } from './agent.js';
 import { ENGINE_NAMES } from './engines/engine.js';
+import { defaultLlamaThreads } from './engines/llama-cpp-engine.js';
 
 const spec = {
   ...commonOptions({ service: 'agent', port: 50052, portEnv: ['AGENT_PORT'] }),
@@ -42,7 +43,7 @@ const spec = {
   heartbeatIntervalMs: durationOption({ flag: 'heartbeat-interval', env: ['TITAN_HEARTBEAT_INTERVAL', 'HEARTBEAT_INTERVAL'], default: '2s', description: "Health update interval (the coordinator's answer wins)." }, 50),
   instanceManager: stringOption({ flag: 'instance-manager', env: ['TITAN_INSTANCE_MANAGER'], description: 'Instance manager host:port; enables that link.' }),
   imHealthIntervalMs: durationOption({ flag: 'im-health-interval', env: ['TITAN_IM_HEALTH_INTERVAL'], default: '5s', description: 'Instance manager health check and metrics interval.' }, 50),
-  threads: intOption({ flag: 'threads', env: ['TITAN_THREADS'], default: '2', description: 'llama.cpp CPU threads.' }, 1, 1024),
+  threads: intOption({ flag: 'threads', env: ['TITAN_THREADS'], default: String(defaultLlamaThreads()), description: 'llama.cpp CPU threads (default: every core but one, which runs the event loop).' }, 1, 1024),
   nvidiaSmi: stringOption({ flag: 'nvidia-smi', env: ['TITAN_NVIDIA_SMI'], default: 'nvidia-smi', description: 'nvidia-smi binary.' }),
   drainTimeoutMs: durationOption({ flag: 'drain-timeout', env: ['TITAN_DRAIN_TIMEOUT'], default: '30s', description: 'On SIGTERM: how long in-flight streams may finish.' }, 0),
   maxPromptBytes: intOption({ flag: 'max-prompt-bytes', env: ['TITAN_MAX_PROMPT_BYTES'], default: '32768', description: 'Largest prompt, bytes.' }, 1, 16 * 1024 * 1024),

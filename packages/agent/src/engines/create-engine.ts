@@ -1,7 +1,7 @@
 import { AgentConfigError } from '../errors.js';
 import type { Engine, EngineName } from './engine.js';
 import type { HttpTimeouts } from './http-stream.js';
-import { createLlamaCppEngine } from './llama-cpp-engine.js';
+import { createLlamaCppEngine, defaultLlamaThreads } from './llama-cpp-engine.js';
 import { createOllamaEngine } from './ollama-engine.js';
 import { createOpenAiEngine, type OpenAiApi } from './openai-engine.js';
 
@@ -32,7 +32,7 @@ export function createEngine(name: EngineName, s: EngineSettings): Engine {
       return createLlamaCppEngine({
         ...(s.modelPath ? { modelPath: s.modelPath } : {}),
         ...(names ? { modelNames: names } : {}),
-        threads: s.threads ?? 2,
+        threads: s.threads ?? defaultLlamaThreads(),
         sequences: s.maxConcurrentJobs,
         ...(s.contextSize ? { contextSize: s.contextSize } : {}),
       });

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
 import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
 import { EngineError } from '../errors.js';
@@ -6,13 +7,23 @@ import { DEFAULT_MODEL_PATH } from './default-model.js';
 import type { Engine, EngineChunk, GenerateRequest } from './engine.js';
 import { parseGenerationParameters } from './parameters.js';
 
+/**
+ * Default llama.cpp thread count: every core but one, at least one. llama.cpp's threads keep
+ * their cores busy while they generate; the one left over runs the agent's event loop (token
+ * checks, gRPC writes). Measured on 2 cores with the bundled model (bench/agent.bench.mjs):
+ * 1 thread generated about 6× the tokens/s of 2 threads, which starved the event loop.
+ */
+export function defaultLlamaThreads(): number {
+  return Math.max(1, availableParallelism() - 1);
+}
+
 /** Options of {@link createLlamaCppEngine}. */
 export interface LlamaCppEngineOptions {
   /** GGUF file. Default: the bundled `llama-2-tiny-random.gguf`. */
   modelPath?: string;
   /** Names this engine answers to. Default: the file's basename without `.gguf`. */
   modelNames?: readonly string[];
-  /** CPU threads for evaluation (set explicitly: the default oversubscribes small machines). Default 2. */
+  /** CPU threads for evaluation. Default {@link defaultLlamaThreads}. */
   threads?: number;
   /** Concurrent generations (context sequences). Default 4. */
   sequences?: number;
@@ -73,7 +84,7 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Engin
         llama = await lib.getLlama({ gpu: options.gpu ?? 'auto', build: 'never', logLevel: lib.LlamaLogLevel.error, progressLogs: false });
         model = await llama.loadModel({ modelPath });
         const contextSize = options.contextSize ?? Math.min(2048, model.trainContextSize);
-        context = await model.createContext({ threads: options.threads ?? 2, sequences: sequenceCount, contextSize });
+        context = await model.createContext({ threads: options.threads ?? defaultLlamaThreads(), sequences: sequenceCount, contextSize });
         for (let i = 0; i < sequenceCount; i++) free.push(context.getSequence());
       } catch (cause) {
         throw new EngineError(`cannot load GGUF model ${modelPath}: ${(cause as Error).message}`, 'engine_error', { modelPath }, { cause });

@@ -14,6 +14,7 @@ export interface GenerationParameters {
 }
 
 const num = (min: number, max: number) => z.string().trim().regex(/^-?\d+(\.\d+)?$/, 'must be a number').transform(Number).pipe(z.number().min(min).max(max));
+const stopSchema = z.union([z.string().min(1), z.array(z.string().min(1)).max(16)]);
 const int = (min: number, max: number) => z.string().trim().regex(/^-?\d+$/, 'must be an integer').transform(Number).pipe(z.number().int().min(min).max(max));
 
 const FIELDS = {
@@ -60,7 +61,7 @@ export function parseGenerationParameters(raw: Record<string, string>): Generati
         throw new RequestValidationError('options.stop is invalid: not a JSON array of strings', 'options.stop');
       }
     }
-    const parsed = z.union([z.string().min(1), z.array(z.string().min(1)).max(16)]).safeParse(list);
+    const parsed = stopSchema.safeParse(list);
     if (!parsed.success) throw new RequestValidationError('options.stop is invalid: expected a string or a JSON array of up to 16 non-empty strings', 'options.stop');
     out.stop = typeof parsed.data === 'string' ? [parsed.data] : parsed.data;
   }

@@ -48,7 +48,8 @@ export interface AgentServiceHandle {
   abortAll(reason: string): void;
 }
 
-function validate(request: StreamRequest, limits: RequestLimits) {
+/** Builds, once per service, the validator of StreamInference requests for these limits. */
+function createRequestValidator(limits: RequestLimits): (request: StreamRequest) => void {
   const schema = z.object({
     model: z.string().max(256, 'model is too long'),
     prompt: z
@@ -58,13 +59,15 @@ function validate(request: StreamRequest, limits: RequestLimits) {
     maxTokens: z.number().int().min(0, 'max_tokens must be ≥ 0').max(limits.maxTokensLimit, `max_tokens must be ≤ ${limits.maxTokensLimit}`),
     temperature: z.number().refine(Number.isFinite, 'temperature must be a number').pipe(z.number().min(0, 'temperature must be ≥ 0').max(2, 'temperature must be ≤ 2')),
   });
-  const parsed = schema.safeParse(request);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const field = String(issue?.path[0] ?? 'request').replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-    throw new RequestValidationError(`${field}: ${issue?.message ?? 'invalid'}`, field);
-  }
-  parseGenerationParameters(request.options);
+  return (request) => {
+    const parsed = schema.safeParse(request);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const field = String(issue?.path[0] ?? 'request').replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+      throw new RequestValidationError(`${field}: ${issue?.message ?? 'invalid'}`, field);
+    }
+    parseGenerationParameters(request.options);
+  };
 }
 
 /**
@@ -74,11 +77,12 @@ function validate(request: StreamRequest, limits: RequestLimits) {
 export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
   const { engine, verifier, slots, tracker, limits, logger } = deps;
   const jobs = new Set<AbortController>();
+  const validate = createRequestValidator(limits);
 
   async function* streamInference(request: StreamRequest, context: CallContext): AsyncGenerator<DeepPartial<StreamResponse>> {
     if (deps.state() === 'draining') throw new ServerError(Status.UNAVAILABLE, 'agent is draining and takes no new work; ask the coordinator for another agent');
     if (deps.state() === 'starting') throw new ServerError(Status.UNAVAILABLE, 'agent is still starting (loading the model)');
-    validate(request, limits);
+    validate(request);
     const grant = await verifier.verify(request.sessionToken, (g) => {
       if (request.model !== '' && request.model !== g.model) {
         throw new TokenError(`model ${JSON.stringify(request.model)} does not match the session token's model ${JSON.stringify(g.model)}`, Status.PERMISSION_DENIED);
