@@ -135,8 +135,8 @@ const worstTtft = Math.max(...rows.map((r) => r.added));
 const ok = worstLoss < 5 && worstTtft < 2;
 console.log(`## Agent streaming overhead
 
-StreamInference through the agent's gRPC API on loopback (session token verified per stream, one
-message per token) vs the same llama-cpp engine object called in-process via \`runGeneration\`,
+StreamInference through the agent's gRPC API on loopback (session token verified per stream; one
+message per token, or per batch of the tokens that piled up while the previous one was written) vs the same llama-cpp engine object called in-process via \`runGeneration\`,
 in the same process and run (rounds alternate). Bundled tiny model (llama-2-tiny-random), ${defaultLlamaThreads()} llama.cpp
 threads, greedy, max_tokens ${MAX_TOKENS}, ${LEVELS.map((l) => `${l.concurrency} streams × ${l.rounds} rounds`).join(', ')}.
 Tokens/s = all tokens of a round / its wall time (median of rounds); TTFT = median over streams,

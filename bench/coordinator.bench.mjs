@@ -156,11 +156,9 @@ async function main() {
     await load(c.client, WARMUP, makeRequest);
     log(`measuring coordinator with ${count} agents…`);
     const coordResult = await load(c.client, MEASURED, makeRequest);
-    await stopChild(agentsProc.child);
-    c.channel.close();
-    await stopChild(coord.child);
-    rmSync(dataDir, { recursive: true, force: true });
 
+    // The echo runs while the agent simulator (a process on the same 2 cores) keeps its
+    // health streams to the coordinator going, so both measurements share the same machine load.
     const echo = await startChild([fileURLToPath(import.meta.url), '--serve-echo', String(sample.sessionToken.length)]);
     const e = makeClient(echo.port);
     await load(e.client, WARMUP, makeRequest);
@@ -168,6 +166,11 @@ async function main() {
     const echoResult = await load(e.client, MEASURED, makeRequest);
     e.channel.close();
     await stopChild(echo.child);
+
+    await stopChild(agentsProc.child);
+    c.channel.close();
+    await stopChild(coord.child);
+    rmSync(dataDir, { recursive: true, force: true });
     rows.push({ count, coord: coordResult, echo: echoResult });
   }
 
@@ -182,8 +185,9 @@ async function main() {
     `RequestInference (validate, schedule over the registered agents, reserve a slot, sign an EdDSA session token) against a bare ` +
       `@grpc/grpc-js unary server answering a canned InferenceResponse of the same size; same nice-grpc client, ` +
       `concurrency ${CONCURRENCY}, ${MEASURED} measured requests after ${WARMUP} warm-up, each server in its own process on 127.0.0.1. ` +
-      `Agents are registered over gRPC from a third process and keep a ReportHealth stream with a heartbeat every ${HEARTBEAT_MS / 1000} s during the run. ` +
-      `Absolute numbers depend on how busy the 2-core machine is (other suites ran alongside); read the ratios.`,
+      `Agents are registered over gRPC from a third process and keep a ReportHealth stream with a heartbeat every ${HEARTBEAT_MS / 1000} s during both measurements ` +
+      `(the simulator shares the 2 cores with both servers; the coordinator also answers its health traffic, the echo does not). ` +
+      `Absolute numbers depend on how busy the machine is; read the ratios.`,
   );
   out.push('');
   out.push('| agents | coordinator req/s | echo req/s | throughput ratio | coordinator p50 ms | echo p50 ms | p50 ratio | coordinator p99 ms | echo p99 ms | p99 ratio | errors |');

@@ -133,6 +133,16 @@ describe('interruptions and cancellation', () => {
     expect(agents[1]?.calls()).toBe(0);
   });
 
+  it('counts every token of batched messages (token_count) in tokensReceived', async () => {
+    const { client } = await cluster([
+      { agentId: 'batcher', tokens: ['one two three ', 'four five six ', 'seven '], tokensPerMessage: 3, failAfterTokens: 2 },
+    ]);
+    const { chunks, error } = await collect(client.generate({ model: MODEL, prompt: 'x' }));
+    expect(chunks.map((c) => c.index)).toEqual([0, 3]);
+    expect(error).toBeInstanceOf(StreamInterruptedError);
+    expect(error).toMatchObject({ tokensReceived: 6, agentId: 'batcher' });
+  });
+
   it('an abort mid-stream cancels the agent stream and frees its slot', async () => {
     const { agents, client } = await cluster([{ agentId: 'a1', tokens: Array.from({ length: 200 }, (_, i) => `t${i} `), tokenDelayMs: 20 }]);
     const controller = new AbortController();

@@ -13,6 +13,7 @@ import type { JobSlots, ReleaseSlot } from '../capacity/job-slots.js';
 import type { Engine } from '../engines/engine.js';
 import { parseGenerationParameters } from '../engines/parameters.js';
 import { runGeneration, type GenerationStats } from '../engines/run-generation.js';
+import { coalesce } from './coalesce.js';
 import { AgentError, EngineError, RequestValidationError, TokenError } from '../errors.js';
 import type { StatsSampler } from '../stats/system-stats.js';
 import type { TokenVerifier } from '../tokens/token-verifier.js';
@@ -120,15 +121,15 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
       }
       let stats: GenerationStats | undefined;
       const gen = runGeneration(engine, { model: grant.model, prompt: request.prompt, maxTokens, temperature, parameters: request.options, signal: controller.signal });
+      const batches = coalesce(gen);
       try {
         for (;;) {
-          const r = await gen.next();
+          const r = await batches.next();
           if (r.done) {
             stats = r.value;
             break;
           }
-          if (r.value.text === '') continue;
-          yield { content: r.value.text, token: r.value.text, tokenIndex: r.value.tokenIndex, createdAt: Date.now() };
+          yield { content: r.value.text, token: r.value.text, tokenIndex: r.value.tokenIndex, tokenCount: r.value.tokens, createdAt: Date.now() };
         }
       } catch (err) {
         const code = err instanceof EngineError ? err.code : isAbortError(err) ? 'cancelled' : 'engine_error';
@@ -138,6 +139,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
       } finally {
         if (!stats) {
           controller.abort();
+          await batches.return(undefined as never).catch(() => undefined);
           await gen.return(undefined as never).catch(() => undefined);
         }
       }

@@ -167,7 +167,9 @@ export async function* runGeneration(
         if (delivered === 0) clientTtftMs = performance.now() - startedAt;
         const index = message.tokenIndex > 0 || delivered === 0 ? message.tokenIndex : nextIndex;
         delivered++;
-        nextIndex = Math.max(nextIndex + 1, index + 1);
+        // A message may carry several tokens (token_count, sent by agents that batch when the
+        // client lags); agents that predate the field send one token per message.
+        nextIndex = Math.max(nextIndex + 1, index + Math.max(1, message.tokenCount));
         yield { done: false, text, index, createdAt: message.createdAt || Date.now() };
       }
       throw new UnavailableError(`agent ${grant.agentId} (${grant.agentEndpoint}) ended the stream before it was done`, {

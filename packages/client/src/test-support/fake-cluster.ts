@@ -19,8 +19,10 @@ import {
 export interface FakeAgentSpec {
   agentId: string;
   models?: string[];
-  /** Tokens it streams (one message each). Default: "tok0 " … "tok9 ". */
+  /** Messages it streams (one token each unless `tokensPerMessage`). Default: "tok0 " … "tok9 ". */
   tokens?: string[];
+  /** Tokens each message stands for, like an agent that batches (token_count). Default 1. */
+  tokensPerMessage?: number;
   tokenDelayMs?: number;
   /** Break the stream (INTERNAL) after this many tokens. */
   failAfterTokens?: number;
@@ -88,8 +90,10 @@ export async function startFakeAgent(spec: FakeAgentSpec): Promise<FakeAgent> {
             }, { once: true });
           });
           const text = tokens[i] ?? '';
+          const perMessage = spec.tokensPerMessage ?? 1;
           const msg: StreamResponse = {
-            sessionToken: '', content: text, done: false, token: text, createdAt: Date.now(), metadata: {}, tokenIndex: i, stats: undefined,
+            sessionToken: '', content: text, done: false, token: text, createdAt: Date.now(), metadata: {},
+            tokenIndex: i * perMessage, tokenCount: perMessage, stats: undefined,
           };
           yield msg;
           sent++;

@@ -234,7 +234,14 @@ export interface StreamResponse {
   /** Added in v2: 0-based index of the first token in this message. */
   tokenIndex: number;
   /** Added in v2: set on the final message. */
-  stats?: StreamStats | undefined;
+  stats?:
+    | StreamStats
+    | undefined;
+  /**
+   * Added in v2: how many tokens this message carries. When tokens are generated faster than
+   * they can be written, an agent sends the ones that piled up in one message.
+   */
+  tokenCount: number;
 }
 
 export interface StreamResponse_MetadataEntry {
@@ -3427,6 +3434,7 @@ function createBaseStreamResponse(): StreamResponse {
     metadata: {},
     tokenIndex: 0,
     stats: undefined,
+    tokenCount: 0,
   };
 }
 
@@ -3455,6 +3463,9 @@ export const StreamResponse: MessageFns<StreamResponse> = {
     }
     if (message.stats !== undefined) {
       StreamStats.encode(message.stats, writer.uint32(66).fork()).join();
+    }
+    if (message.tokenCount !== 0) {
+      writer.uint32(72).int32(message.tokenCount);
     }
     return writer;
   },
@@ -3539,6 +3550,14 @@ export const StreamResponse: MessageFns<StreamResponse> = {
             message.stats = StreamStats.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.tokenCount = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3586,6 +3605,11 @@ export const StreamResponse: MessageFns<StreamResponse> = {
         ? globalThis.Number(object.token_index)
         : 0,
       stats: isSet(object.stats) ? StreamStats.fromJSON(object.stats) : undefined,
+      tokenCount: isSet(object.tokenCount)
+        ? globalThis.Number(object.tokenCount)
+        : isSet(object.token_count)
+        ? globalThis.Number(object.token_count)
+        : 0,
     };
   },
 
@@ -3621,6 +3645,9 @@ export const StreamResponse: MessageFns<StreamResponse> = {
     if (message.stats !== undefined) {
       obj.stats = StreamStats.toJSON(message.stats);
     }
+    if (message.tokenCount !== 0) {
+      obj.tokenCount = Math.round(message.tokenCount);
+    }
     return obj;
   },
 
@@ -3647,6 +3674,7 @@ export const StreamResponse: MessageFns<StreamResponse> = {
     message.stats = (object.stats !== undefined && object.stats !== null)
       ? StreamStats.fromPartial(object.stats)
       : undefined;
+    message.tokenCount = object.tokenCount ?? 0;
     return message;
   },
 };
