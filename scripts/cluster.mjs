@@ -10,7 +10,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { repoRoot, startCluster, waitForAgents, BINS } from './lib/launch.mjs';
+import { repoRoot, startCluster, stopAllServices, waitForAgents } from './lib/launch.mjs';
 
 const demo = process.argv.includes('--demo');
 const auto = demo || process.env.TITAN_CLUSTER_PORTS === 'auto';
@@ -21,6 +21,20 @@ const MODEL = 'llama-2-tiny-random';
 const say = (line = '') => process.stdout.write(line + '\n');
 
 let cluster;
+let stopping = false;
+/** Stops every service (also while the cluster is still starting) and exits. */
+async function shutdown(code) {
+  if (stopping) return;
+  stopping = true;
+  say('\nstopping the cluster…');
+  const codes = cluster ? await cluster.stop() : await stopAllServices();
+  const bad = codes.filter((c) => c !== 0);
+  if (bad.length) process.stderr.write(`some services exited uncleanly: ${JSON.stringify(codes)}\n`);
+  process.exit(bad.length ? 1 : code);
+}
+process.on('SIGINT', () => void shutdown(0));
+process.on('SIGTERM', () => void shutdown(0));
+
 try {
   cluster = await startCluster({
     dataDir,
@@ -31,9 +45,10 @@ try {
   });
   await waitForAgents(cluster.coordinator.address, 2);
 } catch (err) {
+  if (stopping) await new Promise(() => {}); // a signal arrived during start-up: shutdown() exits
   process.stderr.write(`could not start the local cluster: ${err.message}\n`);
   if (!auto) process.stderr.write('If a port is taken, run with TITAN_CLUSTER_PORTS=auto to use free ports.\n');
-  await cluster?.stop();
+  await (cluster ? cluster.stop() : stopAllServices());
   process.exit(1);
 }
 
@@ -44,18 +59,6 @@ say(`  coordinator       grpc ${coordinator.address}   http http://127.0.0.1:${c
 for (const agent of agents) say(`  ${agent.name.padEnd(17)} grpc ${agent.address}   (llama.cpp, ${MODEL})`);
 say();
 
-let stopping = false;
-async function shutdown(code) {
-  if (stopping) return;
-  stopping = true;
-  say('\nstopping the cluster…');
-  const codes = await cluster.stop();
-  const bad = codes.filter((c) => c !== 0);
-  if (bad.length) process.stderr.write(`some services exited uncleanly: ${JSON.stringify(codes)}\n`);
-  process.exit(bad.length ? 1 : code);
-}
-process.on('SIGINT', () => void shutdown(0));
-process.on('SIGTERM', () => void shutdown(0));
 for (const p of cluster.processes) {
   void p.exited.then((code) => {
     if (!stopping) {
@@ -95,5 +98,4 @@ if (demo) {
   say(`  node ${join('packages/client/dist/cli/bin.js')} generate --coordinator ${coordinator.address} --model ${MODEL} "Hello"`);
   say(`  node ${join('packages/client/dist/cli/bin.js')} status --coordinator ${coordinator.address}`);
   say('Press Ctrl-C to stop.');
-  void BINS;
 }

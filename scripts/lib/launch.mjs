@@ -11,6 +11,34 @@ import { fileURLToPath } from 'node:url';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
+/** Every service process this module started that has not exited yet. */
+const live = new Set();
+process.on('exit', () => {
+  // Last resort: never leave a service behind when the launching process exits.
+  for (const child of live) child.kill('SIGKILL');
+});
+
+/**
+ * Stops every service this module started and is still running (SIGTERM, then SIGKILL after
+ * `timeoutMs`); resolves with their exit codes.
+ * @param {number} [timeoutMs]
+ */
+export async function stopAllServices(timeoutMs = 15_000) {
+  return Promise.all(
+    [...live].map(
+      (child) =>
+        new Promise((resolve) => {
+          const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+          child.once('exit', (code) => {
+            clearTimeout(timer);
+            resolve(code);
+          });
+          child.kill('SIGTERM');
+        }),
+    ),
+  );
+}
+
 /** Built bin of each service. */
 export const BINS = {
   'instance-manager': join(repoRoot, 'packages/instance-manager/dist/bin.js'),
@@ -69,7 +97,13 @@ export function startService(options) {
     stderr += chunk;
     if (echo) process.stderr.write(`[${name}] ${chunk}`);
   });
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+  live.add(child);
+  const exited = new Promise((resolve) =>
+    child.on('exit', (code, signal) => {
+      live.delete(child);
+      resolve(code ?? (signal ? -1 : null));
+    }),
+  );
 
   const waitForLog = (pred, timeoutMs = 15_000) =>
     new Promise((resolve, reject) => {
@@ -100,7 +134,12 @@ export function startService(options) {
     return code;
   };
 
-  return waitForLog((l) => l.msg === 'listening' && typeof l.port === 'number', readyTimeoutMs).then((line) => ({
+  const ready = waitForLog((l) => l.msg === 'listening' && typeof l.port === 'number', readyTimeoutMs).catch(async (err) => {
+    // Never leave a half-started service behind.
+    await stop('SIGKILL');
+    throw err;
+  });
+  return ready.then((line) => ({
     name,
     child,
     port: line.port,

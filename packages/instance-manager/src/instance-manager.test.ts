@@ -54,7 +54,7 @@ describe.each(backends)('instance manager on $name storage', (backend) => {
     expect(hc.healthCheck).toMatchObject({ instanceId: 'reg-1', healthy: true });
   });
 
-  it('answers health checks: true while alive, false for unknown and killed ids; a killed id cannot come back', async () => {
+  it('answers health checks: true while alive, false for unknown and killed ids; re-registering a dead id starts a new incarnation', async () => {
     await c.try.tryAddInstance({ instance: makeInstance('hc-1') });
     expect(await c.try.tryHealthCheck({ instanceId: 'hc-1' })).toMatchObject({ healthy: true });
     expect((await c.try.tryHealthCheck({ instanceId: 'nobody' })).healthy).toBe(false);
@@ -65,9 +65,18 @@ describe.each(backends)('instance manager on $name storage', (backend) => {
     expect(after.message).toMatch(/killed: maintenance/);
     expect((await c.try.tryKillInstance({ instanceId: 'hc-1', reason: '' })).success).toBe(false);
     expect((await c.try.tryKillInstance({ instanceId: 'never-was', reason: '' })).success).toBe(false);
-    const readd = await c.try.tryAddInstance({ instance: makeInstance('hc-1') });
-    expect(readd.success).toBe(false);
     expect((await grpcError(c.get.getInstance({ instanceId: 'hc-1' }))).code).toBe(Status.NOT_FOUND);
+    // The killed incarnation stays dead; a process that registers the id again (e.g. after a
+    // restart) is a new instance: alive, healthy, announced with ADDED, with no old links.
+    const sub = collect(c, { instanceIds: ['hc-1'] });
+    await sub.until((m) => m.some((x) => x.caughtUp));
+    const readd = await c.try.tryAddInstance({ instance: makeInstance('hc-1') });
+    expect(readd).toMatchObject({ success: true, message: expect.stringContaining('registered again') });
+    expect(await c.try.tryHealthCheck({ instanceId: 'hc-1' })).toMatchObject({ healthy: true });
+    expect((await c.get.getInstance({ instanceId: 'hc-1' })).instance).toMatchObject({ parentId: '', childIds: [], services: [] });
+    await sub.until((m) => m.some((x) => x.event?.type === EventType.EVENT_TYPE_ADDED));
+    expect(sub.events().filter((e) => e.type === EventType.EVENT_TYPE_ADDED)).toHaveLength(1);
+    sub.stop();
   });
 
   it('kills every descendant over several generations, emitting REMOVED once per instance', async () => {

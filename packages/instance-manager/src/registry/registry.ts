@@ -210,14 +210,21 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
       store.transaction(async (tx): Promise<TryResult> => {
         const nowMs = now();
         const existing = await tx.getInstance(instance.id);
+        let reincarnated = false;
         if (existing) {
           const live = await liveInTx(tx, instance.id, nowMs);
-          if (!live.record) return { success: false, message: `${live.message}; a dead id cannot be registered again, use a new id` };
-          if (!sameDescription(existing, instance)) {
-            return { success: false, message: `instance ${instance.id} already exists with a different description` };
+          if (live.record) {
+            if (!sameDescription(existing, instance)) {
+              return { success: false, message: `instance ${instance.id} already exists with a different description` };
+            }
+            await tx.touch(instance.id, nowMs);
+            return { success: true, message: `instance ${instance.id} already registered with this description` };
           }
-          await tx.touch(instance.id, nowMs);
-          return { success: true, message: `instance ${instance.id} already registered with this description` };
+          // The id belongs to a dead instance (killed or stale, its REMOVED already emitted):
+          // this registration starts a new incarnation under the same id, like a restarted
+          // process. It starts with no parent, children or services; the latest metrics stay
+          // (with their timestamps) until new ones are posted.
+          reincarnated = true;
         }
         await tx.insertInstance({
           id: instance.id,
@@ -243,7 +250,7 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
           removalReason: RemovalReason.REMOVAL_REASON_UNSPECIFIED,
           timestampMs: nowMs,
         });
-        return { success: true, message: 'registered' };
+        return { success: true, message: reincarnated ? 'registered again (the previous instance with this id is dead)' : 'registered' };
       }),
 
     killInstance: (id, reason) =>

@@ -168,7 +168,8 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     insertInstance: async (record) => {
       await client.query(
         `INSERT INTO instances (id, type, hostname, address, metadata, services, parent_id, alive, last_health_ms,
-           created_at_ms, died_at_ms, removal_reason, removal_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+           created_at_ms, died_at_ms, removal_reason, removal_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (id) DO UPDATE SET type = excluded.type, hostname = excluded.hostname, address = excluded.address, metadata = excluded.metadata, services = excluded.services, parent_id = excluded.parent_id, alive = excluded.alive, last_health_ms = excluded.last_health_ms, created_at_ms = excluded.created_at_ms, died_at_ms = excluded.died_at_ms, removal_reason = excluded.removal_reason, removal_message = excluded.removal_message`,
         recordToParams(record),
       );
     },

@@ -82,7 +82,8 @@ export function createSqliteStore(options: { dataDir: string }): Store {
     get: db.prepare('SELECT * FROM instances WHERE id = ?'),
     insert: db.prepare(
       `INSERT INTO instances (id, type, hostname, address, metadata, services, parent_id, alive, last_health_ms,
-         created_at_ms, died_at_ms, removal_reason, removal_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         created_at_ms, died_at_ms, removal_reason, removal_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(id) DO UPDATE SET type = excluded.type, hostname = excluded.hostname, address = excluded.address, metadata = excluded.metadata, services = excluded.services, parent_id = excluded.parent_id, alive = excluded.alive, last_health_ms = excluded.last_health_ms, created_at_ms = excluded.created_at_ms, died_at_ms = excluded.died_at_ms, removal_reason = excluded.removal_reason, removal_message = excluded.removal_message`,
     ),
     touch: db.prepare('UPDATE instances SET last_health_ms = ? WHERE id = ? AND alive = 1'),
     touchFresh: db.prepare('UPDATE instances SET last_health_ms = ? WHERE id = ? AND alive = 1 AND last_health_ms >= ?'),

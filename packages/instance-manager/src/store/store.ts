@@ -11,6 +11,7 @@ export type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent } from '
 export interface StoreTx {
   /** The instance, alive or dead; undefined when unknown. */
   getInstance(id: string): Promise<InstanceRecord | undefined>;
+  /** Inserts an instance, replacing a dead one with the same id (a new incarnation). */
   insertInstance(record: InstanceRecord): Promise<void>;
   /** Records a health check (only on a live row). */
   touch(id: string, nowMs: number): Promise<void>;
