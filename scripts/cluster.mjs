@@ -7,6 +7,9 @@
  *
  * Ports: 50050 (instance manager), 50051 + 8080 (coordinator), 50052/50053 (agents); set
  * TITAN_CLUSTER_PORTS=auto to pick free ports instead (the demo always does).
+ * State: ./.titan (TITAN_CLUSTER_DATA_DIR to put it elsewhere). Services run in their own
+ * process group; Ctrl-C (SIGINT) or SIGTERM stops each of them once and exits 0 (pnpm itself
+ * reports 130 for any interrupted script).
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,7 +17,7 @@ import { repoRoot, startCluster, stopAllServices, waitForAgents } from './lib/la
 
 const demo = process.argv.includes('--demo');
 const auto = demo || process.env.TITAN_CLUSTER_PORTS === 'auto';
-const dataDir = join(repoRoot, '.titan');
+const dataDir = process.env.TITAN_CLUSTER_DATA_DIR ?? join(repoRoot, '.titan');
 mkdirSync(dataDir, { recursive: true });
 const MODEL = 'llama-2-tiny-random';
 

@@ -70,6 +70,9 @@ export function startService(options) {
     cwd: repoRoot,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: a Ctrl-C in the terminal reaches only the launching script, which
+    // then stops each service once (a second signal would make a service exit at once).
+    detached: true,
   });
   const logs = [];
   const waiters = new Set();
