@@ -95,7 +95,10 @@ describe('v1 REST API', () => {
     expect(text).toMatch(/titan_coordinator_scheduling_decisions_total\{outcome="no_agents?"\} [1-9]/);
     expect(text).toMatch(/titan_coordinator_scheduling_decisions_total\{outcome="busy"\} [1-9]/);
     expect(text).toMatch(/titan_coordinator_agents\{state="healthy"\} 1/);
-    expect(text).toMatch(/titan_coordinator_scheduling_latency_seconds_bucket\{le="0.005"\} [1-9]/);
+    // Every scheduled request is observed by the histogram (how fast it was is a benchmark's business).
+    const scheduled = Number(/titan_coordinator_scheduling_decisions_total\{outcome="scheduled"\} (\d+)/.exec(text)?.[1]);
+    expect(text).toContain(`titan_coordinator_scheduling_latency_seconds_count ${scheduled}`);
+    expect(text).toContain(`titan_coordinator_scheduling_latency_seconds_bucket{le="+Inf"} ${scheduled}`);
     expect(text).toContain('titan_coordinator_jobs_finished_total{result="completed"}');
   });
 });
