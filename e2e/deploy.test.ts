@@ -7,12 +7,11 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { repoRoot } from '../scripts/lib/launch.mjs';
+import { freePort, repoRoot } from './support.js';
 
 const exec = promisify(execFile);
 
@@ -43,15 +42,6 @@ function readDockerfile(service: string): DockerfileFacts {
     env,
     deployLine: lines.find((l) => l.includes('scripts/deploy.mjs')) ?? '',
   };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer().listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 const work = mkdtempSync(join(tmpdir(), 'titan-deploy-'));
