@@ -114,6 +114,23 @@ describe('a running cluster', () => {
     }
   }, 30_000);
 
+  it('the titan CLI exits quietly when the reader closes the pipe early (`titan generate … | head`)', async () => {
+    const { spawn } = await import('node:child_process');
+    const child = spawn(
+      process.execPath,
+      [BINS.titan, 'generate', '--coordinator', cluster.coordinator.address, '--model', MODEL, '--max-tokens', '400', 'A long story'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // Take the first tokens, then close our end like `head -c 1` does while tokens keep coming.
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    child.stdout.destroy();
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(stderr).not.toContain('EPIPE');
+    expect(code).toBe(0);
+  }, 30_000);
+
   it('3. evicts a frozen agent (SIGSTOP) within HEARTBEAT_TIMEOUT + 1 s, and takes it back after SIGCONT', async () => {
     const frozen = cluster.agents[0]!;
     frozen.child.kill('SIGSTOP');
@@ -322,3 +339,4 @@ describe('a TitanCompute v1 client', () => {
     expect(messages.at(-1)!.metadata.tokens_generated).toBe('5');
   }, 60_000);
 });
+
