@@ -17,6 +17,8 @@ import {
   collect,
   coordinatorClient,
   freePort,
+  isOffline,
+  isRoutable,
   MODEL,
   runTitan,
   tempDir,
@@ -136,7 +138,7 @@ describe('a running cluster', () => {
     frozen.child.kill('SIGSTOP');
     try {
       const { elapsedMs } = await waitFor(
-        async () => (await agentStates(cluster.coordinator.address)).get(frozen.name)?.status !== 'healthy',
+        async () => isOffline((await agentStates(cluster.coordinator.address)).get(frozen.name)),
         HEARTBEAT_TIMEOUT_MS + 5000,
         `${frozen.name} to be evicted`,
       );
@@ -148,7 +150,7 @@ describe('a running cluster', () => {
     } finally {
       frozen.child.kill('SIGCONT');
     }
-    await waitFor(async () => (await agentStates(cluster.coordinator.address)).get(frozen.name)?.status === 'healthy', 10_000, `${frozen.name} to come back`);
+    await waitFor(async () => isRoutable((await agentStates(cluster.coordinator.address)).get(frozen.name)), 10_000, `${frozen.name} to come back`);
   }, 30_000);
 
   it('2. an agent killed mid-stream: typed interruption, offline at once, next request to the survivor', async () => {
@@ -179,7 +181,7 @@ describe('a running cluster', () => {
     expect(err).toBeInstanceOf(StreamInterruptedError);
     expect((err as StreamInterruptedError).tokensReceived).toBeGreaterThanOrEqual(1);
     const { elapsedMs } = await waitFor(
-      async () => (await agentStates(cluster.coordinator.address)).get(busy.name)?.status !== 'healthy',
+      async () => isOffline((await agentStates(cluster.coordinator.address)).get(busy.name)),
       3000,
       `${busy.name} offline`,
     );
@@ -221,7 +223,7 @@ describe('a coordinator restart', () => {
     const { elapsedMs } = await waitFor(
       async () => {
         const states = await agentStates(restarted.address);
-        return states.get('agent-1')?.status === 'healthy' && states.get('agent-2')?.status === 'healthy';
+        return isRoutable(states.get('agent-1')) && isRoutable(states.get('agent-2'));
       },
       10_000,
       'both agents to register again',
@@ -291,7 +293,7 @@ describe('the instance manager', () => {
     const exitCode = await Promise.race([victim.exited, new Promise((r) => setTimeout(() => r('still running'), 15_000))]);
     expect(exitCode).toBe(0);
     expect(victim.logs.some((l) => /told this agent to stop/.test(String((l as { msg?: string }).msg)))).toBe(true);
-    await waitFor(async () => (await agentStates(cluster.coordinator.address)).get(victim.name)?.status !== 'healthy', 3000, 'victim not routable');
+    await waitFor(async () => isOffline((await agentStates(cluster.coordinator.address)).get(victim.name)), 3000, 'victim not routable');
     for (let i = 0; i < 3; i += 1) {
       const { stats } = await client.complete({ model: MODEL, prompt: `after ${i}`, maxTokens: 2 });
       expect(stats.agentId).toBe(survivor.name);

@@ -88,6 +88,16 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | false>, ti
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
 }
 
+/** The coordinator routes to healthy and degraded agents (degraded: e.g. CPU > 90 % on a busy machine). */
+export function isRoutable(agent: AgentStatus | undefined): boolean {
+  return agent?.status === 'healthy' || agent?.status === 'degraded';
+}
+
+/** Evicted or marked offline (a removed agent counts as offline). */
+export function isOffline(agent: AgentStatus | undefined): boolean {
+  return agent === undefined || agent.status === 'offline';
+}
+
 /** The coordinator's view of every agent. */
 export async function agentStates(coordinatorAddress: string): Promise<Map<string, AgentStatus>> {
   const status = await coordinatorClient(coordinatorAddress).querySystemStatus({ includeAgents: true }, { signal: AbortSignal.timeout(2000) });
