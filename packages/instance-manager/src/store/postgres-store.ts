@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { stats } from '@titancompute/protocol';
 import { StorageError } from '../errors.js';
 import { createListenerSet } from './listeners.js';
-import { eventToParams, recordToParams, rowToEvent, rowToRecord, type EventRow, type InstanceRow } from './rows.js';
+import { eventToParams, recordToParams, rowToEvent, rowToRecord, type EventRow, type InstanceRow, upsertInstanceSql } from './rows.js';
 import type { HealthCheckOutcome, MetricsKind, Store, StoreTx } from './store.js';
 
 /** Options of {@link createPostgresStore}. */
@@ -19,6 +19,9 @@ export interface PostgresStoreOptions {
 
 const LOCK_CLASS = 0x7175;
 const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Built once: the instance upsert with PostgreSQL's `$n` parameters. */
+const UPSERT_INSTANCE = upsertInstanceSql((i) => `$${i + 1}`);
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE instances (
@@ -167,9 +170,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     },
     insertInstance: async (record) => {
       await client.query(
-        `INSERT INTO instances (id, type, hostname, address, metadata, services, parent_id, alive, last_health_ms,
-           created_at_ms, died_at_ms, removal_reason, removal_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-         ON CONFLICT (id) DO UPDATE SET type = excluded.type, hostname = excluded.hostname, address = excluded.address, metadata = excluded.metadata, services = excluded.services, parent_id = excluded.parent_id, alive = excluded.alive, last_health_ms = excluded.last_health_ms, created_at_ms = excluded.created_at_ms, died_at_ms = excluded.died_at_ms, removal_reason = excluded.removal_reason, removal_message = excluded.removal_message`,
+        UPSERT_INSTANCE,
         recordToParams(record),
       );
     },

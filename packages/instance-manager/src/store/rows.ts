@@ -53,7 +53,25 @@ export function rowToRecord(row: InstanceRow): InstanceRecord {
   };
 }
 
-/** Record → positional parameters of the INSERT in both SQL stores (alive as 0/1). */
+/** Columns of `instances`, in the order of {@link recordToParams}. */
+const INSTANCE_COLUMNS = [
+  'id', 'type', 'hostname', 'address', 'metadata', 'services', 'parent_id', 'alive', 'last_health_ms',
+  'created_at_ms', 'died_at_ms', 'removal_reason', 'removal_message',
+] as const;
+
+/**
+ * The INSERT of both SQL stores: a new instance, or a new incarnation replacing the dead row
+ * with the same id. `placeholder(i)` spells the dialect's i-th (0-based) parameter.
+ */
+export function upsertInstanceSql(placeholder: (i: number) => string): string {
+  const updates = INSTANCE_COLUMNS.filter((c) => c !== 'id').map((c) => `${c} = excluded.${c}`);
+  return (
+    `INSERT INTO instances (${INSTANCE_COLUMNS.join(', ')}) VALUES (${INSTANCE_COLUMNS.map((_, i) => placeholder(i)).join(', ')}) ` +
+    `ON CONFLICT (id) DO UPDATE SET ${updates.join(', ')}`
+  );
+}
+
+/** Record → positional parameters of {@link upsertInstanceSql} (alive as 0/1). */
 export function recordToParams(r: InstanceRecord): unknown[] {
   return [
     r.id,

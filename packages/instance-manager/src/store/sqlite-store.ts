@@ -5,7 +5,7 @@ import type { stats } from '@titancompute/protocol';
 import { StorageError } from '../errors.js';
 import { createMutex } from '../util/mutex.js';
 import { createListenerSet } from './listeners.js';
-import { eventToParams, recordToParams, rowToEvent, rowToRecord, type EventRow, type InstanceRow } from './rows.js';
+import { eventToParams, recordToParams, rowToEvent, rowToRecord, type EventRow, type InstanceRow, upsertInstanceSql } from './rows.js';
 import type { HealthCheckOutcome, MetricsKind, Store, StoreTx } from './store.js';
 
 /** File name of the database inside the data directory. */
@@ -81,9 +81,7 @@ export function createSqliteStore(options: { dataDir: string }): Store {
   const s = {
     get: db.prepare('SELECT * FROM instances WHERE id = ?'),
     insert: db.prepare(
-      `INSERT INTO instances (id, type, hostname, address, metadata, services, parent_id, alive, last_health_ms,
-         created_at_ms, died_at_ms, removal_reason, removal_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT(id) DO UPDATE SET type = excluded.type, hostname = excluded.hostname, address = excluded.address, metadata = excluded.metadata, services = excluded.services, parent_id = excluded.parent_id, alive = excluded.alive, last_health_ms = excluded.last_health_ms, created_at_ms = excluded.created_at_ms, died_at_ms = excluded.died_at_ms, removal_reason = excluded.removal_reason, removal_message = excluded.removal_message`,
+      upsertInstanceSql(() => '?'),
     ),
     touch: db.prepare('UPDATE instances SET last_health_ms = ? WHERE id = ? AND alive = 1'),
     touchFresh: db.prepare('UPDATE instances SET last_health_ms = ? WHERE id = ? AND alive = 1 AND last_health_ms >= ?'),
