@@ -87,6 +87,13 @@ export interface AgentRegistration {
   engine: string;
   /** Added in v2: requests an agent queues beyond max_jobs before refusing. */
   maxQueue: number;
+  /**
+   * Added in v2: the agent's own secret (at least 32 characters), kept in its data dir. The first
+   * registration of an agent_id binds the id to it; every later RegisterAgent, ReportHealth and
+   * DeregisterAgent for that id must present the same credential (PERMISSION_DENIED otherwise).
+   * The join token only admits; this proves which agent is calling.
+   */
+  agentCredential: string;
 }
 
 export interface AgentRegistration_CapabilitiesEntry {
@@ -136,6 +143,18 @@ export interface HealthUpdate {
   totalRamMb: number;
   /** Added in v2: true while the agent drains before leaving (takes no new work). */
   draining: boolean;
+  /**
+   * Added in v2: the agent's credential (see AgentRegistration.agent_credential). Required on the
+   * first update of a stream, which binds the stream to agent_id; ignored on later ones.
+   */
+  agentCredential: string;
+  /**
+   * Added in v2: jobs whose session token the agent refused before starting them (bad, replayed,
+   * mismatched); the coordinator releases their reservations at once.
+   */
+  rejectedJobIds: string[];
+  /** Added in v2: jobs that started since the previous update (also listed in active_job_ids). */
+  startedJobIds: string[];
 }
 
 export interface HealthAck {
@@ -180,7 +199,7 @@ export interface CoordinatorMetrics {
 
 export interface AgentStatus {
   agentId: string;
-  /** "healthy", "degraded", "half-open" or "offline". */
+  /** "healthy", "degraded", "half-open", "draining" or "offline". */
   status: string;
   freeVramMb: number;
   runningJobs: number;
@@ -289,6 +308,8 @@ export interface AgentStatusResponse {
 export interface DeregistrationRequest {
   agentId: string;
   reason: string;
+  /** Added in v2: the agent's credential (see AgentRegistration.agent_credential). */
+  agentCredential: string;
 }
 
 export interface DeregistrationResponse {
@@ -1101,6 +1122,7 @@ function createBaseAgentRegistration(): AgentRegistration {
     gpus: [],
     engine: "",
     maxQueue: 0,
+    agentCredential: "",
   };
 }
 
@@ -1135,6 +1157,9 @@ export const AgentRegistration: MessageFns<AgentRegistration> = {
     }
     if (message.maxQueue !== 0) {
       writer.uint32(80).int32(message.maxQueue);
+    }
+    if (message.agentCredential !== "") {
+      writer.uint32(90).string(message.agentCredential);
     }
     return writer;
   },
@@ -1235,6 +1260,14 @@ export const AgentRegistration: MessageFns<AgentRegistration> = {
             message.maxQueue = reader.int32();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.agentCredential = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1298,6 +1331,11 @@ export const AgentRegistration: MessageFns<AgentRegistration> = {
         : isSet(object.max_queue)
         ? globalThis.Number(object.max_queue)
         : 0,
+      agentCredential: isSet(object.agentCredential)
+        ? globalThis.String(object.agentCredential)
+        : isSet(object.agent_credential)
+        ? globalThis.String(object.agent_credential)
+        : "",
     };
   },
 
@@ -1339,6 +1377,9 @@ export const AgentRegistration: MessageFns<AgentRegistration> = {
     if (message.maxQueue !== 0) {
       obj.maxQueue = Math.round(message.maxQueue);
     }
+    if (message.agentCredential !== "") {
+      obj.agentCredential = message.agentCredential;
+    }
     return obj;
   },
 
@@ -1365,6 +1406,7 @@ export const AgentRegistration: MessageFns<AgentRegistration> = {
     message.gpus = object.gpus?.map((e) => GpuInfo.fromPartial(e)) || [];
     message.engine = object.engine ?? "";
     message.maxQueue = object.maxQueue ?? 0;
+    message.agentCredential = object.agentCredential ?? "";
     return message;
   },
 };
@@ -1723,6 +1765,9 @@ function createBaseHealthUpdate(): HealthUpdate {
     completedJobs: [],
     totalRamMb: 0,
     draining: false,
+    agentCredential: "",
+    rejectedJobIds: [],
+    startedJobIds: [],
   };
 }
 
@@ -1766,6 +1811,15 @@ export const HealthUpdate: MessageFns<HealthUpdate> = {
     }
     if (message.draining !== false) {
       writer.uint32(104).bool(message.draining);
+    }
+    if (message.agentCredential !== "") {
+      writer.uint32(114).string(message.agentCredential);
+    }
+    for (const v of message.rejectedJobIds) {
+      writer.uint32(122).string(v!);
+    }
+    for (const v of message.startedJobIds) {
+      writer.uint32(130).string(v!);
     }
     return writer;
   },
@@ -1887,6 +1941,30 @@ export const HealthUpdate: MessageFns<HealthUpdate> = {
             message.draining = reader.bool();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.agentCredential = reader.string();
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.rejectedJobIds.push(reader.string());
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.startedJobIds.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1956,6 +2034,21 @@ export const HealthUpdate: MessageFns<HealthUpdate> = {
         ? globalThis.Number(object.total_ram_mb)
         : 0,
       draining: isSet(object.draining) ? globalThis.Boolean(object.draining) : false,
+      agentCredential: isSet(object.agentCredential)
+        ? globalThis.String(object.agentCredential)
+        : isSet(object.agent_credential)
+        ? globalThis.String(object.agent_credential)
+        : "",
+      rejectedJobIds: globalThis.Array.isArray(object?.rejectedJobIds)
+        ? object.rejectedJobIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.rejected_job_ids)
+        ? object.rejected_job_ids.map((e: any) => globalThis.String(e))
+        : [],
+      startedJobIds: globalThis.Array.isArray(object?.startedJobIds)
+        ? object.startedJobIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.started_job_ids)
+        ? object.started_job_ids.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -2000,6 +2093,15 @@ export const HealthUpdate: MessageFns<HealthUpdate> = {
     if (message.draining !== false) {
       obj.draining = message.draining;
     }
+    if (message.agentCredential !== "") {
+      obj.agentCredential = message.agentCredential;
+    }
+    if (message.rejectedJobIds?.length) {
+      obj.rejectedJobIds = message.rejectedJobIds;
+    }
+    if (message.startedJobIds?.length) {
+      obj.startedJobIds = message.startedJobIds;
+    }
     return obj;
   },
 
@@ -2021,6 +2123,9 @@ export const HealthUpdate: MessageFns<HealthUpdate> = {
     message.completedJobs = object.completedJobs?.map((e) => JobOutcome.fromPartial(e)) || [];
     message.totalRamMb = object.totalRamMb ?? 0;
     message.draining = object.draining ?? false;
+    message.agentCredential = object.agentCredential ?? "";
+    message.rejectedJobIds = object.rejectedJobIds?.map((e) => e) || [];
+    message.startedJobIds = object.startedJobIds?.map((e) => e) || [];
     return message;
   },
 };
@@ -4418,7 +4523,7 @@ export const AgentStatusResponse: MessageFns<AgentStatusResponse> = {
 };
 
 function createBaseDeregistrationRequest(): DeregistrationRequest {
-  return { agentId: "", reason: "" };
+  return { agentId: "", reason: "", agentCredential: "" };
 }
 
 export const DeregistrationRequest: MessageFns<DeregistrationRequest> = {
@@ -4428,6 +4533,9 @@ export const DeregistrationRequest: MessageFns<DeregistrationRequest> = {
     }
     if (message.reason !== "") {
       writer.uint32(18).string(message.reason);
+    }
+    if (message.agentCredential !== "") {
+      writer.uint32(26).string(message.agentCredential);
     }
     return writer;
   },
@@ -4461,6 +4569,14 @@ export const DeregistrationRequest: MessageFns<DeregistrationRequest> = {
             message.reason = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.agentCredential = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4481,6 +4597,11 @@ export const DeregistrationRequest: MessageFns<DeregistrationRequest> = {
         ? globalThis.String(object.agent_id)
         : "",
       reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      agentCredential: isSet(object.agentCredential)
+        ? globalThis.String(object.agentCredential)
+        : isSet(object.agent_credential)
+        ? globalThis.String(object.agent_credential)
+        : "",
     };
   },
 
@@ -4492,6 +4613,9 @@ export const DeregistrationRequest: MessageFns<DeregistrationRequest> = {
     if (message.reason !== "") {
       obj.reason = message.reason;
     }
+    if (message.agentCredential !== "") {
+      obj.agentCredential = message.agentCredential;
+    }
     return obj;
   },
 
@@ -4502,6 +4626,7 @@ export const DeregistrationRequest: MessageFns<DeregistrationRequest> = {
     const message = createBaseDeregistrationRequest();
     message.agentId = object.agentId ?? "";
     message.reason = object.reason ?? "";
+    message.agentCredential = object.agentCredential ?? "";
     return message;
   },
 };
@@ -4974,7 +5099,10 @@ export const CoordinatorServiceDefinition = {
       responseStream: false,
       options: {},
     },
-    /** Added in v2: an agent leaves the cluster (on shutdown). Requires the join token. */
+    /**
+     * Added in v2: an agent leaves the cluster (on shutdown). Requires the join token and the
+     * agent's credential.
+     */
     deregisterAgent: {
       name: "DeregisterAgent",
       requestType: DeregistrationRequest as typeof DeregistrationRequest,
@@ -5019,7 +5147,10 @@ export interface CoordinatorServiceImplementation<CallContextExt = {}> {
     request: PublicKeyRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<PublicKeyResponse>>;
-  /** Added in v2: an agent leaves the cluster (on shutdown). Requires the join token. */
+  /**
+   * Added in v2: an agent leaves the cluster (on shutdown). Requires the join token and the
+   * agent's credential.
+   */
   deregisterAgent(
     request: DeregistrationRequest,
     context: CallContext & CallContextExt,
@@ -5059,7 +5190,10 @@ export interface CoordinatorServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<PublicKeyRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<PublicKeyResponse>;
-  /** Added in v2: an agent leaves the cluster (on shutdown). Requires the join token. */
+  /**
+   * Added in v2: an agent leaves the cluster (on shutdown). Requires the join token and the
+   * agent's credential.
+   */
   deregisterAgent(
     request: DeepPartial<DeregistrationRequest>,
     options?: CallOptions & CallOptionsExt,
