@@ -161,6 +161,9 @@ export function createFakeAgent(options: FakeAgentOptions): FakeAgent {
       completedJobs: completed,
       totalRamMb: options.totalRamMb ?? 16_000,
       draining: state.draining,
+      agentCredential: '',
+      rejectedJobIds: [],
+      startedJobIds: [],
       ...overrides,
     };
     completed = [];
