@@ -1,3 +1,4 @@
+import { mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
@@ -28,6 +29,11 @@ export interface StartAgentOptions {
   coordinator?: string;
   /** Join token sent as `authorization: Bearer …` to RegisterAgent/ReportHealth/DeregisterAgent. */
   joinToken: string;
+  /**
+   * Directory for the agent's own state (its credential, used token ids); created with mode 0700.
+   * When unset the state lives in memory only and is lost on exit (tests).
+   */
+  dataDir?: string;
   /** Engine name or an {@link Engine} object. Default `llama-cpp`. */
   engine?: (typeof ENGINE_NAMES)[number] | Engine;
   /** GGUF file for llama-cpp. Default: the bundled tiny model. */
@@ -138,6 +144,7 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     throw new AgentConfigError(`invalid agent option ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`, { option: issue?.path.join('.') });
   }
   const o = parsed.data;
+  if (options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
   const logger = options.logger ?? createLogger({ service: 'titan-agent', level: options.logLevel ?? 'info' });
   const maxQueue = o.maxQueue ?? 2 * o.maxConcurrentJobs;
   const engine: Engine =

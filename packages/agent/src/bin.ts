@@ -75,6 +75,7 @@ runMain(async () => {
     ...(config.publicHost ? { publicHost: config.publicHost } : {}),
     coordinator: config.coordinator ?? 'localhost:50051',
     joinToken: config.joinToken,
+    dataDir: config.dataDir,
     engine: config.engine,
     ...(config.model ? { modelPath: config.model } : {}),
     ...(config.modelName ? { modelName: config.modelName } : {}),
