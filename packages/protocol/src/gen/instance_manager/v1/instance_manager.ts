@@ -19,7 +19,10 @@ export const protobufFileName = "instance_manager/v1/instance_manager.proto";
  * Semantics in brief (packages/instance-manager/README.md has the full story):
  * - An instance is alive while it is not killed and its last health check is younger
  *   than the stale timeout; a killed or stale instance is dead for good, and so is every
- *   descendant of a dead instance.
+ *   descendant of a dead instance (registering the id again starts a new incarnation).
+ * - Staleness is judged only while the instance manager is up: after it (or, with several
+ *   replicas, the first of them) starts, and after any gap in which no replica ran, every
+ *   live instance gets a fresh grace period of one stale timeout.
  * - Try* calls are atomic and answer with `success` (false is control flow, not an error).
  * - Get* calls never return dead instances.
  * - Bad input is INVALID_ARGUMENT naming the field; an unknown instance in Post* or Get*
@@ -269,6 +272,72 @@ export function removalReasonToJSON(object: RemovalReason): string {
   }
 }
 
+/**
+ * Added in v2: what TryHealthCheck knows about the instance, so that the caller can tell
+ * "stop" (KILLED) from "register again" (UNKNOWN, STALE).
+ */
+export enum HealthStatus {
+  /** HEALTH_STATUS_UNSPECIFIED - Not set: a v1 instance manager, which only answers `healthy`. */
+  HEALTH_STATUS_UNSPECIFIED = 0,
+  /** HEALTH_STATUS_ALIVE - Alive: the health check was recorded (healthy=true). */
+  HEALTH_STATUS_ALIVE = 1,
+  /**
+   * HEALTH_STATUS_UNKNOWN - The id was never registered here, or its registration was lost (e.g. memory storage
+   * restarted): register again (TryAddInstance) and keep running.
+   */
+  HEALTH_STATUS_UNKNOWN = 2,
+  /**
+   * HEALTH_STATUS_STALE - Declared dead for missing health checks, its own or an ancestor's: register again
+   * (TryAddInstance starts a new incarnation) and keep running.
+   */
+  HEALTH_STATUS_STALE = 3,
+  /** HEALTH_STATUS_KILLED - TryKillInstance named it or one of its ancestors: drain and exit. */
+  HEALTH_STATUS_KILLED = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function healthStatusFromJSON(object: any): HealthStatus {
+  switch (object) {
+    case 0:
+    case "HEALTH_STATUS_UNSPECIFIED":
+      return HealthStatus.HEALTH_STATUS_UNSPECIFIED;
+    case 1:
+    case "HEALTH_STATUS_ALIVE":
+      return HealthStatus.HEALTH_STATUS_ALIVE;
+    case 2:
+    case "HEALTH_STATUS_UNKNOWN":
+      return HealthStatus.HEALTH_STATUS_UNKNOWN;
+    case 3:
+    case "HEALTH_STATUS_STALE":
+      return HealthStatus.HEALTH_STATUS_STALE;
+    case 4:
+    case "HEALTH_STATUS_KILLED":
+      return HealthStatus.HEALTH_STATUS_KILLED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return HealthStatus.UNRECOGNIZED;
+  }
+}
+
+export function healthStatusToJSON(object: HealthStatus): string {
+  switch (object) {
+    case HealthStatus.HEALTH_STATUS_UNSPECIFIED:
+      return "HEALTH_STATUS_UNSPECIFIED";
+    case HealthStatus.HEALTH_STATUS_ALIVE:
+      return "HEALTH_STATUS_ALIVE";
+    case HealthStatus.HEALTH_STATUS_UNKNOWN:
+      return "HEALTH_STATUS_UNKNOWN";
+    case HealthStatus.HEALTH_STATUS_STALE:
+      return "HEALTH_STATUS_STALE";
+    case HealthStatus.HEALTH_STATUS_KILLED:
+      return "HEALTH_STATUS_KILLED";
+    case HealthStatus.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export interface Instance {
   /** 1-128 characters of [A-Za-z0-9._:-]. */
   id: string;
@@ -399,9 +468,11 @@ export interface TryHealthCheckRequest {
 }
 
 export interface TryHealthCheckResponse {
-  /** false: stop running. */
+  /** false: not alive here (see `status`). */
   healthy: boolean;
   message: string;
+  /** Added in v2: ALIVE, UNKNOWN, STALE or KILLED (a kill of the instance or of an ancestor). */
+  status: HealthStatus;
 }
 
 export interface TryAddChildRequest {
@@ -2578,7 +2649,7 @@ export const TryHealthCheckRequest: MessageFns<TryHealthCheckRequest> = {
 };
 
 function createBaseTryHealthCheckResponse(): TryHealthCheckResponse {
-  return { healthy: false, message: "" };
+  return { healthy: false, message: "", status: 0 };
 }
 
 export const TryHealthCheckResponse: MessageFns<TryHealthCheckResponse> = {
@@ -2588,6 +2659,9 @@ export const TryHealthCheckResponse: MessageFns<TryHealthCheckResponse> = {
     }
     if (message.message !== "") {
       writer.uint32(18).string(message.message);
+    }
+    if (message.status !== 0) {
+      writer.uint32(24).int32(message.status);
     }
     return writer;
   },
@@ -2621,6 +2695,14 @@ export const TryHealthCheckResponse: MessageFns<TryHealthCheckResponse> = {
             message.message = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2637,6 +2719,7 @@ export const TryHealthCheckResponse: MessageFns<TryHealthCheckResponse> = {
     return {
       healthy: isSet(object.healthy) ? globalThis.Boolean(object.healthy) : false,
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      status: isSet(object.status) ? healthStatusFromJSON(object.status) : 0,
     };
   },
 
@@ -2648,6 +2731,9 @@ export const TryHealthCheckResponse: MessageFns<TryHealthCheckResponse> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.status !== 0) {
+      obj.status = healthStatusToJSON(message.status);
+    }
     return obj;
   },
 
@@ -2658,6 +2744,7 @@ export const TryHealthCheckResponse: MessageFns<TryHealthCheckResponse> = {
     const message = createBaseTryHealthCheckResponse();
     message.healthy = object.healthy ?? false;
     message.message = object.message ?? "";
+    message.status = object.status ?? 0;
     return message;
   },
 };
@@ -5230,8 +5317,9 @@ export const TryServiceDefinition = {
       options: {},
     },
     /**
-     * Records a health check; healthy=false means the instance must stop (unknown,
-     * killed or stale).
+     * Records a health check. healthy=false: the instance is not alive here; `status` (v2)
+     * says why: KILLED (stop), STALE or UNKNOWN (register again). v1 callers read any
+     * healthy=false as "stop".
      */
     tryHealthCheck: {
       name: "TryHealthCheck",
@@ -5277,8 +5365,9 @@ export interface TryServiceImplementation<CallContextExt = {}> {
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<TryKillInstanceResponse>>;
   /**
-   * Records a health check; healthy=false means the instance must stop (unknown,
-   * killed or stale).
+   * Records a health check. healthy=false: the instance is not alive here; `status` (v2)
+   * says why: KILLED (stop), STALE or UNKNOWN (register again). v1 callers read any
+   * healthy=false as "stop".
    */
   tryHealthCheck(
     request: TryHealthCheckRequest,
@@ -5311,8 +5400,9 @@ export interface TryServiceClient<CallOptionsExt = {}> {
     options?: CallOptions & CallOptionsExt,
   ): Promise<TryKillInstanceResponse>;
   /**
-   * Records a health check; healthy=false means the instance must stop (unknown,
-   * killed or stale).
+   * Records a health check. healthy=false: the instance is not alive here; `status` (v2)
+   * says why: KILLED (stop), STALE or UNKNOWN (register again). v1 callers read any
+   * healthy=false as "stop".
    */
   tryHealthCheck(
     request: DeepPartial<TryHealthCheckRequest>,
