@@ -17,8 +17,9 @@ function isGrpcMapped(err: unknown): err is GrpcMappedError {
 
 /**
  * Maps anything a handler throws that is not a `ServerError` (or an abort) to a status:
- * errors with a `grpcStatus` keep their message; everything else becomes INTERNAL with a
- * reference id, and the details go to the log only, never to the caller.
+ * errors with a `grpcStatus` keep their message; any error of a call the client already
+ * cancelled becomes CANCELLED; everything else becomes INTERNAL with a reference id, and the
+ * details go to the log only, never to the caller.
  */
 export function createErrorMappingMiddleware(logger: Logger): ServerMiddleware {
   return async function* errorMappingMiddleware(call, context) {
@@ -27,6 +28,7 @@ export function createErrorMappingMiddleware(logger: Logger): ServerMiddleware {
     } catch (err) {
       if (err instanceof ServerError || isAbortError(err)) throw err;
       if (isGrpcMapped(err)) throw new ServerError(err.grpcStatus, err.message);
+      if (context.signal.aborted) throw new ServerError(Status.CANCELLED, 'the call was cancelled by the client');
       const reference = randomUUID().slice(0, 8);
       logger.error({ err, method: call.method.path, reference }, 'unhandled error in handler');
       throw new ServerError(Status.INTERNAL, `internal error (reference ${reference}); see the server log`);
