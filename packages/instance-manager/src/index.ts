@@ -26,7 +26,16 @@ export {
   type InstanceManagerOptions,
   type RunningInstanceManager,
 } from './server/start-instance-manager.js';
-export { createRegistry, MAX_SERVICES_PER_INSTANCE, type ListCriteria, type Registry, type RegistryOptions, type TryResult } from './registry/registry.js';
+export {
+  createRegistry,
+  MAX_SERVICES_PER_INSTANCE,
+  type HealthCheckResult,
+  type ListCriteria,
+  type Outage,
+  type Registry,
+  type RegistryOptions,
+  type TryResult,
+} from './registry/registry.js';
 export { startSweeper, type SweeperOptions } from './registry/sweeper.js';
 export { createEventHub, type EventHub, type EventHubOptions } from './events/event-hub.js';
 export { matchesFilter, streamInstanceUpdates, type SubscriptionDeps, type SubscriptionFilter } from './events/subscription.js';
@@ -34,7 +43,7 @@ export { createStore, parseStorageSpec } from './store/create-store.js';
 export { createMemoryStore } from './store/memory-store.js';
 export { createSqliteStore, SQLITE_FILE_NAME } from './store/sqlite-store.js';
 export { createPostgresStore, type PostgresStoreOptions } from './store/postgres-store.js';
-export type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, StorageSpec, Store, StoreTx } from './store/store.js';
+export type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, Presence, StorageSpec, Store, StoreTx } from './store/store.js';
 export { instanceIdSchema, METADATA_LIMITS, validate } from './validation/schemas.js';
 export {
   InstanceManagerError,

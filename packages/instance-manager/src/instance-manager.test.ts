@@ -5,7 +5,7 @@ import { startInstanceManager, type RunningInstanceManager } from './index.js';
 import { testBackends } from './test-support/backends.js';
 import { collect, connectClients, makeInstance, sleep, type ImClients } from './test-support/clients.js';
 
-const { EventType, RemovalReason, InstanceType, ServiceType } = instanceManager;
+const { EventType, HealthStatus, RemovalReason, InstanceType, ServiceType } = instanceManager;
 const backends = await testBackends('instance-manager');
 
 async function grpcError(p: Promise<unknown>): Promise<ClientError> {
@@ -366,6 +366,31 @@ describe.each(backends)('instance manager on $name storage', (backend) => {
     const hc = await s.try.tryHealthCheck({ instanceId: 'lazy' });
     expect(hc.healthy).toBe(false);
     expect(hc.message).toMatch(/stale/);
+  });
+
+  it('TryHealthCheck says why an instance is not alive: KILLED (also through a kill cascade), STALE (also through a stale cascade) or UNKNOWN', async () => {
+    let clock = Date.now();
+    const { c: s } = await start({ staleTimeoutMs: 1000, sweepIntervalMs: 600_000, now: () => clock });
+    for (const id of ['k-parent', 'k-child', 's-parent', 's-child']) await s.try.tryAddInstance({ instance: makeInstance(id) });
+    await s.try.tryAddChild({ parentId: 'k-parent', childId: 'k-child' });
+    await s.try.tryAddChild({ parentId: 's-parent', childId: 's-child' });
+    expect(await s.try.tryHealthCheck({ instanceId: 's-child' })).toMatchObject({ healthy: true, status: HealthStatus.HEALTH_STATUS_ALIVE });
+
+    await s.try.tryKillInstance({ instanceId: 'k-parent', reason: 'decommissioned' });
+    expect(await s.try.tryHealthCheck({ instanceId: 'k-parent' })).toMatchObject({ healthy: false, status: HealthStatus.HEALTH_STATUS_KILLED });
+    expect(await s.try.tryHealthCheck({ instanceId: 'k-child' })).toMatchObject({ healthy: false, status: HealthStatus.HEALTH_STATUS_KILLED });
+
+    clock += 900;
+    await s.try.tryHealthCheck({ instanceId: 's-child' }); // the child keeps checking in, its parent does not
+    clock += 200;
+    const child = await s.try.tryHealthCheck({ instanceId: 's-child' });
+    expect(child).toMatchObject({ healthy: false, status: HealthStatus.HEALTH_STATUS_STALE });
+    expect(child.message).toMatch(/parent/);
+    expect(await s.try.tryHealthCheck({ instanceId: 's-parent' })).toMatchObject({ healthy: false, status: HealthStatus.HEALTH_STATUS_STALE });
+    expect(await s.try.tryHealthCheck({ instanceId: 'never-registered' })).toMatchObject({ healthy: false, status: HealthStatus.HEALTH_STATUS_UNKNOWN });
+    // Registering again after staleness starts a new, alive incarnation.
+    expect(await s.try.tryAddInstance({ instance: makeInstance('s-child') })).toMatchObject({ success: true });
+    expect(await s.try.tryHealthCheck({ instanceId: 's-child' })).toMatchObject({ healthy: true, status: HealthStatus.HEALTH_STATUS_ALIVE });
   });
 
   it('ends subscriptions with UNAVAILABLE when the server stops, without holding up shutdown', async () => {

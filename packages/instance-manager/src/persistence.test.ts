@@ -3,20 +3,21 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { instanceManager } from '@titancompute/protocol';
-import { startInstanceManager, type RunningInstanceManager } from './index.js';
+import { ClientError, Status } from 'nice-grpc';
+import { startInstanceManager, type InstanceManagerOptions, type RunningInstanceManager } from './index.js';
 import { createTestSchema, postgresAvailable } from './test-support/backends.js';
 import { collect, connectClients, makeInstance, type ImClients } from './test-support/clients.js';
 import type { StorageSpec } from './store/store.js';
 
-const { EventType, ServiceType } = instanceManager;
+const { EventType, HealthStatus, RemovalReason, ServiceType } = instanceManager;
 const pgUp = await postgresAvailable('instance-manager persistence');
 const cleanups: Array<() => Promise<void> | void> = [];
 afterAll(async () => {
   for (const fn of cleanups.reverse()) await fn();
 });
 
-async function startOn(storage: StorageSpec): Promise<{ im: RunningInstanceManager; c: ImClients }> {
-  const im = await startInstanceManager({ host: '127.0.0.1', port: 0, storage, logLevel: 'silent' });
+async function startOn(storage: StorageSpec, options: InstanceManagerOptions = {}): Promise<{ im: RunningInstanceManager; c: ImClients }> {
+  const im = await startInstanceManager({ host: '127.0.0.1', port: 0, storage, logLevel: 'silent', ...options });
   const c = connectClients(im.port);
   cleanups.push(async () => {
     c.close();
@@ -72,6 +73,101 @@ describe('state survives a restart', () => {
       const schema = createTestSchema();
       cleanups.push(() => schema.drop());
       await exerciseRestart(schema.spec);
+    });
+  }
+});
+
+/** Whether GetInstance finds the instance alive (false: NOT_FOUND). */
+async function isAlive(c: ImClients, id: string): Promise<boolean> {
+  try {
+    return (await c.get.getInstance({ instanceId: id })).instance?.instance?.id === id;
+  } catch (err) {
+    if (err instanceof ClientError && err.code === Status.NOT_FOUND) return false;
+    throw err;
+  }
+}
+
+/**
+ * An outage far longer than the stale timeout, then a restart on the same storage. The clock is
+ * the instance manager's own (`now`), moved by hand, so no assertion depends on real time.
+ */
+async function exerciseOutage(storage: StorageSpec) {
+  const stale = 2000;
+  let clock = Date.now();
+  const options: InstanceManagerOptions = { staleTimeoutMs: stale, sweepIntervalMs: 50, outageGapMs: 3000, now: () => clock };
+  const a = await startOn(storage, options);
+  await a.c.try.tryAddInstance({ instance: makeInstance('outage-checking') });
+  await a.c.try.tryAddInstance({ instance: makeInstance('outage-quiet') });
+  const { latest } = await (async () => {
+    const s = collect(a.c, {});
+    await s.until((m) => m.some((x) => x.caughtUp));
+    const seq = s.messages.find((m) => m.caughtUp)!.sequence;
+    s.stop();
+    return { latest: seq };
+  })();
+  a.c.close();
+  await a.im.stop();
+
+  clock += 10 * stale; // the instance manager is down for ten stale timeouts
+  const restartedAt = clock;
+  const b = await startOn(storage, options);
+  // Straight after the restart both are alive: the outage does not count against them.
+  expect(await isAlive(b.c, 'outage-quiet')).toBe(true);
+  expect(await b.c.try.tryHealthCheck({ instanceId: 'outage-checking' })).toMatchObject({ healthy: true, status: HealthStatus.HEALTH_STATUS_ALIVE });
+  // Still alive at the very end of the grace period (one stale timeout from the restart)…
+  clock = restartedAt + stale - 1;
+  expect(await isAlive(b.c, 'outage-quiet')).toBe(true);
+  expect(await b.c.try.tryHealthCheck({ instanceId: 'outage-checking' })).toMatchObject({ healthy: true });
+  // …and after it, an instance that never checked in again is stale, as usual.
+  clock = restartedAt + stale + 1;
+  expect(await isAlive(b.c, 'outage-quiet')).toBe(false);
+  expect(await b.c.try.tryHealthCheck({ instanceId: 'outage-quiet' })).toMatchObject({ healthy: false, status: HealthStatus.HEALTH_STATUS_STALE });
+  expect(await isAlive(b.c, 'outage-checking')).toBe(true);
+  // The only death since the outage: outage-quiet, once, STALE, after the grace period.
+  const history = collect(b.c, { fromSequence: latest });
+  await history.until((m) => m.some((x) => x.caughtUp));
+  const removed = history.events().filter((e) => e.type === EventType.EVENT_TYPE_REMOVED);
+  expect(removed.map((e) => [e.instanceId, e.removalReason])).toEqual([['outage-quiet', RemovalReason.REMOVAL_REASON_STALE]]);
+  expect(removed[0]!.timestampMs).toBeGreaterThan(restartedAt + stale);
+  history.stop();
+}
+
+describe('an outage of the instance manager never makes live instances stale', () => {
+  it('SQLite: after a restart, every live instance gets one stale timeout of grace before it can be marked stale', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'titan-im-outage-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    await exerciseOutage({ kind: 'sqlite', dataDir: dir });
+  });
+
+  if (pgUp) {
+    it('PostgreSQL: after a restart, every live instance gets one stale timeout of grace before it can be marked stale', async () => {
+      const schema = createTestSchema();
+      cleanups.push(() => schema.drop());
+      await exerciseOutage(schema.spec);
+    });
+
+    it('PostgreSQL replicas: the first replica up after all were down gives the grace; one joining later shares it', async () => {
+      const schema = createTestSchema();
+      cleanups.push(() => schema.drop());
+      const stale = 2000;
+      let clock = Date.now();
+      // No background sweeps: every sweep below is caused by a call, at a known clock.
+      const options: InstanceManagerOptions = { staleTimeoutMs: stale, sweepIntervalMs: 600_000, outageGapMs: 3000, now: () => clock };
+      const first = await startOn(schema.spec, options);
+      await first.c.try.tryAddInstance({ instance: makeInstance('rep-quiet') });
+      first.c.close();
+      await first.im.stop();
+
+      clock += 10 * stale; // every replica down
+      const upAt = clock;
+      const a = await startOn(schema.spec, options);
+      expect(await isAlive(a.c, 'rep-quiet')).toBe(true);
+      clock = upAt + stale / 2;
+      const b = await startOn(schema.spec, options); // joins while A is up: A's up period, no new grace
+      expect(await isAlive(b.c, 'rep-quiet')).toBe(true);
+      clock = upAt + stale + 1; // past A's grace, within what B's own grace would have been
+      expect(await b.c.try.tryHealthCheck({ instanceId: 'rep-quiet' })).toMatchObject({ healthy: false, status: HealthStatus.HEALTH_STATUS_STALE });
+      expect(await isAlive(a.c, 'rep-quiet')).toBe(false);
     });
   }
 });

@@ -2,7 +2,10 @@ import { instanceManager } from '@titancompute/protocol';
 import { NotFoundError } from '../errors.js';
 import type { InstanceRecord, Store, StoreTx } from '../store/store.js';
 
-const { EventType, RemovalReason } = instanceManager;
+const { EventType, HealthStatus, RemovalReason } = instanceManager;
+
+/** Cutoff that makes nothing stale (health timestamps are never negative). */
+const NOTHING_STALE = Number.MIN_SAFE_INTEGER;
 
 /** Most services one instance may register. */
 export const MAX_SERVICES_PER_INSTANCE = 64;
@@ -13,6 +16,33 @@ export interface RegistryOptions {
   staleTimeoutMs: number;
   /** Clock (unix ms). Default `Date.now`. */
   now?: () => number;
+  /**
+   * A gap longer than this since the latest sweep of any replica means the registry was down
+   * (every replica stopped, paused, or cut off from its database): the next sweep starts a new
+   * up period, and every live instance gets a fresh grace period of one stale timeout from
+   * then. Keep it above the sweep interval. Default 3000 ms.
+   */
+  outageGapMs?: number;
+  /** Called when a sweep finds such a gap and starts a new up period. */
+  onOutage?: (outage: Outage) => void;
+}
+
+/** A gap found in the registry's up time (see {@link RegistryOptions.outageGapMs}). */
+export interface Outage {
+  /** Latest sweep before the gap (unix ms); undefined on a database never swept before. */
+  lastSeenMs: number | undefined;
+  /** Start of the new up period (unix ms). */
+  upSinceMs: number;
+  /** No live instance goes stale before this (unix ms). */
+  graceUntilMs: number;
+}
+
+/** Answer of {@link Registry.healthCheck}. */
+export interface HealthCheckResult {
+  healthy: boolean;
+  message: string;
+  /** ALIVE, or why not: UNKNOWN and STALE mean "register again", KILLED means "stop". */
+  status: instanceManager.HealthStatus;
 }
 
 /** Criteria of {@link Registry.listLive} (GetAllInstances). */
@@ -38,11 +68,17 @@ export interface Registry {
   readonly staleTimeoutMs: number;
   addInstance(instance: instanceManager.Instance): Promise<TryResult>;
   killInstance(id: string, reason: string): Promise<TryResult & { killedInstanceIds: string[] }>;
-  healthCheck(id: string): Promise<{ healthy: boolean; message: string }>;
+  healthCheck(id: string): Promise<HealthCheckResult>;
   addChild(parentId: string, childId: string): Promise<TryResult>;
   addService(id: string, service: instanceManager.Service): Promise<TryResult>;
-  /** Kills every stale instance (and its descendants); returns the ids that died. */
+  /**
+   * Records that the registry is up (starting a new up period after a gap, see
+   * {@link RegistryOptions.outageGapMs}), then kills every stale instance (and its
+   * descendants); returns the ids that died. Run once before serving.
+   */
   sweep(): Promise<string[]>;
+  /** Start of the current up period as last read by this replica (unix ms). */
+  upSinceMs(): number;
   /** Sweeps first when some live instance is stale, so reads never see one. */
   ensureSwept(): Promise<void>;
   /** The live instance, or {@link NotFoundError}. */
@@ -70,6 +106,12 @@ const sameDescription = (r: InstanceRecord, i: instanceManager.Instance): boolea
 
 const sameService = (a: instanceManager.Service, b: instanceManager.Service) => a.type === b.type && a.port === b.port && a.url === b.url;
 
+/** What a dead record means for the instance: stop (a kill, or a kill's cascade) or register again. */
+const deathStatus = (r: InstanceRecord): instanceManager.HealthStatus => {
+  const root = r.removalReason === RemovalReason.REMOVAL_REASON_PARENT_DIED ? r.removalRootReason : r.removalReason;
+  return root === RemovalReason.REMOVAL_REASON_KILLED ? HealthStatus.HEALTH_STATUS_KILLED : HealthStatus.HEALTH_STATUS_STALE;
+};
+
 const deathMessage = (r: InstanceRecord): string => {
   const why =
     r.removalReason === RemovalReason.REMOVAL_REASON_KILLED
@@ -86,7 +128,19 @@ const deathMessage = (r: InstanceRecord): string => {
 export function createRegistry(store: Store, options: RegistryOptions): Registry {
   const stale = options.staleTimeoutMs;
   const now = options.now ?? Date.now;
-  const isLive = (r: InstanceRecord) => r.alive && r.lastHealthMs >= now() - stale;
+  const outageGapMs = options.outageGapMs ?? 3000;
+  // Until the first sweep reads the shared up period: grace from this replica's creation.
+  let upSince = now();
+  /**
+   * Health checks older than this are stale at `nowMs`. Time before the current up period
+   * does not count: an instance is stale only when max(last check, up since) is older than
+   * the stale timeout.
+   */
+  const staleCutoff = (nowMs: number): number => {
+    const cutoff = nowMs - stale;
+    return upSince < cutoff ? cutoff : NOTHING_STALE;
+  };
+  const isLive = (r: InstanceRecord) => r.alive && r.lastHealthMs >= staleCutoff(now());
 
   /** Kills `rootId` and every live descendant; emits one REMOVED per instance. */
   async function killTree(
@@ -99,6 +153,7 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
   ): Promise<string[]> {
     const flipped = await tx.markDead(rootId, {
       reason,
+      rootReason: reason,
       message,
       nowMs,
       ...(onlyIfStaleBefore !== undefined ? { onlyIfStaleBefore } : {}),
@@ -124,6 +179,7 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
       for (const childId of await tx.aliveChildIds(parentId)) {
         const died = await tx.markDead(childId, {
           reason: RemovalReason.REMOVAL_REASON_PARENT_DIED,
+          rootReason: reason,
           message: `parent ${parentId} died`,
           nowMs,
         });
@@ -137,30 +193,49 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
   }
 
   /** Inside a transaction: the record if it is live; a stale one is killed on the spot. */
-  async function liveInTx(tx: StoreTx, id: string, nowMs: number): Promise<{ record?: InstanceRecord; message: string }> {
+  async function liveInTx(
+    tx: StoreTx,
+    id: string,
+    nowMs: number,
+  ): Promise<{ record?: InstanceRecord; message: string; status: instanceManager.HealthStatus }> {
     const rec = await tx.getInstance(id);
-    if (!rec) return { message: `unknown instance ${id}` };
-    if (!rec.alive) return { message: deathMessage(rec) };
-    if (rec.lastHealthMs < nowMs - stale) {
-      await killTree(tx, id, RemovalReason.REMOVAL_REASON_STALE, `no health check for ${nowMs - rec.lastHealthMs} ms`, nowMs, nowMs - stale);
-      return { message: `instance ${id} is dead (stale: no health check for ${nowMs - rec.lastHealthMs} ms)` };
+    if (!rec) return { message: `unknown instance ${id}`, status: HealthStatus.HEALTH_STATUS_UNKNOWN };
+    if (!rec.alive) return { message: deathMessage(rec), status: deathStatus(rec) };
+    const cutoff = staleCutoff(nowMs);
+    if (rec.lastHealthMs < cutoff) {
+      await killTree(tx, id, RemovalReason.REMOVAL_REASON_STALE, `no health check for ${nowMs - rec.lastHealthMs} ms`, nowMs, cutoff);
+      return {
+        message: `instance ${id} is dead (stale: no health check for ${nowMs - rec.lastHealthMs} ms)`,
+        status: HealthStatus.HEALTH_STATUS_STALE,
+      };
     }
-    return { record: rec, message: '' };
+    return { record: rec, message: '', status: HealthStatus.HEALTH_STATUS_ALIVE };
   }
 
-  const sweep = (): Promise<string[]> =>
-    store.transaction(async (tx) => {
+  const sweep = async (): Promise<string[]> => {
+    const { killed, outage } = await store.transaction(async (tx) => {
       const nowMs = now();
-      const cutoff = nowMs - stale;
-      const killed: string[] = [];
+      // Presence first: after a gap with no replica running, a new up period (grace) starts
+      // before anything is judged stale.
+      const seen = await tx.readPresence();
+      const gap = !seen || nowMs - seen.seenMs > outageGapMs;
+      const periodStart = gap ? nowMs : seen.upSinceMs;
+      await tx.writePresence({ upSinceMs: periodStart, seenMs: Math.max(nowMs, seen?.seenMs ?? 0) });
+      upSince = periodStart;
+      const cutoff = staleCutoff(nowMs);
+      const died: string[] = [];
       for (const id of await tx.staleAliveIds(cutoff)) {
-        killed.push(...(await killTree(tx, id, RemovalReason.REMOVAL_REASON_STALE, `no health check for over ${stale} ms`, nowMs, cutoff)));
+        died.push(...(await killTree(tx, id, RemovalReason.REMOVAL_REASON_STALE, `no health check for over ${stale} ms`, nowMs, cutoff)));
       }
-      return killed;
+      const found: Outage | undefined = gap ? { lastSeenMs: seen?.seenMs, upSinceMs: periodStart, graceUntilMs: periodStart + stale } : undefined;
+      return { killed: died, outage: found };
     });
+    if (outage) options.onOutage?.(outage);
+    return killed;
+  };
 
   const ensureSwept = async () => {
-    if (await store.staleExists(now() - stale)) await sweep();
+    if (await store.staleExists(staleCutoff(now()))) await sweep();
   };
 
   const describeWith = (r: InstanceRecord, childIds: string[]): instanceManager.InstanceDescription => ({
@@ -200,6 +275,7 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
   return {
     staleTimeoutMs: stale,
     now,
+    upSinceMs: () => upSince,
     isLive,
     sweep,
     ensureSwept,
@@ -240,6 +316,7 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
           diedAtMs: null,
           removalReason: null,
           removalMessage: null,
+          removalRootReason: null,
         });
         await tx.appendEvent({
           type: EventType.EVENT_TYPE_ADDED,
@@ -263,21 +340,21 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
         return { success: true, message: `killed ${killedInstanceIds.length} instance(s)`, killedInstanceIds };
       }),
 
-    async healthCheck(id) {
+    async healthCheck(id): Promise<HealthCheckResult> {
       const nowMs = now();
-      let outcome = await store.healthCheck(id, nowMs, nowMs - stale);
+      let outcome = await store.healthCheck(id, nowMs, staleCutoff(nowMs));
       if (outcome === 'sweep-needed') {
         await sweep();
-        outcome = await store.healthCheck(id, nowMs, nowMs - stale);
+        outcome = await store.healthCheck(id, nowMs, staleCutoff(nowMs));
       }
-      if (outcome === 'ok') return { healthy: true, message: '' };
+      if (outcome === 'ok') return { healthy: true, message: '', status: HealthStatus.HEALTH_STATUS_ALIVE };
       // Slow path: learn why (and kill it if it is stale), in one transaction.
       return store.transaction(async (tx) => {
         const t = now();
         const live = await liveInTx(tx, id, t);
-        if (!live.record) return { healthy: false, message: live.message };
+        if (!live.record) return { healthy: false, message: live.message, status: live.status };
         await tx.touch(id, t);
-        return { healthy: true, message: '' };
+        return { healthy: true, message: '', status: HealthStatus.HEALTH_STATUS_ALIVE };
       });
     },
 

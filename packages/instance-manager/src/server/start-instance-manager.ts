@@ -29,6 +29,13 @@ export interface InstanceManagerOptions {
   staleTimeoutMs?: number;
   /** Default 1000 ms. */
   sweepIntervalMs?: number;
+  /**
+   * A gap longer than this with no sweep by any replica (all stopped, paused, or cut off from
+   * the database) counts as an outage of the registry: afterwards every live instance gets a
+   * fresh grace period of one stale timeout before it can be marked stale. Default
+   * max(3000, 3 × sweepIntervalMs).
+   */
+  outageGapMs?: number;
   /** Events kept for resuming subscribers. Default 100 000. */
   eventRetention?: number;
   /** Live events buffered per subscriber before it is cut off (RESOURCE_EXHAUSTED). Default 10 000. */
@@ -75,10 +82,23 @@ export async function startInstanceManager(options: InstanceManagerOptions = {})
       : parseStorageSpec(options.storage ?? (options.dataDir ? 'sqlite' : 'memory'), options.dataDir ?? './.titan/instance-manager');
   const store = await createStore(spec, { onError: (err) => logger.warn({ err }, 'storage connection error') });
   try {
+    const sweepIntervalMs = options.sweepIntervalMs ?? 1000;
     const registry = createRegistry(store, {
       staleTimeoutMs: options.staleTimeoutMs ?? 30_000,
+      outageGapMs: options.outageGapMs ?? Math.max(3000, 3 * sweepIntervalMs),
+      onOutage: (outage) =>
+        logger.info(
+          {
+            downSince: outage.lastSeenMs === undefined ? undefined : new Date(outage.lastSeenMs).toISOString(),
+            graceUntil: new Date(outage.graceUntilMs).toISOString(),
+          },
+          'registry was down (or never ran): every live instance gets a fresh stale timeout before it can be marked stale',
+        ),
       ...(options.now ? { now: options.now } : {}),
     });
+    // Before serving: record this replica's presence, so that a restart after an outage judges
+    // staleness from now (grace) and a replica joining running ones shares their up period.
+    await registry.sweep();
     const hub = await createEventHub(store, {
       pollIntervalMs: options.eventPollIntervalMs ?? 1000,
       onError: (err) => logger.warn({ err }, 'reading events failed'),
@@ -109,7 +129,7 @@ export async function startInstanceManager(options: InstanceManagerOptions = {})
       registry,
       store,
       logger,
-      intervalMs: options.sweepIntervalMs ?? 1000,
+      intervalMs: sweepIntervalMs,
       eventRetention: options.eventRetention ?? 100_000,
     });
     let listening: { port: number; address: string };

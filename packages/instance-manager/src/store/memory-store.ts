@@ -1,7 +1,7 @@
 import type { instanceManager, stats } from '@titancompute/protocol';
 import { createMutex } from '../util/mutex.js';
 import { createListenerSet } from './listeners.js';
-import type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, Store, StoreTx } from './store.js';
+import type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, Presence, Store, StoreTx } from './store.js';
 
 const clone = <T>(value: T): T => structuredClone(value);
 
@@ -14,6 +14,7 @@ export function createMemoryStore(): Store {
   let instances = new Map<string, InstanceRecord>();
   let events: instanceManager.InstanceEvent[] = [];
   let lastSequence = 0;
+  let presence: Presence | undefined;
   const metrics = new Map<string, unknown>();
   const hostStats = new Map<string, stats.Stats>();
   const mutex = createMutex();
@@ -40,6 +41,7 @@ export function createMemoryStore(): Store {
         const staged = new Map<string, InstanceRecord>();
         const newEvents: instanceManager.InstanceEvent[] = [];
         let seq = lastSequence;
+        let stagedPresence = presence;
         const read = (id: string) => staged.get(id) ?? instances.get(id);
         const write = (id: string): InstanceRecord => {
           let rec = staged.get(id);
@@ -77,6 +79,7 @@ export function createMemoryStore(): Store {
             w.diedAtMs = death.nowMs;
             w.removalReason = death.reason;
             w.removalMessage = death.message;
+            w.removalRootReason = death.rootReason;
             return true;
           },
           setParent: async (childId, parentId) => {
@@ -93,6 +96,10 @@ export function createMemoryStore(): Store {
             all()
               .filter((r) => r.alive && r.lastHealthMs < cutoffMs)
               .map((r) => r.id),
+          readPresence: async () => (stagedPresence ? { ...stagedPresence } : undefined),
+          writePresence: async (p) => {
+            stagedPresence = { ...p };
+          },
           appendEvent: async (event: NewEvent) => {
             seq += 1;
             newEvents.push({ ...clone(event), sequence: seq });
@@ -100,6 +107,7 @@ export function createMemoryStore(): Store {
           },
         };
         const result = await fn(tx);
+        presence = stagedPresence;
         if (staged.size > 0) {
           const next = new Map(instances);
           for (const [k, v] of staged) {

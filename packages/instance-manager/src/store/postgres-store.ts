@@ -2,7 +2,17 @@ import pg from 'pg';
 import type { stats } from '@titancompute/protocol';
 import { StorageError } from '../errors.js';
 import { createListenerSet } from './listeners.js';
-import { eventToParams, recordToParams, rowToEvent, rowToRecord, type EventRow, type InstanceRow, upsertInstanceSql } from './rows.js';
+import {
+  eventToParams,
+  recordToParams,
+  rowToEvent,
+  rowToPresence,
+  rowToRecord,
+  type EventRow,
+  type InstanceRow,
+  type PresenceRow,
+  upsertInstanceSql,
+} from './rows.js';
 import type { HealthCheckOutcome, MetricsKind, Store, StoreTx } from './store.js';
 
 /** Options of {@link createPostgresStore}. */
@@ -59,6 +69,14 @@ const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (instance_id, kind)
    );
    CREATE TABLE host_stats (hostname TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // 2: the root reason of a death (a kill cascade vs staleness) and the registry's up period,
+  // shared by every replica.
+  `ALTER TABLE instances ADD COLUMN removal_root_reason INTEGER;
+   CREATE TABLE registry_presence (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     up_since_ms BIGINT NOT NULL,
+     seen_ms BIGINT NOT NULL
+   );`,
 ];
 
 function hash32(text: string): number {
@@ -179,9 +197,9 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     },
     markDead: async (id, death) => {
       const r = await client.query(
-        `UPDATE instances SET alive = false, died_at_ms = $1, removal_reason = $2, removal_message = $3
-         WHERE id = $4 AND alive AND last_health_ms < $5`,
-        [death.nowMs, death.reason, death.message, id, death.onlyIfStaleBefore ?? Number.MAX_SAFE_INTEGER],
+        `UPDATE instances SET alive = false, died_at_ms = $1, removal_reason = $2, removal_message = $3, removal_root_reason = $4
+         WHERE id = $5 AND alive AND last_health_ms < $6`,
+        [death.nowMs, death.reason, death.message, death.rootReason, id, death.onlyIfStaleBefore ?? Number.MAX_SAFE_INTEGER],
       );
       return (r.rowCount ?? 0) > 0;
     },
@@ -201,6 +219,17 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           cutoffMs,
         ])
       ).rows.map((r) => r.id),
+    readPresence: async () => {
+      const r = await client.query<PresenceRow>('SELECT up_since_ms, seen_ms FROM registry_presence WHERE id = 1');
+      return r.rows[0] ? rowToPresence(r.rows[0]) : undefined;
+    },
+    writePresence: async (p) => {
+      await client.query(
+        `INSERT INTO registry_presence (id, up_since_ms, seen_ms) VALUES (1, $1, $2)
+         ON CONFLICT (id) DO UPDATE SET up_since_ms = excluded.up_since_ms, seen_ms = excluded.seen_ms`,
+        [p.upSinceMs, p.seenMs],
+      );
+    },
     appendEvent: async (event) => {
       const r = await client.query<{ seq: string }>(
         `INSERT INTO events (type, instance_id, instance_type, related_instance_id, service, instance, removal_reason, timestamp_ms)

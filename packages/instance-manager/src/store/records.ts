@@ -16,8 +16,24 @@ export interface InstanceRecord {
   createdAtMs: number;
   diedAtMs: number | null;
   removalReason: instanceManager.RemovalReason | null;
+  /**
+   * Why the death that took this instance started: KILLED or STALE (for PARENT_DIED, the
+   * ancestor's reason). null while alive, and for deaths recorded before this was kept.
+   */
+  removalRootReason: instanceManager.RemovalReason | null;
   /** Kill reason given by the caller, or a description of why it died. */
   removalMessage: string | null;
+}
+
+/**
+ * When the registry has been up without a gap (shared by every replica of one database).
+ * An instance cannot go stale before `upSinceMs` + the stale timeout.
+ */
+export interface Presence {
+  /** Start of the current up period: the first start (or sweep) after a gap with no replica running. */
+  upSinceMs: number;
+  /** Latest sweep by any replica. */
+  seenMs: number;
 }
 
 /** An event before the store gives it a sequence number. */

@@ -16,6 +16,7 @@ export interface InstanceRow {
   died_at_ms: number | string | null;
   removal_reason: number | string | null;
   removal_message: string | null;
+  removal_root_reason: number | string | null;
 }
 
 /** A row of the `events` table. */
@@ -50,13 +51,14 @@ export function rowToRecord(row: InstanceRow): InstanceRecord {
     diedAtMs: numOrNull(row.died_at_ms),
     removalReason: numOrNull(row.removal_reason),
     removalMessage: row.removal_message,
+    removalRootReason: numOrNull(row.removal_root_reason),
   };
 }
 
 /** Columns of `instances`, in the order of {@link recordToParams}. */
 const INSTANCE_COLUMNS = [
   'id', 'type', 'hostname', 'address', 'metadata', 'services', 'parent_id', 'alive', 'last_health_ms',
-  'created_at_ms', 'died_at_ms', 'removal_reason', 'removal_message',
+  'created_at_ms', 'died_at_ms', 'removal_reason', 'removal_message', 'removal_root_reason',
 ] as const;
 
 /**
@@ -87,7 +89,19 @@ export function recordToParams(r: InstanceRecord): unknown[] {
     r.diedAtMs,
     r.removalReason,
     r.removalMessage,
+    r.removalRootReason,
   ];
+}
+
+/** A row of the `registry_presence` table (one row, id 1). */
+export interface PresenceRow {
+  up_since_ms: number | string;
+  seen_ms: number | string;
+}
+
+/** Row → presence. */
+export function rowToPresence(row: PresenceRow): { upSinceMs: number; seenMs: number } {
+  return { upSinceMs: num(row.up_since_ms), seenMs: num(row.seen_ms) };
 }
 
 /** Row → event. */

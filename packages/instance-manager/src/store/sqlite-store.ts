@@ -5,7 +5,17 @@ import type { stats } from '@titancompute/protocol';
 import { StorageError } from '../errors.js';
 import { createMutex } from '../util/mutex.js';
 import { createListenerSet } from './listeners.js';
-import { eventToParams, recordToParams, rowToEvent, rowToRecord, type EventRow, type InstanceRow, upsertInstanceSql } from './rows.js';
+import {
+  eventToParams,
+  recordToParams,
+  rowToEvent,
+  rowToPresence,
+  rowToRecord,
+  type EventRow,
+  type InstanceRow,
+  type PresenceRow,
+  upsertInstanceSql,
+} from './rows.js';
 import type { HealthCheckOutcome, MetricsKind, Store, StoreTx } from './store.js';
 
 /** File name of the database inside the data directory. */
@@ -47,6 +57,13 @@ const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (instance_id, kind)
    );
    CREATE TABLE host_stats (hostname TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // 2: the root reason of a death (a kill cascade vs staleness) and the registry's up period.
+  `ALTER TABLE instances ADD COLUMN removal_root_reason INTEGER;
+   CREATE TABLE registry_presence (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     up_since_ms INTEGER NOT NULL,
+     seen_ms INTEGER NOT NULL
+   );`,
 ];
 
 /**
@@ -86,8 +103,12 @@ export function createSqliteStore(options: { dataDir: string }): Store {
     touch: db.prepare('UPDATE instances SET last_health_ms = ? WHERE id = ? AND alive = 1'),
     touchFresh: db.prepare('UPDATE instances SET last_health_ms = ? WHERE id = ? AND alive = 1 AND last_health_ms >= ?'),
     kill: db.prepare(
-      `UPDATE instances SET alive = 0, died_at_ms = ?, removal_reason = ?, removal_message = ?
+      `UPDATE instances SET alive = 0, died_at_ms = ?, removal_reason = ?, removal_message = ?, removal_root_reason = ?
        WHERE id = ? AND alive = 1 AND last_health_ms < ?`,
+    ),
+    readPresence: db.prepare('SELECT up_since_ms, seen_ms FROM registry_presence WHERE id = 1'),
+    writePresence: db.prepare(
+      'INSERT INTO registry_presence (id, up_since_ms, seen_ms) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET up_since_ms = excluded.up_since_ms, seen_ms = excluded.seen_ms',
     ),
     setParent: db.prepare('UPDATE instances SET parent_id = ? WHERE id = ?'),
     setServices: db.prepare('UPDATE instances SET services = ? WHERE id = ?'),
@@ -131,7 +152,7 @@ export function createSqliteStore(options: { dataDir: string }): Store {
       s.touch.run(nowMs, id);
     },
     markDead: async (id, death) =>
-      s.kill.run(death.nowMs, death.reason, death.message, id, death.onlyIfStaleBefore ?? Number.MAX_SAFE_INTEGER).changes > 0,
+      s.kill.run(death.nowMs, death.reason, death.message, death.rootReason, id, death.onlyIfStaleBefore ?? Number.MAX_SAFE_INTEGER).changes > 0,
     setParent: async (childId, parentId) => {
       s.setParent.run(parentId, childId);
     },
@@ -140,6 +161,13 @@ export function createSqliteStore(options: { dataDir: string }): Store {
     },
     aliveChildIds: async (parentId) => (s.children.all(parentId) as { id: string }[]).map((r) => r.id),
     staleAliveIds: async (cutoffMs) => (s.staleIds.all(cutoffMs) as { id: string }[]).map((r) => r.id),
+    readPresence: async () => {
+      const row = s.readPresence.get() as PresenceRow | undefined;
+      return row ? rowToPresence(row) : undefined;
+    },
+    writePresence: async (p) => {
+      s.writePresence.run(p.upSinceMs, p.seenMs);
+    },
     appendEvent: async (event) => Number(s.appendEvent.run(...eventToParams(event)).lastInsertRowid),
   };
 

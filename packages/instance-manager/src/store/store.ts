@@ -1,7 +1,7 @@
 import type { instanceManager, stats } from '@titancompute/protocol';
-import type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent } from './records.js';
+import type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, Presence } from './records.js';
 
-export type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent } from './records.js';
+export type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, Presence } from './records.js';
 
 /**
  * The operations of one atomic transaction. Everything done through a `StoreTx` commits
@@ -21,7 +21,14 @@ export interface StoreTx {
    */
   markDead(
     id: string,
-    death: { reason: instanceManager.RemovalReason; message: string; nowMs: number; onlyIfStaleBefore?: number },
+    death: {
+      reason: instanceManager.RemovalReason;
+      /** KILLED or STALE: the reason of the death that started the cascade. */
+      rootReason: instanceManager.RemovalReason;
+      message: string;
+      nowMs: number;
+      onlyIfStaleBefore?: number;
+    },
   ): Promise<boolean>;
   setParent(childId: string, parentId: string): Promise<void>;
   setServices(id: string, services: instanceManager.Service[]): Promise<void>;
@@ -29,6 +36,10 @@ export interface StoreTx {
   aliveChildIds(parentId: string): Promise<string[]>;
   /** Ids of live rows whose last health check is older than `cutoffMs`. */
   staleAliveIds(cutoffMs: number): Promise<string[]>;
+  /** The registry's up period (undefined until the first sweep ever). */
+  readPresence(): Promise<Presence | undefined>;
+  /** Replaces the registry's up period. */
+  writePresence(presence: Presence): Promise<void>;
   /** Appends an event; returns its sequence number. Subscribers hear of it after commit. */
   appendEvent(event: NewEvent): Promise<number>;
 }
