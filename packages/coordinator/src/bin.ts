@@ -31,6 +31,8 @@ runMain(async () => {
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     tokenTtlMs: config.tokenTtlMs,
+    claimWindowMs: config.claimWindowMs,
+    maxClientShare: config.maxClientShare,
     issuer: config.issuer,
     maxTokensLimit: config.maxTokensLimit,
     maxPromptBytes: config.maxPromptBytes,

@@ -30,8 +30,20 @@ export function coordinatorConfigSpec() {
       flag: 'token-ttl',
       env: ['TITAN_TOKEN_TTL', 'TOKEN_TTL'],
       default: '5m',
-      description: 'Lifetime of session tokens (and of slot reservations not yet taken).',
+      description: 'Lifetime of session tokens (how long an agent accepts one; the slot is held only for --claim-window).',
     }, 1000, 24 * 3_600_000),
+    claimWindowMs: durationOption({
+      flag: 'claim-window',
+      env: ['TITAN_CLAIM_WINDOW'],
+      default: '10s',
+      description: 'How long a granted slot stays reserved unless the agent reports the job started (or rejected).',
+    }, 100, 3_600_000),
+    maxClientShare: numberOption({
+      flag: 'max-client-share',
+      env: ['TITAN_MAX_CLIENT_SHARE'],
+      default: '0.5',
+      description: "Share (0-1] of the fleet's slots one client_id may hold in reservations plus running jobs (at least 1 slot).",
+    }, 0.01, 1),
     joinToken: stringOption({
       flag: 'join-token',
       env: ['TITAN_JOIN_TOKEN'],

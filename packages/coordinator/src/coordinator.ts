@@ -30,6 +30,12 @@ export interface CoordinatorOptions {
   heartbeatIntervalMs?: number;
   /** Session token lifetime. Default 5 min. */
   tokenTtlMs?: number;
+  /** How long a granted slot stays reserved unless the agent reports the job started. Default 10 s. */
+  claimWindowMs?: number;
+  /** Share (0-1] of the fleet's slots one client_id may hold (at least 1 slot). Default 0.5. */
+  maxClientShare?: number;
+  /** Retry hint (ms) of busy answers when running jobs block. Default 250 ms. */
+  busyRetryHintMs?: number;
   /** Token issuer. Default "titancompute-coordinator". */
   issuer?: string;
   /** Default 4096. */
@@ -95,8 +101,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   let metricsRef: ReturnType<typeof createCoordinatorMetrics> | undefined;
   const registry = createAgentRegistry({
     heartbeatTimeoutMs,
+    ...(options.claimWindowMs !== undefined ? { claimWindowMs: options.claimWindowMs } : {}),
     ...(options.breaker ? { breaker: options.breaker } : {}),
     onJobOutcome: (_record, outcome) => metricsRef?.jobFinished(outcome.error !== ''),
+    onReservationReleased: (_record, _jobId, reason) => metricsRef?.reservationReleased(reason),
     onEvicted: (record) => logger.warn({ agentId: record.agentId, heartbeatTimeoutMs }, 'agent evicted: no heartbeat'),
   });
   const metrics = createCoordinatorMetrics(registry);
@@ -116,7 +124,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     },
     issuer,
     tokenTtlMs,
-    retryAfterMs: Math.min(5000, Math.max(100, Math.round(heartbeatIntervalMs / 2))),
+    ...(options.busyRetryHintMs !== undefined ? { busyRetryHintMs: options.busyRetryHintMs } : {}),
+    ...(options.maxClientShare !== undefined ? { maxClientShare: options.maxClientShare } : {}),
   });
 
   const server = createServiceServer({

@@ -39,13 +39,37 @@ export class NoAgentAvailableError extends CoordinatorError {
  * `retry-after-ms` (gRPC) or 429 `agents_busy` with `Retry-After` (REST).
  */
 export class AgentsBusyError extends CoordinatorError {
-  override readonly name = 'AgentsBusyError';
+  override readonly name: string = 'AgentsBusyError';
   readonly grpcStatus = Status.RESOURCE_EXHAUSTED;
   constructor(
     readonly model: string,
     readonly retryAfterMs: number,
+    /** A message other than "all agents … are busy" (subclasses), and extra context. */
+    detail?: { message: string; context?: Readonly<Record<string, unknown>> },
   ) {
-    super(`all agents serving model "${model}" are busy; retry after ${retryAfterMs} ms`, { model, retryAfterMs });
+    super(detail?.message ?? `all agents serving model "${model}" are busy; retry after ${retryAfterMs} ms`, { model, retryAfterMs, ...detail?.context });
+  }
+}
+
+/**
+ * One `client_id` already holds its share of the fleet's slots (reservations plus started
+ * jobs): RESOURCE_EXHAUSTED with trailer `retry-after-ms` (gRPC) or 429 `agents_busy` (REST).
+ * The message names the limit.
+ */
+export class ClientShareExceededError extends AgentsBusyError {
+  override readonly name = 'ClientShareExceededError';
+  constructor(
+    readonly clientId: string,
+    model: string,
+    readonly limit: { held: number; limit: number; share: number; fleetSlots: number },
+    retryAfterMs: number,
+  ) {
+    super(model, retryAfterMs, {
+      message:
+        `client "${clientId}" already holds ${limit.held} of its limit of ${limit.limit} slot(s) ` +
+        `(max client share ${limit.share} of ${limit.fleetSlots} fleet slots); retry after ${retryAfterMs} ms`,
+      context: { clientId, ...limit },
+    });
   }
 }
 

@@ -1,10 +1,10 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CoordinatorMetrics } from '@titancompute/protocol';
 import { AGENT_STATES } from './registry/agent-record.js';
-import type { AgentRegistry } from './registry/agent-registry.js';
+import { RELEASE_REASONS, type AgentRegistry, type ReleaseReason } from './registry/agent-registry.js';
 
 /** Outcomes of a scheduling decision. */
-export type DecisionOutcome = 'scheduled' | 'no_agent' | 'busy' | 'invalid' | 'error';
+export type DecisionOutcome = 'scheduled' | 'no_agent' | 'busy' | 'client_limit' | 'invalid' | 'error';
 
 /** The coordinator's metrics: Prometheus (`/metrics`) and the counters of QuerySystemStatus. */
 export interface CoordinatorMetricsSink {
@@ -13,6 +13,8 @@ export interface CoordinatorMetricsSink {
   request(transport: 'grpc' | 'http'): void;
   decision(outcome: DecisionOutcome, latencyMs?: number): void;
   jobFinished(failed: boolean): void;
+  /** A reservation ended (see {@link ReleaseReason}). */
+  reservationReleased(reason: ReleaseReason): void;
   /** Jobs scheduled since start. */
   scheduledTotal(): number;
   /** The CoordinatorMetrics message. */
@@ -24,8 +26,9 @@ const LATENCY_SAMPLES = 2048;
 /**
  * Creates the metrics: `titan_coordinator_requests_total{transport}`,
  * `titan_coordinator_scheduling_decisions_total{outcome}`, `titan_coordinator_agents{state}`,
- * `titan_coordinator_reserved_jobs`, `titan_coordinator_jobs_finished_total{result}` and the
- * histogram `titan_coordinator_scheduling_latency_seconds`.
+ * `titan_coordinator_reserved_jobs`, `titan_coordinator_started_jobs`,
+ * `titan_coordinator_reservations_released_total{reason}`,
+ * `titan_coordinator_jobs_finished_total{result}` and the histogram `titan_coordinator_scheduling_latency_seconds`.
  */
 export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMetricsSink {
   const prometheus = new Registry();
@@ -57,7 +60,22 @@ export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMe
       this.set(registry.reservedTotal());
     },
   });
-  for (const outcome of ['scheduled', 'no_agent', 'busy', 'invalid', 'error']) decisions.inc({ outcome }, 0);
+  new Gauge({
+    name: 'titan_coordinator_started_jobs',
+    help: 'Jobs granted here that agents reported started and not yet ended.',
+    registers: [prometheus],
+    collect() {
+      this.set(registry.startedTotal());
+    },
+  });
+  const released = new Counter({
+    name: 'titan_coordinator_reservations_released_total',
+    help: 'Reservations ended, by reason (started, completed, rejected, expired, deregistered, evicted, failed).',
+    labelNames: ['reason'],
+    registers: [prometheus],
+  });
+  for (const reason of RELEASE_REASONS) released.inc({ reason }, 0);
+  for (const outcome of ['scheduled', 'no_agent', 'busy', 'client_limit', 'invalid', 'error']) decisions.inc({ outcome }, 0);
 
   const counts = { requests: 0, scheduled: 0, noAgent: 0, busy: 0, invalid: 0, completed: 0, failed: 0 };
   const samples = new Float64Array(LATENCY_SAMPLES);
@@ -80,7 +98,7 @@ export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMe
       decisions.inc({ outcome });
       if (outcome === 'scheduled') counts.scheduled += 1;
       else if (outcome === 'no_agent') counts.noAgent += 1;
-      else if (outcome === 'busy') counts.busy += 1;
+      else if (outcome === 'busy' || outcome === 'client_limit') counts.busy += 1;
       else if (outcome === 'invalid') counts.invalid += 1;
       if (latencyMs !== undefined) {
         latency.observe(latencyMs / 1000);
@@ -92,6 +110,9 @@ export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMe
       if (failed) counts.failed += 1;
       else counts.completed += 1;
       finished.inc({ result: failed ? 'failed' : 'completed' });
+    },
+    reservationReleased(reason) {
+      released.inc({ reason });
     },
     scheduledTotal: () => counts.scheduled,
     snapshot: () => ({

@@ -56,10 +56,11 @@ describe('v1 REST API', () => {
   });
 
   it('answers 429 agents_busy with Retry-After when every agent is full', async () => {
-    const body = JSON.stringify({ client_id: 'c', model: 'tiny', prompt: 'p' });
-    const grants = [await post(body), await post(body)];
+    // Two clients fill the agent (one client may hold only half of the fleet's slots).
+    const body = (client: string) => JSON.stringify({ client_id: client, model: 'tiny', prompt: 'p' });
+    const grants = [await post(body('c1')), await post(body('c2'))];
     expect(grants.map((g) => g.status)).toEqual([200, 200]);
-    const res = await post(body);
+    const res = await post(body('c3'));
     expect(res.status).toBe(429);
     expect(res.json).toMatchObject({ error: 'agents_busy', code: 429 });
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);

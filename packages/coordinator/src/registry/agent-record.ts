@@ -2,11 +2,17 @@ import type { AgentRegistration, GpuInfo, HealthUpdate } from '@titancompute/pro
 import { CircuitBreaker, type BreakerState, type CircuitBreakerOptions } from '../scheduler/circuit-breaker.js';
 import { isCpuOnly, type SchedulableAgent } from '../scheduler/scheduler.js';
 
-/** An agent's state as reported by QuerySystemStatus and the REST API. */
-export type AgentState = 'healthy' | 'degraded' | 'half-open' | 'offline';
+/**
+ * An agent's state as reported by QuerySystemStatus and the REST API. `unverified`: registered,
+ * but the coordinator has not (yet) reached its endpoint; never scheduled.
+ */
+export type AgentState = 'healthy' | 'degraded' | 'half-open' | 'offline' | 'unverified';
 
 /** Every agent state, for metrics. */
-export const AGENT_STATES: readonly AgentState[] = ['healthy', 'degraded', 'half-open', 'offline'];
+export const AGENT_STATES: readonly AgentState[] = ['healthy', 'degraded', 'half-open', 'offline', 'unverified'];
+
+/** Whether the coordinator reached an agent's endpoint (see the endpoint verifier); only `verified` agents are scheduled. */
+export type EndpointCheck = 'verified' | 'pending' | 'unreachable';
 
 /** Free memory below this (MB) makes an agent degraded (v1's rule). */
 const LOW_MEMORY_MB = 512;
@@ -16,6 +22,14 @@ const HIGH_USAGE = 0.9;
 const HIGH_CPU = 90;
 /** Weight of the newest sample in the tokens/s moving average. */
 const TPS_ALPHA = 0.3;
+
+/** A slot held for a granted job the agent has not reported yet. */
+export interface Reservation {
+  /** The client the job was granted to (per-client share). */
+  readonly clientId: string;
+  /** Local time (ms) the claim window ends; the slot is freed then if the job never started. */
+  readonly expiresAtMs: number;
+}
 
 /**
  * Everything the coordinator knows about one agent: its registration, its latest health
@@ -51,8 +65,23 @@ export class AgentRecord implements SchedulableAgent {
   deregistered = false;
   /** Id of the health stream currently speaking for this agent. */
   streamId: number | undefined;
-  /** Job id → reservation expiry (local ms). */
-  readonly reservations = new Map<string, number>();
+  /**
+   * Set by the coordinator service's endpoint verifier: `pending` while it dials a new or changed
+   * endpoint, `unreachable` when that failed. Only `verified` agents are scheduled. Default
+   * `verified` (records built outside the service, e.g. in simulations).
+   */
+  endpointCheck: EndpointCheck = 'verified';
+  /**
+   * Job id → reservation (claim window). Written only by the registry: a job leaves it when the
+   * agent reports it started, ended or rejected, or when its claim window ends.
+   */
+  readonly reservations: ReadonlyMap<string, Reservation> = new Map<string, Reservation>();
+  /**
+   * Job id → client id of jobs granted here that the agent reported started and not yet ended.
+   * Bookkeeping for the per-client share only: the slots they use are already in the agent's
+   * own `runningJobs`/`queuedJobs`, so the scheduler never adds them again.
+   */
+  readonly startedJobs: ReadonlyMap<string, string> = new Map<string, string>();
   readonly breaker: CircuitBreaker;
 
   constructor(
@@ -108,13 +137,21 @@ export class AgentRecord implements SchedulableAgent {
       this.tokensPerSecond === undefined ? tokensPerSecond : TPS_ALPHA * tokensPerSecond + (1 - TPS_ALPHA) * this.tokensPerSecond;
   }
 
+  /** Reserved slots (granted, not yet reported by the agent). */
   get reservedJobs(): number {
     return this.reservations.size;
   }
 
+  /** Earliest claim-window end among its reservations (local ms), or undefined without any. */
+  earliestReservationExpiry(): number | undefined {
+    let min: number | undefined;
+    for (const r of this.reservations.values()) if (min === undefined || r.expiresAtMs < min) min = r.expiresAtMs;
+    return min;
+  }
+
   /** Schedulable at all: online, registered, not draining, breaker not open. */
   get available(): boolean {
-    return this.online && !this.deregistered && !this.draining && (this.breaker.closed || this.breaker.allows(this.clock()));
+    return this.online && !this.deregistered && !this.draining && this.endpointCheck === 'verified' && (this.breaker.closed || this.breaker.allows(this.clock()));
   }
 
   /** Degraded or probing (half-open): scored lower. */
@@ -141,6 +178,7 @@ export class AgentRecord implements SchedulableAgent {
   state(): AgentState {
     const breaker = this.breakerState();
     if (!this.online || this.deregistered || breaker === 'open') return 'offline';
+    if (this.endpointCheck !== 'verified') return 'unverified';
     if (breaker === 'half-open') return 'half-open';
     return this.isDegraded() ? 'degraded' : 'healthy';
   }

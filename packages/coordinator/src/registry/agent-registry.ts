@@ -1,16 +1,32 @@
 import type { AgentRegistration, HealthUpdate, JobOutcome } from '@titancompute/protocol';
 import type { CircuitBreakerOptions } from '../scheduler/circuit-breaker.js';
-import { AgentRecord } from './agent-record.js';
+import { AgentRecord, type Reservation } from './agent-record.js';
+
+/** Why a reservation ended. */
+export type ReleaseReason = 'started' | 'completed' | 'rejected' | 'expired' | 'deregistered' | 'evicted' | 'failed';
+
+/** Every {@link ReleaseReason}, for metrics. */
+export const RELEASE_REASONS: readonly ReleaseReason[] = ['started', 'completed', 'rejected', 'expired', 'deregistered', 'evicted', 'failed'];
+
+/** Default claim window: how long a granted slot waits for its job to start. */
+export const DEFAULT_CLAIM_WINDOW_MS = 10_000;
 
 /** Options of {@link createAgentRegistry}. */
 export interface AgentRegistryOptions {
   /** An agent silent for longer than this is evicted. */
   heartbeatTimeoutMs: number;
+  /**
+   * How long a reservation holds a slot unless the agent reports the job started (or rejected).
+   * Default {@link DEFAULT_CLAIM_WINDOW_MS} (10 s).
+   */
+  claimWindowMs?: number;
   breaker?: CircuitBreakerOptions;
   /** Clock (ms). Default `Date.now`. */
   now?: () => number;
   /** Called for every finished job an agent reports. */
   onJobOutcome?: (record: AgentRecord, outcome: JobOutcome) => void;
+  /** Called for every reservation that ends, with why. */
+  onReservationReleased?: (record: AgentRecord, jobId: string, reason: ReleaseReason) => void;
   /** Called when an agent is evicted. */
   onEvicted?: (record: AgentRecord) => void;
 }
@@ -18,29 +34,50 @@ export interface AgentRegistryOptions {
 /** What {@link AgentRegistry.applyHealth} found. */
 export type HealthResult = { readonly known: false } | { readonly known: true; readonly record: AgentRecord; readonly deregistered: boolean };
 
-/** Job errors that are not the agent's fault (the client went away) and do not trip the breaker. */
-const NON_FAILURE_ERRORS = new Set(['cancelled']);
+/** Job errors that are not the agent's fault (the client went away, the agent was full) and do not trip the breaker. */
+const NON_FAILURE_ERRORS = new Set(['cancelled', 'busy']);
 
 /**
- * The agent registry: records by id, an index by model for the scheduler, reservations,
- * breaker signals and eviction of silent agents (the sweeper runs every ≤ 250 ms, so an agent
- * is evicted within a second of its heartbeat timeout).
+ * The agent registry: records by id, an index by model for the scheduler, reservations (the
+ * only place they are written), started jobs, per-client holdings, breaker signals and
+ * eviction of silent agents (the sweeper runs every ≤ 250 ms, so an agent is evicted within a
+ * second of its heartbeat timeout).
+ *
+ * A granted job holds a **reservation** for the claim window. The agent reports the job in
+ * `started_job_ids` (or `active_job_ids`) when it accepts it: the reservation ends and the job
+ * is counted by the agent's own `running_jobs`/`queued_jobs` (the registry keeps its id only
+ * for the per-client share) until the agent reports it in `completed_jobs` or stops listing it
+ * in `active_job_ids`. `rejected_job_ids`, the claim window's end, deregistration and eviction
+ * end a reservation too.
  */
 export interface AgentRegistry {
+  /** The claim window in use (ms). */
+  readonly claimWindowMs: number;
   /** Registers (or re-registers) an agent; a re-registration keeps its breaker, history and reservations. */
   register(registration: AgentRegistration): AgentRecord;
   /**
-   * Applies a health update sent on stream `streamId`: refreshes the record, releases the
-   * reservations of jobs the agent now reports (active or completed) and feeds the breaker
-   * and the throughput average. `known: false` → the agent must register again.
+   * Applies a health update sent on stream `streamId`: refreshes the record, turns the
+   * reservations of jobs the agent reports started (or active) into started jobs, ends jobs it
+   * reports completed (or no longer lists), frees the reservations of rejected jobs, and feeds
+   * the breaker and the throughput average. `known: false` → the agent must register again.
    */
   applyHealth(update: HealthUpdate, streamId: number): HealthResult;
   /** The health stream `streamId` of an agent ended; the agent is offline at once. `dropped` counts as a breaker failure. */
   streamClosed(agentId: string, streamId: number, dropped: boolean): void;
   /** DeregisterAgent: no more traffic; the record goes at the next eviction. Returns false for an unknown agent. */
   deregister(agentId: string): boolean;
-  /** Reserves a slot on an agent for a job until `expiresAtMs` (or until the agent reports the job). */
-  reserve(record: AgentRecord, jobId: string, expiresAtMs: number): void;
+  /** Reserves a slot on an agent for `clientId`'s job for the claim window (from now). */
+  reserve(record: AgentRecord, jobId: string, clientId: string): Reservation;
+  /** Ends a reservation (e.g. the token could not be signed). False when there was none. */
+  release(record: AgentRecord, jobId: string, reason: ReleaseReason): boolean;
+  /** Drops the reservations whose claim window has ended (also done by the sweeper). */
+  expireReservations(): void;
+  /** Slots `clientId` holds over the fleet: its reservations plus its started jobs. */
+  clientHeld(clientId: string): number;
+  /** Earliest claim-window end among `clientId`'s reservations (local ms), undefined without any. */
+  clientEarliestExpiry(clientId: string): number | undefined;
+  /** Slots of the fleet: `max_jobs` summed over agents that can take work (online, registered, not draining). */
+  fleetSlots(): number;
   /** Agents that list `model` among their supported models. */
   candidates(model: string): Iterable<AgentRecord>;
   /** Every record, offline ones included. */
@@ -50,6 +87,8 @@ export interface AgentRegistry {
   readonly size: number;
   /** Reservations held over all agents. */
   reservedTotal(): number;
+  /** Started jobs granted by this coordinator and not yet ended, over all agents. */
+  startedTotal(): number;
   /** Evicts silent agents and drops expired reservations; returns the evicted records. */
   sweep(): AgentRecord[];
   /** Starts the periodic sweeper (interval min(250 ms, timeout / 4)). */
@@ -63,16 +102,29 @@ export interface AgentRegistry {
  *
  * @example
  * ```ts
- * const registry = createAgentRegistry({ heartbeatTimeoutMs: 30_000 });
+ * const registry = createAgentRegistry({ heartbeatTimeoutMs: 30_000, claimWindowMs: 10_000 });
  * registry.startSweeper();
  * const record = registry.register(registration);
+ * registry.reserve(record, jobId, 'client-1');
  * ```
  */
 export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistry {
   const now = options.now ?? Date.now;
+  const claimWindowMs = options.claimWindowMs ?? DEFAULT_CLAIM_WINDOW_MS;
   const records = new Map<string, AgentRecord>();
   const byModel = new Map<string, Set<AgentRecord>>();
+  /** Client id → slots held (reservations + started jobs). */
+  const held = new Map<string, number>();
   let sweeper: NodeJS.Timeout | undefined;
+
+  const reservationsOf = (record: AgentRecord) => record.reservations as Map<string, Reservation>;
+  const startedOf = (record: AgentRecord) => record.startedJobs as Map<string, string>;
+  const hold = (clientId: string, delta: number) => {
+    if (clientId === '') return;
+    const n = (held.get(clientId) ?? 0) + delta;
+    if (n <= 0) held.delete(clientId);
+    else held.set(clientId, n);
+  };
 
   const index = (record: AgentRecord) => {
     for (const model of record.supportedModels) {
@@ -88,11 +140,39 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
       if (set?.size === 0) byModel.delete(model);
     }
   };
-  const releaseFor = (record: AgentRecord, jobId: string) => {
-    record.reservations.delete(jobId);
+  const release = (record: AgentRecord, jobId: string, reason: ReleaseReason): Reservation | undefined => {
+    const reservation = record.reservations.get(jobId);
+    if (!reservation) return undefined;
+    reservationsOf(record).delete(jobId);
+    hold(reservation.clientId, -1);
+    options.onReservationReleased?.(record, jobId, reason);
+    return reservation;
+  };
+  /** The agent accepted the job: the reservation becomes a started job (held by the same client). */
+  const markStarted = (record: AgentRecord, jobId: string) => {
+    if (record.startedJobs.has(jobId)) return;
+    const reservation = release(record, jobId, 'started');
+    const clientId = reservation?.clientId ?? '';
+    startedOf(record).set(jobId, clientId);
+    hold(clientId, 1);
+  };
+  const markEnded = (record: AgentRecord, jobId: string) => {
+    const clientId = record.startedJobs.get(jobId);
+    if (clientId === undefined) return;
+    startedOf(record).delete(jobId);
+    hold(clientId, -1);
+  };
+  const clearJobs = (record: AgentRecord, reason: ReleaseReason) => {
+    for (const jobId of [...record.reservations.keys()]) release(record, jobId, reason);
+    for (const jobId of [...record.startedJobs.keys()]) markEnded(record, jobId);
+  };
+  const expire = (record: AgentRecord, t: number) => {
+    if (record.reservations.size === 0) return;
+    for (const [jobId, r] of record.reservations) if (r.expiresAtMs <= t) release(record, jobId, 'expired');
   };
 
   const registry: AgentRegistry = {
+    claimWindowMs,
     register(registration) {
       const t = now();
       const existing = records.get(registration.agentId);
@@ -117,9 +197,13 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
       const t = now();
       record.applyHealth(update, t);
       record.streamId = streamId;
-      for (const jobId of update.activeJobIds) releaseFor(record, jobId);
+      // Order matters: a job may start and end between two updates (started + completed, not active).
+      for (const jobId of update.startedJobIds) markStarted(record, jobId);
+      for (const jobId of update.activeJobIds) markStarted(record, jobId);
+      for (const jobId of update.rejectedJobIds) release(record, jobId, 'rejected');
       for (const outcome of update.completedJobs) {
-        releaseFor(record, outcome.jobId);
+        release(record, outcome.jobId, outcome.error === '' ? 'completed' : 'failed');
+        markEnded(record, outcome.jobId);
         if (outcome.error === '') {
           record.breaker.recordSuccess(t);
           record.recordThroughput(outcome.tokensPerSecond);
@@ -127,6 +211,11 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
           record.breaker.recordFailure(t);
         }
         options.onJobOutcome?.(record, outcome);
+      }
+      // The agent lists every job it still has: one it no longer lists has ended.
+      if (record.startedJobs.size > 0) {
+        const active = new Set(update.activeJobIds);
+        for (const jobId of [...record.startedJobs.keys()]) if (!active.has(jobId)) markEnded(record, jobId);
       }
       return { known: true, record, deregistered: false };
     },
@@ -141,11 +230,38 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
       const record = records.get(agentId);
       if (!record) return false;
       record.deregistered = true;
-      record.reservations.clear();
+      clearJobs(record, 'deregistered');
       return true;
     },
-    reserve(record, jobId, expiresAtMs) {
-      record.reservations.set(jobId, expiresAtMs);
+    reserve(record, jobId, clientId) {
+      const reservation: Reservation = { clientId, expiresAtMs: now() + claimWindowMs };
+      const previous = record.reservations.get(jobId);
+      if (previous) hold(previous.clientId, -1);
+      reservationsOf(record).set(jobId, reservation);
+      hold(clientId, 1);
+      return reservation;
+    },
+    release(record, jobId, reason) {
+      return release(record, jobId, reason) !== undefined;
+    },
+    expireReservations() {
+      const t = now();
+      for (const record of records.values()) expire(record, t);
+    },
+    clientHeld(clientId) {
+      return held.get(clientId) ?? 0;
+    },
+    clientEarliestExpiry(clientId) {
+      let min: number | undefined;
+      for (const record of records.values()) {
+        for (const r of record.reservations.values()) if (r.clientId === clientId && (min === undefined || r.expiresAtMs < min)) min = r.expiresAtMs;
+      }
+      return min;
+    },
+    fleetSlots() {
+      let n = 0;
+      for (const r of records.values()) if (r.online && !r.deregistered && !r.draining) n += r.maxJobs;
+      return n;
     },
     candidates(model) {
       return byModel.get(model) ?? [];
@@ -164,6 +280,11 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
       for (const r of records.values()) n += r.reservations.size;
       return n;
     },
+    startedTotal() {
+      let n = 0;
+      for (const r of records.values()) n += r.startedJobs.size;
+      return n;
+    },
     sweep() {
       const t = now();
       const evicted: AgentRecord[] = [];
@@ -172,9 +293,10 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
           evicted.push(record);
           continue;
         }
-        for (const [jobId, expiresAt] of record.reservations) if (expiresAt <= t) record.reservations.delete(jobId);
+        expire(record, t);
       }
       for (const record of evicted) {
+        clearJobs(record, 'evicted');
         records.delete(record.agentId);
         unindex(record);
         options.onEvicted?.(record);

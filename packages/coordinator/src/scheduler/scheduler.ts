@@ -61,7 +61,8 @@ export interface ScheduleRequest {
 export type ScheduleDecision<A extends SchedulableAgent = SchedulableAgent> =
   | { readonly outcome: 'scheduled'; readonly agent: A; readonly score: number }
   | { readonly outcome: 'no_agent' }
-  | { readonly outcome: 'busy' };
+  /** `blocking`: the agents that would serve the request but have no free slot. */
+  | { readonly outcome: 'busy'; readonly blocking: readonly A[] };
 
 /** A scheduler: hard filters, weighted score, deterministic tie-break. */
 export interface Scheduler {
@@ -120,13 +121,13 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
     select<A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest): ScheduleDecision<A> {
       let best: A | undefined;
       let bestScore = -Infinity;
-      let sawFull = false;
+      const full: A[] = [];
       for (const agent of agents) {
         if (!agent.available || !agent.supportedModels.has(request.model)) continue;
         if (request.excludeAgentIds?.has(agent.agentId)) continue;
         if (request.requiredMemoryMb !== undefined && freeMemoryMb(agent) < request.requiredMemoryMb) continue;
         if (agent.runningJobs + agent.queuedJobs + agent.reservedJobs >= agent.maxJobs) {
-          sawFull = true;
+          full.push(agent);
           continue;
         }
         const s = score(agent);
@@ -136,7 +137,7 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
         }
       }
       if (best !== undefined) return { outcome: 'scheduled', agent: best, score: bestScore };
-      return sawFull ? { outcome: 'busy' } : { outcome: 'no_agent' };
+      return full.length > 0 ? { outcome: 'busy', blocking: full } : { outcome: 'no_agent' };
     },
   };
 }

@@ -87,9 +87,9 @@ describe('CoordinatorService over gRPC', () => {
 
   it('releases reservations when the job shows up in active_job_ids or completed_jobs', async () => {
     const a = await addAgent('a1', { maxJobs: 2 });
-    const g1 = await tc.client.requestInference(request());
-    const g2 = await tc.client.requestInference(request());
-    const busy = await expectGrpcError(tc.client.requestInference(request()), Status.RESOURCE_EXHAUSTED, /busy/);
+    const g1 = await tc.client.requestInference(request({ clientId: 'c1' }));
+    const g2 = await tc.client.requestInference(request({ clientId: 'c2' }));
+    const busy = await expectGrpcError(tc.client.requestInference(request({ clientId: 'c3' })), Status.RESOURCE_EXHAUSTED, /busy/);
     expect(busy.details).toMatch(/retry after/);
     a.startJob(g1.jobId);
     a.finishJob(g2.jobId);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { AgentsBusyError, CoordinatorError, InvalidRequestError, NoAgentAvailableError } from '../errors.js';
+import { AgentsBusyError, ClientShareExceededError, CoordinatorError, InvalidRequestError, NoAgentAvailableError } from '../errors.js';
 import type { CoordinatorMetricsSink } from '../metrics.js';
+import type { AgentRecord } from '../registry/agent-record.js';
 import type { AgentRegistry } from '../registry/agent-registry.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { Keyring } from '../tokens/keyring.js';
@@ -29,19 +30,56 @@ export interface RequestRouterOptions {
   limits: RequestLimits;
   issuer: string;
   tokenTtlMs: number;
-  /** Retry hint given when every agent is busy. */
-  retryAfterMs: number;
+  /**
+   * Retry hint (ms) when a running job blocks the request: agents report a job's end the moment
+   * it happens, so a slot may free at any time. Default {@link DEFAULT_BUSY_RETRY_HINT_MS}.
+   */
+  busyRetryHintMs?: number;
+  /**
+   * Share of the fleet's slots (sum of `max_jobs` of the agents taking work) one `client_id`
+   * may hold in reservations plus started jobs; at least 1 slot. Default
+   * {@link DEFAULT_MAX_CLIENT_SHARE}.
+   */
+  maxClientShare?: number;
+  /** Clock (ms). Default `Date.now`. */
+  now?: () => number;
+}
+
+/** Default {@link RequestRouterOptions.busyRetryHintMs}. */
+export const DEFAULT_BUSY_RETRY_HINT_MS = 250;
+/** Default {@link RequestRouterOptions.maxClientShare}. */
+export const DEFAULT_MAX_CLIENT_SHARE = 0.5;
+
+/**
+ * When a busy answer says to retry (ms): when one of the blocking agents has jobs running or
+ * queued, the short hint (a job may end any moment and the agent reports it at once);
+ * otherwise only unclaimed reservations hold the slots, so the earliest end of their claim
+ * windows (at least 1 ms).
+ */
+export function busyRetryAfterMs(blocking: Iterable<Pick<AgentRecord, 'runningJobs' | 'queuedJobs' | 'earliestReservationExpiry'>>, nowMs: number, hintMs: number): number {
+  let earliest: number | undefined;
+  for (const agent of blocking) {
+    if (agent.runningJobs + agent.queuedJobs > 0) return hintMs;
+    const e = agent.earliestReservationExpiry();
+    if (e !== undefined && (earliest === undefined || e < earliest)) earliest = e;
+  }
+  return earliest === undefined ? hintMs : Math.max(1, Math.ceil(earliest - nowMs));
 }
 
 /**
  * Routes one inference request: validate, schedule (hard filters + score over the agents
- * serving the model, counting reservations), reserve a slot under a new job id, sign the
- * session token. Throws {@link InvalidRequestError}, {@link NoAgentAvailableError},
- * {@link AgentsBusyError} or a token signing error.
+ * serving the model, counting reservations), check the client's share of the fleet, reserve a
+ * slot (through the registry, for the claim window) under a new job id, sign the session
+ * token. Throws {@link InvalidRequestError}, {@link NoAgentAvailableError},
+ * {@link AgentsBusyError} (with a retry hint, see {@link busyRetryAfterMs}),
+ * {@link ClientShareExceededError} or a token signing error.
  */
 export function createRequestRouter(options: RequestRouterOptions): (input: InferenceInput) => Promise<InferenceGrant> {
   const validate = createRequestValidator(options.limits);
   const { registry, scheduler, metrics } = options;
+  const now = options.now ?? Date.now;
+  const hintMs = options.busyRetryHintMs ?? DEFAULT_BUSY_RETRY_HINT_MS;
+  const share = options.maxClientShare ?? DEFAULT_MAX_CLIENT_SHARE;
   return async (input) => {
     const started = performance.now();
     let request;
@@ -51,6 +89,7 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
       metrics.decision(err instanceof InvalidRequestError ? 'invalid' : 'error');
       throw err;
     }
+    registry.expireReservations();
     const decision = scheduler.select(registry.candidates(request.model), {
       model: request.model,
       requiredMemoryMb: request.requiredMemoryMb,
@@ -62,12 +101,22 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
     }
     if (decision.outcome === 'busy') {
       metrics.decision('busy');
-      throw new AgentsBusyError(request.model, options.retryAfterMs);
+      throw new AgentsBusyError(request.model, busyRetryAfterMs(decision.blocking, now(), hintMs));
     }
     const agent = decision.agent;
+    const fleetSlots = registry.fleetSlots();
+    const limit = Math.max(1, Math.floor(share * fleetSlots));
+    const held = registry.clientHeld(request.clientId);
+    if (held >= limit) {
+      metrics.decision('client_limit');
+      const earliest = registry.clientEarliestExpiry(request.clientId);
+      const startedHeld = held - countReservations(registry, request.clientId);
+      const retryAfterMs = startedHeld > 0 || earliest === undefined ? hintMs : Math.max(1, Math.ceil(earliest - now()));
+      throw new ClientShareExceededError(request.clientId, request.model, { held, limit, share, fleetSlots }, retryAfterMs);
+    }
     const jobId = randomUUID();
     // Reserve before the first await so concurrent requests see the slot taken.
-    registry.reserve(agent, jobId, Date.now() + options.tokenTtlMs);
+    registry.reserve(agent, jobId, request.clientId);
     try {
       const signed = await signSessionToken(
         options.keyring,
@@ -79,10 +128,10 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
           maxTokens: request.maxTokens,
           temperature: request.temperature,
           parameters: request.parameters,
+          prompt: request.prompt,
         },
         { issuer: options.issuer, ttlMs: options.tokenTtlMs },
       );
-      agent.reservations.set(jobId, signed.expiresAt * 1000);
       metrics.decision('scheduled', performance.now() - started);
       return {
         agentEndpoint: agent.endpoint,
@@ -95,9 +144,15 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
         temperature: request.temperature,
       };
     } catch (err) {
-      agent.reservations.delete(jobId);
+      registry.release(agent, jobId, 'failed');
       metrics.decision('error');
       throw err instanceof CoordinatorError ? err : new CoordinatorError('scheduling failed', {}, { cause: err });
     }
   };
+}
+
+function countReservations(registry: AgentRegistry, clientId: string): number {
+  let n = 0;
+  for (const record of registry.list()) for (const r of record.reservations.values()) if (r.clientId === clientId) n += 1;
+  return n;
 }
