@@ -208,20 +208,11 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
     };
   }
 
-  // Agent errors become ServerErrors here (not only in server-kit's error mapping) so the
-  // request log shows their real status instead of UNKNOWN.
-  async function* streamInferenceMapped(request: StreamRequest, context: CallContext): AsyncGenerator<DeepPartial<StreamResponse>> {
-    try {
-      yield* streamInference(request, context);
-    } catch (err) {
-      if (err instanceof AgentError) throw new ServerError(err.grpcStatus, err.message);
-      if (isAbortError(err) || context.signal.aborted) throw new ServerError(Status.CANCELLED, 'cancelled');
-      throw err;
-    }
-  }
-
+  // AgentErrors carry their gRPC status: server-kit's error mapping turns them into
+  // ServerErrors (and errors of a call the client cancelled into CANCELLED) before the request
+  // log sees them.
   return {
-    implementation: { streamInference: streamInferenceMapped, getStatus },
+    implementation: { streamInference, getStatus },
     abortAll(reason) {
       for (const c of jobs) c.abort(new Error(reason));
     },
