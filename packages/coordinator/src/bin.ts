@@ -1,13 +1,16 @@
 #!/usr/bin/env node
-import { createLogger, loadConfig, onShutdownSignal, runMain, serverTlsFromConfig, ConfigError } from '@titancompute/server-kit';
+import { clientTlsFromConfig, createLogger, loadConfig, onShutdownSignal, runMain, serverTlsFromConfig, ConfigError } from '@titancompute/server-kit';
 import { coordinatorConfigSpec } from './config.js';
 import { startCoordinator } from './coordinator.js';
+import { AGENT_ID_PATTERN } from './identity/agent-messages.js';
+import { openIdentityStore } from './identity/identity-store.js';
 import { rotateKeyring } from './tokens/keyring.js';
 
 const NAME = 'titan-coordinator';
 const SUMMARY =
   'TitanCompute coordinator: registers agents, schedules inference requests and signs session tokens. ' +
-  'Subcommand: `titan-coordinator rotate-key --data-dir D` writes a new signing key (old public keys stay published until their tokens expire).';
+  'Subcommands: `titan-coordinator rotate-key --data-dir D` writes a new signing key (old public keys stay published until their tokens expire); ' +
+  '`titan-coordinator forget-agent ID --data-dir D` releases an agent id bound to an agent\'s credential (replacing an agent machine; exit 1 when the id was not bound).';
 
 runMain(async () => {
   const config = loadConfig(coordinatorConfigSpec(), { name: NAME, summary: SUMMARY, allowPositionals: true });
@@ -18,8 +21,32 @@ runMain(async () => {
     process.stdout.write(JSON.stringify({ msg: 'rotated signing key', kid, previousKid: previousKid ?? null, dataDir: config.dataDir }) + '\n');
     return;
   }
+  if (command === 'forget-agent') {
+    const [agentId, ...extra] = rest;
+    if (agentId === undefined || extra.length > 0 || !AGENT_ID_PATTERN.test(agentId)) {
+      throw new ConfigError(`forget-agent needs exactly one agent id (1-128 characters of A-Z a-z 0-9 . _ : -), got: ${rest.join(' ') || 'nothing'}`, {
+        option: 'arguments', source: 'command line', expected: 'forget-agent ID [options]', got: rest.join(' '),
+      });
+    }
+    const store = openIdentityStore({ dataDir: config.dataDir });
+    try {
+      const forgotten = store.forget(agentId);
+      process.stdout.write(
+        JSON.stringify({
+          msg: forgotten ? 'agent id released: the next agent registering with it binds its own credential' : 'agent id was not bound',
+          agentId,
+          forgotten,
+          file: store.file,
+        }) + '\n',
+      );
+      if (!forgotten) process.exitCode = 1;
+    } finally {
+      store.close();
+    }
+    return;
+  }
   if (command !== undefined) {
-    throw new ConfigError(`unknown command "${command}"`, { option: 'command', source: 'command line', expected: 'no command, or rotate-key', got: command });
+    throw new ConfigError(`unknown command "${command}"`, { option: 'command', source: 'command line', expected: 'no command, rotate-key or forget-agent', got: command });
   }
   const logger = createLogger({ service: NAME, level: config.logLevel });
   const coordinator = await startCoordinator({
@@ -42,6 +69,7 @@ runMain(async () => {
     protoVersionPolicy: config.protoVersionPolicy,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
     tls: serverTlsFromConfig(config),
+    clientTls: clientTlsFromConfig(config),
     logger,
   });
   process.on('SIGHUP', () => {

@@ -1,7 +1,10 @@
 import { mkdir } from 'node:fs/promises';
-import { CoordinatorServiceDefinition, type ProtoVersionPolicy } from '@titancompute/protocol';
+import { CoordinatorServiceDefinition, type ClientTlsOptions, type ProtoVersionPolicy } from '@titancompute/protocol';
 import { createLogger, createServiceServer, type Logger, type ServerTlsOptions } from '@titancompute/server-kit';
 import { createHttpServer } from './http/http-server.js';
+import { createEndpointVerifier, type EndpointVerifierOptions } from './identity/endpoint-verifier.js';
+import { createGrantLedger } from './identity/grant-ledger.js';
+import { openIdentityStore } from './identity/identity-store.js';
 import { resolveJoinToken } from './join-token.js';
 import { createCoordinatorMetrics } from './metrics.js';
 import { createAgentRegistry } from './registry/agent-registry.js';
@@ -20,7 +23,7 @@ export interface CoordinatorOptions {
   port?: number;
   /** HTTP port (REST + /metrics); 0 picks a free one. Default 8080. */
   httpPort?: number;
-  /** State: `keys/keyring.json`, `join-token`. */
+  /** State: `keys/keyring.json`, `join-token`, `coordinator.db` (agent identities). */
   dataDir: string;
   /** Join token; when absent it is read from (or generated into) `<dataDir>/join-token`. */
   joinToken?: string | undefined;
@@ -55,6 +58,15 @@ export interface CoordinatorOptions {
   /** Used when no logger is given. Default `info`. */
   logLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   tls?: ServerTlsOptions | undefined;
+  /** TLS of outgoing calls (endpoint checks of agents); the bin uses the server's files. Plaintext when absent. */
+  clientTls?: ClientTlsOptions | undefined;
+  /**
+   * Dial every new or changed agent endpoint (grpc health SERVING + GetStatus with the agent's
+   * id) before scheduling to it. Default true; false trusts registered endpoints (tests only).
+   */
+  verifyAgentEndpoints?: boolean;
+  /** Retries and deadlines of the endpoint checks (defaults: 5 attempts, 250 ms → 4 s backoff, 3 s each, recheck after 30 s). */
+  endpointVerification?: Omit<EndpointVerifierOptions, 'logger' | 'tls'>;
 }
 
 /** A running coordinator. */
@@ -94,6 +106,13 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   if (join.source === 'generated') logger.info({ file: join.file }, 'generated a join token; agents need it (TITAN_JOIN_TOKEN)');
   else if (join.source === 'file') logger.info({ file: join.file }, 'using the join token from the data directory');
 
+  // Agent id → credential bindings (<dataDir>/coordinator.db); they survive restarts.
+  const identities = openIdentityStore({ dataDir: options.dataDir });
+  const grants = createGrantLedger({ graceMs: Math.max(tokenTtlMs, heartbeatTimeoutMs) });
+  const endpoints =
+    options.verifyAgentEndpoints === false
+      ? undefined
+      : createEndpointVerifier({ ...options.endpointVerification, tls: options.clientTls, logger });
   const keyring = await openKeyring({ dataDir: options.dataDir, tokenTtlMs });
   keyring.watch(options.keyReloadIntervalMs ?? 1000);
   logger.info({ kid: keyring.current().kid, file: keyring.file }, 'signing key loaded');
@@ -112,7 +131,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   registry.startSweeper();
 
   const scheduler = createScheduler({ ...(options.weights ? { weights: options.weights } : {}) });
-  const route = createRequestRouter({
+  const routeUnrecorded = createRequestRouter({
     registry,
     scheduler,
     keyring,
@@ -127,6 +146,13 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     ...(options.busyRetryHintMs !== undefined ? { busyRetryHintMs: options.busyRetryHintMs } : {}),
     ...(options.maxClientShare !== undefined ? { maxClientShare: options.maxClientShare } : {}),
   });
+
+  // Every grant is recorded, so only outcomes of jobs really handed to an agent count.
+  const route: typeof routeUnrecorded = async (input) => {
+    const grant = await routeUnrecorded(input);
+    grants.grant(grant.agentId, grant.jobId, grant.expiresAt * 1000);
+    return grant;
+  };
 
   const server = createServiceServer({
     logger,
@@ -149,6 +175,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       startedAt: Date.now(),
       shutdownSignal: server.shutdownSignal,
       logger,
+      identities,
+      grants,
+      endpoints,
     }),
   );
 
@@ -163,8 +192,11 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   } catch (err) {
     registry.stop();
     keyring.close();
+    endpoints?.stop();
+    grants.stop();
     await server.shutdown();
     await http.close();
+    identities.close();
     throw err;
   }
   logger.info({ httpPort, host }, 'http listening');
@@ -180,7 +212,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       stopping ??= (async () => {
         registry.stop();
         keyring.close();
+        endpoints?.stop();
+        grants.stop();
         await Promise.all([server.shutdown(), http.close()]);
+        identities.close();
       })();
       return stopping;
     },

@@ -99,3 +99,24 @@ export class TokenVerificationError extends CoordinatorError {
   override readonly name = 'TokenVerificationError';
   readonly grpcStatus = Status.UNAUTHENTICATED;
 }
+
+/**
+ * A caller tried to act for an agent id bound to another credential: PERMISSION_DENIED. The
+ * message names the id and the fix (`titan-coordinator forget-agent ID`).
+ */
+export class AgentIdentityError extends CoordinatorError {
+  override readonly name = 'AgentIdentityError';
+  readonly grpcStatus = Status.PERMISSION_DENIED;
+  constructor(
+    readonly agentId: string,
+    message: string,
+  ) {
+    super(message, { agentId });
+  }
+}
+
+/** The identity store (`<data-dir>/coordinator.db`) could not be opened, read or written. */
+export class IdentityStoreError extends CoordinatorError {
+  override readonly name = 'IdentityStoreError';
+  readonly grpcStatus = Status.INTERNAL;
+}

@@ -156,7 +156,9 @@ describe('CoordinatorService over gRPC', () => {
   it('opens the breaker of a failing agent, avoids it, half-opens it, and closes it after successes', async () => {
     const bad = await addAgent('a-bad', { maxJobs: 8 });
     await addAgent('b-good', { maxJobs: 8 });
-    for (const id of ['j1', 'j2', 'j3']) bad.finishJob(id, { error: 'engine_error' });
+    // Only outcomes of jobs granted to the agent count: fail three real grants.
+    const failed = await Promise.all([1, 2, 3].map(() => tc.client.requestInference(request({ excludeAgentIds: ['b-good'] }))));
+    for (const g of failed) bad.finishJob(g.jobId, { error: 'engine_error' });
     await bad.send();
     let status = await tc.client.querySystemStatus({ includeAgents: true });
     expect(status.agents.find((s) => s.agentId === 'a-bad')).toMatchObject({ status: 'offline', breakerState: 'open' });
@@ -164,8 +166,9 @@ describe('CoordinatorService over gRPC', () => {
     await waitFor(async () => (await tc.client.querySystemStatus({ includeAgents: true })).agents.some((s) => s.agentId === 'a-bad' && s.status === 'half-open'), 2000);
     const probe = await tc.client.requestInference(request({ excludeAgentIds: ['b-good'] }));
     expect(probe.agentId).toBe('a-bad');
+    const probe2 = await tc.client.requestInference(request({ excludeAgentIds: ['b-good'] }));
     bad.finishJob(probe.jobId);
-    bad.finishJob('other');
+    bad.finishJob(probe2.jobId);
     await bad.send();
     status = await tc.client.querySystemStatus({ includeAgents: true });
     expect(status.agents.find((s) => s.agentId === 'a-bad')).toMatchObject({ status: 'healthy', breakerState: 'closed' });
@@ -199,7 +202,7 @@ describe('CoordinatorService over gRPC', () => {
     a.state.draining = true;
     await a.send();
     expect((await tc.client.requestInference(request())).agentId).toBe('b-leave');
-    const res = await b.client.deregisterAgent({ agentId: 'b-leave', reason: 'shutdown' }, { metadata: Metadata({ authorization: `Bearer ${JOIN}` }) });
+    const res = await b.client.deregisterAgent({ agentId: 'b-leave', reason: 'shutdown', agentCredential: b.credential }, { metadata: Metadata({ authorization: `Bearer ${JOIN}` }) });
     expect(res.status).toBe('deregistered');
     await expectGrpcError(tc.client.requestInference(request()), Status.UNAVAILABLE);
     await expectGrpcError(tc.client.deregisterAgent({ agentId: 'b-leave' }), Status.UNAUTHENTICATED);

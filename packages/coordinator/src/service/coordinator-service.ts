@@ -1,8 +1,11 @@
 import { ServerError, Status, type CallContext } from 'nice-grpc-common';
 import type { AgentStatus, CoordinatorServiceImplementation, HealthAck, HealthUpdate } from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
-import { z } from 'zod';
-import { AgentsBusyError, InvalidRequestError } from '../errors.js';
+import { AgentIdentityError, AgentsBusyError, InvalidRequestError } from '../errors.js';
+import { validateCredential, validateDeregistration, validateHealthUpdate, validateRegistration } from '../identity/agent-messages.js';
+import type { EndpointVerifier } from '../identity/endpoint-verifier.js';
+import type { GrantLedger } from '../identity/grant-ledger.js';
+import { hashCredential, type IdentityStore } from '../identity/identity-store.js';
 import { checkJoinToken } from '../join-token.js';
 import type { CoordinatorMetricsSink } from '../metrics.js';
 import type { AgentRecord } from '../registry/agent-record.js';
@@ -25,27 +28,16 @@ export interface CoordinatorServiceOptions {
   /** Aborted on shutdown: health streams end on it. */
   shutdownSignal: AbortSignal;
   logger: Logger;
+  /** Agent id → credential bindings: every RegisterAgent, health stream and DeregisterAgent must match. */
+  identities: IdentityStore;
+  /** Jobs granted per agent: only their outcomes count (breaker, tokens/s, metrics). */
+  grants: GrantLedger;
+  /**
+   * Checks a new or changed endpoint before the agent is scheduled. Absent: endpoints are
+   * trusted as registered (tests only; the coordinator always verifies by default).
+   */
+  endpoints?: EndpointVerifier | undefined;
 }
-
-const registrationSchema = z.object({
-  agentId: z.string().trim().min(1, 'is required').max(256, 'must be at most 256 characters'),
-  endpoint: z.string().trim().regex(/^[^\s]+:\d{1,5}$/, 'must be host:port'),
-  totalVramMb: z.number().int().min(0, 'must not be negative'),
-  totalRamMb: z.number().int().min(0, 'must not be negative'),
-  maxJobs: z.number().int().min(1, 'must be at least 1').max(100_000, 'must be at most 100000'),
-  supportedModels: z.array(z.string().min(1, 'entries must not be empty')).max(1000, 'must list at most 1000 models'),
-  maxQueue: z.number().int().min(0, 'must not be negative'),
-});
-
-const REGISTRATION_FIELDS: Record<string, string> = {
-  agentId: 'agent_id',
-  endpoint: 'endpoint',
-  totalVramMb: 'total_vram_mb',
-  totalRamMb: 'total_ram_mb',
-  maxJobs: 'max_jobs',
-  supportedModels: 'supported_models',
-  maxQueue: 'max_queue',
-};
 
 /** Formats a duration like Go: "3s", "2m3s", "1h2m3s". */
 export function formatUptime(ms: number): string {
@@ -137,32 +129,56 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
 
     async registerAgent(request, context) {
       requireJoinToken(context);
-      const parsed = registrationSchema.safeParse(request);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        const key = String(issue?.path[0] ?? 'registration');
-        throw new InvalidRequestError(REGISTRATION_FIELDS[key] ?? key, issue?.message ?? 'is invalid');
-      }
+      validateRegistration(request);
+      // The join token only admits; the credential proves which agent this is (first use binds).
+      const identity = options.identities.bindOrVerify(request.agentId, hashCredential(request.agentCredential));
+      const before = registry.get(request.agentId);
+      const keepCheck = before !== undefined && before.endpoint === request.endpoint && before.endpointCheck !== 'unreachable';
       const record = registry.register(request);
+      const checking = options.endpoints !== undefined && !keepCheck;
+      if (checking) void options.endpoints!.verify(record);
       logger.info(
-        { agentId: record.agentId, endpoint: record.endpoint, models: request.supportedModels, maxJobs: record.maxJobs, totalVramMb: record.totalVramMb, totalRamMb: record.totalRamMb },
+        { agentId: record.agentId, endpoint: record.endpoint, identity, endpointCheck: record.endpointCheck, models: request.supportedModels, maxJobs: record.maxJobs, totalVramMb: record.totalVramMb, totalRamMb: record.totalRamMb },
         'agent registered',
       );
-      return { status: 'registered', message: `agent ${record.agentId} registered`, heartbeatIntervalSeconds };
+      const message = checking
+        ? `agent ${record.agentId} registered; routed once the coordinator reaches ${record.endpoint} (grpc health SERVING, GetStatus with this agent_id)`
+        : `agent ${record.agentId} registered`;
+      return { status: 'registered', message, heartbeatIntervalSeconds };
     },
 
     async *reportHealth(requests, context) {
       requireJoinToken(context);
       const streamId = nextStreamId++;
+      // The first update binds the stream to its agent_id, proven by the agent's credential.
+      let bound: { agentId: string; digest: Buffer } | undefined;
+      // Set once this stream has spoken for its agent (so its end takes the agent offline).
       let agentId: string | undefined;
       const signal = AbortSignal.any([context.signal, options.shutdownSignal]);
       let dropped = false;
       try {
         for await (const update of untilAborted<HealthUpdate>(requests, signal)) {
-          if (agentId !== undefined && update.agentId !== agentId) registry.streamClosed(agentId, streamId, false);
-          agentId = update.agentId;
-          const result = registry.applyHealth(update, streamId);
+          // Out-of-range values end the stream with INVALID_ARGUMENT before anything is stored.
+          validateHealthUpdate(update);
+          if (!bound) {
+            bound = { agentId: update.agentId, digest: hashCredential(validateCredential(update.agentCredential)) };
+          } else if (update.agentId !== bound.agentId) {
+            throw new InvalidRequestError('agent_id', `this health stream speaks for "${bound.agentId}" (bound by its first update), not "${update.agentId}"`);
+          }
           const ack: HealthAck = { agentId: update.agentId, status: 'ok', message: '', reregister: false, echoTimestamp: update.timestamp };
+          // Checked on every update: a binding released by `forget-agent` is seen at once.
+          if (!options.identities.verify(bound.agentId, bound.digest)) {
+            ack.status = 'unknown';
+            ack.message = 'unknown agent: register again';
+            ack.reregister = true;
+            yield ack;
+            continue;
+          }
+          // Only outcomes of jobs this coordinator granted to this agent count, each once.
+          for (const jobId of update.activeJobIds) options.grants.touch(bound.agentId, jobId);
+          const completedJobs = update.completedJobs.filter((outcome) => options.grants.complete(bound!.agentId, outcome.jobId));
+          agentId = bound.agentId;
+          const result = registry.applyHealth(completedJobs.length === update.completedJobs.length ? update : { ...update, completedJobs }, streamId);
           if (!result.known) {
             ack.status = 'unknown';
             ack.message = 'unknown agent: register again';
@@ -172,12 +188,17 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
             ack.message = 'agent deregistered';
           } else if (result.record.draining) {
             ack.status = 'draining';
+          } else if (result.record.endpointCheck !== 'verified') {
+            if (options.endpoints?.recheckDue(result.record)) void options.endpoints.verify(result.record);
+            ack.status = 'unverified';
+            ack.message = `not routed: the coordinator has not reached ${result.record.endpoint} yet`;
           }
           yield ack;
         }
         dropped = context.signal.aborted && !options.shutdownSignal.aborted;
       } catch (err) {
-        dropped = !options.shutdownSignal.aborted;
+        // A refused update (bad value, wrong agent) is not a dropped connection.
+        dropped = !options.shutdownSignal.aborted && !(err instanceof InvalidRequestError || err instanceof AgentIdentityError);
         if (!(err instanceof Error && (err.name === 'AbortError' || context.signal.aborted))) throw err;
       } finally {
         if (agentId !== undefined) {
@@ -215,7 +236,11 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
 
     async deregisterAgent(request, context) {
       requireJoinToken(context);
-      if (!request.agentId) throw new InvalidRequestError('agent_id', 'is required');
+      validateDeregistration(request);
+      // Only the agent itself may take its id offline (PERMISSION_DENIED for anyone else).
+      if (!options.identities.verify(request.agentId, hashCredential(request.agentCredential))) {
+        throw new ServerError(Status.NOT_FOUND, `agent ${request.agentId} is not registered`);
+      }
       const known = registry.deregister(request.agentId);
       if (!known) throw new ServerError(Status.NOT_FOUND, `agent ${request.agentId} is not registered`);
       logger.info({ agentId: request.agentId, reason: request.reason }, 'agent deregistered');

@@ -1,5 +1,8 @@
-import { createClientFactory, Metadata, type Channel } from 'nice-grpc';
+import { randomBytes } from 'node:crypto';
+import { createClientFactory, Metadata, ServerError, Status, type Channel } from 'nice-grpc';
+import { createLogger, createServiceServer, type ServiceServer } from '@titancompute/server-kit';
 import {
+  AgentServiceDefinition,
   CoordinatorServiceDefinition,
   createProtoVersionClientMiddleware,
   createTitanChannel,
@@ -24,6 +27,17 @@ export interface FakeAgentOptions {
   rttMs?: number;
   /** Automatic heartbeat interval; 0 = only explicit `send()`. Default 0. */
   heartbeatIntervalMs?: number;
+  /** The agent's credential (sent on RegisterAgent, each stream's first update, DeregisterAgent). Default: 32 random bytes, base64url. */
+  credential?: string;
+  /**
+   * Serve a real AgentService (grpc health SERVING + GetStatus) on 127.0.0.1:0 so the
+   * coordinator's endpoint check passes. Default true.
+   */
+  serve?: boolean;
+  /** agent_id the served GetStatus answers with (an impostor endpoint). Default `agentId`. */
+  servedAgentId?: string;
+  /** Endpoint to register. Default: the served address (or an unused fake one without `serve`). */
+  endpoint?: string;
 }
 
 /**
@@ -33,12 +47,19 @@ export interface FakeAgentOptions {
  */
 export interface FakeAgent {
   readonly agentId: string;
+  /** Its credential. */
+  readonly credential: string;
+  /** The endpoint it registers (valid after `register()` / `serve()`). */
+  readonly endpoint: string;
   readonly client: CoordinatorServiceClient;
   /** Acks received, in order. */
   readonly acks: HealthAck[];
   /** Number of successful RegisterAgent calls. */
   readonly registrations: number;
+  /** Starts its AgentService (if `serve`), then RegisterAgent. */
   register(): Promise<RegistrationResponse>;
+  /** DeregisterAgent with its own credential. */
+  deregister(reason?: string): Promise<unknown>;
   /** Opens the health stream (reconnects on failure until `close()`). */
   connect(): void;
   /** Sends one health update (fields override the agent's own state) and waits for its ack. */
@@ -87,6 +108,26 @@ export function createFakeAgent(options: FakeAgentOptions): FakeAgent {
   const channel: Channel = createTitanChannel(options.coordinatorAddress);
   const client = createClientFactory().use(createProtoVersionClientMiddleware()).create(CoordinatorServiceDefinition, channel);
   const metadata = () => Metadata({ authorization: `Bearer ${options.joinToken}` });
+  const credential = options.credential ?? randomBytes(32).toString('base64url');
+  const serve = options.serve ?? true;
+  let server: ServiceServer | undefined;
+  let endpoint = options.endpoint ?? `127.0.0.1:${20000 + (hash(options.agentId) % 20000)}`;
+  // The first update of every stream carries the credential (it binds the stream).
+  let firstOfStream = true;
+  const startServing = async () => {
+    if (!serve || server) return;
+    server = createServiceServer({ logger: createLogger({ service: 'fake-agent', level: 'silent' }), host: '127.0.0.1', port: 0, shutdownTimeoutMs: 200 });
+    server.add(AgentServiceDefinition, {
+      async *streamInference() {
+        throw new ServerError(Status.UNIMPLEMENTED, 'fake agent');
+      },
+      async getStatus() {
+        return { agentId: options.servedAgentId ?? options.agentId, status: 'healthy' };
+      },
+    });
+    const { port } = await server.listen();
+    if (options.endpoint === undefined) endpoint = `127.0.0.1:${port}`;
+  };
   const active = new Set<string>();
   let completed: JobOutcome[] = [];
   const acks: HealthAck[] = [];
@@ -106,10 +147,12 @@ export function createFakeAgent(options: FakeAgentOptions): FakeAgent {
   };
 
   const register = async () => {
+    await startServing();
     const res = await client.registerAgent(
       {
         agentId: options.agentId,
-        endpoint: `127.0.0.1:${20000 + (hash(options.agentId) % 20000)}`,
+        agentCredential: credential,
+        endpoint,
         totalVramMb: options.totalVramMb ?? 0,
         totalRamMb: options.totalRamMb ?? 16_000,
         maxJobs: options.maxJobs ?? 4,
@@ -126,6 +169,7 @@ export function createFakeAgent(options: FakeAgentOptions): FakeAgent {
   const openStream = () => {
     if (closed) return;
     queue = new PushQueue<HealthUpdate>();
+    firstOfStream = true;
     abort = new AbortController();
     const myQueue = queue;
     const stream = client.reportHealth(myQueue, { metadata: metadata(), signal: abort.signal });
@@ -161,12 +205,13 @@ export function createFakeAgent(options: FakeAgentOptions): FakeAgent {
       completedJobs: completed,
       totalRamMb: options.totalRamMb ?? 16_000,
       draining: state.draining,
-      agentCredential: '',
+      agentCredential: firstOfStream ? credential : '',
       rejectedJobIds: [],
       startedJobIds: [],
       ...overrides,
     };
     completed = [];
+    firstOfStream = false;
     return update;
   };
 
@@ -179,12 +224,19 @@ export function createFakeAgent(options: FakeAgentOptions): FakeAgent {
 
   const agent: FakeAgent = {
     agentId: options.agentId,
+    credential,
+    get endpoint() {
+      return endpoint;
+    },
     client,
     acks,
     get registrations() {
       return registrations;
     },
     register,
+    deregister(reason = 'shutdown') {
+      return client.deregisterAgent({ agentId: options.agentId, reason, agentCredential: credential }, { metadata: metadata() });
+    },
     connect() {
       openStream();
       if (options.heartbeatIntervalMs) {
@@ -214,6 +266,7 @@ export function createFakeAgent(options: FakeAgentOptions): FakeAgent {
       await new Promise((r) => setTimeout(r, 20));
       abort?.abort();
       channel.close();
+      await server?.shutdown();
     },
     drop() {
       agent.stopHeartbeats();
@@ -221,6 +274,7 @@ export function createFakeAgent(options: FakeAgentOptions): FakeAgent {
       queue = undefined;
       closed = true;
       a?.abort();
+      void server?.shutdown();
     },
   };
   return agent;
@@ -232,11 +286,30 @@ function hash(s: string): number {
   return h;
 }
 
-/** Registers, connects and sends a first update. */
+/**
+ * Registers, connects and sends a first update; when it serves its AgentService on its own
+ * endpoint, also waits (up to 5 s) until the coordinator has verified that endpoint, so the
+ * agent is routable when this resolves.
+ */
 export async function startFakeAgent(options: FakeAgentOptions): Promise<FakeAgent> {
   const agent = createFakeAgent(options);
   await agent.register();
   agent.connect();
   await agent.send();
+  if ((options.serve ?? true) && options.endpoint === undefined && options.servedAgentId === undefined) {
+    await waitUntilVerified(agent.client, agent.agentId);
+  }
   return agent;
+}
+
+/** Polls QuerySystemStatus until the agent's state is no longer `unverified` (throws after `timeoutMs`). */
+export async function waitUntilVerified(client: CoordinatorServiceClient, agentId: string, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const status = await client.querySystemStatus({ includeAgents: true });
+    const state = status.agents.find((a) => a.agentId === agentId)?.status;
+    if (state !== undefined && state !== 'unverified') return;
+    if (Date.now() > end) throw new Error(`agent ${agentId} still ${state ?? 'unregistered'} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }

@@ -1,0 +1,170 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import { z } from 'zod';
+import type { AgentRegistration, DeregistrationRequest, HealthUpdate } from '@titancompute/protocol';
+import { InvalidRequestError } from '../errors.js';
+import { MAX_CREDENTIAL_LENGTH, MIN_CREDENTIAL_LENGTH } from './identity-store.js';
+
+/** agent_id: 1–128 characters of `[A-Za-z0-9._:-]`. */
+export const AGENT_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Longest endpoint host (a DNS name's limit). */
+export const MAX_ENDPOINT_HOST_LENGTH = 253;
+
+/** Bounds of health values: anything outside is INVALID_ARGUMENT and never stored. */
+export const HEALTH_LIMITS = {
+  /** running_jobs, queued_jobs. */
+  maxJobs: 100_000,
+  /** Memory values (MB): 2^50 MB is far beyond any machine. */
+  maxMemoryMb: 2 ** 50,
+  /** cpu_percent (100 per core). */
+  maxCpuPercent: 100_000,
+  /** rtt_ms: one hour. */
+  maxRttMs: 3_600_000,
+  /** JobOutcome.tokens_per_second. */
+  maxTokensPerSecond: 1_000_000,
+  /** JobOutcome.time_to_first_token_ms: one day. */
+  maxTimeToFirstTokenMs: 86_400_000,
+  /** JobOutcome.tokens_generated. */
+  maxTokensGenerated: 1_000_000_000,
+  /** Entries of each job id list (active, started, rejected, completed). */
+  maxJobIds: 100_000,
+  /** Length of a job id. */
+  maxJobIdLength: 128,
+  /** GPUs per agent. */
+  maxGpus: 256,
+} as const;
+
+/** Whether `endpoint` is `host:port` with a hostname, IPv4 or `[IPv6]` host (≤ 253 chars) and a port 1–65535. */
+export function isValidEndpoint(endpoint: string): boolean {
+  let host: string;
+  let port: string;
+  const v6 = /^\[([^\]]+)\]:(\d{1,5})$/.exec(endpoint);
+  if (v6) {
+    if (!isIPv6(v6[1]!)) return false;
+    host = v6[1]!;
+    port = v6[2]!;
+  } else {
+    const m = /^([^:[\]]+):(\d{1,5})$/.exec(endpoint);
+    if (!m) return false;
+    host = m[1]!;
+    port = m[2]!;
+    const hostname = host.endsWith('.') ? host.slice(0, -1) : host;
+    const label = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
+    if (!isIPv4(host) && !hostname.split('.').every((l) => label.test(l))) return false;
+  }
+  const n = Number(port);
+  return host.length <= MAX_ENDPOINT_HOST_LENGTH && n >= 1 && n <= 65_535;
+}
+
+const agentId = z.string().regex(AGENT_ID_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 . _ : -');
+const credential = z
+  .string()
+  .min(1, `is required: the agent's own secret (at least ${MIN_CREDENTIAL_LENGTH} characters, kept in its data dir); upgrade the agent`)
+  .min(MIN_CREDENTIAL_LENGTH, `must be at least ${MIN_CREDENTIAL_LENGTH} characters`)
+  .max(MAX_CREDENTIAL_LENGTH, `must be at most ${MAX_CREDENTIAL_LENGTH} characters`)
+  .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
+const count = (max: number) => z.number().int('must be an integer').min(0, 'must not be negative').max(max, `must be at most ${max}`);
+const finite = (min: number, max: number) => z.number().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+const memoryMb = count(HEALTH_LIMITS.maxMemoryMb);
+const jobId = z.string().min(1, 'entries must not be empty').max(HEALTH_LIMITS.maxJobIdLength, `entries must be at most ${HEALTH_LIMITS.maxJobIdLength} characters`);
+const jobIds = z.array(jobId).max(HEALTH_LIMITS.maxJobIds, `must list at most ${HEALTH_LIMITS.maxJobIds} jobs`);
+const gpu = z.object({
+  index: count(1023),
+  uuid: z.string().max(128, 'must be at most 128 characters'),
+  name: z.string().max(256, 'must be at most 256 characters'),
+  memoryTotalMb: memoryMb,
+  memoryUsedMb: memoryMb,
+  memoryFreeMb: memoryMb,
+  utilizationPercent: finite(0, 100).optional(),
+  temperatureC: finite(-273, 1000).optional(),
+  powerDrawW: finite(0, 1_000_000).optional(),
+});
+const gpus = z.array(gpu).max(HEALTH_LIMITS.maxGpus, `must list at most ${HEALTH_LIMITS.maxGpus} GPUs`);
+
+const registrationSchema = z.object({
+  agentId,
+  endpoint: z.string().refine(isValidEndpoint, 'must be host:port (a hostname, IPv4 or [IPv6] of at most 253 characters, port 1-65535)'),
+  totalVramMb: memoryMb,
+  totalRamMb: memoryMb,
+  maxJobs: z.number().int('must be an integer').min(1, 'must be at least 1').max(HEALTH_LIMITS.maxJobs, `must be at most ${HEALTH_LIMITS.maxJobs}`),
+  supportedModels: z.array(z.string().min(1, 'entries must not be empty').max(256, 'entries must be at most 256 characters')).max(1000, 'must list at most 1000 models'),
+  maxQueue: count(1_000_000),
+  engine: z.string().max(64, 'must be at most 64 characters'),
+  capabilities: z.record(z.string().max(128, 'keys must be at most 128 characters'), z.string().max(1024, 'values must be at most 1024 characters')).refine((c) => Object.keys(c).length <= 64, 'must have at most 64 entries'),
+  gpus,
+  agentCredential: credential,
+});
+
+const healthSchema = z.object({
+  agentId,
+  freeVramMb: memoryMb,
+  freeRamMb: memoryMb,
+  totalRamMb: memoryMb,
+  runningJobs: count(HEALTH_LIMITS.maxJobs),
+  queuedJobs: count(HEALTH_LIMITS.maxJobs),
+  cpuPercent: finite(0, HEALTH_LIMITS.maxCpuPercent),
+  rttMs: finite(0, HEALTH_LIMITS.maxRttMs),
+  timestamp: count(Number.MAX_SAFE_INTEGER),
+  gpus,
+  activeJobIds: jobIds,
+  startedJobIds: jobIds,
+  rejectedJobIds: jobIds,
+  completedJobs: z
+    .array(
+      z.object({
+        jobId,
+        tokensGenerated: count(HEALTH_LIMITS.maxTokensGenerated),
+        timeToFirstTokenMs: finite(0, HEALTH_LIMITS.maxTimeToFirstTokenMs),
+        tokensPerSecond: finite(0, HEALTH_LIMITS.maxTokensPerSecond),
+        error: z.string().max(128, 'must be at most 128 characters'),
+      }),
+    )
+    .max(HEALTH_LIMITS.maxJobIds, `must list at most ${HEALTH_LIMITS.maxJobIds} jobs`),
+});
+
+const deregistrationSchema = z.object({
+  agentId,
+  reason: z.string().max(1024, 'must be at most 1024 characters'),
+  agentCredential: credential,
+});
+
+const snake = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** `completed_jobs[0].tokens_per_second` from a zod issue path. */
+function fieldOf(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : `${out ? '.' : ''}${snake(String(p))}`;
+  return out || 'request';
+}
+
+function parser<T>(schema: z.ZodType<T>) {
+  return (input: unknown): T => {
+    const parsed = schema.safeParse(input);
+    if (parsed.success) return parsed.data;
+    const issue = parsed.error.issues[0];
+    const message = issue?.code === 'invalid_type' ? (issue.expected === 'number' ? 'must be a finite number' : `must be a ${issue.expected}`) : (issue?.message ?? 'is invalid');
+    throw new InvalidRequestError(fieldOf(issue?.path ?? []), message);
+  };
+}
+
+/**
+ * Validates a RegisterAgent request (agent_id, endpoint, capacity, models, GPUs, credential);
+ * throws {@link InvalidRequestError} (INVALID_ARGUMENT) naming the first bad field.
+ */
+export const validateRegistration: (registration: AgentRegistration) => unknown = parser(registrationSchema);
+
+/**
+ * Validates a HealthUpdate: every number non-negative (temperatures aside), finite and
+ * bounded ({@link HEALTH_LIMITS}); throws {@link InvalidRequestError} naming the field, e.g.
+ * `running_jobs` or `completed_jobs[0].tokens_per_second`. The credential is checked apart
+ * (it is only required on a stream's first update).
+ */
+export const validateHealthUpdate: (update: HealthUpdate) => unknown = parser(healthSchema);
+
+/** Validates a DeregisterAgent request; throws {@link InvalidRequestError} naming the field. */
+export const validateDeregistration: (request: DeregistrationRequest) => unknown = parser(deregistrationSchema);
+
+/** Validates a credential alone (a health stream's first update); `field` names it in the error. */
+export const validateCredential: (credentialValue: string) => string = (() => {
+  const parse = parser(z.object({ agentCredential: credential }));
+  return (value: string) => parse({ agentCredential: value }).agentCredential;
+})();

@@ -1,0 +1,148 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { AgentIdentityError, IdentityStoreError } from '../errors.js';
+
+/** Name of the coordinator's SQLite database inside its data dir. */
+export const COORDINATOR_DB_FILE = 'coordinator.db';
+
+/** Shortest agent credential accepted (characters); agents generate 43 (32 random bytes, base64url). */
+export const MIN_CREDENTIAL_LENGTH = 32;
+/** Longest agent credential accepted (characters). */
+export const MAX_CREDENTIAL_LENGTH = 512;
+
+/** Where the identity store of a data dir lives. */
+export function identityStorePath(dataDir: string): string {
+  return join(dataDir, COORDINATOR_DB_FILE);
+}
+
+/** SHA-256 of a credential; only this digest is stored or kept in memory. */
+export function hashCredential(credential: string): Buffer {
+  return createHash('sha256').update(credential, 'utf8').digest();
+}
+
+/** What {@link IdentityStore.check} found for an (agent id, credential digest) pair. */
+export type IdentityCheck = 'match' | 'mismatch' | 'unbound';
+
+/** One binding, as listed by {@link IdentityStore.list}. */
+export interface AgentBinding {
+  agentId: string;
+  /** Unix ms of the first registration that bound the id. */
+  boundAt: number;
+}
+
+/**
+ * Agent id → SHA-256 of the agent's credential, persisted in `<data-dir>/coordinator.db`
+ * (SQLite, WAL), so bindings survive coordinator restarts and an operator's `forget-agent`
+ * (another process) is seen at once: every check reads the database (a primary-key lookup).
+ * Digests are compared in constant time.
+ */
+export interface IdentityStore {
+  /** The database file. */
+  readonly file: string;
+  /**
+   * Binds `agentId` to the credential if the id is unbound (trust on first use: the join
+   * token admitted the caller) and returns `'bound'`; returns `'verified'` when it is already
+   * bound to this credential; throws {@link AgentIdentityError} (PERMISSION_DENIED) otherwise.
+   */
+  bindOrVerify(agentId: string, credentialDigest: Buffer): 'bound' | 'verified';
+  /** Compares without binding. */
+  check(agentId: string, credentialDigest: Buffer): IdentityCheck;
+  /** Throws {@link AgentIdentityError} unless the id is bound to this credential (`unbound` → false). */
+  verify(agentId: string, credentialDigest: Buffer): boolean;
+  /** Releases an id (the operator replaces an agent machine); false when it was not bound. */
+  forget(agentId: string): boolean;
+  /** Every binding, oldest first. */
+  list(): AgentBinding[];
+  close(): void;
+}
+
+/** Options of {@link openIdentityStore}. */
+export interface IdentityStoreOptions {
+  /** The coordinator's data dir (created with mode 0700 when missing). */
+  dataDir: string;
+}
+
+/** The PERMISSION_DENIED message for an id bound to another credential. */
+export function identityMismatchMessage(agentId: string): string {
+  return (
+    `agent_id "${agentId}" is bound to another agent's credential; an agent can only act for its own id. ` +
+    `If this is a replacement machine, release the id on the coordinator (titan-coordinator forget-agent ${agentId} --data-dir <dir>), ` +
+    `or give this agent another --agent-id`
+  );
+}
+
+/**
+ * Opens (creating when needed) the identity store of a coordinator data dir.
+ *
+ * @example
+ * ```ts
+ * const store = openIdentityStore({ dataDir: './.titan/coordinator' });
+ * store.bindOrVerify('gpu-1', hashCredential(credential)); // 'bound' the first time, then 'verified'
+ * store.close();
+ * ```
+ */
+export function openIdentityStore(options: IdentityStoreOptions): IdentityStore {
+  const file = identityStorePath(options.dataDir);
+  let db: Database.Database;
+  try {
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    db.pragma('busy_timeout = 5000');
+    db.exec(
+      'CREATE TABLE IF NOT EXISTS agent_identities (agent_id TEXT PRIMARY KEY NOT NULL, credential_sha256 BLOB NOT NULL, bound_at INTEGER NOT NULL) WITHOUT ROWID',
+    );
+  } catch (cause) {
+    throw new IdentityStoreError(`cannot open the identity store ${file}: ${(cause as Error).message}`, { file }, { cause });
+  }
+  const select = db.prepare<[string], { credential_sha256: Buffer }>('SELECT credential_sha256 FROM agent_identities WHERE agent_id = ?');
+  const insert = db.prepare<[string, Buffer, number]>('INSERT OR IGNORE INTO agent_identities (agent_id, credential_sha256, bound_at) VALUES (?, ?, ?)');
+  const remove = db.prepare<[string]>('DELETE FROM agent_identities WHERE agent_id = ?');
+  const all = db.prepare<[], { agent_id: string; bound_at: number }>('SELECT agent_id, bound_at FROM agent_identities ORDER BY bound_at, agent_id');
+
+  const guard = <T>(what: string, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (cause) {
+      if (cause instanceof AgentIdentityError) throw cause;
+      throw new IdentityStoreError(`identity store ${file}: cannot ${what}: ${(cause as Error).message}`, { file }, { cause });
+    }
+  };
+  const same = (stored: Buffer, digest: Buffer) => stored.length === digest.length && timingSafeEqual(stored, digest);
+  const check = (agentId: string, digest: Buffer): IdentityCheck =>
+    guard('read a binding', () => {
+      const row = select.get(agentId);
+      if (!row) return 'unbound';
+      return same(row.credential_sha256, digest) ? 'match' : 'mismatch';
+    });
+
+  return {
+    file,
+    bindOrVerify(agentId, digest) {
+      return guard('bind an agent id', () => {
+        // INSERT OR IGNORE then read back: two first registrations racing cannot both win.
+        const inserted = insert.run(agentId, digest, Date.now()).changes === 1;
+        if (inserted) return 'bound';
+        if (check(agentId, digest) === 'match') return 'verified';
+        throw new AgentIdentityError(agentId, identityMismatchMessage(agentId));
+      });
+    },
+    check,
+    verify(agentId, digest) {
+      const found = check(agentId, digest);
+      if (found === 'mismatch') throw new AgentIdentityError(agentId, identityMismatchMessage(agentId));
+      return found === 'match';
+    },
+    forget(agentId) {
+      return guard('forget an agent id', () => remove.run(agentId).changes === 1);
+    },
+    list() {
+      return guard('list bindings', () => all.all().map((r) => ({ agentId: r.agent_id, boundAt: r.bound_at })));
+    },
+    close() {
+      if (db.open) db.close();
+    },
+  };
+}
