@@ -53,6 +53,7 @@ runMain(async () => {
     host: config.host,
     port: config.port,
     httpPort: config.httpPort,
+    httpRequestTimeoutMs: config.httpRequestTimeoutMs,
     dataDir: config.dataDir,
     joinToken: config.joinToken,
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,

@@ -14,6 +14,12 @@ export function coordinatorConfigSpec() {
       default: '8080',
       description: 'HTTP port of the v1 REST API and /metrics (0 picks a free port).',
     }),
+    httpRequestTimeoutMs: durationOption({
+      flag: 'http-request-timeout',
+      env: ['TITAN_HTTP_REQUEST_TIMEOUT'],
+      default: '30s',
+      description: 'A REST client must send its whole request within this (headers within the lesser of this and 10s), or gets 408 and is disconnected.',
+    }, 1),
     heartbeatTimeoutMs: durationOption({
       flag: 'heartbeat-timeout',
       env: ['TITAN_HEARTBEAT_TIMEOUT', 'HEARTBEAT_TIMEOUT'],

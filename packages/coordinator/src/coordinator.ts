@@ -23,6 +23,8 @@ export interface CoordinatorOptions {
   port?: number;
   /** HTTP port (REST + /metrics); 0 picks a free one. Default 8080. */
   httpPort?: number;
+  /** A REST client must send its whole request within this, or gets 408. Default 30 s. */
+  httpRequestTimeoutMs?: number;
   /** State: `keys/keyring.json`, `join-token`, `coordinator.db` (agent identities). */
   dataDir: string;
   /** Join token; when absent it is read from (or generated into) `<dataDir>/join-token`. */
@@ -181,7 +183,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     }),
   );
 
-  const http = createHttpServer({ registry, metrics, route, logger });
+  const http = createHttpServer({ registry, metrics, route, logger, ...(options.httpRequestTimeoutMs !== undefined ? { requestTimeoutMs: options.httpRequestTimeoutMs } : {}) });
   let listened: { port: number; address: string };
   let httpPort: number;
   try {

@@ -13,7 +13,23 @@ export interface HttpServerOptions {
   metrics: CoordinatorMetricsSink;
   route: (input: InferenceInput) => Promise<InferenceGrant>;
   logger: Logger;
+  /**
+   * Longest time a client may take to send a whole request (headers and body); a slower one
+   * gets 408 and its connection is closed, so slow-body clients cannot hold connections.
+   * Default {@link DEFAULT_HTTP_REQUEST_TIMEOUT_MS} (30 s).
+   */
+  requestTimeoutMs?: number;
+  /**
+   * Longest time a client may take to send the request headers (408 and closed after).
+   * Default {@link DEFAULT_HTTP_HEADERS_TIMEOUT_MS} (10 s), never more than `requestTimeoutMs`.
+   */
+  headersTimeoutMs?: number;
 }
+
+/** Default of {@link HttpServerOptions.requestTimeoutMs}. */
+export const DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 30_000;
+/** Default of {@link HttpServerOptions.headersTimeoutMs}. */
+export const DEFAULT_HTTP_HEADERS_TIMEOUT_MS = 10_000;
 
 /** v1 error codes plus `invalid_argument` and `agents_busy`. */
 export type HttpErrorCode =
@@ -25,7 +41,8 @@ export type HttpErrorCode =
   | 'no_agents'
   | 'agents_busy'
   | 'token_generation_failed'
-  | 'not_found';
+  | 'not_found'
+  | 'method_not_allowed';
 
 function sendError(reply: FastifyReply, status: number, error: HttpErrorCode, message: string): FastifyReply {
   return reply.code(status).send({ error, code: status, message });
@@ -35,11 +52,24 @@ const bodySchema = z.object({
   client_id: z.unknown().optional(),
   model: z.unknown().optional(),
   prompt: z.unknown().optional(),
-  max_tokens: z.number({ error: 'max_tokens: must be a number' }).optional(),
-  temperature: z.number({ error: 'temperature: must be a number' }).optional(),
-  parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]), { error: 'parameters: must be an object of strings' }).optional(),
-  exclude_agent_ids: z.array(z.string(), { error: 'exclude_agent_ids: must be an array of strings' }).optional(),
+  max_tokens: z.number({ error: 'must be a number' }).optional(),
+  temperature: z.number({ error: 'must be a number' }).optional(),
+  parameters: z
+    .record(z.string(), z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, number or boolean' }), {
+      error: 'must be an object of strings',
+    })
+    .optional(),
+  exclude_agent_ids: z.array(z.string({ error: 'must be a string' }), { error: 'must be an array of strings' }).optional(),
 });
+
+/** `parameters.top_p: must be …`: the issue's message prefixed with its path (dots, `[i]` for indexes). */
+function describeIssue(issue: z.core.$ZodIssue | undefined): string {
+  if (!issue) return 'invalid request';
+  const path = issue.path.reduce<string>((acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : acc ? `${acc}.${String(seg)}` : String(seg)), '');
+  return path ? `${path}: ${issue.message}` : issue.message;
+}
+
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 const isBlank = (v: unknown) => v === undefined || v === null || (typeof v === 'string' && v.trim() === '');
 
@@ -50,7 +80,16 @@ const isBlank = (v: unknown) => v === undefined || v === null || (typeof v === '
  */
 export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   const { registry, metrics } = options;
-  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+  const requestTimeout = options.requestTimeoutMs ?? DEFAULT_HTTP_REQUEST_TIMEOUT_MS;
+  const headersTimeout = Math.min(options.headersTimeoutMs ?? DEFAULT_HTTP_HEADERS_TIMEOUT_MS, requestTimeout);
+  const app = Fastify({
+    logger: false,
+    bodyLimit: 1024 * 1024,
+    requestTimeout,
+    // Node checks these timeouts every `connectionsCheckingInterval` (30 s by default, which
+    // would let a stalled client stay up to twice the timeout): check often enough.
+    http: { headersTimeout, connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4))) },
+  });
 
   // Parse bodies ourselves so malformed JSON becomes v1's `invalid_json`.
   app.removeAllContentTypeParsers();
@@ -62,7 +101,16 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     if (status >= 500) options.logger.error({ err }, 'http handler failed');
     return sendError(reply, status, status >= 500 ? 'token_generation_failed' : 'invalid_argument', err.message);
   });
-  app.setNotFoundHandler((req, reply) => sendError(reply, 404, 'not_found', `no route ${req.method} ${req.url}`));
+  app.setNotFoundHandler((req, reply) => {
+    // A known path asked with another method: 405 with the methods it takes.
+    const url = req.url.split('?')[0] ?? req.url;
+    const allowed = HTTP_METHODS.filter((method) => app.hasRoute({ method, url }));
+    if (allowed.length > 0) {
+      reply.header('allow', allowed.join(', '));
+      return sendError(reply, 405, 'method_not_allowed', `${req.method} is not allowed on ${url}; use ${allowed.join(' or ')}`);
+    }
+    return sendError(reply, 404, 'not_found', `no route ${req.method} ${req.url}`);
+  });
 
   app.post('/api/v1/inference/request', async (req, reply) => {
     metrics.request('http');
@@ -78,7 +126,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     const parsed = bodySchema.safeParse(json);
     if (!parsed.success) {
       metrics.decision('invalid');
-      return sendError(reply, 400, 'invalid_argument', parsed.error.issues[0]?.message ?? 'invalid request');
+      return sendError(reply, 400, 'invalid_argument', describeIssue(parsed.error.issues[0]));
     }
     const body = parsed.data;
     if (isBlank(body.client_id)) {

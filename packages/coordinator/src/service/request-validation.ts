@@ -79,8 +79,8 @@ function schemaFor(limits: RequestLimits) {
 /**
  * Validates an inference request and applies defaults (max_tokens 100; temperature 0.7 when
  * unset — 0 counts as unset unless `temperatureSet`). Throws {@link InvalidRequestError}
- * naming the first bad field (`client_id`, `model`, `prompt`, `max_tokens`, `temperature`,
- * `parameters`, `exclude_agent_ids`).
+ * naming the first bad field by its path (`client_id`, `model`, `prompt`, `max_tokens`,
+ * `temperature`, `parameters`, `parameters.<key>`, `exclude_agent_ids[i]`).
  *
  * @example
  * ```ts
@@ -102,8 +102,14 @@ export function createRequestValidator(limits: RequestLimits): (input: Inference
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       const key = String(issue?.path[0] ?? 'request');
-      const field = FIELD_NAMES[key] ?? key;
-      const message = issue?.code === 'invalid_type' ? `must be a ${String((issue as { expected?: unknown }).expected)}` : (issue?.message ?? 'is invalid');
+      // The full path, e.g. `parameters.top_p` or `exclude_agent_ids[2]`, not just the top-level field.
+      const field = (issue?.path ?? []).slice(1).reduce<string>(
+        (acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : `${acc}.${String(seg)}`),
+        FIELD_NAMES[key] ?? key,
+      );
+      // A bad record key reports "Invalid key in record"; its own issue says what is wrong.
+      const cause = issue?.code === 'invalid_key' ? (issue.issues[0] ?? issue) : issue;
+      const message = cause?.code === 'invalid_type' ? `must be a ${String((cause as { expected?: unknown }).expected)}` : (cause?.message ?? 'is invalid');
       throw new InvalidRequestError(field, message);
     }
     const v = parsed.data;
