@@ -262,9 +262,13 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
       };
     },
     takeCompleted: () => tracker.takeCompleted(),
+    takeStarted: () => tracker.takeStarted(),
+    takeRejected: () => tracker.takeRejected(),
     onRegistered: () => void verifier.refresh(),
   });
-  tracker.onChange(() => link?.nudge());
+  // A job's end (or a refused token) goes to the coordinator at once, before the client hears of
+  // it, so the freed slot is never seen busy; starts are coalesced for a few ms.
+  tracker.onChange((change) => (change === 'start' ? link?.nudge() : link?.flush()));
   link.start();
 
   let resolveClosed!: (reason: string) => void;

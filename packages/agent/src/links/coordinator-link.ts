@@ -42,6 +42,12 @@ export interface CoordinatorLinkOptions {
   snapshot: () => HealthSnapshot;
   /** Jobs finished since the previous call. */
   takeCompleted: () => JobOutcome[];
+  /** Ids of jobs accepted since the previous call (`started_job_ids`). */
+  takeStarted?: () => string[];
+  /** Ids of jobs whose verified token was refused before they started (`rejected_job_ids`). */
+  takeRejected?: () => string[];
+  /** How long {@link CoordinatorLink.nudge} waits to coalesce job changes into one update. Default 2 ms. */
+  jobReportDelayMs?: number;
   /** Interval used until (and unless) the coordinator says otherwise. Default 2000 ms. */
   heartbeatIntervalMs?: number;
   /** Backoff of registration retries: first delay and cap. Defaults 250 ms and 10 s. */
@@ -56,8 +62,13 @@ export interface CoordinatorLinkOptions {
 export interface CoordinatorLink {
   /** Registers (retrying with backoff until it succeeds) and keeps the health stream up. */
   start(): void;
-  /** Sends a health update soon (debounced ~50 ms): jobs started or ended. */
+  /** Sends a health update within `jobReportDelayMs` (coalescing job changes): e.g. jobs started. */
   nudge(): void;
+  /**
+   * Sends a health update now: a job ended or a token was refused, and the coordinator must
+   * see the slot free before the client hears about it (and asks again).
+   */
+  flush(): void;
   /** Fetches the coordinator's public keys. */
   getPublicKey(): Promise<PublicKeyResponse>;
   /** Resolves after the first successful registration. */
@@ -124,7 +135,9 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     clearTimeout(debounce);
     debounce = undefined;
     if (!queue || queue.closed) return;
-    const s = options.snapshot();
+    // started_job_ids and rejected_job_ids go once; a reconnect re-sends active_job_ids, and an
+    // unreported rejection only means the slot waits for the coordinator's claim window.
+    const s = { ...options.snapshot(), startedJobIds: options.takeStarted?.() ?? [], rejectedJobIds: options.takeRejected?.() ?? [] };
     const completed = options.takeCompleted();
     unacked.push(...completed);
     let ts = Date.now();
@@ -200,7 +213,11 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     },
     nudge() {
       if (debounce || !queue || queue.closed) return;
-      debounce = setTimeout(sendUpdate, 50);
+      debounce = setTimeout(sendUpdate, options.jobReportDelayMs ?? 2);
+    },
+    flush() {
+      if (!queue || queue.closed) return;
+      sendUpdate();
     },
     getPublicKey() {
       return client.getPublicKey({}, { signal: AbortSignal.timeout(5000) });

@@ -85,14 +85,21 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
     if (deps.state() === 'starting') throw new ServerError(Status.UNAVAILABLE, 'agent is still starting (loading the model)');
     validate(request);
     const grant = await verifier.verify(request.sessionToken, (g) => {
-      if (request.model !== '' && request.model !== g.model) {
-        throw new TokenError(`model ${JSON.stringify(request.model)} does not match the session token's model ${JSON.stringify(g.model)}`, Status.PERMISSION_DENIED);
-      }
-      if (request.maxTokens > g.maxTokens) {
-        throw new TokenError(`max_tokens ${request.maxTokens} is above the session token's limit of ${g.maxTokens}`, Status.PERMISSION_DENIED);
-      }
-      if (!engine.models.includes(g.model)) {
-        throw new ServerError(Status.NOT_FOUND, `model ${g.model} is not served by this agent (serves ${engine.models.join(', ')})`);
+      // The token's signature and audience verified (a forged token never gets here): when it is
+      // refused, report its job as rejected so the coordinator frees the slot at once.
+      try {
+        if (request.model !== '' && request.model !== g.model) {
+          throw new TokenError(`model ${JSON.stringify(request.model)} does not match the session token's model ${JSON.stringify(g.model)}`, Status.PERMISSION_DENIED);
+        }
+        if (request.maxTokens > g.maxTokens) {
+          throw new TokenError(`max_tokens ${request.maxTokens} is above the session token's limit of ${g.maxTokens}`, Status.PERMISSION_DENIED);
+        }
+        if (!engine.models.includes(g.model)) {
+          throw new ServerError(Status.NOT_FOUND, `model ${g.model} is not served by this agent (serves ${engine.models.join(', ')})`);
+        }
+      } catch (err) {
+        tracker.reject(g.jobId);
+        throw err;
       }
     });
     const jobId = grant.jobId;
@@ -108,6 +115,8 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
     const finish = (outcome: Omit<Parameters<JobTracker['finish']>[0], 'jobId'>, promptTokens?: number) => {
       if (finished) return;
       finished = true;
+      // Free the slot first: the health update that reports the end (sent at once) must show it free.
+      release?.();
       tracker.finish({ jobId, ...outcome }, promptTokens);
     };
     tracker.start(jobId);

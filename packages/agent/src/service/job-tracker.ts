@@ -6,27 +6,41 @@ export interface JobTotals {
   requests: number;
   completed: number;
   failed: number;
+  /** Jobs the client cancelled (Ctrl-C, abort): not failures. */
+  cancelled: number;
   tokensGenerated: number;
   promptTokens: number;
 }
 
+/** What changed in a {@link JobTracker}: a job was accepted, ended, or its token refused before it started. */
+export type JobChange = 'start' | 'finish' | 'reject';
+
 /**
- * Which jobs are running or queued, which finished since the last health update, and the
- * counters reported by GetStatus and to the instance manager.
+ * Which jobs are running or queued, which started, finished or were rejected since the last
+ * health update, and the counters reported by GetStatus and to the instance manager.
  */
 export interface JobTracker {
   /** A job was accepted (queued or running). */
   start(jobId: string): void;
   /** A job ended (success: `error` ""). */
   finish(outcome: JobOutcome, promptTokens?: number): void;
+  /**
+   * The session token of `jobId` verified (its signature is the coordinator's) but was refused
+   * before any job started (wrong model, limits…): the coordinator may free its slot at once.
+   */
+  reject(jobId: string): void;
   activeJobIds(): string[];
   /** Outcomes finished since the previous call (removed from the tracker). */
   takeCompleted(): JobOutcome[];
+  /** Ids of jobs accepted since the previous call. */
+  takeStarted(): string[];
+  /** Ids of jobs rejected since the previous call. */
+  takeRejected(): string[];
   readonly totals: Readonly<JobTotals>;
   /** Mean tokens/s of the last 20 successful jobs (0 before any). */
   readonly recentTokensPerSecond: number;
-  /** Called after every start/finish. */
-  onChange(listener: () => void): void;
+  /** Called after every start, finish and reject, with which it was. */
+  onChange(listener: (change: JobChange) => void): void;
   /** Resolves when no job is active (at once if none). */
   idle(): Promise<void>;
 }
@@ -35,17 +49,20 @@ export interface JobTracker {
 export function createJobTracker(): JobTracker {
   const active = new Map<string, number>();
   let completed: JobOutcome[] = [];
-  const totals: JobTotals = { requests: 0, completed: 0, failed: 0, tokensGenerated: 0, promptTokens: 0 };
+  let started: string[] = [];
+  let rejected: string[] = [];
+  const MAX_PENDING = 10_000;
+  const totals: JobTotals = { requests: 0, completed: 0, failed: 0, cancelled: 0, tokensGenerated: 0, promptTokens: 0 };
   const recent: number[] = [];
-  const listeners: (() => void)[] = [];
+  const listeners: ((change: JobChange) => void)[] = [];
   let idleWaiters: (() => void)[] = [];
-  const changed = () => {
+  const changed = (change: JobChange) => {
     if (active.size === 0) {
       const w = idleWaiters;
       idleWaiters = [];
       for (const f of w) f();
     }
-    for (const l of listeners) l();
+    for (const l of listeners) l(change);
   };
   return {
     totals,
@@ -54,15 +71,17 @@ export function createJobTracker(): JobTracker {
     },
     start(jobId) {
       active.set(jobId, (active.get(jobId) ?? 0) + 1);
+      started.push(jobId);
+      if (started.length > MAX_PENDING) started = started.slice(-MAX_PENDING);
       totals.requests++;
-      changed();
+      changed('start');
     },
     finish(outcome, promptTokens = 0) {
       const n = active.get(outcome.jobId) ?? 0;
       if (n <= 1) active.delete(outcome.jobId);
       else active.set(outcome.jobId, n - 1);
       completed.push(outcome);
-      if (completed.length > 10_000) completed = completed.slice(-10_000);
+      if (completed.length > MAX_PENDING) completed = completed.slice(-MAX_PENDING);
       totals.tokensGenerated += outcome.tokensGenerated;
       totals.promptTokens += promptTokens;
       if (outcome.error === '') {
@@ -71,8 +90,14 @@ export function createJobTracker(): JobTracker {
           recent.push(outcome.tokensPerSecond);
           if (recent.length > 20) recent.shift();
         }
-      } else totals.failed++;
-      changed();
+      } else if (outcome.error === 'cancelled') totals.cancelled++;
+      else totals.failed++;
+      changed('finish');
+    },
+    reject(jobId) {
+      rejected.push(jobId);
+      if (rejected.length > MAX_PENDING) rejected = rejected.slice(-MAX_PENDING);
+      changed('reject');
     },
     activeJobIds() {
       return [...active.keys()];
@@ -80,6 +105,16 @@ export function createJobTracker(): JobTracker {
     takeCompleted() {
       const out = completed;
       completed = [];
+      return out;
+    },
+    takeStarted() {
+      const out = started;
+      started = [];
+      return out;
+    },
+    takeRejected() {
+      const out = rejected;
+      rejected = [];
       return out;
     },
     onChange(listener) {
