@@ -124,7 +124,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     heartbeatTimeoutMs,
     ...(options.claimWindowMs !== undefined ? { claimWindowMs: options.claimWindowMs } : {}),
     ...(options.breaker ? { breaker: options.breaker } : {}),
-    onJobOutcome: (_record, outcome) => metricsRef?.jobFinished(outcome.error !== ''),
+    onJobOutcome: (_record, outcome) => metricsRef?.jobFinished(outcome.error),
     onReservationReleased: (_record, _jobId, reason) => metricsRef?.reservationReleased(reason),
     onEvicted: (record) => logger.warn({ agentId: record.agentId, heartbeatTimeoutMs }, 'agent evicted: no heartbeat'),
   });

@@ -12,7 +12,11 @@ export interface CoordinatorMetricsSink {
   readonly prometheus: Registry;
   request(transport: 'grpc' | 'http'): void;
   decision(outcome: DecisionOutcome, latencyMs?: number): void;
-  jobFinished(failed: boolean): void;
+  /**
+   * A job an agent reported finished, by its `error`: "" completed, "cancelled" (the client
+   * went away or aborted) cancelled — not a failure —, anything else failed.
+   */
+  jobFinished(error: string): void;
   /** A reservation ended (see {@link ReleaseReason}). */
   reservationReleased(reason: ReleaseReason): void;
   /** Jobs scheduled since start. */
@@ -28,7 +32,7 @@ const LATENCY_SAMPLES = 2048;
  * `titan_coordinator_scheduling_decisions_total{outcome}`, `titan_coordinator_agents{state}`,
  * `titan_coordinator_reserved_jobs`, `titan_coordinator_started_jobs`,
  * `titan_coordinator_reservations_released_total{reason}`,
- * `titan_coordinator_jobs_finished_total{result}` and the histogram `titan_coordinator_scheduling_latency_seconds`.
+ * `titan_coordinator_jobs_finished_total{result=completed|failed|cancelled}` and the histogram `titan_coordinator_scheduling_latency_seconds`.
  */
 export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMetricsSink {
   const prometheus = new Registry();
@@ -77,7 +81,7 @@ export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMe
   for (const reason of RELEASE_REASONS) released.inc({ reason }, 0);
   for (const outcome of ['scheduled', 'no_agent', 'busy', 'client_limit', 'invalid', 'error']) decisions.inc({ outcome }, 0);
 
-  const counts = { requests: 0, scheduled: 0, noAgent: 0, busy: 0, invalid: 0, completed: 0, failed: 0 };
+  const counts = { requests: 0, scheduled: 0, noAgent: 0, busy: 0, invalid: 0, completed: 0, failed: 0, cancelled: 0 };
   const samples = new Float64Array(LATENCY_SAMPLES);
   let sampleCount = 0;
 
@@ -106,10 +110,10 @@ export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMe
         sampleCount += 1;
       }
     },
-    jobFinished(failed) {
-      if (failed) counts.failed += 1;
-      else counts.completed += 1;
-      finished.inc({ result: failed ? 'failed' : 'completed' });
+    jobFinished(error) {
+      const result = error === '' ? 'completed' : error === 'cancelled' ? 'cancelled' : 'failed';
+      counts[result] += 1;
+      finished.inc({ result });
     },
     reservationReleased(reason) {
       released.inc({ reason });

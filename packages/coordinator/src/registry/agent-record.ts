@@ -6,10 +6,10 @@ import { isCpuOnly, type SchedulableAgent } from '../scheduler/scheduler.js';
  * An agent's state as reported by QuerySystemStatus and the REST API. `unverified`: registered,
  * but the coordinator has not (yet) reached its endpoint; never scheduled.
  */
-export type AgentState = 'healthy' | 'degraded' | 'half-open' | 'offline' | 'unverified';
+export type AgentState = 'healthy' | 'degraded' | 'half-open' | 'draining' | 'offline' | 'unverified';
 
 /** Every agent state, for metrics. */
-export const AGENT_STATES: readonly AgentState[] = ['healthy', 'degraded', 'half-open', 'offline', 'unverified'];
+export const AGENT_STATES: readonly AgentState[] = ['healthy', 'degraded', 'half-open', 'draining', 'offline', 'unverified'];
 
 /** Whether the coordinator reached an agent's endpoint (see the endpoint verifier); only `verified` agents are scheduled. */
 export type EndpointCheck = 'verified' | 'pending' | 'unreachable';
@@ -178,6 +178,8 @@ export class AgentRecord implements SchedulableAgent {
   state(): AgentState {
     const breaker = this.breakerState();
     if (!this.online || this.deregistered || breaker === 'open') return 'offline';
+    // Its last health update said it is shutting down: it takes no new work.
+    if (this.draining) return 'draining';
     if (this.endpointCheck !== 'verified') return 'unverified';
     if (breaker === 'half-open') return 'half-open';
     return this.isDegraded() ? 'degraded' : 'healthy';
