@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { statSync } from 'node:fs';
 import {
   clientTlsFromConfig,
   commonOptions,
@@ -10,11 +11,13 @@ import {
   listOption,
   loadConfig,
   onShutdownSignal,
+  readPackageVersion,
   runMain,
   serverTlsFromConfig,
   stringOption,
 } from '@titancompute/server-kit';
 import { startAgent } from './agent.js';
+import { AgentConfigError } from './errors.js';
 import { ENGINE_NAMES } from './engines/engine.js';
 import { defaultLlamaThreads } from './engines/llama-cpp-engine.js';
 
@@ -54,7 +57,14 @@ runMain(async () => {
   const config = loadConfig(spec, {
     name: 'titan-agent',
     summary: 'TitanCompute agent: verifies session tokens and streams tokens from an inference engine; registers with the coordinator.',
+    version: readPackageVersion(import.meta.url),
   });
+  if (config.engine === 'openai' && !config.openaiUrl) {
+    throw new ConfigError('invalid --openai-url (TITAN_OPENAI_URL): the openai engine needs the server URL, e.g. http://localhost:8000, got nothing', { option: 'openai-url', source: '--openai-url', expected: 'an http(s) URL' });
+  }
+  if (config.engine === 'llama-cpp' && config.model !== undefined && !statSync(config.model, { throwIfNoEntry: false })?.isFile()) {
+    throw new ConfigError(`invalid --model (TITAN_MODEL): expected a GGUF file, got ${JSON.stringify(config.model)} (no such file)`, { option: 'model', source: '--model', expected: 'a GGUF file', got: config.model });
+  }
   if (!config.joinToken) {
     throw new ConfigError('invalid --join-token (TITAN_JOIN_TOKEN): expected the coordinator join token, got nothing', { option: 'join-token', source: '--join-token', expected: 'a non-empty string' });
   }
@@ -65,7 +75,7 @@ runMain(async () => {
         throw new ConfigError(`invalid --max-queue (TITAN_MAX_QUEUE): expected an integer from 0 to 100000, got ${JSON.stringify(config.maxQueue)}`, { option: 'max-queue', source: '--max-queue', expected: 'an integer from 0 to 100000', got: config.maxQueue });
     }
   }
-  const logger = createLogger({ service: 'titan-agent', level: config.logLevel });
+  const logger = createLogger({ service: 'titan-agent', level: config.logLevel, format: config.logFormat });
   const tls = serverTlsFromConfig(config);
   const clientTls = clientTlsFromConfig(config);
   const agent = await startAgent({
@@ -100,6 +110,13 @@ runMain(async () => {
     protoVersionPolicy: config.protoVersionPolicy,
     ...(tls ? { tls } : {}),
     ...(clientTls ? { clientTls } : {}),
+  }).catch((err: unknown) => {
+    // A bad option combination the engine or agent found: a flag error (exit 2, one line), not a crash.
+    if (err instanceof AgentConfigError) {
+      const option = typeof err.context.option === 'string' ? err.context.option : 'options';
+      throw new ConfigError(err.message, { option, source: 'command line', expected: 'a valid agent configuration' }, { cause: err });
+    }
+    throw err;
   });
   onShutdownSignal((signal) => agent.stop(signal));
   const reason = await agent.closed;

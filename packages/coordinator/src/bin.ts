@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { clientTlsFromConfig, createLogger, loadConfig, onShutdownSignal, runMain, serverTlsFromConfig, ConfigError } from '@titancompute/server-kit';
+import { clientTlsFromConfig, createLogger, loadConfig, onShutdownSignal, readPackageVersion, runMain, serverTlsFromConfig, ConfigError } from '@titancompute/server-kit';
 import { coordinatorConfigSpec } from './config.js';
 import { startCoordinator } from './coordinator.js';
 import { AGENT_ID_PATTERN } from './identity/agent-messages.js';
@@ -13,7 +13,7 @@ const SUMMARY =
   '`titan-coordinator forget-agent ID --data-dir D` releases an agent id bound to an agent\'s credential (replacing an agent machine; exit 1 when the id was not bound).';
 
 runMain(async () => {
-  const config = loadConfig(coordinatorConfigSpec(), { name: NAME, summary: SUMMARY, allowPositionals: true });
+  const config = loadConfig(coordinatorConfigSpec(), { name: NAME, summary: SUMMARY, allowPositionals: true, version: readPackageVersion(import.meta.url) });
   const [command, ...rest] = config.positionals;
   if (command === 'rotate-key') {
     if (rest.length > 0) throw new ConfigError(`unexpected arguments after rotate-key: ${rest.join(' ')}`, { option: 'arguments', source: 'command line', expected: 'rotate-key [options]' });
@@ -48,7 +48,7 @@ runMain(async () => {
   if (command !== undefined) {
     throw new ConfigError(`unknown command "${command}"`, { option: 'command', source: 'command line', expected: 'no command, rotate-key or forget-agent', got: command });
   }
-  const logger = createLogger({ service: NAME, level: config.logLevel });
+  const logger = createLogger({ service: NAME, level: config.logLevel, format: config.logFormat });
   const coordinator = await startCoordinator({
     host: config.host,
     port: config.port,

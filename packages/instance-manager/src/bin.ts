@@ -7,6 +7,7 @@ import {
   intOption,
   loadConfig,
   onShutdownSignal,
+  readPackageVersion,
   requiredStringOption,
   runMain,
   serverTlsFromConfig,
@@ -54,6 +55,7 @@ runMain(async () => {
   const config = loadConfig(instanceManagerOptionSpec, {
     name: NAME,
     summary: 'Registry of instances with health checks, parent-child cascade, live events and metrics (gRPC).',
+    version: readPackageVersion(import.meta.url),
   });
   let storage;
   try {
@@ -66,7 +68,7 @@ runMain(async () => {
       got: config.storage,
     }, { cause });
   }
-  const logger = createLogger({ service: NAME, level: config.logLevel });
+  const logger = createLogger({ service: NAME, level: config.logLevel, format: config.logFormat });
   const tls = serverTlsFromConfig(config);
   const im = await startInstanceManager({
     logger,

@@ -1,7 +1,10 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { PROTO_VERSION_POLICIES } from '@titancompute/protocol';
-import { ConfigError, HelpRequested } from './errors.js';
+import { ConfigError, HelpRequested, VersionRequested } from './errors.js';
 
 /**
  * One configuration option: a `--flag`, its environment variables (first set one wins;
@@ -41,6 +44,44 @@ export interface LoadConfigOptions {
   summary?: string;
   /** Allow positional arguments (returned as `positionals`). Default false. */
   allowPositionals?: boolean;
+  /** Printed by `--version` (see {@link readPackageVersion}). Default: `--version` is not accepted. */
+  version?: string;
+}
+
+/**
+ * The `version` of the nearest package.json at or above the file `fromUrl` (pass
+ * `import.meta.url`): works from `src/`, `dist/` and a `pnpm deploy` copy alike.
+ * Returns `unknown` when none is found.
+ */
+export function readPackageVersion(fromUrl: string): string {
+  let dir = dirname(fileURLToPath(fromUrl));
+  for (;;) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) {
+      const { version } = JSON.parse(readFileSync(file, 'utf8')) as { version?: unknown };
+      return typeof version === 'string' ? version : 'unknown';
+    }
+    const up = dirname(dir);
+    if (up === dir) return 'unknown';
+    dir = up;
+  }
+}
+
+/** Node's parseArgs messages, rewritten as one short line naming the offending argument. */
+function describeArgvError(cause: unknown): string {
+  const err = cause as { code?: string; message?: string };
+  const quoted = /'([^']+)'/.exec(err.message ?? '')?.[1] ?? '';
+  const flag = quoted.split(' ')[0] ?? quoted;
+  switch (err.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option ${flag}`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `unexpected argument ${JSON.stringify(quoted)}`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return /does not take an argument/.test(err.message ?? '') ? `option ${flag} takes no value` : `option ${flag} needs a value`;
+    default:
+      return (err.message ?? String(cause)).split('. ')[0] ?? 'bad arguments';
+  }
 }
 
 /**
@@ -61,20 +102,21 @@ export function loadConfig<S extends ConfigSpec>(
 ): ConfigOf<S> & { positionals: string[] } {
   const argv = options.argv ?? process.argv.slice(2);
   const env = options.env ?? process.env;
-  const parseOptions: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
+  const parseOptions: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
+  if (options.version !== undefined) parseOptions.version = { type: 'boolean' };
   for (const opt of Object.values(spec)) parseOptions[opt.flag] = { type: opt.boolean ? 'boolean' : 'string' };
   let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
   try {
     parsed = parseArgs({ args: [...argv], options: parseOptions, allowPositionals: options.allowPositionals ?? false, strict: true });
   } catch (cause) {
-    const msg = (cause as Error).message;
-    throw new ConfigError(`${msg}. Run ${options.name} --help for the options.`, {
+    throw new ConfigError(`${describeArgvError(cause)} (run ${options.name} --help for the options)`, {
       option: 'arguments',
       source: 'command line',
       expected: 'a known --flag',
     }, { cause });
   }
   if (parsed.values.help) throw new HelpRequested(formatUsage(spec, options));
+  if (parsed.values.version && options.version !== undefined) throw new VersionRequested(`${options.name} ${options.version}`);
 
   const out: Record<string, unknown> = { positionals: parsed.positionals };
   for (const [key, opt] of Object.entries(spec)) {
@@ -111,7 +153,7 @@ export function loadConfig<S extends ConfigSpec>(
 }
 
 /** The `--help` text of a spec. */
-export function formatUsage(spec: ConfigSpec, options: Pick<LoadConfigOptions, 'name' | 'summary'>): string {
+export function formatUsage(spec: ConfigSpec, options: Pick<LoadConfigOptions, 'name' | 'summary' | 'version'>): string {
   const lines = [`Usage: ${options.name} [options]`, ''];
   if (options.summary) lines.push(options.summary, '');
   lines.push('Options (flag, then environment variables; flags win):');
@@ -121,7 +163,8 @@ export function formatUsage(spec: ConfigSpec, options: Pick<LoadConfigOptions, '
     const def = opt.default !== undefined ? ` (default: ${opt.default})` : '';
     lines.push(head, `      ${opt.description}${def}${env}`);
   }
-  lines.push('  --help', '      Show this help.');
+  lines.push('  -h, --help', '      Show this help.');
+  if (options.version !== undefined) lines.push('  --version', '      Print the version.');
   return lines.join('\n') + '\n';
 }
 
@@ -242,6 +285,9 @@ export function boolOption(base: Omit<OptionSpec, 'schema' | 'expected' | 'boole
   };
 }
 
+/** Log formats accepted by `--log-format`: `auto` is `pretty` on a terminal, `json` otherwise. */
+export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
+
 /** Log levels accepted by `--log-level`. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -255,7 +301,7 @@ export interface CommonOptionDefaults {
 }
 
 /**
- * The options every service takes: `--port`, `--host`, `--data-dir`, `--log-level`, TLS
+ * The options every service takes: `--port`, `--host`, `--data-dir`, `--log-level`, `--log-format`, TLS
  * (`--tls-cert`, `--tls-key`, `--tls-ca` for mTLS), `--proto-version-policy` and
  * `--shutdown-timeout`.
  */
@@ -280,8 +326,17 @@ export function commonOptions(defaults: CommonOptionDefaults) {
       description: 'Directory for the service state.',
     }),
     logLevel: enumOption(
-      { flag: 'log-level', env: ['TITAN_LOG_LEVEL'], default: 'info', description: 'Log level (JSON logs on stdout).' },
+      { flag: 'log-level', env: ['TITAN_LOG_LEVEL'], default: 'info', description: 'Log level (logs go to stdout).' },
       LOG_LEVELS,
+    ),
+    logFormat: enumOption(
+      {
+        flag: 'log-format',
+        env: ['TITAN_LOG_FORMAT'],
+        default: 'auto',
+        description: 'Log lines: json (one JSON object per line), pretty (readable, pino-pretty) or auto (pretty when stdout is a terminal, else json).',
+      },
+      LOG_FORMATS,
     ),
     tlsCert: stringOption({ flag: 'tls-cert', env: ['TITAN_TLS_CERT'], description: 'Server certificate (PEM); enables TLS.' }),
     tlsKey: stringOption({ flag: 'tls-key', env: ['TITAN_TLS_KEY'], description: 'Server private key (PEM).' }),

@@ -29,5 +29,13 @@ export class HelpRequested extends ServerKitError {
   }
 }
 
+/** `--version` was asked for: not an error, the bin prints `version` and exits 0. */
+export class VersionRequested extends ServerKitError {
+  override readonly name = 'VersionRequested';
+  constructor(readonly version: string) {
+    super('version requested');
+  }
+}
+
 /** Exit code of a bin given a bad flag, environment variable or argument. */
 export const EXIT_USAGE = 2;

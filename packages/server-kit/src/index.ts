@@ -29,10 +29,12 @@ export {
   intOption,
   listOption,
   loadConfig,
+  LOG_FORMATS,
   LOG_LEVELS,
   numberOption,
   parseDurationMs,
   portOption,
+  readPackageVersion,
   requiredStringOption,
   stringOption,
   type CommonOptionDefaults,
@@ -41,10 +43,10 @@ export {
   type LoadConfigOptions,
   type OptionSpec,
 } from './config.js';
-export { ConfigError, EXIT_USAGE, HelpRequested, ServerKitError } from './errors.js';
-export { createLogger, type Logger, type LoggerOptions } from './logger.js';
+export { ConfigError, EXIT_USAGE, HelpRequested, ServerKitError, VersionRequested } from './errors.js';
+export { createLogger, type LogFormat, type Logger, type LoggerOptions } from './logger.js';
 export { createErrorMappingMiddleware, type GrpcMappedError } from './middleware/error-mapping.js';
 export { createRequestLoggingMiddleware } from './middleware/request-logging.js';
-export { onShutdownSignal, runMain } from './run-main.js';
+export { exitWithParent, onShutdownSignal, runMain } from './run-main.js';
 export { createServiceServer, type ServiceServer, type ServiceServerOptions } from './server.js';
 export { clientTlsFromConfig, createServerCredentials, serverTlsFromConfig, type ServerTlsOptions } from './tls.js';
