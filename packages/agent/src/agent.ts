@@ -8,6 +8,7 @@ import { createJobSlots } from './capacity/job-slots.js';
 import { createEngine } from './engines/create-engine.js';
 import { ENGINE_NAMES, type Engine } from './engines/engine.js';
 import { AgentConfigError } from './errors.js';
+import { loadAgentCredential } from './identity/agent-credential.js';
 import { createCoordinatorLink, type CoordinatorLink } from './links/coordinator-link.js';
 import { createInstanceManagerLink, type InstanceManagerLink } from './links/instance-manager-link.js';
 import { createAgentService } from './service/agent-service.js';
@@ -145,6 +146,8 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
   }
   const o = parsed.data;
   if (options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  // The agent's own secret: it proves to the coordinator that this process is this agent id.
+  const credential = await loadAgentCredential(options.dataDir);
   const logger = options.logger ?? createLogger({ service: 'titan-agent', level: options.logLevel ?? 'info' });
   const maxQueue = o.maxQueue ?? 2 * o.maxConcurrentJobs;
   const engine: Engine =
@@ -226,6 +229,7 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
   link = createCoordinatorLink({
     address: o.coordinator,
     joinToken: o.joinToken,
+    credential: credential.value,
     agentId,
     tls: options.clientTls,
     heartbeatIntervalMs: o.heartbeatIntervalMs,
@@ -326,6 +330,7 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     });
     im.start();
   }
+  if (credential.source === 'generated') logger.info({ file: credential.file }, 'generated this agent\'s credential; keep the data dir (a new credential for the same agent id is refused)');
   logger.info({ agentId, endpoint, engine: engine.name, models: engine.models, maxConcurrentJobs: o.maxConcurrentJobs, maxQueue }, 'agent ready');
   return { port, agentId, endpoint, stop, closed };
 }

@@ -109,7 +109,7 @@ describe('coordinator link', () => {
     const msgs = await stream;
     expect(msgs.at(-1)?.stats?.tokensGenerated).toBe(10);
     await stopping;
-    expect(coordinator.deregistrations).toEqual([{ agentId: 'link-agent', reason: 'test' }]);
+    expect(coordinator.deregistrations).toEqual([{ agentId: 'link-agent', reason: 'test', agentCredential: coordinator.credentials.get('link-agent') }]);
     expect(coordinator.updates.flatMap((u) => u.completedJobs).map((j) => j.jobId)).toContain('slow-job');
   });
 });

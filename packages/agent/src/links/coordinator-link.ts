@@ -33,6 +33,12 @@ export interface CoordinatorLinkOptions {
   /** `host:port` of the coordinator. */
   address: string;
   joinToken: string;
+  /**
+   * This agent's own credential (see `loadAgentCredential`): sent on RegisterAgent, on the first
+   * HealthUpdate of every stream (it binds the stream) and on DeregisterAgent, so no other
+   * holder of the join token can act for this agent id.
+   */
+  credential: string;
   /** This agent's id (in every update and in DeregisterAgent). */
   agentId: string;
   tls?: ClientTlsOptions | undefined;
@@ -115,7 +121,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     for (let attempt = 0; ; attempt++) {
       stopController.signal.throwIfAborted();
       try {
-        const res = await client.registerAgent(options.registration(), { ...auth(), signal: AbortSignal.any([stopController.signal, AbortSignal.timeout(10_000)]) });
+        const res = await client.registerAgent({ ...options.registration(), agentCredential: options.credential }, { ...auth(), signal: AbortSignal.any([stopController.signal, AbortSignal.timeout(10_000)]) });
         if (res.heartbeatIntervalSeconds > 0) intervalMs = res.heartbeatIntervalSeconds * 1000;
         logger.info({ coordinator: options.address, status: res.status, heartbeatIntervalMs: intervalMs }, 'registered with the coordinator');
         resolveRegistered();
@@ -159,7 +165,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     stopController.signal.addEventListener('abort', onStop, { once: true });
     sendUpdate();
     try {
-      for await (const ack of client.reportHealth(q, { ...auth(), signal: callAbort.signal })) {
+      for await (const ack of client.reportHealth(withCredentialFirst(q, options.credential), { ...auth(), signal: callAbort.signal })) {
         const echo = Number(ack.echoTimestamp);
         if (echo > 0) {
           rttMs = Math.max(0, Date.now() - echo);
@@ -236,7 +242,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
       if (queue && !queue.closed) sendUpdate();
       try {
         await client.deregisterAgent(
-          { agentId: options.agentId, reason },
+          { agentId: options.agentId, reason, agentCredential: options.credential },
           { ...auth(), signal: AbortSignal.timeout(3000) },
         );
         logger.info({ reason }, 'deregistered from the coordinator');
@@ -251,4 +257,13 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
       channel.close();
     },
   };
+}
+
+/** The updates of one health stream, the first one carrying the agent's credential (it binds the stream). */
+async function* withCredentialFirst(updates: AsyncIterable<DeepPartial<HealthUpdate>>, credential: string): AsyncGenerator<DeepPartial<HealthUpdate>> {
+  let first = true;
+  for await (const update of updates) {
+    yield first ? { ...update, agentCredential: credential } : update;
+    first = false;
+  }
 }

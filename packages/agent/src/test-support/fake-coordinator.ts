@@ -14,6 +14,10 @@ export interface FakeCoordinator {
   registrations: AgentRegistration[];
   updates: HealthUpdate[];
   deregistrations: DeregistrationRequest[];
+  /** agent_id → the credential its first registration presented (trust on first use, like the real coordinator). */
+  credentials: Map<string, string>;
+  /** Calls refused with PERMISSION_DENIED because they presented another credential. */
+  refused: number;
   /** Keys served by GetPublicKey (current first); empty → GetPublicKey fails UNAVAILABLE. */
   signers: TestSigner[];
   /** Calls of GetPublicKey so far. */
@@ -43,12 +47,25 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions = {})
   const checkAuth = (metadata: Metadata) => {
     if (metadata.get('authorization') !== `Bearer ${joinToken}`) throw new ServerError(Status.UNAUTHENTICATED, 'bad join token');
   };
+  const checkCredential = (agentId: string, credential: string, bind: boolean) => {
+    const bound = fake.credentials.get(agentId);
+    if (bound === undefined) {
+      if (bind) fake.credentials.set(agentId, credential);
+      return;
+    }
+    if (bound !== credential) {
+      fake.refused += 1;
+      throw new ServerError(Status.PERMISSION_DENIED, `agent_id "${agentId}" is bound to another credential`);
+    }
+  };
   const fake: FakeCoordinator = {
     port: 0,
     address: '',
     registrations: [],
     updates: [],
     deregistrations: [],
+    credentials: new Map(),
+    refused: 0,
     signers: options.signers ?? [],
     keyFetches: 0,
     forgetAgents: () => known.clear(),
@@ -72,13 +89,17 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions = {})
     },
     async registerAgent(request, context) {
       checkAuth(context.metadata);
+      checkCredential(request.agentId, request.agentCredential, true);
       fake.registrations.push(request);
       known.add(request.agentId);
       return { status: 'registered', message: 'ok', heartbeatIntervalSeconds: options.heartbeatIntervalSeconds ?? 0 };
     },
     async *reportHealth(updates, context) {
       checkAuth(context.metadata);
+      let first = true;
       for await (const update of updates) {
+        if (first) checkCredential(update.agentId, update.agentCredential, false);
+        first = false;
         fake.updates.push(update);
         yield { agentId: update.agentId, status: 'ok', echoTimestamp: update.timestamp, reregister: !known.has(update.agentId) };
       }
@@ -91,6 +112,7 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions = {})
     },
     async deregisterAgent(request, context) {
       checkAuth(context.metadata);
+      checkCredential(request.agentId, request.agentCredential, false);
       fake.deregistrations.push(request);
       known.delete(request.agentId);
       return { status: 'deregistered' };
