@@ -1,6 +1,12 @@
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { instanceManager } from '@titancompute/protocol';
-import { startAgent } from '../agent.js';
+import { createClientFactory } from 'nice-grpc';
+import { createProtoVersionClientMiddleware, createTitanChannel, instanceManager } from '@titancompute/protocol';
+import { startInstanceManager, type InstanceManagerOptions, type RunningInstanceManager } from '@titancompute/instance-manager';
+import { createLogger } from '@titancompute/server-kit';
+import { startAgent, type RunningAgent, type StartAgentOptions } from '../agent.js';
 import { startFakeCoordinator } from '../test-support/fake-coordinator.js';
 import { createFakeEngine } from '../test-support/fake-engine.js';
 import { startFakeInstanceManager } from '../test-support/fake-instance-manager.js';
@@ -11,7 +17,7 @@ afterEach(async () => {
 });
 
 describe('instance manager link', () => {
-  it('adds the agent and its gRPC service, posts metrics, and drains + stops when told healthy=false', async () => {
+  it('adds the agent and its gRPC service, posts metrics, and drains + stops when a v1 instance manager answers healthy=false', async () => {
     const coordinator = await startFakeCoordinator();
     const im = await startFakeInstanceManager();
     cleanups.push(() => coordinator.stop(), () => im.stop());
@@ -44,6 +50,31 @@ describe('instance manager link', () => {
     expect(coordinator.deregistrations.map((d) => d.agentId)).toEqual(['im-agent']);
   });
 
+  it('registers again (not stops) on STALE or UNKNOWN, and drains + stops on KILLED', async () => {
+    const coordinator = await startFakeCoordinator();
+    const im = await startFakeInstanceManager();
+    cleanups.push(() => coordinator.stop(), () => im.stop());
+    const agent = await startAgent({ ...agentBase('im-agent-3', coordinator.address), instanceManager: im.address, drainTimeoutMs: 1000 });
+    cleanups.push(() => agent.stop());
+    let stopped = false;
+    void agent.closed.then(() => (stopped = true));
+    await coordinator.waitFor(() => im.instances.length === 1 && im.healthChecks >= 1);
+    for (const status of [instanceManager.HealthStatus.HEALTH_STATUS_STALE, instanceManager.HealthStatus.HEALTH_STATUS_UNKNOWN]) {
+      const registrations = im.instances.length;
+      im.healthy = false;
+      im.status = status;
+      await coordinator.waitFor(() => im.instances.length > registrations && im.services.length > registrations);
+      im.healthy = true;
+      im.status = instanceManager.HealthStatus.HEALTH_STATUS_ALIVE;
+      expect(stopped).toBe(false);
+    }
+    expect(im.instances.every((i) => i.id === 'im-agent-3' && i.address === agent.endpoint)).toBe(true);
+    im.healthy = false;
+    im.status = instanceManager.HealthStatus.HEALTH_STATUS_KILLED;
+    expect(await agent.closed).toMatch(/instance manager/);
+    expect(coordinator.deregistrations.map((d) => d.agentId)).toEqual(['im-agent-3']);
+  });
+
   it('keeps serving while the instance manager is unreachable', async () => {
     const coordinator = await startFakeCoordinator();
     cleanups.push(() => coordinator.stop());
@@ -66,4 +97,136 @@ describe('instance manager link', () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(stopped).toBe(false);
   });
+});
+
+/** Agent options shared by the tests below (fake engine, no GPU, fast health checks). */
+function agentBase(agentId: string, coordinator: string): StartAgentOptions {
+  return {
+    agentId,
+    host: '127.0.0.1',
+    port: 0,
+    coordinator,
+    joinToken: 'join-secret',
+    engine: createFakeEngine(),
+    imHealthIntervalMs: 100,
+    nvidiaSmiPath: '/nonexistent/nvidia-smi',
+    logLevel: 'silent',
+  };
+}
+
+/** A JSON logger writing to a temp file, and the messages it wrote so far. */
+function captureLogs(): { logger: ReturnType<typeof createLogger>; messages(): string[] } {
+  const dir = mkdtempSync(join(tmpdir(), 'titan-im-link-'));
+  const fd = openSync(join(dir, 'agent.log'), 'w');
+  cleanups.push(async () => {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    logger: createLogger({ service: 'titan-agent', level: 'info', fd }),
+    messages: () =>
+      readFileSync(join(dir, 'agent.log'), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => (JSON.parse(line) as { msg: string }).msg),
+  };
+}
+
+/** Polls `probe` every 50 ms until it is true (errors count as false), or fails after `timeoutMs`. */
+async function waitUntil(probe: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await Promise.resolve().then(probe).catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('instance manager link against the real instance manager', () => {
+  /** Starts a real instance manager, restartable on the same port and storage. */
+  async function realIm(options: InstanceManagerOptions) {
+    let im: RunningInstanceManager = await startInstanceManager({ host: '127.0.0.1', port: 0, logLevel: 'silent', ...options });
+    const port = im.port;
+    const channel = createTitanChannel(`127.0.0.1:${port}`);
+    const factory = createClientFactory().use(createProtoVersionClientMiddleware());
+    const get = factory.create(instanceManager.GetServiceDefinition, channel);
+    const tryClient = factory.create(instanceManager.TryServiceDefinition, channel);
+    cleanups.push(async () => {
+      channel.close();
+      await im.stop();
+    });
+    return {
+      address: `127.0.0.1:${port}`,
+      get,
+      try: tryClient,
+      describe: async (id: string) => (await get.getInstance({ instanceId: id })).instance,
+      stop: () => im.stop(),
+      async restart() {
+        im = await startInstanceManager({ host: '127.0.0.1', port, logLevel: 'silent', ...options });
+      },
+    };
+  }
+
+  async function agentOn(imAddress: string, agentId: string, logger?: ReturnType<typeof createLogger>) {
+    const coordinator = await startFakeCoordinator();
+    cleanups.push(() => coordinator.stop());
+    const agent: RunningAgent = await startAgent({
+      ...agentBase(agentId, coordinator.address),
+      instanceManager: imAddress,
+      drainTimeoutMs: 1000,
+      ...(logger ? { logger } : {}),
+    });
+    cleanups.push(() => agent.stop());
+    const state = { closedWith: undefined as string | undefined };
+    void agent.closed.then((reason) => (state.closedWith = reason));
+    return { agent, coordinator, state };
+  }
+
+  it('an outage longer than the stale timeout: the agent keeps serving, logs it once, registers again when the instance manager returns; a kill still stops it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'titan-im-outage-'));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const staleTimeoutMs = 1000;
+    const im = await realIm({ storage: { kind: 'sqlite', dataDir: dir }, staleTimeoutMs, sweepIntervalMs: 50 });
+    const log = captureLogs();
+    const { agent, coordinator, state } = await agentOn(im.address, 'outage-agent', log.logger);
+    await waitUntil(async () => (await im.describe('outage-agent'))?.services.length === 1, 'the agent to register');
+    const before = (await im.describe('outage-agent'))!;
+
+    await im.stop();
+    await new Promise((r) => setTimeout(r, 2.5 * staleTimeoutMs)); // the outage: longer than the stale timeout
+    expect(state.closedWith).toBeUndefined();
+    await im.restart();
+    const restartedAt = Date.now();
+
+    await waitUntil(async () => ((await im.describe('outage-agent'))?.lastHealthCheckMs ?? 0) >= restartedAt, 'a health check after the restart');
+    await waitUntil(() => log.messages().includes('instance manager reachable again'), 'the recovery log line');
+    const after = (await im.describe('outage-agent'))!;
+    // The same incarnation (never marked stale), with its address and gRPC service.
+    expect(after.createdAtMs).toBe(before.createdAtMs);
+    expect(after.instance).toMatchObject({ address: agent.endpoint });
+    expect(after.services).toEqual([{ type: instanceManager.ServiceType.SERVICE_TYPE_AGENT_GRPC, port: agent.port, url: `grpc://${agent.endpoint}` }]);
+    const messages = log.messages();
+    expect(messages.filter((m) => m.startsWith('instance manager unreachable'))).toHaveLength(1); // once per outage, not per attempt
+    expect(messages.filter((m) => m === 'registered with the instance manager')).toHaveLength(2); // at start, and when it returned
+    expect(messages).not.toContain('instance manager told this agent to stop');
+    expect(state.closedWith).toBeUndefined();
+
+    expect(await im.try.tryKillInstance({ instanceId: 'outage-agent', reason: 'decommissioned' })).toMatchObject({ success: true });
+    expect(await agent.closed).toMatch(/killed: decommissioned/);
+    expect(coordinator.deregistrations.map((d) => d.agentId)).toEqual(['outage-agent']);
+  }, 30_000);
+
+  it('marked stale while the instance manager runs: the agent registers a new incarnation and keeps serving', async () => {
+    let skewMs = 0;
+    // The instance manager's clock jumps ahead (as if the agent had been silent): with the outage
+    // gap out of reach, the jump is plain staleness, not an outage of the instance manager.
+    const im = await realIm({ storage: 'memory', staleTimeoutMs: 1000, sweepIntervalMs: 50, outageGapMs: 3_600_000, now: () => Date.now() + skewMs });
+    const { state } = await agentOn(im.address, 'stale-agent');
+    await waitUntil(async () => (await im.describe('stale-agent'))?.services.length === 1, 'the agent to register');
+    const first = (await im.describe('stale-agent'))!;
+    skewMs = 60_000;
+    await waitUntil(async () => ((await im.describe('stale-agent'))?.createdAtMs ?? 0) > first.createdAtMs, 'a new incarnation');
+    expect((await im.describe('stale-agent'))!.services).toHaveLength(1);
+    expect(state.closedWith).toBeUndefined();
+  }, 30_000);
 });

@@ -4,6 +4,7 @@ import { createProtoVersionClientMiddleware, createTitanChannel, instanceManager
 import type { Logger } from '@titancompute/server-kit';
 import type { MachineStats } from '../stats/system-stats.js';
 import type { JobTotals } from '../service/job-tracker.js';
+import { backoffDelay } from '../util/abort.js';
 
 /** Options of {@link createInstanceManagerLink}. */
 export interface InstanceManagerLinkOptions {
@@ -20,9 +21,23 @@ export interface InstanceManagerLinkOptions {
   models: readonly string[];
   /** Health check (and metrics) interval. Default 5000 ms. */
   intervalMs?: number;
+  /**
+   * First retry after the instance manager could not be reached; each further failure doubles
+   * it (±20 % jitter) up to {@link retryMaxMs}. Default min(1000, intervalMs).
+   */
+  retryInitialMs?: number;
+  /**
+   * Cap of the retry delay. Default min(15 000, 3 × intervalMs) ms: 15 s with the default 5 s
+   * interval, half the instance manager's default stale timeout, so the agent is back within the
+   * grace period an instance manager gives after an outage.
+   */
+  retryMaxMs?: number;
   stats: () => MachineStats;
   totals: () => Readonly<JobTotals>;
-  /** The instance manager answered healthy=false: the agent must drain and exit. */
+  /**
+   * The instance manager says this agent was killed (TryKillInstance named it or an ancestor;
+   * or a v1 instance manager answered healthy=false): the agent must drain and exit.
+   */
   onStopRequested: (message: string) => void;
   logger: Logger;
 }
@@ -33,26 +48,44 @@ export interface InstanceManagerLink {
   stop(): void;
 }
 
+const { HealthStatus } = instanceManager;
+
 /**
  * Creates an {@link InstanceManagerLink}: TryAddInstance (type INFERENCE_AGENT), TryAddService
  * (AGENT_GRPC, and VLLM_OPENAI_COMPATIBLE for the openai engine), then every interval
- * TryHealthCheck plus Post{Gpu,System,Llm}Metrics. Only an explicit healthy=false stops the
- * agent; an unreachable instance manager is retried and the agent keeps serving.
+ * TryHealthCheck plus Post{Gpu,System,Llm}Metrics.
+ *
+ * Only a kill stops the agent: TryHealthCheck answering `status` KILLED (a TryKillInstance of
+ * this agent or of an ancestor), or healthy=false from a v1 instance manager (no `status`).
+ * STALE or UNKNOWN (e.g. the instance manager lost its state) → the agent registers again (a
+ * new incarnation) and keeps serving. An unreachable instance manager → the agent keeps
+ * serving, retries with exponential backoff (logged once per outage, not per attempt) and,
+ * when the instance manager answers again, registers again with TryAddInstance and its
+ * services before the next health check.
  */
 export function createInstanceManagerLink(options: InstanceManagerLinkOptions): InstanceManagerLink {
   const { logger } = options;
-  const channel: Channel = createTitanChannel(options.address, options.tls ? { tls: options.tls } : {});
+  const intervalMs = options.intervalMs ?? 5000;
+  const retryInitialMs = options.retryInitialMs ?? Math.min(1000, intervalMs);
+  const retryMaxMs = Math.max(retryInitialMs, options.retryMaxMs ?? Math.min(15_000, 3 * intervalMs));
+  const channel: Channel = createTitanChannel(options.address, {
+    ...(options.tls ? { tls: options.tls } : {}),
+    // grpc-js backs off its own reconnects up to 120 s by default: keep them as eager as ours,
+    // so the agent is back soon after the instance manager returns.
+    channelOptions: { 'grpc.initial_reconnect_backoff_ms': retryInitialMs, 'grpc.max_reconnect_backoff_ms': retryMaxMs },
+  });
   const factory = createClientFactory().use(createProtoVersionClientMiddleware());
   const tryClient = factory.create(instanceManager.TryServiceDefinition, channel);
   const postClient = factory.create(instanceManager.PostServiceDefinition, channel);
-  const intervalMs = options.intervalMs ?? 5000;
-  let added = false;
+  /** Whether TryAddInstance + TryAddService went through since the last failure. */
+  let registered = false;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
-  let warned = false;
+  /** The current outage (failed attempts in a row), undefined while reachable. */
+  let outage: { sinceMs: number; failures: number; lastError: string } | undefined;
   const deadline = () => ({ signal: AbortSignal.timeout(Math.max(1000, Math.min(5000, intervalMs))) });
 
-  const addSelf = async () => {
+  const register = async (why: string) => {
     const res = await tryClient.tryAddInstance(
       {
         instance: {
@@ -72,8 +105,8 @@ export function createInstanceManagerLink(options: InstanceManagerLinkOptions): 
       const r = await tryClient.tryAddService({ instanceId: options.agentId, service }, deadline());
       if (!r.success) logger.warn({ message: r.message, type: service.type }, 'instance manager refused TryAddService');
     }
-    added = true;
-    logger.info({ instanceManager: options.address }, 'registered with the instance manager');
+    registered = true;
+    logger.info({ instanceManager: options.address, why, message: res.message }, 'registered with the instance manager');
   };
 
   const postMetrics = async () => {
@@ -111,22 +144,49 @@ export function createInstanceManagerLink(options: InstanceManagerLinkOptions): 
   };
 
   const tick = async () => {
+    let nextMs = intervalMs;
     try {
-      if (!added) await addSelf();
-      const res = await tryClient.tryHealthCheck({ instanceId: options.agentId }, deadline());
-      warned = false;
+      if (!registered) await register(outage ? 'the instance manager is reachable again' : 'start');
+      let res = await tryClient.tryHealthCheck({ instanceId: options.agentId }, deadline());
+      if (outage) {
+        logger.info(
+          { instanceManager: options.address, downForMs: Date.now() - outage.sinceMs, failedAttempts: outage.failures, lastError: outage.lastError },
+          'instance manager reachable again',
+        );
+        outage = undefined;
+      }
+      if (!res.healthy && (res.status === HealthStatus.HEALTH_STATUS_STALE || res.status === HealthStatus.HEALTH_STATUS_UNKNOWN)) {
+        // Marked stale (e.g. after an outage) or forgotten: not a stop order. Register again
+        // (a new incarnation) and keep serving.
+        logger.warn({ message: res.message, status: HealthStatus[res.status] }, 'instance manager no longer counts this agent as alive; registering again');
+        registered = false;
+        await register(res.status === HealthStatus.HEALTH_STATUS_STALE ? 'marked stale' : 'unknown to the instance manager');
+        res = await tryClient.tryHealthCheck({ instanceId: options.agentId }, deadline());
+      }
       if (!res.healthy) {
-        logger.warn({ message: res.message }, 'instance manager told this agent to stop');
-        stopped = true;
-        options.onStopRequested(res.message || 'instance manager health check answered healthy=false');
-        return;
+        if (res.status === HealthStatus.HEALTH_STATUS_KILLED || res.status === HealthStatus.HEALTH_STATUS_UNSPECIFIED) {
+          // Killed (this agent or an ancestor), or a v1 instance manager (no status): a stop order.
+          logger.warn({ message: res.message, status: HealthStatus[res.status] }, 'instance manager told this agent to stop');
+          stopped = true;
+          clearTimeout(timer);
+          options.onStopRequested(res.message || 'instance manager health check answered healthy=false');
+          return;
+        }
+        registered = false; // still not alive right after registering: try again next time
       }
       await postMetrics();
     } catch (err) {
-      if (!warned) logger.warn({ err: (err as Error).message, instanceManager: options.address }, 'instance manager unreachable; still serving, retrying');
-      warned = true;
+      registered = false; // register again (TryAddInstance + services) once it answers
+      const error = (err as Error).message;
+      if (!outage) {
+        outage = { sinceMs: Date.now(), failures: 0, lastError: error };
+        logger.warn({ err: error, instanceManager: options.address }, 'instance manager unreachable; still serving, retrying with backoff');
+      }
+      nextMs = backoffDelay(outage.failures, retryInitialMs, retryMaxMs);
+      outage.failures += 1;
+      outage.lastError = error;
     }
-    if (!stopped) timer = setTimeout(() => void tick(), intervalMs);
+    if (!stopped) timer = setTimeout(() => void tick(), nextMs);
   };
 
   return {

@@ -11,8 +11,13 @@ export interface FakeInstanceManager {
   llmMetrics: instanceManager.LlmMetrics[];
   systemMetrics: instanceManager.SystemMetrics[];
   gpuMetrics: instanceManager.GpuMetrics[];
-  /** What TryHealthCheck answers; set false to kill the agent. */
+  /** What TryHealthCheck answers as `healthy`. */
   healthy: boolean;
+  /**
+   * What TryHealthCheck answers as `status` (v2): KILLED stops the agent, STALE and UNKNOWN make
+   * it register again. Undefined answers like a v1 instance manager (healthy=false = stop).
+   */
+  status: instanceManager.HealthStatus | undefined;
   stop(): Promise<void>;
 }
 
@@ -29,6 +34,7 @@ export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
     systemMetrics: [],
     gpuMetrics: [],
     healthy: true,
+    status: undefined,
     async stop() {
       server.forceShutdown();
     },
@@ -40,11 +46,16 @@ export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
     },
     async tryKillInstance() {
       fake.healthy = false;
+      fake.status = instanceManager.HealthStatus.HEALTH_STATUS_KILLED;
       return { success: true };
     },
     async tryHealthCheck() {
       fake.healthChecks++;
-      return { healthy: fake.healthy, message: fake.healthy ? '' : 'killed by test' };
+      return {
+        healthy: fake.healthy,
+        message: fake.healthy ? '' : 'killed by test',
+        ...(fake.status !== undefined ? { status: fake.status } : {}),
+      };
     },
     async tryAddChild() {
       return { success: true };

@@ -23,6 +23,13 @@ export interface RegistryOptions {
    * then. Keep it above the sweep interval. Default 3000 ms.
    */
   outageGapMs?: number;
+  /**
+   * No other replica shares the storage (memory, SQLite), so this registry's first sweep always
+   * starts a new up period, however short the restart was. With shared storage (PostgreSQL) a
+   * replica that starts while another one sweeps joins its up period instead. Default: true
+   * unless the store is PostgreSQL.
+   */
+  soleReplica?: boolean;
   /** Called when a sweep finds such a gap and starts a new up period. */
   onOutage?: (outage: Outage) => void;
 }
@@ -31,7 +38,7 @@ export interface RegistryOptions {
 export interface Outage {
   /** Latest sweep before the gap (unix ms); undefined on a database never swept before. */
   lastSeenMs: number | undefined;
-  /** Start of the new up period (unix ms). */
+  /** Start of the new up period (unix ms): a start, or the first sweep after the gap. */
   upSinceMs: number;
   /** No live instance goes stale before this (unix ms). */
   graceUntilMs: number;
@@ -129,6 +136,8 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
   const stale = options.staleTimeoutMs;
   const now = options.now ?? Date.now;
   const outageGapMs = options.outageGapMs ?? 3000;
+  const soleReplica = options.soleReplica ?? store.backend !== 'postgres';
+  let swept = false;
   // Until the first sweep reads the shared up period: grace from this replica's creation.
   let upSince = now();
   /**
@@ -218,7 +227,7 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
       // Presence first: after a gap with no replica running, a new up period (grace) starts
       // before anything is judged stale.
       const seen = await tx.readPresence();
-      const gap = !seen || nowMs - seen.seenMs > outageGapMs;
+      const gap = !seen || nowMs - seen.seenMs > outageGapMs || (soleReplica && !swept);
       const periodStart = gap ? nowMs : seen.upSinceMs;
       await tx.writePresence({ upSinceMs: periodStart, seenMs: Math.max(nowMs, seen?.seenMs ?? 0) });
       upSince = periodStart;
@@ -230,6 +239,7 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
       const found: Outage | undefined = gap ? { lastSeenMs: seen?.seenMs, upSinceMs: periodStart, graceUntilMs: periodStart + stale } : undefined;
       return { killed: died, outage: found };
     });
+    swept = true;
     if (outage) options.onOutage?.(outage);
     return killed;
   };
