@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { AgentIdentityError, IdentityStoreError } from '../errors.js';
@@ -34,7 +34,7 @@ export interface AgentBinding {
 
 /**
  * Agent id → SHA-256 of the agent's credential, persisted in `<data-dir>/coordinator.db`
- * (SQLite, WAL), so bindings survive coordinator restarts and an operator's `forget-agent`
+ * (SQLite, WAL, mode 0600), so bindings survive coordinator restarts and an operator's `forget-agent`
  * (another process) is seen at once: every check reads the database (a primary-key lookup).
  * Digests are compared in constant time.
  */
@@ -88,6 +88,9 @@ export function openIdentityStore(options: IdentityStoreOptions): IdentityStore 
   let db: Database.Database;
   try {
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    // Owner-only (SQLite gives its -wal/-shm files the same mode).
+    closeSync(openSync(file, 'a', 0o600));
+    chmodSync(file, 0o600);
     db = new Database(file);
     db.pragma('journal_mode = WAL');
     db.pragma('busy_timeout = 5000');
