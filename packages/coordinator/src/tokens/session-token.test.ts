@@ -5,7 +5,8 @@ import { TokenVerificationError } from '../errors.js';
 import { startFakeAgent, type FakeAgent } from '../test-support/fake-agent.js';
 import { makeTempDir, startTestCoordinator, waitFor, type TestCoordinator } from '../test-support/test-coordinator.js';
 import { keyringPath, openKeyring, rotateKeyring } from './keyring.js';
-import { DEFAULT_ISSUER, signSessionToken, verifySessionToken } from './session-token.js';
+import { createHash } from 'node:crypto';
+import { DEFAULT_ISSUER, promptSha256, signSessionToken, verifySessionToken } from './session-token.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -43,7 +44,9 @@ describe('session tokens', () => {
       agent_id: 'agent-a',
       client_id: 'client-9',
       parameters: { top_k: '5' },
+      prompt_sha256: createHash('sha256').update('hi').digest('base64url'),
     });
+    expect(claims).not.toHaveProperty('prompt');
     expect(claims.exp).toBe(grant.expiresAt);
     expect(claims.exp - claims.iat).toBe(300);
     expect(claims.nbf).toBe(claims.iat);
@@ -74,6 +77,25 @@ describe('session tokens', () => {
     await verifySessionToken(grant.sessionToken, { keys, issuer, audience: 'agent-a', clockToleranceSec: 0 });
     await new Promise((r) => setTimeout(r, (grant.expiresAt + 1) * 1000 - Date.now()));
     await expect(verifySessionToken(grant.sessionToken, { keys, issuer, audience: 'agent-a', clockToleranceSec: 0 })).rejects.toThrow(/expired/);
+  });
+});
+
+describe('prompt binding claim', () => {
+  it('prompt_sha256 is the base64url SHA-256 of the UTF-8 prompt, exactly as sent (no trimming or normalisation)', async () => {
+    const { tc } = await coordinatorWithAgent();
+    const { keys, issuer } = await tc.client.getPublicKey({});
+    const prompts = ['  café\n', 'cafe\u0301', 'Once upon a time'];
+    const hashes = new Set<string>();
+    for (const [i, prompt] of prompts.entries()) {
+      const grant = await tc.client.requestInference({ clientId: `c-${i}`, model: 'tiny', prompt, temperature: 1.25, temperatureSet: true });
+      const claims = await verifySessionToken(grant.sessionToken, { keys, issuer, audience: 'agent-a' });
+      expect(claims.prompt_sha256).toBe(createHash('sha256').update(Buffer.from(prompt, 'utf8')).digest('base64url'));
+      expect(claims.prompt_sha256).toBe(promptSha256(prompt));
+      expect(claims.temperature).toBe(1.25);
+      hashes.add(claims.prompt_sha256 ?? '');
+    }
+    expect(hashes.size).toBe(prompts.length);
+    expect(promptSha256('x')).toMatch(/^[A-Za-z0-9_-]{43}$/);
   });
 });
 

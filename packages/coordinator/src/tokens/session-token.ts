@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type CryptoKey, type JWTPayload } from 'jose';
 import { TokenSigningError, TokenVerificationError } from '../errors.js';
 import { importPublicKey, TOKEN_ALGORITHM, type Keyring, type PublishedKey } from './keyring.js';
@@ -18,6 +18,16 @@ export interface SessionGrant {
   temperature: number;
   /** Engine parameters the client asked for (claim `parameters`), if any. */
   parameters?: Record<string, string>;
+  /**
+   * The prompt the token is for. Only its hash is signed (claim `prompt_sha256`); the agent
+   * refuses a StreamRequest whose prompt hashes differently.
+   */
+  prompt?: string;
+}
+
+/** The `prompt_sha256` claim of a prompt: base64url (no padding) SHA-256 of its UTF-8 bytes. */
+export function promptSha256(prompt: string): string {
+  return createHash('sha256').update(prompt, 'utf8').digest('base64url');
 }
 
 /** Claims of a session token. */
@@ -36,6 +46,8 @@ export interface SessionClaims extends JWTPayload {
   agent_id: string;
   client_id: string;
   parameters?: Record<string, string>;
+  /** base64url SHA-256 of the UTF-8 prompt; absent only when the grant had no prompt. */
+  prompt_sha256?: string;
 }
 
 /** A signed token and when it expires. */
@@ -73,6 +85,7 @@ export async function signSessionToken(
     client_id: grant.clientId,
   };
   if (grant.parameters && Object.keys(grant.parameters).length > 0) payload.parameters = grant.parameters;
+  if (grant.prompt !== undefined) payload.prompt_sha256 = promptSha256(grant.prompt);
   try {
     const token = await new SignJWT(payload)
       .setProtectedHeader({ alg: TOKEN_ALGORITHM, kid: key.kid, typ: 'JWT' })
