@@ -230,5 +230,5 @@ describe('keys unavailable', () => {
 });
 
 function req4000(token: string) {
-  return { sessionToken: token, model: MODEL, prompt: 'Tell me a long story', maxTokens: 0, temperature: 0.8, stream: true };
+  return { sessionToken: token, model: MODEL, prompt: 'Tell me a long story', maxTokens: 0, temperature: 0.7, stream: true }; // the token's temperature
 }

@@ -14,6 +14,7 @@ import { createInstanceManagerLink, type InstanceManagerLink } from './links/ins
 import { createAgentService } from './service/agent-service.js';
 import { createJobTracker } from './service/job-tracker.js';
 import { createStatsSampler } from './stats/system-stats.js';
+import { openPersistentReplayCache } from './tokens/replay-cache.js';
 import { createTokenVerifier } from './tokens/token-verifier.js';
 
 /** Options of {@link startAgent}. Every field but `joinToken` has a default. */
@@ -86,6 +87,8 @@ export interface StartAgentOptions {
   tokenIssuer?: string;
   /** Minimum time between key refetches on unknown key ids. Default 1000 ms. */
   keyRefetchIntervalMs?: number;
+  /** Refuse session tokens without a `prompt_sha256` claim (from a coordinator older than this agent). Default false. */
+  requirePromptBinding?: boolean;
   logger?: Logger;
   /** Used when no `logger` is given. Default `info`. */
   logLevel?: (typeof LOG_LEVELS)[number];
@@ -177,6 +180,8 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
   const slots = createJobSlots({ maxConcurrent: o.maxConcurrentJobs, maxQueue });
   const tracker = createJobTracker();
   let link: CoordinatorLink | undefined;
+  // Used token ids outlive restarts when there is a data dir (recorded before a stream starts).
+  const replayCache = options.dataDir !== undefined ? openPersistentReplayCache({ dataDir: options.dataDir }) : undefined;
   const verifier = createTokenVerifier({
     get agentId() {
       return agentId;
@@ -187,6 +192,8 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     },
     ...(options.tokenIssuer ? { issuer: options.tokenIssuer } : {}),
     ...(options.keyRefetchIntervalMs !== undefined ? { refetchIntervalMs: options.keyRefetchIntervalMs } : {}),
+    ...(replayCache ? { replayCache } : {}),
+    ...(options.requirePromptBinding !== undefined ? { requirePromptBinding: options.requirePromptBinding } : {}),
     logger,
   });
   const service = createAgentService({
@@ -210,12 +217,16 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
   });
   server.add(AgentServiceDefinition, service.implementation);
 
-  await Promise.all([engine.load(), stats.refreshGpus()]);
+  await Promise.all([engine.load(), stats.refreshGpus()]).catch((err: unknown) => {
+    replayCache?.close();
+    throw err;
+  });
   let listened: { port: number };
   try {
     listened = await server.listen();
   } catch (err) {
     await engine.close();
+    replayCache?.close();
     throw err;
   }
   const port = listened.port;
@@ -305,6 +316,7 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
       await link?.stop(reason);
       stats.stop();
       await server.shutdown();
+      replayCache?.close();
       await engine.close();
       logger.info({ reason }, 'agent stopped');
       resolveClosed(reason);

@@ -41,8 +41,37 @@ export class EngineError extends AgentError {
 /** A session token was refused (UNAUTHENTICATED, PERMISSION_DENIED) or keys are unavailable (UNAVAILABLE). */
 export class TokenError extends AgentError {
   override readonly name = 'TokenError';
-  constructor(message: string, grpcStatus: Status, context: Readonly<Record<string, unknown>> = {}, options: { cause?: unknown } = {}) {
-    super(message, context, { ...options, grpcStatus });
+  /**
+   * The refused token's job id (its `job_id` claim, else its jti), set whenever the token's
+   * signature was valid — so the coordinator's reservation for that job can be released at
+   * once. Undefined when the token could not be authenticated (its claims are not trusted).
+   * For a replayed token ("token already used") it names the job that already ran with it.
+   */
+  readonly jobId: string | undefined;
+  constructor(
+    message: string,
+    grpcStatus: Status,
+    context: Readonly<Record<string, unknown>> = {},
+    options: { cause?: unknown; jobId?: string | undefined } = {},
+  ) {
+    super(message, options.jobId === undefined ? context : { ...context, jobId: options.jobId }, { cause: options.cause, grpcStatus });
+    this.jobId = options.jobId;
+  }
+
+  /** This error again, naming the refused token's job (a no-op when it already names one). */
+  withJobId(jobId: string): TokenError {
+    if (this.jobId !== undefined) return this;
+    const copy = new TokenError(this.message, this.grpcStatus, this.context, { cause: this.cause, jobId });
+    copy.stack = this.stack;
+    return copy;
+  }
+}
+
+/** The agent's store of used token ids (its data dir) cannot be opened or written. */
+export class ReplayStoreError extends AgentError {
+  override readonly name = 'ReplayStoreError';
+  constructor(message: string, context: Readonly<Record<string, unknown>> = {}, options: { cause?: unknown } = {}) {
+    super(message, context, { ...options, grpcStatus: Status.UNAVAILABLE });
   }
 }
 

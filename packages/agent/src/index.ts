@@ -32,8 +32,24 @@ export { DEFAULT_MODEL_PATH } from './engines/default-model.js';
 export { parseGenerationParameters, KNOWN_PARAMETERS, type GenerationParameters } from './engines/parameters.js';
 export { runGeneration, type FinishReason, type GenerationPiece, type GenerationStats } from './engines/run-generation.js';
 export type { HttpTimeouts } from './engines/http-stream.js';
-export { createTokenVerifier, DEFAULT_ISSUER, type SessionGrant, type TokenVerifier, type TokenVerifierOptions } from './tokens/token-verifier.js';
-export { createReplayCache, type ReplayCache } from './tokens/replay-cache.js';
+export {
+  createTokenVerifier,
+  DEFAULT_ISSUER,
+  promptSha256,
+  type RequestBinding,
+  type SessionGrant,
+  type TokenVerifier,
+  type TokenVerifierOptions,
+} from './tokens/token-verifier.js';
+export {
+  createReplayCache,
+  openPersistentReplayCache,
+  REPLAY_DB_FILE,
+  type ClaimOutcome,
+  type PersistentReplayCacheOptions,
+  type ReplayCache,
+  type ReplayCacheOptions,
+} from './tokens/replay-cache.js';
 export { createJobSlots, type JobSlots, type ReleaseSlot } from './capacity/job-slots.js';
 export { NVIDIA_SMI_ARGS, NVIDIA_SMI_QUERY, parseNvidiaSmi, queryNvidiaSmi, type NvidiaSmiOptions } from './stats/nvidia-smi.js';
 export { createStatsSampler, type MachineStats, type StatsSampler } from './stats/system-stats.js';
@@ -43,6 +59,7 @@ export {
   CapacityError,
   EngineError,
   GpuStatsError,
+  ReplayStoreError,
   RequestValidationError,
   TokenError,
   type EngineErrorCode,

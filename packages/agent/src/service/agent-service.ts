@@ -55,7 +55,7 @@ function createRequestValidator(limits: RequestLimits): (request: StreamRequest)
     model: z.string().max(256, 'model is too long'),
     prompt: z
       .string()
-      .min(1, 'prompt must not be empty')
+      .min(1, 'prompt must not be empty (send the prompt given to RequestInference again)')
       .refine((p) => Buffer.byteLength(p, 'utf8') <= limits.maxPromptBytes, `prompt is larger than ${limits.maxPromptBytes} bytes`),
     maxTokens: z.number().int().min(0, 'max_tokens must be ≥ 0').max(limits.maxTokensLimit, `max_tokens must be ≤ ${limits.maxTokensLimit}`),
     temperature: z.number().refine(Number.isFinite, 'temperature must be a number').pipe(z.number().min(0, 'temperature must be ≥ 0').max(2, 'temperature must be ≤ 2')),
@@ -101,7 +101,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
         tracker.reject(g.jobId);
         throw err;
       }
-    });
+    }, { prompt: request.prompt, temperature: request.temperature });
     const jobId = grant.jobId;
     const maxTokens = request.maxTokens === 0 ? grant.maxTokens : request.maxTokens;
     const temperature = request.temperature === 0 ? grant.temperature : request.temperature;

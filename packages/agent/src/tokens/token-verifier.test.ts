@@ -3,7 +3,8 @@ import { Status } from 'nice-grpc-common';
 import type { PublicKeyResponse } from '@titancompute/protocol';
 import { TokenError } from '../errors.js';
 import { createTestSigner, type TestSigner } from '../test-support/token-signer.js';
-import { createTokenVerifier } from './token-verifier.js';
+import { createReplayCache } from './replay-cache.js';
+import { createTokenVerifier, promptSha256 } from './token-verifier.js';
 
 const AGENT = 'agent-a';
 
@@ -16,6 +17,15 @@ function keysOf(signers: TestSigner[]): PublicKeyResponse {
     keyId: current?.kid ?? '',
     keys: signers.map((s) => s.publicKey()),
   };
+}
+
+async function errorOf(p: Promise<unknown>): Promise<TokenError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(TokenError);
+  return err as TokenError;
 }
 
 async function codeOf(p: Promise<unknown>): Promise<Status> {
@@ -117,6 +127,80 @@ describe('createTokenVerifier', () => {
       },
     });
     expect(await codeOf(verifier.verify(await signer.sign()))).toBe(Status.UNAVAILABLE);
+  });
+
+  it('binds the prompt: another prompt is PERMISSION_DENIED naming the field, without using the token up', async () => {
+    const signer = await createTestSigner({ aud: AGENT });
+    const verifier = createTokenVerifier({ agentId: AGENT, fetchKeys: async () => keysOf([signer]) });
+    const token = await signer.sign({ job_id: 'job-p', temperature: 0.7, prompt_sha256: promptSha256('prompt A') });
+    const wrong = await errorOf(verifier.verify(token, undefined, { prompt: 'prompt B', temperature: 0 }));
+    expect(wrong.grpcStatus).toBe(Status.PERMISSION_DENIED);
+    expect(wrong.message).toMatch(/^prompt does not match/);
+    expect(wrong.context).toMatchObject({ field: 'prompt', jobId: 'job-p' });
+    expect(wrong.jobId).toBe('job-p');
+    await expect(verifier.verify(token, undefined, { prompt: 'prompt A', temperature: 0 })).resolves.toMatchObject({ jobId: 'job-p', promptSha256: promptSha256('prompt A') });
+    const replay = await errorOf(verifier.verify(token, undefined, { prompt: 'prompt A', temperature: 0 }));
+    expect(replay.message).toBe('token already used');
+    expect(replay.jobId).toBe('job-p');
+  });
+
+  it('binds the temperature: unset (0) or the same float32 value passes, any other is refused without using the token up', async () => {
+    const signer = await createTestSigner({ aud: AGENT });
+    const verifier = createTokenVerifier({ agentId: AGENT, fetchKeys: async () => keysOf([signer]) });
+    const prompt = 'hello';
+    const token = await signer.sign({ job_id: 'job-t', temperature: 0.7, prompt_sha256: promptSha256(prompt) });
+    for (const temperature of [0.9, 1.5, 0.5]) {
+      const err = await errorOf(verifier.verify(token, undefined, { prompt, temperature }));
+      expect(err.grpcStatus).toBe(Status.PERMISSION_DENIED);
+      expect(err.message).toMatch(new RegExp(`^temperature ${temperature} does not match the session token's 0.7`));
+      expect(err.context).toMatchObject({ field: 'temperature' });
+      expect(err.jobId).toBe('job-t');
+    }
+    // 0.7 arrives as float32 (0.699999988...) from a v1 client that sends the same value twice.
+    await expect(verifier.verify(token, undefined, { prompt, temperature: Math.fround(0.7) })).resolves.toMatchObject({ temperature: 0.7 });
+    const unset = await signer.sign({ temperature: 0.7, prompt_sha256: promptSha256(prompt) });
+    await expect(verifier.verify(unset, undefined, { prompt, temperature: 0 })).resolves.toBeDefined();
+    const greedy = await signer.sign({ temperature: 0, prompt_sha256: promptSha256(prompt) });
+    expect((await errorOf(verifier.verify(greedy, undefined, { prompt, temperature: 0.2 }))).grpcStatus).toBe(Status.PERMISSION_DENIED);
+  });
+
+  it('accepts tokens without prompt_sha256 (older coordinator) unless requirePromptBinding, which refuses them without using them up', async () => {
+    const signer = await createTestSigner({ aud: AGENT });
+    const lenient = createTokenVerifier({ agentId: AGENT, fetchKeys: async () => keysOf([signer]) });
+    await expect(lenient.verify(await signer.sign(), undefined, { prompt: 'anything', temperature: 0 })).resolves.toMatchObject({ promptSha256: undefined });
+    const strict = createTokenVerifier({ agentId: AGENT, fetchKeys: async () => keysOf([signer]), requirePromptBinding: true });
+    const token = await signer.sign({ job_id: 'job-old' });
+    const err = await errorOf(strict.verify(token, undefined, { prompt: 'anything', temperature: 0 }));
+    expect(err.grpcStatus).toBe(Status.PERMISSION_DENIED);
+    expect(err.message).toMatch(/no prompt_sha256 claim/);
+    expect(err.jobId).toBe('job-old');
+    await expect(lenient.verify(token, undefined, { prompt: 'anything', temperature: 0 })).resolves.toBeDefined();
+  });
+
+  it('names the job on every refusal of a validly signed token, and on none of a forged one', async () => {
+    const signer = await createTestSigner({ aud: AGENT });
+    const verifier = createTokenVerifier({ agentId: AGENT, fetchKeys: async () => keysOf([signer]) });
+    expect((await errorOf(verifier.verify(await signer.sign({ aud: 'agent-b', job_id: 'job-b' })))).jobId).toBe('job-b');
+    expect((await errorOf(verifier.verify(await signer.sign({ job_id: 'job-m', max_tokens: undefined })))).jobId).toBe('job-m');
+    const refusedByAuthorize = await errorOf(
+      verifier.verify(await signer.sign({ job_id: 'job-a' }), () => {
+        throw new TokenError('model mismatch', Status.PERMISSION_DENIED);
+      }),
+    );
+    expect(refusedByAuthorize.jobId).toBe('job-a');
+    const stranger = await createTestSigner({ aud: AGENT }, signer.kid);
+    expect((await errorOf(verifier.verify(await stranger.sign({ job_id: 'job-x' })))).jobId).toBeUndefined();
+  });
+
+  it('records used jtis in the replay cache it is given', async () => {
+    const signer = await createTestSigner({ aud: AGENT });
+    const replayCache = createReplayCache();
+    const first = createTokenVerifier({ agentId: AGENT, fetchKeys: async () => keysOf([signer]), replayCache });
+    const token = await signer.sign();
+    await first.verify(token);
+    expect(replayCache.size).toBe(1);
+    const second = createTokenVerifier({ agentId: AGENT, fetchKeys: async () => keysOf([signer]), replayCache });
+    expect((await errorOf(second.verify(token))).message).toBe('token already used');
   });
 
   it('refuses non-EdDSA tokens (alg confusion)', async () => {

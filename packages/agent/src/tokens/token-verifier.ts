@@ -1,9 +1,10 @@
+import { createHash } from 'node:crypto';
 import { errors, importSPKI, jwtVerify, type CryptoKey, type JWTPayload } from 'jose';
 import { Status } from 'nice-grpc-common';
 import { z } from 'zod';
 import type { PublicKeyResponse } from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
-import { TokenError } from '../errors.js';
+import { ReplayStoreError, TokenError } from '../errors.js';
 import { createReplayCache, type ReplayCache } from './replay-cache.js';
 
 /** What a verified session token grants. */
@@ -15,8 +16,18 @@ export interface SessionGrant {
   model: string;
   maxTokens: number;
   temperature: number;
+  /** The `prompt_sha256` claim (base64url SHA-256 of the UTF-8 prompt); undefined for tokens of an older coordinator. */
+  promptSha256: string | undefined;
   /** Unix ms. */
   expiresAtMs: number;
+}
+
+/** What the StreamRequest asks for, checked against the token before its jti is used up. */
+export interface RequestBinding {
+  /** StreamRequest.prompt: must hash to the token's `prompt_sha256`. */
+  prompt: string;
+  /** StreamRequest.temperature: 0 (unset) or the token's temperature (to float32 precision). */
+  temperature: number;
 }
 
 /** Options of {@link createTokenVerifier}. */
@@ -33,18 +44,32 @@ export interface TokenVerifierOptions {
   refetchIntervalMs?: number;
   /** Bound of the replay cache. Default 100 000. */
   maxReplayEntries?: number;
+  /**
+   * Where used jtis are remembered. Default: an in-memory cache (lost on restart); the agent
+   * passes the SQLite one of its data dir. The verifier does not close it.
+   */
+  replayCache?: ReplayCache;
+  /**
+   * Refuse (PERMISSION_DENIED) tokens without a `prompt_sha256` claim, i.e. tokens of a
+   * coordinator older than this agent. Default false: they are accepted (and logged once), so
+   * agents can be upgraded before the coordinator.
+   */
+  requirePromptBinding?: boolean;
   logger?: Logger;
 }
 
 /** Verifies session tokens against the coordinator's keys. */
 export interface TokenVerifier {
   /**
-   * Verifies a token (signature, iss, aud, exp/nbf, claims) and consumes its jti. Throws
-   * {@link TokenError}: UNAUTHENTICATED (bad, expired, replayed), PERMISSION_DENIED (another
-   * agent), UNAVAILABLE (no keys). `authorize` runs before the jti is consumed, so a request
-   * refused by it (wrong model, limits) does not burn the token.
+   * Verifies a token (signature, iss, aud, exp/nbf, claims), checks the request against it
+   * (`binding`: prompt hash, temperature), runs `authorize`, and only then consumes its jti
+   * (durably, for a persistent replay cache, before this resolves). Throws {@link TokenError}:
+   * UNAUTHENTICATED (bad, expired, replayed), PERMISSION_DENIED (another agent, another prompt
+   * or temperature, or whatever `authorize` refuses), UNAVAILABLE (no keys, replay store
+   * unwritable). A request refused by the binding or by `authorize` does not burn the token.
+   * Every refusal of a token whose signature is valid carries its `jobId`.
    */
-  verify(token: string, authorize?: (grant: SessionGrant) => void): Promise<SessionGrant>;
+  verify(token: string, authorize?: (grant: SessionGrant) => void, binding?: RequestBinding): Promise<SessionGrant>;
   /** Fetches the keys now (at start and after re-registering). Never throws; false on failure. */
   refresh(): Promise<boolean>;
   /** Ids of the keys currently known. */
@@ -60,7 +85,37 @@ const claimsSchema = z.object({
   job_id: z.string().min(1).optional(),
   sub: z.string().optional(),
   client_id: z.string().optional(),
+  prompt_sha256: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url SHA-256').optional(),
 });
+
+/** base64url SHA-256 of a prompt's UTF-8 bytes: the `prompt_sha256` claim. */
+export function promptSha256(prompt: string): string {
+  return createHash('sha256').update(prompt, 'utf8').digest('base64url');
+}
+
+/** Temperatures travel as float32 and are signed rounded to 6 decimals: compare at that precision. */
+const sameTemperature = (a: number, b: number) => Math.round(Math.fround(a) * 1e6) === Math.round(Math.fround(b) * 1e6);
+
+/**
+ * Checks a request against its grant: the prompt hash (when the token carries one) and the
+ * temperature (0 = unset = the token's). Throws PERMISSION_DENIED naming the field.
+ */
+function checkBinding(grant: SessionGrant, binding: RequestBinding, requirePromptBinding: boolean): void {
+  if (grant.promptSha256 !== undefined) {
+    if (promptSha256(binding.prompt) !== grant.promptSha256) {
+      throw new TokenError('prompt does not match the session token (send the prompt given to RequestInference)', Status.PERMISSION_DENIED, { field: 'prompt' });
+    }
+  } else if (requirePromptBinding) {
+    throw new TokenError('session token has no prompt_sha256 claim (issued by an older coordinator); this agent requires prompt-bound tokens', Status.PERMISSION_DENIED, { field: 'prompt' });
+  }
+  if (binding.temperature !== 0 && !sameTemperature(binding.temperature, grant.temperature)) {
+    throw new TokenError(
+      `temperature ${Math.round(Math.fround(binding.temperature) * 1e6) / 1e6} does not match the session token's ${grant.temperature} (send the same value or leave it unset)`,
+      Status.PERMISSION_DENIED,
+      { field: 'temperature' },
+    );
+  }
+}
 
 /** The default `iss` of TitanCompute session tokens. */
 export const DEFAULT_ISSUER = 'titancompute-coordinator';
@@ -79,7 +134,9 @@ export const DEFAULT_ISSUER = 'titancompute-coordinator';
 export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
   const tolerance = Math.min(5, options.clockToleranceSec ?? 5);
   const refetchIntervalMs = options.refetchIntervalMs ?? 1000;
-  const replay: ReplayCache = createReplayCache({ maxEntries: options.maxReplayEntries ?? 100_000 });
+  const replay: ReplayCache = options.replayCache ?? createReplayCache({ maxEntries: options.maxReplayEntries ?? 100_000 });
+  const requirePromptBinding = options.requirePromptBinding ?? false;
+  let warnedUnbound = false;
   let keys = new Map<string, CryptoKey>();
   let currentKid: string | undefined;
   let issuer = options.issuer ?? DEFAULT_ISSUER;
@@ -142,7 +199,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     get keyIds() {
       return [...keys.keys()];
     },
-    async verify(token, authorize) {
+    async verify(token, authorize, binding) {
       if (!token) throw new TokenError('session_token is required', Status.UNAUTHENTICATED, { field: 'session_token' });
       let payload: JWTPayload;
       try {
@@ -164,15 +221,17 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
         if (err instanceof errors.JOSEAlgNotAllowed) throw new TokenError('session token algorithm not allowed (EdDSA only)', Status.UNAUTHENTICATED, {}, { cause: err });
         throw new TokenError(`session token is malformed: ${(err as Error).message}`, Status.UNAUTHENTICATED, {}, { cause: err });
       }
+      // From here on the signature is valid: every refusal names the token's job.
+      const signedJobId = typeof payload.job_id === 'string' && payload.job_id !== '' ? payload.job_id : typeof payload.jti === 'string' ? payload.jti : undefined;
       const aud = payload.aud;
       const audiences = Array.isArray(aud) ? aud : aud === undefined ? [] : [aud];
       if (!audiences.includes(options.agentId)) {
-        throw new TokenError(`session token is for agent ${JSON.stringify(audiences.join(','))}, not this agent (${options.agentId})`, Status.PERMISSION_DENIED, { aud: audiences });
+        throw new TokenError(`session token is for agent ${JSON.stringify(audiences.join(','))}, not this agent (${options.agentId})`, Status.PERMISSION_DENIED, { aud: audiences }, { jobId: signedJobId });
       }
       const claims = claimsSchema.safeParse(payload);
       if (!claims.success) {
         const issue = claims.error.issues[0];
-        throw new TokenError(`session token claim ${issue?.path.join('.') ?? '?'} is missing or invalid`, Status.UNAUTHENTICATED);
+        throw new TokenError(`session token claim ${issue?.path.join('.') ?? '?'} is missing or invalid`, Status.UNAUTHENTICATED, {}, { jobId: signedJobId });
       }
       const c = claims.data;
       const expiresAtMs = c.exp * 1000;
@@ -183,12 +242,30 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
         model: c.model,
         maxTokens: c.max_tokens,
         temperature: c.temperature,
+        promptSha256: c.prompt_sha256,
         expiresAtMs,
       };
-      authorize?.(grant);
-      const outcome = replay.claim(c.jti, expiresAtMs + tolerance * 1000);
-      if (outcome === 'replayed') throw new TokenError('token already used', Status.UNAUTHENTICATED, { jti: c.jti });
-      if (outcome === 'full') throw new TokenError('too many live session tokens; try again later', Status.UNAVAILABLE);
+      const jobId = grant.jobId;
+      try {
+        if (binding) checkBinding(grant, binding, requirePromptBinding);
+        authorize?.(grant);
+      } catch (err) {
+        throw err instanceof TokenError ? err.withJobId(jobId) : err;
+      }
+      if (grant.promptSha256 === undefined && !warnedUnbound) {
+        warnedUnbound = true;
+        options.logger?.warn({ jobId }, 'accepting a session token without prompt_sha256 (older coordinator): its prompt is not bound; upgrade the coordinator');
+      }
+      let outcome;
+      try {
+        outcome = replay.claim(c.jti, expiresAtMs + tolerance * 1000);
+      } catch (err) {
+        if (!(err instanceof ReplayStoreError)) throw err;
+        options.logger?.error({ err, jobId }, 'cannot record a used session token');
+        throw new TokenError('cannot record the session token as used; try again later', Status.UNAVAILABLE, {}, { cause: err, jobId });
+      }
+      if (outcome === 'replayed') throw new TokenError('token already used', Status.UNAUTHENTICATED, { jti: c.jti }, { jobId });
+      if (outcome === 'full') throw new TokenError('too many live session tokens; try again later', Status.UNAVAILABLE, {}, { jobId });
       return grant;
     },
   };
