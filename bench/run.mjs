@@ -28,17 +28,20 @@ if (unknown.length) {
 }
 const selected = wanted.length ? wanted : all;
 const TIMEOUT_MS = 8 * 60_000;
+// The agent soak sends 20,000 requests: it gets longer.
+const timeoutOf = (name) => (name === 'agent-soak' ? 20 * 60_000 : TIMEOUT_MS);
 
 function runBench(name) {
   return new Promise((resolve) => {
     const started = Date.now();
-    const child = spawn(process.execPath, [join(benchDir, `${name}.bench.mjs`)], {
+    // --expose-gc: benches that sample memory (agent-soak) collect garbage before each sample.
+    const child = spawn(process.execPath, ['--expose-gc', join(benchDir, `${name}.bench.mjs`)], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutOf(name));
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       const seconds = ((Date.now() - started) / 1000).toFixed(0);

@@ -28,6 +28,9 @@ export interface HealthSnapshot {
   draining: boolean;
 }
 
+/** Most finished jobs kept for re-sending until the coordinator acknowledges them (oldest dropped first). */
+export const MAX_UNACKED_OUTCOMES = 1000;
+
 /** Options of {@link createCoordinatorLink}. */
 export interface CoordinatorLinkOptions {
   /** `host:port` of the coordinator. */
@@ -108,7 +111,9 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
   let queue: PushQueue<DeepPartial<HealthUpdate>> | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
   let debounce: NodeJS.Timeout | undefined;
-  let unacked: JobOutcome[] = [];
+  // Finished jobs not yet acknowledged, with the timestamp of the first update that carried
+  // them; an ack echoing timestamp E covers every update up to E (one ordered stream).
+  let unacked: { outcome: JobOutcome; sentTs: number }[] = [];
   let draining = false;
   const ackWaiters = new Map<number, () => void>();
   let resolveRegistered!: () => void;
@@ -145,11 +150,13 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     // unreported rejection only means the slot waits for the coordinator's claim window.
     const s = { ...options.snapshot(), startedJobIds: options.takeStarted?.() ?? [], rejectedJobIds: options.takeRejected?.() ?? [] };
     const completed = options.takeCompleted();
-    unacked.push(...completed);
     let ts = Date.now();
     if (ts <= lastSentTs) ts = lastSentTs + 1;
     lastSentTs = ts;
-    queue.push({ agentId: options.agentId, ...s, draining: s.draining || draining, rttMs, timestamp: ts, completedJobs: [...unacked] });
+    for (const outcome of completed) unacked.push({ outcome, sentTs: ts });
+    // A coordinator that never acks must not make every update (and this list) grow forever.
+    if (unacked.length > MAX_UNACKED_OUTCOMES) unacked = unacked.slice(-MAX_UNACKED_OUTCOMES);
+    queue.push({ agentId: options.agentId, ...s, draining: s.draining || draining, rttMs, timestamp: ts, completedJobs: unacked.map((u) => u.outcome) });
     scheduleHeartbeat();
   };
   const scheduleHeartbeat = () => {
@@ -171,7 +178,10 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
           rttMs = Math.max(0, Date.now() - echo);
           ackWaiters.get(echo)?.();
           ackWaiters.delete(echo);
-          if (echo === lastSentTs) unacked = [];
+          // Not only when the ack is for the latest update: under steady load the next update is
+          // always sent before the previous one's ack arrives (the list then grew without end).
+          const covered = unacked.findIndex((u) => u.sentTs > echo);
+          if (covered !== 0) unacked = covered === -1 ? [] : unacked.slice(covered);
         }
         if (ack.reregister) {
           logger.info('coordinator does not know this agent; registering again');
