@@ -8,8 +8,11 @@
  * Ports: 50050 (instance manager), 50051 + 8080 (coordinator), 50052/50053 (agents); set
  * TITAN_CLUSTER_PORTS=auto to pick free ports instead (the demo always does).
  * State: ./.titan (TITAN_CLUSTER_DATA_DIR to put it elsewhere). Services run in their own
- * process group; Ctrl-C (SIGINT) or SIGTERM stops each of them once and exits 0 (pnpm itself
- * reports 130 for any interrupted script).
+ * process group; Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) stops each of them
+ * once and exits 0 (pnpm itself reports 130 for any interrupted script). Should this script die
+ * without stopping them (SIGKILL), every service notices its parent is gone and shuts down.
+ * A service that exits on its own (told to, e.g. `titan instances kill agent-2`, or crashed) is
+ * reported and started again on the same port with backoff; only a signal stops the cluster.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,6 +25,10 @@ mkdirSync(dataDir, { recursive: true });
 const MODEL = 'llama-2-tiny-random';
 
 const say = (line = '') => process.stdout.write(line + '\n');
+// The terminal may be gone (SIGHUP): a failed write must not crash this script before it has
+// stopped the services.
+process.stdout.on('error', () => {});
+process.stderr.on('error', () => {});
 
 let cluster;
 let stopping = false;
@@ -30,13 +37,14 @@ async function shutdown(code) {
   if (stopping) return;
   stopping = true;
   say('\nstopping the cluster…');
-  const codes = cluster ? await cluster.stop() : await stopAllServices();
+  // Judge only the services running now: one that exited earlier was reported then.
+  const running = cluster ? cluster.processes.filter((p) => p.child.exitCode === null && p.child.signalCode === null) : [];
+  const codes = cluster ? (await cluster.stop(), running.map((p) => p.child.exitCode)) : await stopAllServices();
   const bad = codes.filter((c) => c !== 0);
   if (bad.length) process.stderr.write(`some services exited uncleanly: ${JSON.stringify(codes)}\n`);
   process.exit(bad.length ? 1 : code);
 }
-process.on('SIGINT', () => void shutdown(0));
-process.on('SIGTERM', () => void shutdown(0));
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => void shutdown(0));
 
 try {
   cluster = await startCluster({
@@ -62,14 +70,14 @@ say(`  coordinator       grpc ${coordinator.address}   http http://127.0.0.1:${c
 for (const agent of agents) say(`  ${agent.name.padEnd(17)} grpc ${agent.address}   (llama.cpp, ${MODEL})`);
 say();
 
-for (const p of cluster.processes) {
-  void p.exited.then((code) => {
-    if (!stopping) {
-      process.stderr.write(`${p.name} exited unexpectedly (${code}); stopping the cluster\n${p.stderr.slice(-2000)}\n`);
-      void shutdown(1);
-    }
-  });
-}
+cluster.supervise({
+  onExit: (name, code, stderrTail) => {
+    const how = code === 0 ? 'exited (0)' : `exited unexpectedly (${code})`;
+    process.stderr.write(`${name} ${how}; restarting it${stderrTail.trim() ? `\n${stderrTail.trim()}` : ''}\n`);
+  },
+  onRestart: (name, proc) => process.stderr.write(`${name} restarted (grpc ${proc.address})\n`),
+  onRestartFailed: (name, err, retryInMs) => process.stderr.write(`${name} did not start again (${err.message.split('\n')[0]}); retrying in ${retryInMs} ms\n`),
+});
 
 if (demo) {
   const { TitanClient } = await import('@titancompute/client');
@@ -97,8 +105,11 @@ if (demo) {
     await shutdown(1);
   }
 } else {
+  // `pnpm exec titan` runs the repository's CLI from anywhere inside it; the lines work as printed.
+  const titan = 'pnpm exec titan';
   say('Try it (in another terminal):');
-  say(`  node ${join('packages/client/dist/cli/bin.js')} generate --coordinator ${coordinator.address} --model ${MODEL} "Hello"`);
-  say(`  node ${join('packages/client/dist/cli/bin.js')} status --coordinator ${coordinator.address}`);
+  say(`  ${titan} generate --coordinator ${coordinator.address} --model ${MODEL} "Hello"`);
+  say(`  ${titan} status --coordinator ${coordinator.address}`);
+  say(`  ${titan} instances ls --instance-manager ${instanceManager.address}`);
   say('Press Ctrl-C to stop.');
 }

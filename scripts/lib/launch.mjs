@@ -68,7 +68,10 @@ export function startService(options) {
   const { name, bin, args = [], env = {}, readyTimeoutMs = 30_000, echo = false } = options;
   const child = spawn(process.execPath, [bin, ...args], {
     cwd: repoRoot,
-    env: { ...process.env, ...env },
+    // TITAN_PARENT_PID: the service shuts itself down once this process is gone, even if it was
+    // SIGKILLed and had no chance to stop it (server-kit's runMain watches its parent pid).
+    // JSON logs: this module parses them, whatever TITAN_LOG_FORMAT the user's shell sets.
+    env: { ...process.env, ...env, TITAN_PARENT_PID: String(process.pid), TITAN_LOG_FORMAT: 'json' },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group: a Ctrl-C in the terminal reaches only the launching script, which
     // then stops each service once (a second signal would make a service exit at once).
@@ -212,17 +215,104 @@ export async function startCluster(options) {
       started.push(agent);
       agentProcs.push(agent);
     }
-    return {
+    // What it takes to start each service again on the port it has now (see supervise()).
+    const specs = new Map([
+      [im, { name: 'instance-manager', bin: BINS['instance-manager'], args: ['--port', String(im.port), '--data-dir', join(dataDir, 'instance-manager')], env: common, echo }],
+      [coordinator, {
+        name: 'coordinator',
+        bin: BINS.coordinator,
+        args: ['--port', String(coordinator.port), '--http-port', String(coordinator.httpPort), '--data-dir', join(dataDir, 'coordinator'), ...(options.coordinatorArgs ?? [])],
+        env: common,
+        echo,
+      }],
+      ...agentProcs.map((agent) => [agent, {
+        name: agent.name,
+        bin: BINS.agent,
+        args: ['--port', String(agent.port), '--agent-id', agent.name, '--public-host', '127.0.0.1', '--data-dir', join(dataDir, agent.name), ...(options.agentArgs ?? [])],
+        env: { ...common, TITAN_COORDINATOR: coordinator.address, TITAN_INSTANCE_MANAGER: im.address },
+        echo,
+      }]),
+    ]);
+    let stopping = false;
+    /** Restarts scheduled or under way, so stop() can cancel or wait for them. */
+    const pending = new Set();
+    const cluster = {
       joinToken,
       instanceManager: im,
       coordinator,
       agents: agentProcs,
       processes: started,
+      /** Stops every service (and any restart supervise() has scheduled); resolves with their exit codes. */
       async stop() {
+        stopping = true;
+        for (const p of pending) clearTimeout(p.timer);
+        await Promise.all([...pending].map((p) => p.starting));
         const codes = await Promise.all([...started].reverse().map((p) => p.stop()));
         return codes;
       },
+      /**
+       * Keeps the cluster up: a service that exits while the cluster is not stopping (told to exit,
+       * e.g. `titan instances kill agent-2`, or crashed) is reported through `onExit` and started
+       * again on the same port after a backoff: `initialMs` (default 500), doubling while it keeps
+       * dying within `stableMs` (default 30 s) of its start, at most `maxMs` (default 30 s).
+       * @param {{ onExit?: (name: string, code: number | null, stderrTail: string) => void,
+       *   onRestart?: (name: string, proc: ServiceProcess) => void,
+       *   onRestartFailed?: (name: string, err: Error, retryInMs: number) => void,
+       *   initialMs?: number, maxMs?: number, stableMs?: number }} [handlers]
+       */
+      supervise(handlers = {}) {
+        const { initialMs = 500, maxMs = 30_000, stableMs = 30_000 } = handlers;
+        const state = new Map(started.map((p) => [specs.get(p).name, { attempt: 0, startedAt: Date.now() }]));
+        const replace = (old, next) => {
+          const spec = specs.get(old);
+          specs.delete(old);
+          specs.set(next, spec);
+          started[started.indexOf(old)] = next;
+          if (cluster.instanceManager === old) cluster.instanceManager = next;
+          if (cluster.coordinator === old) {
+            next.httpPort = old.httpPort;
+            cluster.coordinator = next;
+          }
+          const i = agentProcs.indexOf(old);
+          if (i >= 0) agentProcs[i] = next;
+        };
+        const schedule = (proc, spec, st) => {
+          st.attempt = Date.now() - st.startedAt >= stableMs ? 0 : st.attempt + 1;
+          const delay = Math.min(maxMs, initialMs * 2 ** Math.max(0, st.attempt - 1));
+          const entry = { timer: undefined, starting: undefined };
+          pending.add(entry);
+          entry.timer = setTimeout(() => {
+            entry.starting = startService(spec)
+              .then((next) => {
+                replace(proc, next);
+                st.startedAt = Date.now();
+                if (stopping) return;
+                handlers.onRestart?.(spec.name, next);
+                watch(next);
+              })
+              .catch((err) => {
+                if (stopping) return;
+                st.startedAt = Date.now();
+                const again = Math.min(maxMs, initialMs * 2 ** st.attempt);
+                handlers.onRestartFailed?.(spec.name, err, again);
+                schedule(proc, spec, st);
+              })
+              .finally(() => pending.delete(entry));
+          }, delay);
+          return delay;
+        };
+        const watch = (proc) => {
+          void proc.exited.then((code) => {
+            if (stopping || !started.includes(proc)) return;
+            const spec = specs.get(proc);
+            handlers.onExit?.(spec.name, code, proc.stderr.slice(-2000));
+            schedule(proc, spec, state.get(spec.name));
+          });
+        };
+        for (const p of started) watch(p);
+      },
     };
+    return cluster;
   } catch (err) {
     await Promise.all(started.map((p) => p.stop('SIGKILL')));
     throw err;
