@@ -71,8 +71,10 @@ describe('loadConfig', () => {
   });
 
   it('refuses unknown flags and answers --help with the usage', () => {
-    expect(configError(() => load(['--prot', '1'])).message).toContain("Unknown option '--prot'");
+    expect(configError(() => load(['--prot', '1'])).message).toBe('unknown option --prot (run titan-test --help for the options)');
+    expect(configError(() => load(['--port'])).message).toBe('option --port needs a value (run titan-test --help for the options)');
     expect(() => load(['--help'])).toThrow(HelpRequested);
+    expect(() => load(['-h'])).toThrow(HelpRequested);
     try {
       load(['--help']);
     } catch (err) {
