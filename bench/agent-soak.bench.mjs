@@ -173,7 +173,8 @@ console.log(`## Agent memory soak
 
 ${REQUESTS.toLocaleString('en-US')} short StreamInference requests (max_tokens ${MAX_TOKENS}, prompt ${JSON.stringify(PROMPT)}${VARY_PROMPTS ? ' + a unique suffix' : ''}, ${CONCURRENCY} at a time${CHANNEL_PER_REQUEST ? ', a new connection each' : ''})
 through one real agent over gRPC on loopback: bundled tiny model on llama.cpp (${defaultLlamaThreads()} threads), every
-request with its own session token, verified and recorded in the agent's data dir (SQLite). RSS and V8 heap used
+request with its own session token, verified and recorded in the agent's data dir (SQLite); the fake coordinator acks each
+health update ${ACK_DELAY_MS} ms late, as across a network (before the fix this made every update carry every finished job). RSS and V8 heap used
 are sampled every ${SAMPLE_EVERY.toLocaleString('en-US')} requests after a full GC${globalThis.gc ? '' : ' (no --expose-gc: samples are noisier)'}; the slope is the least-squares fit over the
 samples from request ${SAMPLE_EVERY.toLocaleString('en-US')} on (the first ${SAMPLE_EVERY.toLocaleString('en-US')} are warm-up). ${failures} request(s) failed; ${f(REQUESTS / seconds, 0)} requests/s.
 
