@@ -205,6 +205,7 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     stats,
     limits: { maxPromptBytes: o.maxPromptBytes, maxTokensLimit: o.maxTokensLimit },
     state: () => state,
+    jobEndReported: () => link?.whenAcked(250) ?? Promise.resolve(),
     logger,
   });
   const server = createServiceServer({
@@ -277,6 +278,8 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
       };
     },
     takeCompleted: () => tracker.takeCompleted(),
+    takeStarted: () => tracker.takeStarted(),
+    takeRejected: () => tracker.takeRejected(),
     takeStarted: () => tracker.takeStarted(),
     takeRejected: () => tracker.takeRejected(),
     onRegistered: () => void verifier.refresh(),

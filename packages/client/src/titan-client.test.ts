@@ -192,7 +192,10 @@ describe('typed errors from the coordinator', () => {
   });
 
   it('CapacityError carries retryAfterMs from the trailer', async () => {
-    const { client } = await cluster([{ agentId: 'a1' }], { busyRetryAfterMs: 1234 });
+    const { coordinator } = await cluster([{ agentId: 'a1' }], { busyRetryAfterMs: 1234 });
+    // Busy retries off: this is about the error itself (retries: inference/busy-retry.test.ts).
+    const client = new TitanClient({ coordinator: coordinator.address, busyRetries: 0 });
+    stoppers.push(() => client.close());
     const error = await client.complete({ model: MODEL, prompt: 'x' }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(CapacityError);
     expect(error).toMatchObject({ retryAfterMs: 1234, code: Status.RESOURCE_EXHAUSTED });

@@ -7,7 +7,7 @@ import {
   type CoordinatorServiceClient,
 } from '@titancompute/protocol';
 import { InvalidArgumentError, TitanError, toTitanError, type CallTarget } from './errors.js';
-import { runGeneration } from './inference/run-generation.js';
+import { DEFAULT_BUSY_RETRIES, DEFAULT_BUSY_RETRY_MAX_WAIT_MS, runGeneration } from './inference/run-generation.js';
 import { toAgentSelfStatus, toClusterStatus } from './inference/status-mapping.js';
 import { validateGenerateRequest } from './inference/validate-request.js';
 import { createChannelPool, type ChannelPool } from './transport/channel-pool.js';
@@ -28,6 +28,12 @@ export const DEFAULT_COORDINATOR = '127.0.0.1:50051';
 function positiveInt(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < 1) throw new InvalidArgumentError(`${name}: must be an integer >= 1`, name);
+  return value;
+}
+
+function nonNegativeInt(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 0) throw new InvalidArgumentError(`${name}: must be an integer >= 0`, name);
   return value;
 }
 
@@ -93,6 +99,8 @@ export class TitanClient {
   readonly #maxAttempts: number;
   readonly #requestTimeoutMs: number;
   readonly #streamTimeoutMs: number;
+  readonly #busyRetries: number;
+  readonly #busyRetryMaxWaitMs: number;
   #coordinator: CoordinatorServiceClient | undefined;
   readonly #agents = new Map<string, AgentServiceClient>();
 
@@ -106,6 +114,8 @@ export class TitanClient {
     this.#maxAttempts = positiveInt('maxAttempts', options.maxAttempts, 3);
     this.#requestTimeoutMs = positiveInt('requestTimeoutMs', options.requestTimeoutMs, 10_000);
     this.#streamTimeoutMs = positiveInt('streamTimeoutMs', options.streamTimeoutMs, 300_000);
+    this.#busyRetries = nonNegativeInt('busyRetries', options.busyRetries, DEFAULT_BUSY_RETRIES);
+    this.#busyRetryMaxWaitMs = nonNegativeInt('busyRetryMaxWaitMs', options.busyRetryMaxWaitMs, DEFAULT_BUSY_RETRY_MAX_WAIT_MS);
     this.#pool = createChannelPool(options.tls);
   }
 
@@ -138,6 +148,8 @@ export class TitanClient {
       agent: (endpoint: string) => this.#agentClient(endpoint),
       requestTimeoutMs: this.#requestTimeoutMs,
       streamTimeoutMs: this.#streamTimeoutMs,
+      busyRetries: this.#busyRetries,
+      busyRetryMaxWaitMs: this.#busyRetryMaxWaitMs,
     };
     return new Generation((signal, onStats) => runGeneration(deps, { ...validated, signal }, onStats), validated.signal);
   }

@@ -17,6 +17,14 @@ export interface TitanClientOptions {
   requestTimeoutMs?: number;
   /** Deadline of a whole token stream, ms. Default 300 000. */
   streamTimeoutMs?: number;
+  /**
+   * Busy answers retried per generation: RESOURCE_EXHAUSTED from the coordinator, or from the
+   * agent before the first token (never after), each after the server's `retry-after-ms` hint
+   * (250 ms when it gives none). Not counted in `maxAttempts`. 0 turns it off. Default 5.
+   */
+  busyRetries?: number;
+  /** Most time one generation spends waiting between busy retries, ms; past it the `CapacityError` is thrown. Default 10 000. */
+  busyRetryMaxWaitMs?: number;
 }
 
 /** Why a generation ended. */

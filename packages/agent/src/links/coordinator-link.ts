@@ -57,6 +57,12 @@ export interface CoordinatorLinkOptions {
   takeRejected?: () => string[];
   /** How long {@link CoordinatorLink.nudge} waits to coalesce job changes into one update. Default 2 ms. */
   jobReportDelayMs?: number;
+  /** Ids of jobs accepted since the previous call (`started_job_ids`). */
+  takeStarted?: () => string[];
+  /** Ids of jobs whose verified token was refused before they started (`rejected_job_ids`). */
+  takeRejected?: () => string[];
+  /** How long {@link CoordinatorLink.nudge} waits to coalesce job changes into one update. Default 2 ms. */
+  jobReportDelayMs?: number;
   /** Interval used until (and unless) the coordinator says otherwise. Default 2000 ms. */
   heartbeatIntervalMs?: number;
   /** Backoff of registration retries: first delay and cap. Defaults 250 ms and 10 s. */
@@ -78,6 +84,11 @@ export interface CoordinatorLink {
    * see the slot free before the client hears about it (and asks again).
    */
   flush(): void;
+  /**
+   * Resolves once the coordinator acked every update sent so far (it has applied them), or
+   * after `timeoutMs` (default 250), or at once without a stream.
+   */
+  whenAcked(timeoutMs?: number): Promise<void>;
   /** Fetches the coordinator's public keys. */
   getPublicKey(): Promise<PublicKeyResponse>;
   /** Resolves after the first successful registration. */
@@ -116,6 +127,9 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
   let unacked: { outcome: JobOutcome; sentTs: number }[] = [];
   let draining = false;
   const ackWaiters = new Map<number, () => void>();
+  /** Highest update timestamp the coordinator acked, and who waits for one (see whenAcked). */
+  let ackedTs = 0;
+  let ackListeners: { ts: number; resolve: () => void }[] = [];
   let resolveRegistered!: () => void;
   const registered = new Promise<void>((resolve) => {
     resolveRegistered = resolve;
@@ -178,6 +192,11 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
           rttMs = Math.max(0, Date.now() - echo);
           ackWaiters.get(echo)?.();
           ackWaiters.delete(echo);
+          if (echo > ackedTs) ackedTs = echo;
+          if (ackListeners.length > 0) {
+            for (const l of ackListeners) if (l.ts <= echo) l.resolve();
+            ackListeners = ackListeners.filter((l) => l.ts > echo);
+          }
           // Not only when the ack is for the latest update: under steady load the next update is
           // always sent before the previous one's ack arrives (the list then grew without end).
           const covered = unacked.findIndex((u) => u.sentTs > echo);
@@ -234,6 +253,14 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     flush() {
       if (!queue || queue.closed) return;
       sendUpdate();
+    },
+    whenAcked(timeoutMs = 250) {
+      const ts = lastSentTs;
+      if (!queue || queue.closed || ts <= ackedTs) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        ackListeners.push({ ts, resolve: () => (clearTimeout(timer), resolve()) });
+      });
     },
     getPublicKey() {
       return client.getPublicKey({}, { signal: AbortSignal.timeout(5000) });

@@ -35,6 +35,12 @@ export interface AgentServiceDeps {
   verifier: TokenVerifier;
   slots: JobSlots;
   tracker: JobTracker;
+  /**
+   * Resolves once the coordinator has applied the report of the job that just ended (bounded
+   * wait); the done message waits for it, so a client that asks again at once finds the slot
+   * free. Default: no wait.
+   */
+  jobEndReported?: () => Promise<void>;
   stats: StatsSampler;
   limits: RequestLimits;
   /** "starting" | "healthy" | "draining". */
@@ -162,6 +168,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
         },
         stats.promptTokens,
       );
+      await deps.jobEndReported?.();
       const round = (n: number) => Math.round(n * 100) / 100;
       yield {
         content: '',

@@ -23,6 +23,34 @@ export interface GenerationDeps {
   agent(endpoint: string): AgentServiceClient;
   requestTimeoutMs: number;
   streamTimeoutMs: number;
+  /** Busy answers retried per generation (before the first token only). Default {@link DEFAULT_BUSY_RETRIES}. */
+  busyRetries?: number;
+  /** Most total wait between busy retries, ms. Default {@link DEFAULT_BUSY_RETRY_MAX_WAIT_MS}. */
+  busyRetryMaxWaitMs?: number;
+}
+
+/** Default {@link GenerationDeps.busyRetries}. */
+export const DEFAULT_BUSY_RETRIES = 5;
+/** Default {@link GenerationDeps.busyRetryMaxWaitMs}. */
+export const DEFAULT_BUSY_RETRY_MAX_WAIT_MS = 10_000;
+/** Wait before retrying a busy answer that carried no `retry-after-ms`. */
+const DEFAULT_BUSY_WAIT_MS = 250;
+
+/** Sleeps `ms`; rejects with {@link TitanAbortError} when `signal` fires first. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const aborted = () => new TitanAbortError('the request was aborted while waiting to retry a busy answer', { cause: signal?.reason });
+    if (signal?.aborted) return reject(aborted());
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(aborted());
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /** Failures before the first token that another agent may not have: try the next one. */
@@ -69,9 +97,12 @@ function finalStats(
 /**
  * The zero-proxy flow with failover: ask the coordinator for an agent and a session token,
  * stream straight from that agent, and — only while no token has been delivered — retry on
- * another agent (excluded by id) when the agent is unreachable, refuses the token, is busy or
- * unavailable. After the first token a break is a {@link StreamInterruptedError}: the text is
- * never restarted, so the caller never sees it twice.
+ * another agent (excluded by id) when the agent is unreachable, refuses the token or is
+ * unavailable. A busy answer (RESOURCE_EXHAUSTED from the coordinator, or from the agent before
+ * the first token) is retried after its `retry-after-ms` hint, up to `busyRetries` times and
+ * `busyRetryMaxWaitMs` of waiting (abortable; not counted as a failover attempt). After the
+ * first token a break is a {@link StreamInterruptedError}: the text is never restarted, so the
+ * caller never sees it twice.
  */
 export async function* runGeneration(
   deps: GenerationDeps,
@@ -81,6 +112,27 @@ export async function* runGeneration(
   const excluded: string[] = [];
   let lastAgentError: TitanError | undefined;
   const startedAt = performance.now();
+  const maxBusyRetries = deps.busyRetries ?? DEFAULT_BUSY_RETRIES;
+  const maxBusyWaitMs = deps.busyRetryMaxWaitMs ?? DEFAULT_BUSY_RETRY_MAX_WAIT_MS;
+  let busyRetries = 0;
+  let busyWaitedMs = 0;
+  /** Waits out a busy answer when the budget allows; false when it is spent. */
+  const retryBusy = async (error: CapacityError): Promise<boolean> => {
+    if (busyRetries >= maxBusyRetries) return false;
+    const wait = Math.max(1, Math.ceil(error.retryAfterMs ?? DEFAULT_BUSY_WAIT_MS));
+    if (busyWaitedMs + wait > maxBusyWaitMs) return false;
+    busyRetries++;
+    busyWaitedMs += wait;
+    await sleep(wait, request.signal);
+    return true;
+  };
+  const stillBusy = (error: CapacityError): CapacityError =>
+    busyRetries === 0
+      ? error
+      : new CapacityError(`${error.message} (still busy after ${busyRetries} retr${busyRetries === 1 ? 'y' : 'ies'} over ${busyWaitedMs} ms)`, error.retryAfterMs, {
+          cause: error,
+          context: { ...error.context, busyRetries, busyWaitedMs },
+        });
 
   for (let attempt = 1; attempt <= request.maxAttempts; attempt++) {
     // 1. Pick an agent.
@@ -115,6 +167,10 @@ export async function* runGeneration(
           model: request.model,
           extra: { attempt, excludedAgentIds: [...excluded] },
         });
+        if (mapped instanceof CapacityError && (await retryBusy(mapped))) {
+          attempt--; // a busy answer is waited out, not failed over
+          continue;
+        }
         if (lastAgentError && (mapped instanceof NoAgentsError || mapped instanceof CapacityError)) {
           const message = `${mapped.message} (after ${attempt - 1} failed attempt(s); last agent error: ${lastAgentError.message})`;
           const options = { cause: mapped, context: { ...mapped.context, lastAgentError } };
@@ -122,7 +178,7 @@ export async function* runGeneration(
             ? new NoAgentsError(message, request.model, options)
             : new CapacityError(message, mapped.retryAfterMs, options);
         }
-        throw mapped;
+        throw mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
       } finally {
         deadline.dispose();
       }
@@ -197,11 +253,17 @@ export async function* runGeneration(
           { cause: mapped, context: { ...agentContext, tokensReceived: nextIndex } },
         );
       }
+      // The agent was full before the first token: wait its hint out and ask the coordinator again.
+      if (mapped instanceof CapacityError && (await retryBusy(mapped))) {
+        attempt--;
+        continue;
+      }
+      // Retries spent: fail over to another agent like any refusal.
       if (!isFailoverable(mapped)) throw mapped;
-      lastAgentError = mapped;
+      lastAgentError = mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
       excluded.push(grant.agentId);
       if (attempt === request.maxAttempts) {
-        throw rewrap(mapped, `${mapped.message} (gave up after ${attempt} attempt(s), agents tried: ${excluded.join(', ')})`);
+        throw rewrap(lastAgentError, `${lastAgentError.message} (gave up after ${attempt} attempt(s), agents tried: ${excluded.join(', ')})`);
       }
     } finally {
       deadline.abort();
