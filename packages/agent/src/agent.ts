@@ -280,8 +280,6 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     takeCompleted: () => tracker.takeCompleted(),
     takeStarted: () => tracker.takeStarted(),
     takeRejected: () => tracker.takeRejected(),
-    takeStarted: () => tracker.takeStarted(),
-    takeRejected: () => tracker.takeRejected(),
     onRegistered: () => void verifier.refresh(),
   });
   // A job's end (or a refused token) goes to the coordinator at once, before the client hears of

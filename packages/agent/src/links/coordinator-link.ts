@@ -57,12 +57,6 @@ export interface CoordinatorLinkOptions {
   takeRejected?: () => string[];
   /** How long {@link CoordinatorLink.nudge} waits to coalesce job changes into one update. Default 2 ms. */
   jobReportDelayMs?: number;
-  /** Ids of jobs accepted since the previous call (`started_job_ids`). */
-  takeStarted?: () => string[];
-  /** Ids of jobs whose verified token was refused before they started (`rejected_job_ids`). */
-  takeRejected?: () => string[];
-  /** How long {@link CoordinatorLink.nudge} waits to coalesce job changes into one update. Default 2 ms. */
-  jobReportDelayMs?: number;
   /** Interval used until (and unless) the coordinator says otherwise. Default 2000 ms. */
   heartbeatIntervalMs?: number;
   /** Backoff of registration retries: first delay and cap. Defaults 250 ms and 10 s. */
