@@ -182,7 +182,7 @@ describe('instance manager link against the real instance manager', () => {
     return { agent, coordinator, state };
   }
 
-  it('an outage longer than the stale timeout: the agent keeps serving, logs it once, registers again when the instance manager returns; a kill still stops it', async () => {
+  it('an outage longer than the stale timeout: the agent keeps serving, logs it once, finds itself still registered when the instance manager returns; a kill still stops it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'titan-im-outage-'));
     cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
     const staleTimeoutMs = 1000;
@@ -207,13 +207,37 @@ describe('instance manager link against the real instance manager', () => {
     expect(after.services).toEqual([{ type: instanceManager.ServiceType.SERVICE_TYPE_AGENT_GRPC, port: agent.port, url: `grpc://${agent.endpoint}` }]);
     const messages = log.messages();
     expect(messages.filter((m) => m.startsWith('instance manager unreachable'))).toHaveLength(1); // once per outage, not per attempt
-    expect(messages.filter((m) => m === 'registered with the instance manager')).toHaveLength(2); // at start, and when it returned
+    // Registered once: the instance manager kept the record alive, so nothing needed registering again.
+    expect(messages.filter((m) => m === 'registered with the instance manager')).toHaveLength(1);
     expect(messages).not.toContain('instance manager told this agent to stop');
     expect(state.closedWith).toBeUndefined();
 
     expect(await im.try.tryKillInstance({ instanceId: 'outage-agent', reason: 'decommissioned' })).toMatchObject({ success: true });
     expect(await agent.closed).toMatch(/killed: decommissioned/);
     expect(coordinator.deregistrations.map((d) => d.agentId)).toEqual(['outage-agent']);
+  }, 30_000);
+
+  it('a kill issued while the agent still backs off from an outage is obeyed, not undone by registering again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'titan-im-outage-kill-'));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const im = await realIm({ storage: { kind: 'sqlite', dataDir: dir }, staleTimeoutMs: 30_000 });
+    const coordinator = await startFakeCoordinator();
+    cleanups.push(() => coordinator.stop());
+    // Retries 1 s apart at first: the kill below lands between two of them.
+    const agent = await startAgent({ ...agentBase('kill-in-outage', coordinator.address), instanceManager: im.address, imHealthIntervalMs: 1000, drainTimeoutMs: 1000 });
+    cleanups.push(() => agent.stop());
+    await waitUntil(async () => (await im.describe('kill-in-outage'))?.services.length === 1, 'the agent to register');
+    const incarnation = (await im.describe('kill-in-outage'))!.createdAtMs;
+
+    await im.stop();
+    await new Promise((r) => setTimeout(r, 1500)); // at least one failed health check: the agent is in its outage
+    await im.restart();
+    expect(await im.try.tryKillInstance({ instanceId: 'kill-in-outage', reason: 'decommissioned during the outage' })).toMatchObject({ success: true });
+
+    expect(await agent.closed).toMatch(/killed: decommissioned during the outage/);
+    // No new incarnation was registered over the kill: the instance stays dead.
+    await expect(im.describe('kill-in-outage')).rejects.toThrow(/is dead \(killed: decommissioned during the outage\)/);
+    expect(incarnation).toBeGreaterThan(0);
   }, 30_000);
 
   it('marked stale while the instance manager runs: the agent registers a new incarnation and keeps serving', async () => {

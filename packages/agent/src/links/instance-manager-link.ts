@@ -146,6 +146,9 @@ export function createInstanceManagerLink(options: InstanceManagerLinkOptions): 
   const tick = async () => {
     let nextMs = intervalMs;
     try {
+      // Register only at start (or when the instance manager no longer counts this agent, below).
+      // After an outage the health check comes first: a kill issued meanwhile must be obeyed,
+      // not undone by registering a new incarnation.
       if (!registered) await register(outage ? 'the instance manager is reachable again' : 'start');
       let res = await tryClient.tryHealthCheck({ instanceId: options.agentId }, deadline());
       if (outage) {
@@ -176,7 +179,8 @@ export function createInstanceManagerLink(options: InstanceManagerLinkOptions): 
       }
       await postMetrics();
     } catch (err) {
-      registered = false; // register again (TryAddInstance + services) once it answers
+      // Not registering again here: once it answers, the health check says whether this agent is
+      // still alive (go on), was killed meanwhile (stop) or was forgotten or marked stale (register).
       const error = (err as Error).message;
       if (!outage) {
         outage = { sinceMs: Date.now(), failures: 0, lastError: error };
