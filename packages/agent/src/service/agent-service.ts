@@ -90,7 +90,26 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
     if (deps.state() === 'draining') throw new ServerError(Status.UNAVAILABLE, 'agent is draining and takes no new work; ask the coordinator for another agent');
     if (deps.state() === 'starting') throw new ServerError(Status.UNAVAILABLE, 'agent is still starting (loading the model)');
     validate(request);
-    const grant = await verifier.verify(request.sessionToken, (g) => {
+    const grant = await verifyReportingRejection(request);
+    return yield* runJob(request, context, grant);
+  }
+
+  /**
+   * Verifies the request's token. Any refusal of a token whose signature verified (its checks
+   * here, or the verifier's: prompt or temperature binding, expiry, replay) reports the job as
+   * rejected, so the coordinator frees its reservation at once instead of after the claim window.
+   */
+  async function verifyReportingRejection(request: StreamRequest): Promise<Awaited<ReturnType<typeof verifier.verify>>> {
+    try {
+      return await verifyToken(request);
+    } catch (err) {
+      if (err instanceof TokenError && err.jobId !== undefined) tracker.reject(err.jobId);
+      throw err;
+    }
+  }
+
+  function verifyToken(request: StreamRequest) {
+    return verifier.verify(request.sessionToken, (g) => {
       // The token's signature and audience verified (a forged token never gets here): when it is
       // refused, report its job as rejected so the coordinator frees the slot at once.
       try {
@@ -108,6 +127,9 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
         throw err;
       }
     }, { prompt: request.prompt, temperature: request.temperature });
+  }
+
+  async function* runJob(request: StreamRequest, context: CallContext, grant: Awaited<ReturnType<typeof verifier.verify>>): AsyncGenerator<DeepPartial<StreamResponse>> {
     const jobId = grant.jobId;
     const maxTokens = request.maxTokens === 0 ? grant.maxTokens : request.maxTokens;
     const temperature = request.temperature === 0 ? grant.temperature : request.temperature;

@@ -95,6 +95,7 @@ export function createJobTracker(): JobTracker {
       changed('finish');
     },
     reject(jobId) {
+      if (rejected.includes(jobId)) return;
       rejected.push(jobId);
       if (rejected.length > MAX_PENDING) rejected = rejected.slice(-MAX_PENDING);
       changed('reject');

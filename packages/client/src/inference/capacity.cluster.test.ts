@@ -91,7 +91,10 @@ describe('capacity is counted right (real coordinator and agents)', () => {
     expect(metrics.scheduledTotal).toBe(total);
   }, 120_000);
 
-  it('a token the agent refuses (after verifying it) frees its slot at once', async () => {
+  it.each([
+    ['more tokens than granted (checked by the agent)', { prompt: 'p', maxTokens: 999 }],
+    ['another prompt than granted (checked by the token verifier)', { prompt: 'not the granted prompt', maxTokens: 4 }],
+  ])('a token the agent refuses after verifying it frees its slot at once: %s', async (_case, ask) => {
     const f = await startFleet([1], { claimWindowMs: 60_000, maxClientShare: 1 });
     const coordinator = coordinatorClient(f);
     const grant = await coordinator.requestInference({ clientId: 'c', model: SCRIPTED_MODEL, prompt: 'p', maxTokens: 4 });
@@ -99,9 +102,9 @@ describe('capacity is counted right (real coordinator and agents)', () => {
     const channel = createTitanChannel(grant.agentEndpoint);
     f.channels.push(channel);
     const agent = createClientFactory().use(createProtoVersionClientMiddleware()).create(AgentServiceDefinition, channel);
-    // Asking for more tokens than the token grants: refused with PERMISSION_DENIED.
+    // Asking for more than the token grants: refused with PERMISSION_DENIED.
     const refused = await (async () => {
-      for await (const _ of agent.streamInference({ sessionToken: grant.sessionToken, model: SCRIPTED_MODEL, prompt: 'p', maxTokens: 999 })) void _;
+      for await (const _ of agent.streamInference({ sessionToken: grant.sessionToken, model: SCRIPTED_MODEL, ...ask })) void _;
     })().catch((e: unknown) => e);
     expect(String(refused)).toMatch(/PERMISSION_DENIED/);
     // The agent reports the job rejected right away: the slot is free long before the claim window.
