@@ -216,6 +216,31 @@ function parseRetryAfter(trailer: Metadata | undefined, details: string): number
   return Number.isFinite(n) && n >= 0 ? n : undefined;
 }
 
+const SOCKET_ERRORS: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'connection refused (nothing listens there)',
+  ENOTFOUND: 'host name not found',
+  EAI_AGAIN: 'host name lookup failed',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ETIMEDOUT: 'connection timed out',
+  ECONNRESET: 'connection reset',
+};
+
+/**
+ * A short reason for a failed connection, from grpc-js's details ("No connection established.
+ * Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ").
+ */
+function describeConnectionFailure(details: string): string {
+  const code = /\b(E[A-Z_]{3,})\b/.exec(details)?.[1];
+  if (code && SOCKET_ERRORS[code]) return `${SOCKET_ERRORS[code]}, ${code}`;
+  const cleaned = details
+    .replace(/\s*Resolution note:\s*$/i, '')
+    .replace(/^No connection established\.\s*Last error:\s*/i, '')
+    .replace(/^Error:\s*/, '')
+    .trim();
+  return cleaned || 'no connection';
+}
+
 function fieldFromMessage(details: string): string | undefined {
   return /^([a-z_][a-z0-9_.]*)\b/i.exec(details)?.[1] ?? /field[:\s]+["'`]?([a-z_][a-z0-9_.]*)/i.exec(details)?.[1];
 }
@@ -271,18 +296,26 @@ export function toTitanError(error: unknown, ctx: MapErrorContext): TitanError {
       return new RequestFailedError(`${where} refused the request: ${details}`, error.code, { cause: error, context });
     case Status.RESOURCE_EXHAUSTED: {
       const retryAfterMs = parseRetryAfter(ctx.trailer, details);
+      // The server's text usually says it already ("… are busy; retry after 500 ms"): say it once.
+      const retryNote = retryAfterMs !== undefined && !/\bretry\b/i.test(details) ? ` (retry after ${retryAfterMs} ms)` : '';
       return new CapacityError(
-        `${where} is at capacity${retryAfterMs !== undefined ? ` (retry after ${retryAfterMs} ms)` : ''}: ${details}`,
+        details ? `${details}${retryNote} (${where})` : `${where} is at capacity${retryNote}`,
         retryAfterMs,
         { cause: error, context },
       );
     }
     case Status.UNAVAILABLE:
       if (CONNECTION_FAILURE.test(details)) {
-        return new ConnectionError(`cannot reach ${where}: ${details}`, ctx.address, { cause: error, context });
+        return new ConnectionError(`cannot reach ${ctx.target} at ${ctx.address}: ${describeConnectionFailure(details)}`, ctx.address, {
+          cause: error,
+          context,
+        });
       }
       if (ctx.target === 'coordinator') {
-        return new NoAgentsError(`no agent available${ctx.model ? ` for model "${ctx.model}"` : ''}: ${details}`, ctx.model ?? '', {
+        const noAgent = `no agent available${ctx.model ? ` for model "${ctx.model}"` : ''}`;
+        // The coordinator's own text is usually exactly that sentence: say it once.
+        const message = !details || details.startsWith(noAgent) ? `${details || noAgent} (${where})` : `${noAgent}: ${details}`;
+        return new NoAgentsError(message, ctx.model ?? '', {
           cause: error,
           context,
         });

@@ -3,7 +3,8 @@ import type { TlsOptions } from '../types.js';
 /** Where the CLI writes and what it reads; injected so tests can run it in-process. */
 export interface CliIo {
   stdout: { write(chunk: string): unknown; isTTY?: boolean };
-  stderr: { write(chunk: string): unknown; isTTY?: boolean };
+  /** `columns` is the terminal width when stderr is a TTY (0 or missing: unknown, no spinner). */
+  stderr: { write(chunk: string): unknown; isTTY?: boolean; columns?: number };
   /** Environment variables (TITAN_COORDINATOR, TITAN_INSTANCE_MANAGER, TITAN_TLS_*). */
   env: Record<string, string | undefined>;
   /** Aborted on Ctrl-C: cancels the running command. */

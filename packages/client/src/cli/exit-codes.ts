@@ -20,8 +20,10 @@ export const EXIT = {
   UNAVAILABLE: 3,
   /** The token stream broke after text was printed (not restarted). */
   INTERRUPTED: 4,
-  /** Cancelled by the user (Ctrl-C). */
+  /** Cancelled by the user (Ctrl-C, SIGINT). */
   CANCELLED: 130,
+  /** Terminated (SIGTERM): the command was cancelled the same way. */
+  TERMINATED: 143,
 } as const;
 
 /** The exit code for an error thrown by a command. */
@@ -40,4 +42,5 @@ export const EXIT_CODES_HELP = `Exit codes:
   2    usage error (bad flags or arguments, or an argument the server rejected)
   3    cluster unavailable (cannot connect, or no agent serves the model)
   4    stream interrupted after text was printed (never restarted)
-  130  cancelled (Ctrl-C)`;
+  130  cancelled (Ctrl-C)
+  143  terminated (SIGTERM)`;

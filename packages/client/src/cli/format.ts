@@ -31,3 +31,18 @@ export function errorToJson(error: unknown): Record<string, unknown> {
   }
   return out;
 }
+
+/**
+ * The shortest decimal that denotes the same 32-bit float as `value`. Protobuf `float`
+ * fields (e.g. temperature) arrive widened to doubles: 0.7 becomes 0.699999988079071.
+ * This turns it back into 0.7; non-finite values pass through.
+ */
+export function shortestFloat32(value: number): number {
+  if (!Number.isFinite(value)) return value;
+  const target = Math.fround(value);
+  for (let digits = 1; digits <= 9; digits++) {
+    const candidate = Number(target.toPrecision(digits));
+    if (Math.fround(candidate) === target) return candidate;
+  }
+  return target;
+}

@@ -51,6 +51,28 @@ describe('titan generate', () => {
     expect(coordinator.requests.at(-1)?.parameters).toEqual({ seed: '1' });
   });
 
+  it('--json prints the temperature as given (0.7, not the float32 0.699999988079071)', async () => {
+    const r = await run(['--coordinator', coordinator.address, '--json', 'generate', '-m', 'tiny', '--temperature', '0.7', 'x']);
+    expect(r.code).toBe(EXIT.OK);
+    expect(r.stdout).toContain('"temperature":0.7}');
+    expect((JSON.parse(r.stdout) as { stats: { temperature: number } }).stats.temperature).toBe(0.7);
+  });
+
+  it('a busy cluster: the busy message and its retry hint are said once, with what to do', async () => {
+    const busy = await startFakeCoordinator({ agents: () => agents, busyRetryAfterMs: 1 });
+    try {
+      const r = await run(['--coordinator', busy.address, 'generate', '-m', 'tiny', 'x']);
+      expect(r.code).toBe(EXIT.FAILED);
+      const first = r.stderr.split('\n')[0] ?? '';
+      expect(first).toMatch(/^titan: all agents serving tiny are busy; retry in 1 ms \(coordinator 127\.0\.0\.1:\d+\)/);
+      expect(first.match(/\bretry\b/gi)).toHaveLength(1); // was "(retry after 1 ms): … retry in 1 ms"
+      expect(first).not.toContain('at capacity');
+      expect(r.stderr).toMatch(/\nhint: every agent for this model is busy; try again in a moment\.\n$/);
+    } finally {
+      await busy.stop();
+    }
+  });
+
   it('exit 2 on usage errors (missing --model, bad numbers)', async () => {
     expect((await run(['generate', 'x'])).code).toBe(EXIT.USAGE);
     expect((await run(['generate', '-m', 'tiny', '--temperature', 'hot', 'x'])).code).toBe(EXIT.USAGE);
@@ -66,7 +88,18 @@ describe('titan generate', () => {
     expect(noModel.stderr).toContain('unknown-model');
     const unreachable = await run(['--coordinator', '127.0.0.1:1', '--json', 'generate', '-m', 'tiny', 'x']);
     expect(unreachable.code).toBe(EXIT.UNAVAILABLE);
-    expect(JSON.parse(unreachable.stdout)).toMatchObject({ error: { name: 'ConnectionError', codeName: 'UNAVAILABLE' } });
+    expect(JSON.parse(unreachable.stdout)).toMatchObject({ error: { name: 'ConnectionError', codeName: 'UNAVAILABLE', address: '127.0.0.1:1', hint: expect.stringContaining('--coordinator') } });
+  });
+
+  it('a connection error says which address failed, why, and what to try (no raw grpc-js text)', async () => {
+    const r = await run(['generate', '-m', 'tiny', 'x'], { TITAN_COORDINATOR: '127.0.0.1:1' });
+    expect(r.code).toBe(EXIT.UNAVAILABLE);
+    expect(r.stdout).toBe('');
+    const [message, hint, rest] = r.stderr.split('\n');
+    expect(message).toBe('titan: cannot reach coordinator at 127.0.0.1:1: connection refused (nothing listens there), ECONNREFUSED');
+    expect(hint).toMatch(/^hint: .*127\.0\.0\.1:1.*`pnpm start`.*--coordinator HOST:PORT \(env TITAN_COORDINATOR\)/);
+    expect(rest).toBe('');
+    expect(r.stderr).not.toMatch(/Resolution note|No connection established/);
   });
 
   it('exit 4 when the stream breaks after text was printed; the text is not repeated', async () => {
@@ -74,6 +107,36 @@ describe('titan generate', () => {
     expect(r.code).toBe(EXIT.INTERRUPTED);
     expect(r.stdout).toBe('a\n');
     expect(r.stderr).toMatch(/broke after 1 token/);
+  });
+});
+
+describe('titan help and version', () => {
+  it('-h, --help and --version work for titan and exit 0', async () => {
+    for (const flag of ['-h', '--help']) {
+      const r = await run([flag]);
+      expect(r.code).toBe(EXIT.OK);
+      expect(r.stdout).toMatch(/^Usage: titan \[options\] \[command\]/);
+      expect(r.stdout).toContain('143  terminated (SIGTERM)');
+    }
+    const v = await run(['--version']);
+    expect(v).toEqual({ code: EXIT.OK, stdout: '0.1.0\n', stderr: '' });
+  });
+
+  it('titan generate --help lists the global options, and no option shows a meaningless (default: {}) or (default: [])', async () => {
+    const r = await run(['generate', '--help']);
+    expect(r.code).toBe(EXIT.OK);
+    expect(r.stdout).toMatch(/Global Options:[\s\S]*--coordinator <host:port>[\s\S]*--json[\s\S]*--timeout <ms>/);
+    expect(r.stdout).toContain('-p, --param <key=value>');
+    for (const argv of [['generate', '--help'], ['instances', 'watch', '--help'], ['instances', 'ls', '--help']]) {
+      const help = (await run(argv)).stdout;
+      expect(help).not.toMatch(/\(default: (\{\}|\[\])\)/);
+    }
+  });
+
+  it('repeated --param and --type still collect every value without a default', async () => {
+    const r = await run(['--coordinator', coordinator.address, '--json', 'generate', '-m', 'tiny', '-p', 'seed=1', '-p', 'top_k=5', 'x']);
+    expect(r.code).toBe(EXIT.OK);
+    expect(coordinator.requests.at(-1)?.parameters).toEqual({ seed: '1', top_k: '5' });
   });
 });
 
@@ -92,9 +155,10 @@ describe('titan status', () => {
 });
 
 describe('titan instances watch', () => {
-  it('prints events as JSON lines and stops on the signal', async () => {
+  it('prints events as JSON lines, says on stderr that it is watching, and stops on the signal', async () => {
     const controller = new AbortController();
     let stdout = '';
+    let stderr = '';
     const done = runCli(['--instance-manager', im.address, '--json', 'instances', 'watch'], {
       stdout: {
         write: (s: string) => {
@@ -102,7 +166,7 @@ describe('titan instances watch', () => {
           if (stdout.includes('"instanceId":"x2"')) controller.abort();
         },
       },
-      stderr: { write: () => undefined },
+      stderr: { write: (s: string) => void (stderr += s) },
       env: {},
       signal: controller.signal,
     });
@@ -113,6 +177,15 @@ describe('titan instances watch', () => {
     expect(await done).toBe(EXIT.OK);
     const events = stdout.trim().split('\n').map((l) => JSON.parse(l) as { instanceId: string; type: string });
     expect(events.map((e) => [e.instanceId, e.type])).toEqual([['x1', 'ADDED'], ['x2', 'ADDED']]);
+    // A person sees that it is watching; on stderr, so stdout holds only the JSON lines above.
+    expect(stderr).toBe(`watching instance events on ${im.address} (Ctrl-C to stop)…\n`);
+  });
+
+  it('exit 3 at once when the instance manager cannot be reached (no silent endless resubscribing)', async () => {
+    const r = await run(['--instance-manager', '127.0.0.1:1', 'instances', 'watch']);
+    expect(r.code).toBe(EXIT.UNAVAILABLE);
+    expect(r.stderr).not.toContain('watching');
+    expect(r.stderr).toContain('--instance-manager HOST:PORT');
   });
 
   it('exit 3 when the instance manager cannot be reached', async () => {

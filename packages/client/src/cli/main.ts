@@ -1,11 +1,12 @@
 import { Command, CommanderError, Option } from 'commander';
-import { TitanError } from '../errors.js';
+import { TitanAbortError, TitanError } from '../errors.js';
 import { DEFAULT_INSTANCE_MANAGER } from '../instance-manager-client.js';
 import { DEFAULT_COORDINATOR } from '../titan-client.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerInstances } from './commands/instances.js';
 import { registerStatus } from './commands/status.js';
 import type { CliIo } from './context.js';
+import { hintFor } from './error-hints.js';
 import { EXIT, EXIT_CODES_HELP, exitCodeFor } from './exit-codes.js';
 import { errorToJson, jsonLine } from './format.js';
 import { parseIntArg } from './parsers.js';
@@ -31,6 +32,9 @@ export function createProgram(io: CliIo): Command {
     .option('--json', 'machine-readable JSON output on stdout (errors too)')
     .option('--timeout <ms>', 'deadline of each call in milliseconds (whole stream for generate)', parseIntArg('--timeout'))
     .showHelpAfterError('(run with --help for usage)')
+    // Set before the commands are added so every command inherits it: `titan generate --help`
+    // also lists --coordinator, --json, --timeout …
+    .configureHelp({ showGlobalOptions: true })
     .addHelpText(
       'after',
       `\nExamples:\n  titan generate --model llama-2-tiny-random "Once upon a time"\n  titan status --json\n  titan instances watch --type INFERENCE_AGENT\n\n${EXIT_CODES_HELP}\n`,
@@ -72,9 +76,12 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     }
     const json = program.opts<{ json?: boolean }>().json === true;
     const reported = error instanceof TitanError && error.context['reported'] === true;
+    const cancelled = error instanceof TitanAbortError && io.signal?.aborted === true;
     if (!reported) {
-      if (json) io.stdout.write(jsonLine({ error: errorToJson(error) }));
-      else io.stderr.write(`titan: ${error instanceof Error ? error.message : String(error)}\n`);
+      const hint = hintFor(error);
+      if (json) io.stdout.write(jsonLine({ error: { ...errorToJson(error), ...(hint ? { hint } : {}) } }));
+      else if (cancelled) io.stderr.write('titan: cancelled\n');
+      else io.stderr.write(`titan: ${error instanceof Error ? error.message : String(error)}\n${hint ? `hint: ${hint}\n` : ''}`);
     }
     return exitCodeFor(error);
   }

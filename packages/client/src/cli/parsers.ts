@@ -18,8 +18,8 @@ export function parseNumberArg(flag: string): (value: string) => number {
   };
 }
 
-/** Commander parser collecting repeatable `key=value` flags. */
-export function parseParam(value: string, previous: Record<string, string>): Record<string, string> {
+/** Commander parser collecting repeatable `key=value` flags (no default, so help shows no `(default: {})`). */
+export function parseParam(value: string, previous: Record<string, string> | undefined): Record<string, string> {
   const at = value.indexOf('=');
   if (at <= 0) throw new CommanderInvalidArgument(`--param expects key=value, got "${value}"`);
   return { ...previous, [value.slice(0, at)]: value.slice(at + 1) };

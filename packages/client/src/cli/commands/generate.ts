@@ -2,14 +2,15 @@ import type { Command } from 'commander';
 import { TitanClient } from '../../titan-client.js';
 import type { GenerationStats } from '../../types.js';
 import { tlsFromOptions, type CliIo, type GlobalOptions } from '../context.js';
-import { formatNumber, jsonLine } from '../format.js';
+import { formatNumber, jsonLine, shortestFloat32 } from '../format.js';
 import { parseIntArg, parseNumberArg, parseParam } from '../parsers.js';
+import { startWaitSpinner } from '../spinner.js';
 
 interface GenerateOptions {
   model: string;
   maxTokens?: number;
   temperature?: number;
-  param: Record<string, string>;
+  param?: Record<string, string>;
   attempts?: number;
 }
 
@@ -31,7 +32,7 @@ export function registerGenerate(program: Command, io: CliIo): void {
     .requiredOption('-m, --model <name>', 'model name, e.g. llama-2-tiny-random')
     .option('--max-tokens <n>', 'most tokens to generate (default: the coordinator default, 100)', parseIntArg('--max-tokens'))
     .option('--temperature <t>', 'sampling temperature 0..2 (0 = greedy; default 0.7)', parseNumberArg('--temperature'))
-    .option('-p, --param <key=value>', 'engine parameter (top_p, top_k, seed, stop, repeat_penalty …); repeatable', parseParam, {})
+    .option('-p, --param <key=value>', 'engine parameter (top_p, top_k, seed, stop, repeat_penalty …); repeatable', parseParam)
     .option('--attempts <n>', 'agents to try before the first token (default 3)', parseIntArg('--attempts'))
     .action(async (words: string[], options: GenerateOptions, command: Command) => {
       const globals = command.optsWithGlobals<GlobalOptions & GenerateOptions>();
@@ -42,10 +43,7 @@ export function registerGenerate(program: Command, io: CliIo): void {
         ...(globals.timeout ? { requestTimeoutMs: globals.timeout, streamTimeoutMs: globals.timeout } : {}),
         ...(options.attempts ? { maxAttempts: options.attempts } : {}),
       });
-      const spinner =
-        io.stderr.isTTY && !globals.json
-          ? (await import('ora')).default({ text: `waiting for ${options.model}…`, stream: io.stderr as NodeJS.WritableStream }).start()
-          : undefined;
+      const spinner = globals.json ? undefined : await startWaitSpinner(io, `waiting for ${options.model}…`);
       let text = '';
       try {
         const generation = client.generate({
@@ -53,13 +51,13 @@ export function registerGenerate(program: Command, io: CliIo): void {
           prompt: words.join(' '),
           ...(options.maxTokens !== undefined ? { maxTokens: options.maxTokens } : {}),
           ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
-          parameters: options.param,
+          parameters: options.param ?? {},
           ...(io.signal ? { signal: io.signal } : {}),
         });
         for await (const chunk of generation) {
-          spinner?.stop();
+          spinner?.stop(); // once: only the first call clears the line (see startWaitSpinner)
           if (chunk.done) {
-            if (globals.json) io.stdout.write(jsonLine({ text, stats: chunk.stats }));
+            if (globals.json) io.stdout.write(jsonLine({ text, stats: { ...chunk.stats, temperature: shortestFloat32(chunk.stats.temperature) } }));
             else {
               if (!text.endsWith('\n')) io.stdout.write('\n');
               io.stderr.write(summary(chunk.stats));

@@ -3,7 +3,7 @@ import { InstanceManagerClient } from '../../instance-manager-client.js';
 import { INSTANCE_TYPES, SERVICE_TYPES } from '../../instances/instance-mapping.js';
 import type { InstanceDetails, InstanceType, ServiceType } from '../../types.js';
 import { Status } from 'nice-grpc-common';
-import { RequestFailedError } from '../../errors.js';
+import { ClientConfigError, ConnectionError, RequestFailedError } from '../../errors.js';
 import { tlsFromOptions, type CliIo, type GlobalOptions } from '../context.js';
 import { jsonLine, renderTable } from '../format.js';
 import { parseChoice, parseIntArg } from '../parsers.js';
@@ -88,16 +88,28 @@ export function registerInstances(program: Command, io: CliIo): void {
   instances
     .command('watch')
     .description('stream instance events until Ctrl-C (resumes after dropped connections)')
-    .option('-t, --type <type>', 'only this instance type; repeatable', (v: string, prev: InstanceType[]) => [...prev, parseChoice('--type', INSTANCE_TYPES)(v)], [] as InstanceType[])
-    .option('--id <id>', 'only this instance; repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('-t, --type <type>', `only this instance type (${INSTANCE_TYPES.join(', ')}); repeatable`, (v: string, prev: InstanceType[] | undefined) => [
+      ...(prev ?? []),
+      parseChoice('--type', INSTANCE_TYPES)(v),
+    ])
+    .option('--id <id>', 'only this instance; repeatable', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
     .option('--from <sequence>', 'replay events after this sequence number', parseIntArg('--from'))
     .option('--snapshot', 'first list every live instance as ADDED events')
-    .action(async (options: { type: InstanceType[]; id: string[]; from?: number; snapshot?: boolean }, command: Command) => {
+    .action(async (options: { type?: InstanceType[]; id?: string[]; from?: number; snapshot?: boolean }, command: Command) => {
       const { client, globals } = connect(command);
       try {
+        // The watch itself resubscribes forever; make sure the instance manager answers at all
+        // first, so a wrong address fails at once (exit 3) instead of retrying silently.
+        // Only "cannot connect" is fatal here: a server without GetService can still stream events.
+        await client.listInstances({}, io.signal ? { signal: io.signal } : {}).catch((error: unknown) => {
+          if (error instanceof ConnectionError || error instanceof ClientConfigError) throw error;
+        });
+        if (io.signal?.aborted) return;
+        // On stderr, so stdout carries only events.
+        io.stderr.write(`watching instance events on ${client.address} (Ctrl-C to stop)…\n`);
         for await (const event of client.watch({
-          instanceTypes: options.type,
-          instanceIds: options.id,
+          instanceTypes: options.type ?? [],
+          instanceIds: options.id ?? [],
           ...(options.from ? { fromSequence: options.from } : {}),
           includeSnapshot: options.snapshot ?? false,
           ...(io.signal ? { signal: io.signal } : {}),
