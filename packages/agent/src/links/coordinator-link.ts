@@ -104,13 +104,20 @@ export interface CoordinatorLink {
  */
 export function createCoordinatorLink(options: CoordinatorLinkOptions): CoordinatorLink {
   const { logger } = options;
-  const channel: Channel = createTitanChannel(options.address, options.tls ? { tls: options.tls } : {});
-  const client: CoordinatorServiceClient = createClientFactory().use(createProtoVersionClientMiddleware()).create(CoordinatorServiceDefinition, channel);
-  const auth = () => ({ metadata: Metadata({ authorization: `Bearer ${options.joinToken}` }) });
   const initial = options.backoffInitialMs ?? 250;
   const cap = options.backoffMaxMs ?? 10_000;
-  const stopController = new AbortController();
   let intervalMs = options.heartbeatIntervalMs ?? 2000;
+  // Retries are never further apart than one health interval, so a restarted coordinator sees
+  // every agent again within about two intervals. grpc-js backs off its own reconnects up to
+  // 120 s by default: bound them the same way.
+  const retryCap = () => Math.max(initial, Math.min(cap, intervalMs));
+  const channel: Channel = createTitanChannel(options.address, {
+    ...(options.tls ? { tls: options.tls } : {}),
+    channelOptions: { 'grpc.initial_reconnect_backoff_ms': initial, 'grpc.max_reconnect_backoff_ms': retryCap() },
+  });
+  const client: CoordinatorServiceClient = createClientFactory().use(createProtoVersionClientMiddleware()).create(CoordinatorServiceDefinition, channel);
+  const auth = () => ({ metadata: Metadata({ authorization: `Bearer ${options.joinToken}` }) });
+  const stopController = new AbortController();
   let rttMs = 0;
   let lastSentTs = 0;
   let queue: PushQueue<DeepPartial<HealthUpdate>> | undefined;
@@ -142,7 +149,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
         return;
       } catch (err) {
         if (stopController.signal.aborted) throw err;
-        const wait = backoffDelay(attempt, initial, cap);
+        const wait = backoffDelay(attempt, initial, retryCap());
         const level = attempt === 0 || attempt % 10 === 0 ? 'warn' : 'debug';
         logger[level]({ coordinator: options.address, err: (err as Error).message, retryInMs: wait }, 'cannot register with the coordinator; retrying');
         await delay(wait, stopController.signal);
@@ -225,7 +232,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
       }
       if (stopController.signal.aborted) return;
       try {
-        await delay(backoffDelay(failures++, initial, cap), stopController.signal);
+        await delay(backoffDelay(failures++, initial, retryCap()), stopController.signal);
       } catch {
         return;
       }

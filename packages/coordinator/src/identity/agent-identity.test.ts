@@ -222,6 +222,24 @@ describe('agent identity, validated health and reachable endpoints', () => {
     await grpcError(back.register(), Status.PERMISSION_DENIED, /gpu-1/);
   });
 
+  it('after a coordinator restart, an agent registering again from the endpoint verified before is routed at once (no new check)', async () => {
+    const dataDir = tc.dataDir;
+    const original = await addAgent('steady');
+    await original.close();
+    cleanups = [];
+    await tc.stop(false);
+    tc = await startTc(dataDir);
+    // Nothing answers at the old endpoint any more: a new check could only fail, so being
+    // routable proves the remembered verification was used.
+    const back = fake('steady', { credential: original.credential, serve: false, endpoint: original.endpoint });
+    await back.register();
+    expect((await agentStatus('steady'))?.status).not.toBe('unverified');
+    // Another endpoint is checked as before.
+    const moved = fake('steady', { credential: original.credential, serve: false, endpoint: '127.0.0.1:1' });
+    await moved.register();
+    expect((await agentStatus('steady'))?.status).toBe('unverified');
+  });
+
   it('a real agent keeps its credential across a restart with the same data dir and re-registers fine; another data dir cannot take its id', async () => {
     const agentDir = mkdtempSync(join(tmpdir(), 'titan-agent-id-'));
     cleanups.push(async () => rmSync(agentDir, { recursive: true, force: true }));

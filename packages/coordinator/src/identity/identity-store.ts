@@ -53,6 +53,14 @@ export interface IdentityStore {
   verify(agentId: string, credentialDigest: Buffer): boolean;
   /** Releases an id (the operator replaces an agent machine); false when it was not bound. */
   forget(agentId: string): boolean;
+  /**
+   * The endpoint the coordinator last verified for this id (grpc health SERVING and GetStatus
+   * with this agent_id), so an agent that registers again from the same endpoint, e.g. after a
+   * coordinator restart, is routed at once instead of after a new check.
+   */
+  verifiedEndpoint(agentId: string): string | undefined;
+  /** Records a verified endpoint for a bound id (no-op when the id is not bound). */
+  rememberVerifiedEndpoint(agentId: string, endpoint: string): void;
   /** Every binding, oldest first. */
   list(): AgentBinding[];
   close(): void;
@@ -97,12 +105,16 @@ export function openIdentityStore(options: IdentityStoreOptions): IdentityStore 
     db.exec(
       'CREATE TABLE IF NOT EXISTS agent_identities (agent_id TEXT PRIMARY KEY NOT NULL, credential_sha256 BLOB NOT NULL, bound_at INTEGER NOT NULL) WITHOUT ROWID',
     );
+    const columns = db.prepare<[], { name: string }>('PRAGMA table_info(agent_identities)').all();
+    if (!columns.some((c) => c.name === 'verified_endpoint')) db.exec('ALTER TABLE agent_identities ADD COLUMN verified_endpoint TEXT');
   } catch (cause) {
     throw new IdentityStoreError(`cannot open the identity store ${file}: ${(cause as Error).message}`, { file }, { cause });
   }
   const select = db.prepare<[string], { credential_sha256: Buffer }>('SELECT credential_sha256 FROM agent_identities WHERE agent_id = ?');
   const insert = db.prepare<[string, Buffer, number]>('INSERT OR IGNORE INTO agent_identities (agent_id, credential_sha256, bound_at) VALUES (?, ?, ?)');
   const remove = db.prepare<[string]>('DELETE FROM agent_identities WHERE agent_id = ?');
+  const selectEndpoint = db.prepare<[string], { verified_endpoint: string | null }>('SELECT verified_endpoint FROM agent_identities WHERE agent_id = ?');
+  const updateEndpoint = db.prepare<[string, string]>('UPDATE agent_identities SET verified_endpoint = ? WHERE agent_id = ?');
   const all = db.prepare<[], { agent_id: string; bound_at: number }>('SELECT agent_id, bound_at FROM agent_identities ORDER BY bound_at, agent_id');
 
   const guard = <T>(what: string, fn: () => T): T => {
@@ -140,6 +152,12 @@ export function openIdentityStore(options: IdentityStoreOptions): IdentityStore 
     },
     forget(agentId) {
       return guard('forget an agent id', () => remove.run(agentId).changes === 1);
+    },
+    verifiedEndpoint(agentId) {
+      return guard('read a verified endpoint', () => selectEndpoint.get(agentId)?.verified_endpoint ?? undefined);
+    },
+    rememberVerifiedEndpoint(agentId, endpoint) {
+      guard('record a verified endpoint', () => updateEndpoint.run(endpoint, agentId));
     },
     list() {
       return guard('list bindings', () => all.all().map((r) => ({ agentId: r.agent_id, boundAt: r.bound_at })));

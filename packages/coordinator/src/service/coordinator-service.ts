@@ -102,6 +102,16 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
   const { registry, keyring, metrics, logger } = options;
   const heartbeatIntervalSeconds = Math.max(1, Math.ceil(options.heartbeatIntervalMs / 1000));
   const requireJoinToken = (context: CallContext) => checkJoinToken(context.metadata.get('authorization'), options.joinToken);
+  /** Verifies the record's endpoint in the background and remembers it once verified. */
+  const checkEndpoint = (record: AgentRecord) => {
+    const { agentId, endpoint } = record;
+    void options.endpoints!
+      .verify(record)
+      .then((outcome) => {
+        if (outcome === 'verified') options.identities.rememberVerifiedEndpoint(agentId, endpoint);
+      })
+      .catch((err: unknown) => logger.warn({ err, agentId }, 'agent endpoint check failed'));
+  };
 
   return {
     async requestInference(request, context) {
@@ -134,9 +144,12 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
       const identity = options.identities.bindOrVerify(request.agentId, hashCredential(request.agentCredential));
       const before = registry.get(request.agentId);
       const keepCheck = before !== undefined && before.endpoint === request.endpoint && before.endpointCheck !== 'unreachable';
+      // Verified before (e.g. by this coordinator before a restart) from this very endpoint.
+      const knownEndpoint = !keepCheck && options.identities.verifiedEndpoint(request.agentId) === request.endpoint;
       const record = registry.register(request);
-      const checking = options.endpoints !== undefined && !keepCheck;
-      if (checking) void options.endpoints!.verify(record);
+      if (knownEndpoint) record.endpointCheck = 'verified';
+      const checking = options.endpoints !== undefined && !keepCheck && !knownEndpoint;
+      if (checking) checkEndpoint(record);
       logger.info(
         { agentId: record.agentId, endpoint: record.endpoint, identity, endpointCheck: record.endpointCheck, models: request.supportedModels, maxJobs: record.maxJobs, totalVramMb: record.totalVramMb, totalRamMb: record.totalRamMb },
         'agent registered',
@@ -189,7 +202,7 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
           } else if (result.record.draining) {
             ack.status = 'draining';
           } else if (result.record.endpointCheck !== 'verified') {
-            if (options.endpoints?.recheckDue(result.record)) void options.endpoints.verify(result.record);
+            if (options.endpoints?.recheckDue(result.record)) checkEndpoint(result.record);
             ack.status = 'unverified';
             ack.message = `not routed: the coordinator has not reached ${result.record.endpoint} yet`;
           }
