@@ -50,7 +50,11 @@ export interface RealAgentSpec {
   tokenDelayMs?: number;
   maxConcurrentJobs?: number;
   maxQueue?: number;
-  /** Advertise this host instead of 127.0.0.1 (e.g. 127.0.0.2: registered but unreachable). */
+  /**
+   * Advertise this host instead of 127.0.0.1 (e.g. 127.0.0.2: registered but unreachable). Such a
+   * cluster plays an agent the coordinator can reach but the client cannot (a partition between
+   * them), so the coordinator's own endpoint check is turned off.
+   */
   publicHost?: string;
 }
 
@@ -63,6 +67,7 @@ export async function startRealCluster(specs: RealAgentSpec[]): Promise<RealClus
   const coordinator = await startCoordinator({
     host: '127.0.0.1', port: 0, httpPort: 0, dataDir, logLevel: 'silent', heartbeatIntervalMs: 200,
     weights: { memory: 0, load: 0, rtt: 0, performance: 0 },
+    ...(specs.some((s) => s.publicHost) ? { verifyAgentEndpoints: false } : {}),
   });
   const agents: RunningAgent[] = [];
   for (const spec of specs) {
