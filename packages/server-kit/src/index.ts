@@ -45,7 +45,7 @@ export {
 } from './config.js';
 export { ConfigError, EXIT_USAGE, HelpRequested, ServerKitError, VersionRequested } from './errors.js';
 export { createLogger, type LogFormat, type Logger, type LoggerOptions } from './logger.js';
-export { createErrorMappingMiddleware, type GrpcMappedError } from './middleware/error-mapping.js';
+export { createErrorMappingMiddleware, isGrpcMappedError, type GrpcMappedError } from './middleware/error-mapping.js';
 export { createRequestLoggingMiddleware } from './middleware/request-logging.js';
 export { exitWithParent, onShutdownSignal, runMain } from './run-main.js';
 export { createServiceServer, type ServiceServer, type ServiceServerOptions } from './server.js';

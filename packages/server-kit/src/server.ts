@@ -4,7 +4,6 @@ import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-refl
 import {
   createProtoVersionServerMiddleware,
   DESCRIPTOR_SET_BASE64,
-  isProtoVersionExempt,
   type ProtoVersionPolicy,
 } from '@titancompute/protocol';
 import type { Logger } from 'pino';
@@ -72,7 +71,7 @@ export interface ServiceServer {
  */
 export function createServiceServer(options: ServiceServerOptions): ServiceServer {
   const { logger } = options;
-  const drain = createDrainController(isProtoVersionExempt);
+  const drain = createDrainController();
   const contract = Buffer.from(DESCRIPTOR_SET_BASE64, 'base64');
   const decoding = createRequestDecodingGuard(contract);
   const server = createServer({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, ...options.channelOptions })

@@ -12,11 +12,21 @@ export interface DrainController {
 }
 
 /**
+ * The calls a draining server still answers, and does not count as in flight: grpc.health.v1
+ * (so load balancers and clients see NOT_SERVING rather than UNAVAILABLE) and server reflection.
+ * Its own rule, not the proto_version exemption, though today both name the same services.
+ */
+export function isDrainExempt(path: string): boolean {
+  return path.startsWith('/grpc.health.v1.') || path.startsWith('/grpc.reflection.');
+}
+
+/**
  * Graceful drain: while a server shuts down its listener stays open so health checks can
  * report NOT_SERVING, new calls are refused with UNAVAILABLE ("shutting down", so clients
- * retry elsewhere) and calls in flight finish.
+ * retry elsewhere) and calls in flight finish. `isExempt` picks the method paths that are
+ * always answered and never counted; default {@link isDrainExempt}.
  */
-export function createDrainController(isExempt: (path: string) => boolean): DrainController {
+export function createDrainController(isExempt: (path: string) => boolean = isDrainExempt): DrainController {
   let inFlight = 0;
   let draining = false;
   const idleWaiters = new Set<() => void>();
