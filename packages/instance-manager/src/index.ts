@@ -25,7 +25,13 @@ export {
   startInstanceManager,
   type InstanceManagerOptions,
   type RunningInstanceManager,
-} from './server/start-instance-manager.js';
+} from './instance-manager.js';
+export {
+  defaultOutageGapMs,
+  INSTANCE_MANAGER_DEFAULTS,
+  instanceManagerOptionSpec,
+  type InstanceManagerConfig,
+} from './config.js';
 export {
   createRegistry,
   MAX_SERVICES_PER_INSTANCE,

@@ -1,4 +1,5 @@
 import type { instanceManager } from '@titancompute/protocol';
+import { INSTANCE_MANAGER_DEFAULTS } from '../config.js';
 import type { Store } from '../store/store.js';
 
 /** Options of {@link createEventHub}. */
@@ -60,7 +61,7 @@ export async function createEventHub(store: Store, options: EventHubOptions = {}
     return running;
   };
   const unwatch = store.watch(() => void pump());
-  const timer = setInterval(() => void pump(), options.pollIntervalMs ?? 1000);
+  const timer = setInterval(() => void pump(), options.pollIntervalMs ?? INSTANCE_MANAGER_DEFAULTS.eventPollIntervalMs);
   timer.unref();
 
   return {

@@ -1,4 +1,5 @@
 import { instanceManager } from '@titancompute/protocol';
+import { INSTANCE_MANAGER_DEFAULTS } from '../config.js';
 import { SequenceOutOfRangeError, ShuttingDownError, SubscriberTooSlowError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import type { Store } from '../store/store.js';
@@ -45,7 +46,7 @@ export async function* streamInstanceUpdates(
   filter: SubscriptionFilter,
   callSignal: AbortSignal,
 ): AsyncGenerator<instanceManager.SubscribeToInstanceUpdatesResponse> {
-  const maxQueue = deps.maxQueue ?? 10_000;
+  const maxQueue = deps.maxQueue ?? INSTANCE_MANAGER_DEFAULTS.maxSubscriberQueue;
   const signal = AbortSignal.any([callSignal, deps.shutdownSignal]);
   const queue: instanceManager.InstanceEvent[] = [];
   let overflow = false;

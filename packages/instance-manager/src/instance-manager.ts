@@ -1,18 +1,21 @@
 import { instanceManager, stats, type ProtoVersionPolicy } from '@titancompute/protocol';
 import { createLogger, createServiceServer, type Logger, type ServerTlsOptions } from '@titancompute/server-kit';
 import type { LoggerOptions } from '@titancompute/server-kit';
-import { createEventHub } from '../events/event-hub.js';
-import { createRegistry } from '../registry/registry.js';
-import { startSweeper } from '../registry/sweeper.js';
-import { createGetService } from '../services/get-service.js';
-import { createPostService } from '../services/post-service.js';
-import { createStatsService } from '../services/stats-service.js';
-import { createSubscribeService } from '../services/subscribe-service.js';
-import { createTryService } from '../services/try-service.js';
-import { createStore, parseStorageSpec } from '../store/create-store.js';
-import type { StorageSpec } from '../store/store.js';
+import { defaultOutageGapMs, INSTANCE_MANAGER_DEFAULTS, SERVICE_NAME } from './config.js';
+import { createEventHub } from './events/event-hub.js';
+import { createRegistry } from './registry/registry.js';
+import { startSweeper } from './registry/sweeper.js';
+import { createGetService } from './service/get-service.js';
+import { createPostService } from './service/post-service.js';
+import { createStatsService } from './service/stats-service.js';
+import { createSubscribeService } from './service/subscribe-service.js';
+import { createTryService } from './service/try-service.js';
+import { createStore, parseStorageSpec } from './store/create-store.js';
+import type { StorageSpec } from './store/store.js';
 
-/** Options of {@link startInstanceManager}. */
+const DEFAULTS = INSTANCE_MANAGER_DEFAULTS;
+
+/** Options of {@link startInstanceManager}. Every default is in {@link INSTANCE_MANAGER_DEFAULTS} (`config.ts`). */
 export interface InstanceManagerOptions {
   /** Default `0.0.0.0`. */
   host?: string;
@@ -23,7 +26,7 @@ export interface InstanceManagerOptions {
    * `dataDir` is given, else `memory`.
    */
   storage?: StorageSpec | string;
-  /** Where SQLite keeps `instance-manager.db`. */
+  /** Where SQLite keeps `instance-manager.db`. Default `./.titan/instance-manager`. */
   dataDir?: string;
   /** Default 30 000 ms. */
   staleTimeoutMs?: number;
@@ -45,8 +48,11 @@ export interface InstanceManagerOptions {
   logger?: Logger;
   /** Used when no `logger` is given. Default `info`. */
   logLevel?: LoggerOptions['level'];
+  /** TLS (with `ca`, mTLS). Default: plaintext. */
   tls?: ServerTlsOptions;
+  /** Default `strict`. */
   protoVersionPolicy?: ProtoVersionPolicy;
+  /** Drain time of {@link RunningInstanceManager.stop}. Default 10 000 ms. */
   shutdownTimeoutMs?: number;
   /** Clock (unix ms), for tests. */
   now?: () => number;
@@ -75,17 +81,17 @@ export interface RunningInstanceManager {
  * ```
  */
 export async function startInstanceManager(options: InstanceManagerOptions = {}): Promise<RunningInstanceManager> {
-  const logger = options.logger ?? createLogger({ service: 'titan-instance-manager', level: options.logLevel ?? 'info' });
+  const logger = options.logger ?? createLogger({ service: SERVICE_NAME, level: options.logLevel ?? DEFAULTS.logLevel });
   const spec: StorageSpec =
     typeof options.storage === 'object'
       ? options.storage
-      : parseStorageSpec(options.storage ?? (options.dataDir ? 'sqlite' : 'memory'), options.dataDir ?? './.titan/instance-manager');
+      : parseStorageSpec(options.storage ?? (options.dataDir ? 'sqlite' : 'memory'), options.dataDir ?? DEFAULTS.dataDir);
   const store = await createStore(spec, { onError: (err) => logger.warn({ err }, 'storage connection error') });
   try {
-    const sweepIntervalMs = options.sweepIntervalMs ?? 1000;
+    const sweepIntervalMs = options.sweepIntervalMs ?? DEFAULTS.sweepIntervalMs;
     const registry = createRegistry(store, {
-      staleTimeoutMs: options.staleTimeoutMs ?? 30_000,
-      outageGapMs: options.outageGapMs ?? Math.max(3000, 3 * sweepIntervalMs),
+      staleTimeoutMs: options.staleTimeoutMs ?? DEFAULTS.staleTimeoutMs,
+      outageGapMs: options.outageGapMs ?? defaultOutageGapMs(sweepIntervalMs),
       onOutage: (outage) =>
         logger.info(
           {
@@ -100,16 +106,16 @@ export async function startInstanceManager(options: InstanceManagerOptions = {})
     // staleness from now (grace) and a replica joining running ones shares their up period.
     await registry.sweep();
     const hub = await createEventHub(store, {
-      pollIntervalMs: options.eventPollIntervalMs ?? 1000,
+      pollIntervalMs: options.eventPollIntervalMs ?? DEFAULTS.eventPollIntervalMs,
       onError: (err) => logger.warn({ err }, 'reading events failed'),
     });
     const server = createServiceServer({
       logger,
-      host: options.host ?? '0.0.0.0',
-      port: options.port ?? 50050,
+      host: options.host ?? DEFAULTS.host,
+      port: options.port ?? DEFAULTS.port,
       tls: options.tls,
-      protoVersionPolicy: options.protoVersionPolicy ?? 'strict',
-      shutdownTimeoutMs: options.shutdownTimeoutMs ?? 10_000,
+      protoVersionPolicy: options.protoVersionPolicy ?? DEFAULTS.protoVersionPolicy,
+      shutdownTimeoutMs: options.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs,
     });
     server.add(instanceManager.TryServiceDefinition, createTryService(registry));
     server.add(
@@ -119,7 +125,8 @@ export async function startInstanceManager(options: InstanceManagerOptions = {})
         registry,
         hub,
         shutdownSignal: server.shutdownSignal,
-        ...(options.maxSubscriberQueue ? { maxQueue: options.maxSubscriberQueue } : {}),
+        // 0 (like unset) means the default.
+        maxQueue: options.maxSubscriberQueue || DEFAULTS.maxSubscriberQueue,
       }),
     );
     server.add(instanceManager.PostServiceDefinition, createPostService(registry, store));
@@ -130,7 +137,7 @@ export async function startInstanceManager(options: InstanceManagerOptions = {})
       store,
       logger,
       intervalMs: sweepIntervalMs,
-      eventRetention: options.eventRetention ?? 100_000,
+      eventRetention: options.eventRetention ?? DEFAULTS.eventRetention,
     });
     let listening: { port: number; address: string };
     try {
