@@ -1,8 +1,18 @@
 import { Status } from 'nice-grpc-common';
 
-/** Base class of every error the coordinator throws. */
+/**
+ * Base class of every error the coordinator throws. Each subclass declares the gRPC status
+ * callers see (`grpcStatus`) and any trailers sent with it (`grpcTrailers`): server-kit's
+ * error-mapping middleware reads them for gRPC, and the REST API maps the same status to HTTP
+ * (`src/http/http-errors.ts`). Without a declared status (this base class itself) the error is
+ * internal: callers get INTERNAL (REST 500) with a reference id, the details go to the log.
+ */
 export class CoordinatorError extends Error {
   override readonly name: string = 'CoordinatorError';
+  /** The gRPC status callers see; `undefined`: an internal error, never shown to callers. */
+  readonly grpcStatus: Status | undefined = undefined;
+  /** Trailing metadata sent with the status (e.g. `retry-after-ms`). Default: none. */
+  readonly grpcTrailers: Readonly<Record<string, string>> | undefined = undefined;
   /** Structured details for logs. */
   readonly context: Readonly<Record<string, unknown>>;
   override readonly cause: unknown;
@@ -16,7 +26,7 @@ export class CoordinatorError extends Error {
 /** A request field is invalid: INVALID_ARGUMENT (gRPC) or 400 (REST); the message names the field. */
 export class InvalidRequestError extends CoordinatorError {
   override readonly name = 'InvalidRequestError';
-  readonly grpcStatus = Status.INVALID_ARGUMENT;
+  override readonly grpcStatus = Status.INVALID_ARGUMENT;
   /** The offending field, snake_case as on the wire (e.g. `max_tokens`). */
   readonly field: string;
   constructor(field: string, message: string) {
@@ -28,7 +38,7 @@ export class InvalidRequestError extends CoordinatorError {
 /** No registered, reachable agent serves the model: UNAVAILABLE (gRPC) or 503 `no_agents` (REST). */
 export class NoAgentAvailableError extends CoordinatorError {
   override readonly name = 'NoAgentAvailableError';
-  readonly grpcStatus = Status.UNAVAILABLE;
+  override readonly grpcStatus = Status.UNAVAILABLE;
   constructor(readonly model: string) {
     super(`no agent available for model "${model}"`, { model });
   }
@@ -40,7 +50,9 @@ export class NoAgentAvailableError extends CoordinatorError {
  */
 export class AgentsBusyError extends CoordinatorError {
   override readonly name: string = 'AgentsBusyError';
-  readonly grpcStatus = Status.RESOURCE_EXHAUSTED;
+  override readonly grpcStatus = Status.RESOURCE_EXHAUSTED;
+  /** `retry-after-ms`: {@link AgentsBusyError.retryAfterMs}. */
+  override readonly grpcTrailers: Readonly<Record<string, string>>;
   constructor(
     readonly model: string,
     readonly retryAfterMs: number,
@@ -48,6 +60,7 @@ export class AgentsBusyError extends CoordinatorError {
     detail?: { message: string; context?: Readonly<Record<string, unknown>> },
   ) {
     super(detail?.message ?? `all agents serving model "${model}" are busy; retry after ${retryAfterMs} ms`, { model, retryAfterMs, ...detail?.context });
+    this.grpcTrailers = { 'retry-after-ms': String(retryAfterMs) };
   }
 }
 
@@ -76,7 +89,7 @@ export class ClientShareExceededError extends AgentsBusyError {
 /** A caller presented a missing or wrong join token: UNAUTHENTICATED. */
 export class JoinTokenError extends CoordinatorError {
   override readonly name = 'JoinTokenError';
-  readonly grpcStatus = Status.UNAUTHENTICATED;
+  override readonly grpcStatus = Status.UNAUTHENTICATED;
   constructor(message: string) {
     super(message);
   }
@@ -85,19 +98,19 @@ export class JoinTokenError extends CoordinatorError {
 /** The keyring could not be read, written or used. */
 export class KeyringError extends CoordinatorError {
   override readonly name = 'KeyringError';
-  readonly grpcStatus = Status.INTERNAL;
+  override readonly grpcStatus = Status.INTERNAL;
 }
 
 /** A session token could not be signed. REST maps it to 500 `token_generation_failed`. */
 export class TokenSigningError extends CoordinatorError {
   override readonly name = 'TokenSigningError';
-  readonly grpcStatus = Status.INTERNAL;
+  override readonly grpcStatus = Status.INTERNAL;
 }
 
 /** A session token failed verification (bad signature, claims, expiry). */
 export class TokenVerificationError extends CoordinatorError {
   override readonly name = 'TokenVerificationError';
-  readonly grpcStatus = Status.UNAUTHENTICATED;
+  override readonly grpcStatus = Status.UNAUTHENTICATED;
 }
 
 /**
@@ -106,7 +119,7 @@ export class TokenVerificationError extends CoordinatorError {
  */
 export class AgentIdentityError extends CoordinatorError {
   override readonly name = 'AgentIdentityError';
-  readonly grpcStatus = Status.PERMISSION_DENIED;
+  override readonly grpcStatus = Status.PERMISSION_DENIED;
   constructor(
     readonly agentId: string,
     message: string,
@@ -118,5 +131,5 @@ export class AgentIdentityError extends CoordinatorError {
 /** The identity store (`<data-dir>/coordinator.db`) could not be opened, read or written. */
 export class IdentityStoreError extends CoordinatorError {
   override readonly name = 'IdentityStoreError';
-  readonly grpcStatus = Status.INTERNAL;
+  override readonly grpcStatus = Status.INTERNAL;
 }

@@ -7,7 +7,7 @@
  *
  * @example
  * ```ts
- * import { startCoordinator, verifySessionToken } from '@titancompute/coordinator';
+ * import { startCoordinator } from '@titancompute/coordinator';
  *
  * const coordinator = await startCoordinator({ dataDir: '/tmp/titan', port: 0, httpPort: 0, logLevel: 'silent' });
  * // agents register with `authorization: Bearer ${coordinator.joinToken}`
@@ -63,7 +63,8 @@ export {
   type RequestLimits,
   type ValidatedInference,
 } from './service/request-validation.js';
-export { createHttpServer, type HttpErrorCode, type HttpServerOptions } from './http/http-server.js';
+export { createHttpServer, type HttpServerOptions } from './http/http-server.js';
+export { HTTP_ERROR_BY_GRPC_STATUS, type HttpErrorCode, type HttpErrorMapping } from './http/http-errors.js';
 export {
   importPublicKey,
   keyringPath,
@@ -79,9 +80,7 @@ export {
 export {
   DEFAULT_ISSUER,
   signSessionToken,
-  verifySessionToken,
   type SessionClaims,
   type SessionGrant,
   type SignedSessionToken,
-  type VerifySessionTokenOptions,
 } from './tokens/session-token.js';

@@ -1,11 +1,11 @@
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from '@titancompute/server-kit';
 import { z } from 'zod';
-import { AgentsBusyError, InvalidRequestError, NoAgentAvailableError } from '../errors.js';
 import type { CoordinatorMetricsSink } from '../metrics.js';
 import type { AgentRegistry } from '../registry/agent-registry.js';
 import type { InferenceGrant } from '../service/request-router.js';
 import type { InferenceInput } from '../service/request-validation.js';
+import { sendError, sendMappedError } from './http-errors.js';
 
 /** Dependencies of {@link createHttpServer}. */
 export interface HttpServerOptions {
@@ -30,23 +30,6 @@ export interface HttpServerOptions {
 export const DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 30_000;
 /** Default of {@link HttpServerOptions.headersTimeoutMs}. */
 export const DEFAULT_HTTP_HEADERS_TIMEOUT_MS = 10_000;
-
-/** v1 error codes plus `invalid_argument` and `agents_busy`. */
-export type HttpErrorCode =
-  | 'invalid_json'
-  | 'missing_client_id'
-  | 'missing_model'
-  | 'missing_prompt'
-  | 'invalid_argument'
-  | 'no_agents'
-  | 'agents_busy'
-  | 'token_generation_failed'
-  | 'not_found'
-  | 'method_not_allowed';
-
-function sendError(reply: FastifyReply, status: number, error: HttpErrorCode, message: string): FastifyReply {
-  return reply.code(status).send({ error, code: status, message });
-}
 
 const bodySchema = z.object({
   client_id: z.unknown().optional(),
@@ -169,15 +152,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
         temperature: grant.temperature,
       };
     } catch (err) {
-      if (err instanceof InvalidRequestError) return sendError(reply, 400, 'invalid_argument', err.message);
-      if (err instanceof NoAgentAvailableError) return sendError(reply, 503, 'no_agents', err.message);
-      if (err instanceof AgentsBusyError) {
-        reply.header('Retry-After', String(Math.max(1, Math.ceil(err.retryAfterMs / 1000))));
-        reply.header('retry-after-ms', String(err.retryAfterMs));
-        return sendError(reply, 429, 'agents_busy', err.message);
-      }
-      options.logger.error({ err }, 'token generation failed');
-      return sendError(reply, 500, 'token_generation_failed', 'could not generate a session token');
+      return sendMappedError(reply, err, options.logger);
     }
   });
 

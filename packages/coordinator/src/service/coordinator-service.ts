@@ -1,7 +1,7 @@
 import { ServerError, Status, type CallContext } from 'nice-grpc-common';
 import type { AgentStatus, CoordinatorServiceImplementation, HealthAck, HealthUpdate } from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
-import { AgentIdentityError, AgentsBusyError, InvalidRequestError } from '../errors.js';
+import { AgentIdentityError, InvalidRequestError } from '../errors.js';
 import { validateCredential, validateDeregistration, validateHealthUpdate, validateRegistration } from '../identity/agent-messages.js';
 import type { EndpointVerifier } from '../identity/endpoint-verifier.js';
 import type { GrantLedger } from '../identity/grant-ledger.js';
@@ -114,27 +114,19 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
   };
 
   return {
-    async requestInference(request, context) {
+    // Errors declare their status (busy ones also their `retry-after-ms` trailer): server-kit maps them.
+    async requestInference(request) {
       metrics.request('grpc');
-      try {
-        const grant = await options.route({
-          clientId: request.clientId,
-          model: request.model,
-          prompt: request.prompt,
-          maxTokens: request.maxTokens,
-          temperature: request.temperature,
-          temperatureSet: request.temperatureSet,
-          parameters: request.parameters,
-          excludeAgentIds: request.excludeAgentIds,
-        });
-        return grant;
-      } catch (err) {
-        if (err instanceof AgentsBusyError) {
-          context.trailer.set('retry-after-ms', String(err.retryAfterMs));
-          throw new ServerError(Status.RESOURCE_EXHAUSTED, err.message);
-        }
-        throw err;
-      }
+      return options.route({
+        clientId: request.clientId,
+        model: request.model,
+        prompt: request.prompt,
+        maxTokens: request.maxTokens,
+        temperature: request.temperature,
+        temperatureSet: request.temperatureSet,
+        parameters: request.parameters,
+        excludeAgentIds: request.excludeAgentIds,
+      });
     },
 
     async registerAgent(request, context) {
