@@ -8,6 +8,9 @@ export interface HttpTimeouts {
   requestTimeoutMs: number;
 }
 
+/** Timeouts of the HTTP engines (Ollama, OpenAI-compatible) when none are given: 60 s idle, 10 min in all. */
+export const DEFAULT_HTTP_TIMEOUTS: Readonly<HttpTimeouts> = { idleTimeoutMs: 60_000, requestTimeoutMs: 600_000 };
+
 /** A fetch whose body is read with idle and total deadlines, and aborted with the caller's signal. */
 export interface TimedResponse {
   response: Response;

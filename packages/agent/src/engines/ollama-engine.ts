@@ -1,7 +1,10 @@
 import { EngineError } from '../errors.js';
 import type { Engine, EngineChunk, GenerateRequest } from './engine.js';
-import { fetchJson, fetchStream, type HttpTimeouts } from './http-stream.js';
+import { DEFAULT_HTTP_TIMEOUTS, fetchJson, fetchStream, type HttpTimeouts } from './http-stream.js';
 import { parseGenerationParameters } from './parameters.js';
+
+/** The Ollama URL used when none is given (v1's OLLAMA_HOST default). */
+export const DEFAULT_OLLAMA_HOST = 'http://localhost:11434';
 
 /** Options of {@link createOllamaEngine}. */
 export interface OllamaEngineOptions {
@@ -42,8 +45,8 @@ function baseUrl(host: string): string {
  * ```
  */
 export function createOllamaEngine(options: OllamaEngineOptions = {}): Engine {
-  const base = baseUrl(options.host ?? 'http://localhost:11434');
-  const timeouts: HttpTimeouts = { idleTimeoutMs: options.timeouts?.idleTimeoutMs ?? 60_000, requestTimeoutMs: options.timeouts?.requestTimeoutMs ?? 600_000 };
+  const base = baseUrl(options.host ?? DEFAULT_OLLAMA_HOST);
+  const timeouts: HttpTimeouts = { idleTimeoutMs: options.timeouts?.idleTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.idleTimeoutMs, requestTimeoutMs: options.timeouts?.requestTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.requestTimeoutMs };
   let models: string[] = [...(options.models ?? [])];
   return {
     name: 'ollama',

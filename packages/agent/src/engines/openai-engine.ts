@@ -1,10 +1,13 @@
 import { EngineError } from '../errors.js';
 import type { Engine, EngineChunk, GenerateRequest } from './engine.js';
-import { fetchJson, fetchStream, sseEvents, type HttpTimeouts } from './http-stream.js';
+import { DEFAULT_HTTP_TIMEOUTS, fetchJson, fetchStream, sseEvents, type HttpTimeouts } from './http-stream.js';
 import { parseGenerationParameters } from './parameters.js';
 
 /** Which OpenAI endpoint a generation uses. */
 export type OpenAiApi = 'completions' | 'chat';
+
+/** The endpoint used when neither the engine options nor the request name one. */
+export const DEFAULT_OPENAI_API: OpenAiApi = 'completions';
 
 /** Options of {@link createOpenAiEngine}. */
 export interface OpenAiEngineOptions {
@@ -38,7 +41,7 @@ interface OpenAiChunk {
  */
 export function createOpenAiEngine(options: OpenAiEngineOptions): Engine {
   const base = `${options.url.replace(/\/+$/, '').replace(/\/v1$/, '')}/v1`;
-  const timeouts: HttpTimeouts = { idleTimeoutMs: options.timeouts?.idleTimeoutMs ?? 60_000, requestTimeoutMs: options.timeouts?.requestTimeoutMs ?? 600_000 };
+  const timeouts: HttpTimeouts = { idleTimeoutMs: options.timeouts?.idleTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.idleTimeoutMs, requestTimeoutMs: options.timeouts?.requestTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.requestTimeoutMs };
   const headers: Record<string, string> = { 'content-type': 'application/json', ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}) };
   let models: string[] = [...(options.models ?? [])];
   return {
@@ -56,7 +59,7 @@ export function createOpenAiEngine(options: OpenAiEngineOptions): Engine {
       if (apiParam !== undefined && apiParam !== 'chat' && apiParam !== 'completions') {
         throw new EngineError('options.api is invalid: expected chat or completions', 'invalid_parameters', { field: 'options.api' });
       }
-      const api: OpenAiApi = apiParam ?? options.api ?? 'completions';
+      const api: OpenAiApi = apiParam ?? options.api ?? DEFAULT_OPENAI_API;
       const body = {
         model: request.model,
         ...(api === 'chat' ? { messages: [{ role: 'user', content: request.prompt }] } : { prompt: request.prompt }),

@@ -57,6 +57,9 @@ export function parseNvidiaSmi(output: string): GpuInfo[] {
   return gpus;
 }
 
+/** What {@link queryNvidiaSmi} uses when its options leave them out. */
+export const NVIDIA_SMI_DEFAULTS = { binary: 'nvidia-smi', timeoutMs: 5000 } as const;
+
 /** Options of {@link queryNvidiaSmi}. */
 export interface NvidiaSmiOptions {
   /** Binary path. Default `nvidia-smi`. */
@@ -70,8 +73,8 @@ export interface NvidiaSmiOptions {
  * missing (`context.missing`), exits non-zero (e.g. no driver), hangs or prints garbage.
  */
 export async function queryNvidiaSmi(options: NvidiaSmiOptions = {}): Promise<GpuInfo[]> {
-  const binary = options.binary ?? 'nvidia-smi';
-  const timeoutMs = options.timeoutMs ?? 5000;
+  const binary = options.binary ?? NVIDIA_SMI_DEFAULTS.binary;
+  const timeoutMs = options.timeoutMs ?? NVIDIA_SMI_DEFAULTS.timeoutMs;
   let stdout: string;
   try {
     const child = execa(binary, [...NVIDIA_SMI_ARGS], { timeout: timeoutMs, reject: true, stripFinalNewline: false, forceKillAfterDelay: 500 });
