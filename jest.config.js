@@ -13,6 +13,7 @@ export default {
   },
   moduleNameMapper: {
     '^@titancompute/([a-z-]+)$': '<rootDir>/packages/$1/src/index.ts',
+    '^@titancompute/test-support/([a-z-]+)$': '<rootDir>/packages/test-support/src/$1.ts',
     '^(\\.{1,2}/.*)\\.js$': '$1',
   },
   testTimeout: 30000,

@@ -1,7 +1,6 @@
-/** Shared helpers of the end-to-end tests: free ports, raw clients, polling. */
+/** Shared helpers of the end-to-end tests: raw clients, cluster views; free ports and polling come from test-support. */
 import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClientFactory, type Channel } from 'nice-grpc';
@@ -13,9 +12,11 @@ import {
   type AgentStatus,
   type StreamResponse,
 } from '@titancompute/protocol';
+import { freePort } from '@titancompute/test-support/free-port';
+import { waitFor } from '@titancompute/test-support/wait-for';
 import { BINS, repoRoot, startCluster } from '../scripts/lib/launch.mjs';
 
-export { BINS, repoRoot };
+export { BINS, freePort, repoRoot, waitFor };
 
 /** The model every agent serves out of the box. */
 export const MODEL = 'llama-2-tiny-random';
@@ -25,15 +26,6 @@ export type ServiceProcess = Cluster['coordinator'];
 
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `titan-e2e-${prefix}-`));
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer().listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 const channels = new Map<string, Channel>();
@@ -70,22 +62,6 @@ export async function collect(stream: AsyncIterable<StreamResponse>): Promise<St
   const out: StreamResponse[] = [];
   for await (const message of stream) out.push(message);
   return out;
-}
-
-/** Polls `probe` every 100 ms until it returns a truthy value; returns it and the elapsed ms. */
-export async function waitFor<T>(probe: () => Promise<T | undefined | false>, timeoutMs: number, what: string): Promise<{ value: T; elapsedMs: number }> {
-  const started = Date.now();
-  let lastError: unknown;
-  while (Date.now() - started < timeoutMs) {
-    try {
-      const value = await probe();
-      if (value) return { value, elapsedMs: Date.now() - started };
-    } catch (err) {
-      lastError = err;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
 }
 
 /** The coordinator routes to healthy and degraded agents (degraded: e.g. CPU > 90 % on a busy machine). */

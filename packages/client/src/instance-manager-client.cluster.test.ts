@@ -3,21 +3,12 @@
  * resuming across a server restart without losing or repeating an event.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { startInstanceManager } from '@titancompute/instance-manager';
+import { freePort, startInstanceManager } from '@titancompute/test-support';
 import { InstanceManagerClient } from './instance-manager-client.js';
 import type { InstanceEvent } from './types.js';
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const srv = createServer().listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 
 const dataDir = mkdtempSync(join(tmpdir(), 'titan-imc-'));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));

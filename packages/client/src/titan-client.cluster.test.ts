@@ -1,20 +1,12 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { CapacityError, InvalidArgumentError, NoAgentsError, Status, StreamInterruptedError, TitanAbortError } from './index.js';
-import { SCRIPTED_MODEL, startRealCluster, type RealCluster } from './test-support/real-cluster.js';
+import { SCRIPTED_MODEL, startRealCluster, waitFor, type RealCluster } from '@titancompute/test-support';
 
 let cluster: RealCluster | undefined;
 afterEach(async () => {
   await cluster?.stop();
   cluster = undefined;
 });
-
-async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('TitanClient against a real coordinator and agents', () => {
   it('streams tokens straight from the agent with exact text and stats', async () => {
@@ -43,8 +35,8 @@ describe('TitanClient against a real coordinator and agents', () => {
       }
     })().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(TitanAbortError);
-    await waitFor(async () => (await cluster!.client.agentStatus(endpoint)).runningJobs === 0, 'the agent to free its slot');
-    await waitFor(async () => (await cluster!.client.status()).agents[0]?.runningJobs === 0, 'the coordinator to see the free slot');
+    await waitFor(async () => (await cluster!.client.agentStatus(endpoint)).runningJobs === 0, 2000, 'the agent to free its slot', { intervalMs: 20, stopOnError: true });
+    await waitFor(async () => (await cluster!.client.status()).agents[0]?.runningJobs === 0, 2000, 'the coordinator to see the free slot', { intervalMs: 20, stopOnError: true });
   });
 
   it('fails over to the second agent when the first one cannot be reached', async () => {

@@ -6,7 +6,7 @@
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { EXIT } from './exit-codes.js';
-import { SCRIPTED_MODEL, startRealCluster, type RealCluster } from '../test-support/real-cluster.js';
+import { SCRIPTED_MODEL, startRealCluster, type RealCluster } from '@titancompute/test-support';
 import {
   CLI_BIN,
   requireTerminalTools,

@@ -4,10 +4,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClientFactory, type Channel } from 'nice-grpc';
 import { AgentServiceDefinition, CoordinatorServiceDefinition, createProtoVersionClientMiddleware, createTitanChannel } from '@titancompute/protocol';
-import { startCoordinator, type CoordinatorOptions, type RunningCoordinator } from '@titancompute/coordinator';
-import { startAgent, type RunningAgent } from '@titancompute/agent';
 import { TitanClient, type TitanError } from '../index.js';
-import { createScriptedEngine, SCRIPTED_MODEL } from '../test-support/real-cluster.js';
+import {
+  createScriptedEngine,
+  SCRIPTED_MODEL,
+  startAgent,
+  startCoordinator,
+  type CoordinatorOptions,
+  type RunningAgent,
+  type RunningCoordinator,
+  waitFor,
+} from '@titancompute/test-support';
 
 /** A real coordinator and real in-process agents (scripted engine), torn down after each test. */
 interface Fleet {
@@ -48,13 +55,16 @@ async function startFleet(agentSlots: number[], coordinatorOptions: Partial<Coor
     );
   }
   const status = coordinatorClient(f);
-  for (let i = 0; ; i++) {
-    const s = await status.querySystemStatus({ includeAgents: true });
-    // Routable: healthy, or degraded (a busy test machine may report high CPU or memory use).
-    if (s.agents.filter((a) => a.status === 'healthy' || a.status === 'degraded').length === agentSlots.length) break;
-    if (i > 400) throw new Error('agents did not become healthy');
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitFor(
+    async () => {
+      const s = await status.querySystemStatus({ includeAgents: true });
+      // Routable: healthy, or degraded (a busy test machine may report high CPU or memory use).
+      return s.agents.filter((a) => a.status === 'healthy' || a.status === 'degraded').length === agentSlots.length;
+    },
+    10_000,
+    'agents to become healthy',
+    { intervalMs: 25, stopOnError: true },
+  );
   return f;
 }
 

@@ -14,6 +14,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { constants, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { waitFor as pollUntil } from '@titancompute/test-support/wait-for';
 
 /** The CLI entry point: the built one, or `TITAN_CLI_BIN` (e.g. to run the tests against another build). */
 export const CLI_BIN = process.env['TITAN_CLI_BIN'] ? resolve(process.env['TITAN_CLI_BIN']) : resolve(dirname(fileURLToPath(import.meta.url)), '../../dist/cli/bin.js');
@@ -41,15 +42,9 @@ function terminalEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return env;
 }
 
-/** Polls `check` every 50 ms until it returns a value other than undefined/false, or fails after `timeoutMs` with `what`. */
+/** Polls `check` every 50 ms until it returns a value other than undefined/false, or fails after `timeoutMs` with `what` (test-support's `waitFor`, `what` first). */
 export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  return (await pollUntil(check, timeoutMs, what, { intervalMs: 50, stopOnError: true })).value;
 }
 
 /** A tmux session running one command in one pane. */

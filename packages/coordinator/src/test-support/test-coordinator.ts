@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClientFactory, type Channel } from 'nice-grpc';
 import { CoordinatorServiceDefinition, createProtoVersionClientMiddleware, createTitanChannel, type CoordinatorServiceClient } from '@titancompute/protocol';
+import { waitFor as pollUntil } from '@titancompute/test-support/wait-for';
 import { startCoordinator, type CoordinatorOptions, type RunningCoordinator } from '../coordinator.js';
 
 /** A coordinator on 127.0.0.1 with free ports, a temp data dir and a client. */
@@ -50,12 +51,7 @@ export async function startTestCoordinator(options: Partial<CoordinatorOptions> 
   };
 }
 
-/** Polls `check` until it returns true or `timeoutMs` passes; returns the elapsed ms. */
+/** Polls `check` until it returns true or `timeoutMs` passes; returns the elapsed ms (test-support's `waitFor`). */
 export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 3000, stepMs = 20): Promise<number> {
-  const started = Date.now();
-  while (Date.now() - started < timeoutMs) {
-    if (await check()) return Date.now() - started;
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-  throw new Error(`condition not met within ${timeoutMs} ms`);
+  return (await pollUntil(check, timeoutMs, 'a condition', { intervalMs: stepMs, stopOnError: true })).elapsedMs;
 }

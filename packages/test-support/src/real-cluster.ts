@@ -1,13 +1,15 @@
 /**
  * A real coordinator and real agents started in-process on free ports, with a scripted engine
- * (deterministic tokens at a set pace) so tests are fast and exact.
+ * (deterministic tokens at a set pace) so tests are fast and exact. Moved here from the client
+ * package, so that the client does not import the servers it talks to.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinator, type RunningCoordinator } from '@titancompute/coordinator';
 import { startAgent, type Engine, type EngineChunk, type GenerateRequest, type RunningAgent } from '@titancompute/agent';
-import { TitanClient } from '../titan-client.js';
+import { TitanClient } from '@titancompute/client';
+import { waitFor } from './wait-for.js';
 
 /** Model served by the scripted engine. */
 export const SCRIPTED_MODEL = 'scripted';
@@ -86,13 +88,17 @@ export async function startRealCluster(specs: RealAgentSpec[]): Promise<RealClus
     async waitForAgents(n) {
       // Routable = healthy or degraded (a busy CI machine marks agents degraded); a loaded
       // machine can take several seconds to register them, so wait on the condition, up to 30 s.
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const status = await client.status();
-        if (status.agents.filter((a) => a.state === 'healthy' || a.state === 'degraded').length >= n) return;
-        if (Date.now() > deadline) throw new Error(`fewer than ${n} routable agents after 30 s: ${JSON.stringify(status.agents.map((a) => [a.id, a.state]))}`);
-        await new Promise((r) => setTimeout(r, 25));
-      }
+      let last: Array<[string, string]> = [];
+      await waitFor(
+        async () => {
+          const status = await client.status();
+          last = status.agents.map((a) => [a.id, a.state]);
+          return status.agents.filter((a) => a.state === 'healthy' || a.state === 'degraded').length >= n;
+        },
+        30_000,
+        () => `${n} routable agents (last seen: ${JSON.stringify(last)})`,
+        { intervalMs: 25, stopOnError: true },
+      );
     },
     async stop() {
       client.close();
