@@ -86,7 +86,7 @@ describe('StreamInference with the real tiny model', () => {
   });
 
   it('honours max_tokens below the token limit (greedy, stop parameter accepted)', async () => {
-    const token = await signer.sign({ max_tokens: 16 });
+    const token = await signer.sign({ max_tokens: 16, parameters: { seed: '1', top_k: '10', stop: 'zzzz' } });
     const msgs = await collect(
       client.streamInference({ sessionToken: token, model: MODEL, prompt: 'Hello', maxTokens: 3, temperature: 0, stream: true, options: { seed: '1', top_k: '10', stop: 'zzzz' } }),
     );
@@ -142,6 +142,14 @@ describe('StreamInference refuses bad tokens and requests', () => {
     expect(e2.details).toMatch(/max_tokens 5 is above the session token's limit of 4/);
     // refused requests do not burn the token
     await expect(collect(client.streamInference(req(small, { maxTokens: 2 })))).resolves.toBeDefined();
+  });
+
+  it('a token for a model this agent does not serve is NOT_FOUND naming the models it serves, and its job is reported rejected at once', async () => {
+    const token = await signer.sign({ model: 'llama-70b', job_id: 'job-unserved-model' });
+    const err = await statusOf(() => collect(client.streamInference(req(token, { model: '' }))));
+    expect(err.code).toBe(Status.NOT_FOUND);
+    expect(err.details).toBe(`model llama-70b is not served by this agent (serves ${MODEL})`);
+    await coordinator.waitFor(() => coordinator.updates.some((u) => u.rejectedJobIds.includes('job-unserved-model')), 5000);
   });
 
   it('bad input is INVALID_ARGUMENT naming the field', async () => {

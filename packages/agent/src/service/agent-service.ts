@@ -1,4 +1,4 @@
-import { ServerError, Status, type CallContext } from 'nice-grpc-common';
+import { Status, type CallContext } from 'nice-grpc-common';
 import { z } from 'zod';
 import type {
   AgentServiceImplementation,
@@ -14,9 +14,9 @@ import type { Engine } from '../engines/engine.js';
 import { parseGenerationParameters } from '../engines/parameters.js';
 import { runGeneration, type GenerationStats } from '../engines/run-generation.js';
 import { coalesce } from './coalesce.js';
-import { AgentError, EngineError, RequestValidationError, TokenError } from '../errors.js';
+import { AgentError, CapacityError, EngineError, RequestValidationError, TokenError } from '../errors.js';
 import type { StatsSampler } from '../stats/system-stats.js';
-import type { TokenVerifier } from '../tokens/token-verifier.js';
+import type { SessionGrant, TokenVerifier } from '../tokens/token-verifier.js';
 import { isAbortError } from '../util/abort.js';
 import type { JobTracker } from './job-tracker.js';
 
@@ -77,6 +77,52 @@ function createRequestValidator(limits: RequestLimits): (request: StreamRequest)
   };
 }
 
+/** An admitted job while its stream runs. */
+interface Job {
+  jobId: string;
+  /** Aborted by the caller's cancellation, `abortAll` or the end of the stream. */
+  controller: AbortController;
+  /** Frees the job's slot, once it has one. */
+  release: ReleaseSlot | undefined;
+  /** Whether its end was reported. */
+  finished: boolean;
+  /** Stops following the call's signal. */
+  detach: () => void;
+}
+
+/** A job's end as the tracker records it. */
+type JobEnd = Omit<Parameters<JobTracker['finish']>[0], 'jobId'>;
+
+const round2 = (n: number) => Math.round(n * 100) / 100;
+
+/** The last message of a stream: `done` with the generation's stats (also as v1's string metadata). */
+function doneMessage(agentId: string, jobId: string, stats: GenerationStats): DeepPartial<StreamResponse> {
+  return {
+    content: '',
+    done: true,
+    createdAt: Date.now(),
+    tokenIndex: stats.tokensGenerated,
+    stats: {
+      tokensGenerated: stats.tokensGenerated,
+      timeToFirstTokenMs: round2(stats.timeToFirstTokenMs),
+      tokensPerSecond: round2(stats.tokensPerSecond),
+      agentId,
+      jobId,
+      finishReason: stats.finishReason,
+      promptTokens: stats.promptTokens,
+    },
+    metadata: {
+      tokens_generated: String(stats.tokensGenerated),
+      time_to_first_token_ms: String(round2(stats.timeToFirstTokenMs)),
+      tokens_per_second: String(round2(stats.tokensPerSecond)),
+      agent_id: agentId,
+      job_id: jobId,
+      finish_reason: stats.finishReason,
+      prompt_tokens: String(stats.promptTokens),
+    },
+  };
+}
+
 /**
  * Builds the AgentService: StreamInference (verified token → capacity → engine, streaming)
  * and GetStatus.
@@ -86,12 +132,30 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
   const jobs = new Set<AbortController>();
   const validate = createRequestValidator(limits);
 
+  /**
+   * StreamInference: admit the request (state, fields, token), run the job (a slot, then the
+   * engine's pieces, streamed), report its end (to the coordinator, then the done message).
+   */
   async function* streamInference(request: StreamRequest, context: CallContext): AsyncGenerator<DeepPartial<StreamResponse>> {
-    if (deps.state() === 'draining') throw new ServerError(Status.UNAVAILABLE, 'agent is draining and takes no new work; ask the coordinator for another agent');
-    if (deps.state() === 'starting') throw new ServerError(Status.UNAVAILABLE, 'agent is still starting (loading the model)');
+    const grant = await admit(request);
+    const job = openJob(grant.jobId, context);
+    try {
+      const stats = yield* run(job, request, grant);
+      yield await report(job, stats, context);
+    } finally {
+      closeJob(job);
+    }
+  }
+
+  /**
+   * Admits a request: the agent takes work, its fields are valid and its token verifies (a
+   * refusal of a validly signed token is reported, see {@link verifyReportingRejection}).
+   */
+  async function admit(request: StreamRequest): Promise<SessionGrant> {
+    if (deps.state() === 'draining') throw new CapacityError('agent is draining and takes no new work; ask the coordinator for another agent', Status.UNAVAILABLE);
+    if (deps.state() === 'starting') throw new CapacityError('agent is still starting (loading the model)', Status.UNAVAILABLE);
     validate(request);
-    const grant = await verifyReportingRejection(request);
-    return yield* runJob(request, context, grant);
+    return verifyReportingRejection(request);
   }
 
   /**
@@ -99,7 +163,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
    * here, or the verifier's: prompt or temperature binding, expiry, replay) reports the job as
    * rejected, so the coordinator frees its reservation at once instead of after the claim window.
    */
-  async function verifyReportingRejection(request: StreamRequest): Promise<Awaited<ReturnType<typeof verifier.verify>>> {
+  async function verifyReportingRejection(request: StreamRequest): Promise<SessionGrant> {
     try {
       return await verifyToken(request);
     } catch (err) {
@@ -108,7 +172,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
     }
   }
 
-  function verifyToken(request: StreamRequest) {
+  function verifyToken(request: StreamRequest): Promise<SessionGrant> {
     return verifier.verify(request.sessionToken, (g) => {
       // The token's signature and audience verified (a forged token never gets here): when it is
       // refused, report its job as rejected so the coordinator frees the slot at once.
@@ -119,110 +183,116 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
         if (request.maxTokens > g.maxTokens) {
           throw new TokenError(`max_tokens ${request.maxTokens} is above the session token's limit of ${g.maxTokens}`, Status.PERMISSION_DENIED);
         }
+        // No options sent: the granted parameters are used, so they must parse here (before the token is used up).
+        if (Object.keys(request.options).length === 0) parseGenerationParameters(g.parameters);
         if (!engine.models.includes(g.model)) {
-          throw new ServerError(Status.NOT_FOUND, `model ${g.model} is not served by this agent (serves ${engine.models.join(', ')})`);
+          throw new EngineError(`model ${g.model} is not served by this agent (serves ${engine.models.join(', ')})`, 'model_not_found', { model: g.model });
         }
       } catch (err) {
         tracker.reject(g.jobId);
         throw err;
       }
-    }, { prompt: request.prompt, temperature: request.temperature });
+    }, { prompt: request.prompt, temperature: request.temperature, options: request.options });
   }
 
-  async function* runJob(request: StreamRequest, context: CallContext, grant: Awaited<ReturnType<typeof verifier.verify>>): AsyncGenerator<DeepPartial<StreamResponse>> {
-    const jobId = grant.jobId;
-    const maxTokens = request.maxTokens === 0 ? grant.maxTokens : request.maxTokens;
-    const temperature = request.temperature === 0 ? grant.temperature : request.temperature;
+  /** Starts tracking an admitted job: its abort controller follows the call's signal and `abortAll`. */
+  function openJob(jobId: string, context: CallContext): Job {
     const controller = new AbortController();
     const onCallAbort = () => controller.abort(context.signal.reason);
     context.signal.addEventListener('abort', onCallAbort, { once: true });
     if (context.signal.aborted) controller.abort();
     jobs.add(controller);
-    let release: ReleaseSlot | undefined;
-    let finished = false;
-    const finish = (outcome: Omit<Parameters<JobTracker['finish']>[0], 'jobId'>, promptTokens?: number) => {
-      if (finished) return;
-      finished = true;
-      // Free the slot first: the health update that reports the end (sent at once) must show it free.
-      release?.();
-      tracker.finish({ jobId, ...outcome }, promptTokens);
+    const job: Job = {
+      jobId,
+      controller,
+      release: undefined,
+      finished: false,
+      detach: () => context.signal.removeEventListener('abort', onCallAbort),
     };
     tracker.start(jobId);
+    return job;
+  }
+
+  /**
+   * Reports a job's end once: frees its slot first (the health update that reports the end,
+   * sent at once, must show it free), then tells the tracker.
+   */
+  function finish(job: Job, outcome: JobEnd, promptTokens?: number): void {
+    if (job.finished) return;
+    job.finished = true;
+    job.release?.();
+    tracker.finish({ jobId: job.jobId, ...outcome }, promptTokens);
+  }
+
+  /** Ends a job however its stream ended: a caller that went away mid-stream still gets it reported. */
+  function closeJob(job: Job): void {
+    finish(job, { tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error: 'cancelled' });
+    job.release?.();
+    jobs.delete(job.controller);
+    job.detach();
+  }
+
+  /**
+   * Runs an admitted job: waits for a slot, then streams the engine's pieces (coalesced) as
+   * they come. Returns the generation's stats; a refusal or failure is reported before it is thrown.
+   */
+  async function* run(job: Job, request: StreamRequest, grant: SessionGrant): AsyncGenerator<DeepPartial<StreamResponse>, GenerationStats> {
+    const { controller } = job;
     try {
-      try {
-        release = await slots.acquire(controller.signal);
-      } catch (err) {
-        const error = isAbortError(err) || controller.signal.aborted ? 'cancelled' : 'busy';
-        finish({ tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error });
-        throw err;
-      }
-      let stats: GenerationStats | undefined;
-      const gen = runGeneration(engine, { model: grant.model, prompt: request.prompt, maxTokens, temperature, parameters: request.options, signal: controller.signal });
-      const batches = coalesce(gen);
-      try {
-        for (;;) {
-          const r = await batches.next();
-          if (r.done) {
-            stats = r.value;
-            break;
-          }
-          yield { content: r.value.text, token: r.value.text, tokenIndex: r.value.tokenIndex, tokenCount: r.value.tokens, createdAt: Date.now() };
-        }
-      } catch (err) {
-        const code = err instanceof EngineError ? err.code : isAbortError(err) ? 'cancelled' : 'engine_error';
-        finish({ tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error: code });
-        if (!(err instanceof AgentError) && !isAbortError(err)) logger.error({ err, jobId }, 'generation failed');
-        throw err;
-      } finally {
-        if (!stats) {
-          controller.abort();
-          await batches.return(undefined as never).catch(() => undefined);
-          await gen.return(undefined as never).catch(() => undefined);
-        }
-      }
-      const agentId = deps.agentId();
-      finish(
-        {
-          tokensGenerated: stats.tokensGenerated,
-          timeToFirstTokenMs: stats.timeToFirstTokenMs,
-          tokensPerSecond: stats.tokensPerSecond,
-          error: stats.finishReason === 'cancelled' ? (context.signal.aborted ? 'cancelled' : 'deadline') : '',
-        },
-        stats.promptTokens,
-      );
-      await deps.jobEndReported?.();
-      const round = (n: number) => Math.round(n * 100) / 100;
-      yield {
-        content: '',
-        done: true,
-        createdAt: Date.now(),
-        tokenIndex: stats.tokensGenerated,
-        stats: {
-          tokensGenerated: stats.tokensGenerated,
-          timeToFirstTokenMs: round(stats.timeToFirstTokenMs),
-          tokensPerSecond: round(stats.tokensPerSecond),
-          agentId,
-          jobId,
-          finishReason: stats.finishReason,
-          promptTokens: stats.promptTokens,
-        },
-        metadata: {
-          tokens_generated: String(stats.tokensGenerated),
-          time_to_first_token_ms: String(round(stats.timeToFirstTokenMs)),
-          tokens_per_second: String(round(stats.tokensPerSecond)),
-          agent_id: agentId,
-          job_id: jobId,
-          finish_reason: stats.finishReason,
-          prompt_tokens: String(stats.promptTokens),
-        },
-      };
-    } finally {
-      // The caller went away mid-stream (the generator was returned): still report the job.
-      finish({ tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error: 'cancelled' });
-      release?.();
-      jobs.delete(controller);
-      context.signal.removeEventListener('abort', onCallAbort);
+      job.release = await slots.acquire(controller.signal);
+    } catch (err) {
+      const error = isAbortError(err) || controller.signal.aborted ? 'cancelled' : 'busy';
+      finish(job, { tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error });
+      throw err;
     }
+    const maxTokens = request.maxTokens === 0 ? grant.maxTokens : request.maxTokens;
+    const temperature = request.temperature === 0 ? grant.temperature : request.temperature;
+    // Empty options = the granted parameters (the verifier refused any other non-empty set).
+    const parameters = Object.keys(request.options).length === 0 ? grant.parameters : request.options;
+    let stats: GenerationStats | undefined;
+    const gen = runGeneration(engine, { model: grant.model, prompt: request.prompt, maxTokens, temperature, parameters, signal: controller.signal });
+    const batches = coalesce(gen);
+    try {
+      for (;;) {
+        const r = await batches.next();
+        if (r.done) {
+          stats = r.value;
+          return stats;
+        }
+        yield { content: r.value.text, token: r.value.text, tokenIndex: r.value.tokenIndex, tokenCount: r.value.tokens, createdAt: Date.now() };
+      }
+    } catch (err) {
+      const code = err instanceof EngineError ? err.code : isAbortError(err) ? 'cancelled' : 'engine_error';
+      finish(job, { tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error: code });
+      if (!(err instanceof AgentError) && !isAbortError(err)) logger.error({ err, jobId: job.jobId }, 'generation failed');
+      throw err;
+    } finally {
+      if (!stats) {
+        controller.abort();
+        await batches.return(undefined as never).catch(() => undefined);
+        await gen.return(undefined as never).catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * Reports a finished generation: to the tracker (the coordinator hears of it at once), waits
+   * (bounded) for the coordinator to apply it, then returns the done message with the stats.
+   */
+  async function report(job: Job, stats: GenerationStats, context: CallContext): Promise<DeepPartial<StreamResponse>> {
+    const agentId = deps.agentId();
+    finish(
+      job,
+      {
+        tokensGenerated: stats.tokensGenerated,
+        timeToFirstTokenMs: stats.timeToFirstTokenMs,
+        tokensPerSecond: stats.tokensPerSecond,
+        error: stats.finishReason === 'cancelled' ? (context.signal.aborted ? 'cancelled' : 'deadline') : '',
+      },
+      stats.promptTokens,
+    );
+    await deps.jobEndReported?.();
+    return doneMessage(agentId, job.jobId, stats);
   }
 
   async function getStatus(request: AgentStatusRequest): Promise<DeepPartial<AgentStatusResponse>> {
@@ -240,15 +310,14 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
       maxJobs: slots.maxConcurrent,
       gpus: m.gpus,
       engine: engine.name,
-      tokensPerSecond: Math.round(tracker.recentTokensPerSecond * 100) / 100,
+      tokensPerSecond: round2(tracker.recentTokensPerSecond),
       activeJobIds: request.includeJobs ? tracker.activeJobIds() : [],
       totalTokensGenerated: tracker.totals.tokensGenerated,
     };
   }
 
-  // AgentErrors carry their gRPC status: server-kit's error mapping turns them into
-  // ServerErrors (and errors of a call the client cancelled into CANCELLED) before the request
-  // log sees them.
+  // Nothing is mapped here: every error thrown above is an AgentError declaring its gRPC status,
+  // which server-kit's one error-mapping middleware turns into the ServerError callers see.
   return {
     implementation: { streamInference, getStatus },
     abortAll(reason) {
