@@ -36,7 +36,7 @@ const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
 function token() {
   const now = Math.floor(Date.now() / 1000);
   const head = b64({ alg: 'EdDSA', typ: 'JWT', kid: KID });
-  const body = b64({ iss: 'titancompute-coordinator', aud: AGENT_ID, sub: 'bench', jti: randomUUID(), job_id: randomUUID(), model: MODEL, max_tokens: MAX_TOKENS, temperature: 0, iat: now, nbf: now, exp: now + 300 });
+  const body = b64({ iss: 'titancompute-coordinator', aud: AGENT_ID, sub: 'bench', jti: randomUUID(), job_id: randomUUID(), model: MODEL, max_tokens: MAX_TOKENS, temperature: 0, parameters: { seed: '1' }, iat: now, nbf: now, exp: now + 300 });
   const sig = sign(null, Buffer.from(`${head}.${body}`), privateKey).toString('base64url');
   return `${head}.${body}.${sig}`;
 }

@@ -6,6 +6,8 @@
  * - `PROTO_VERSION` / `COMPATIBLE_PROTO_VERSIONS` and the client and server middlewares that
  *   carry and check them.
  * - `createTitanChannel` for plaintext, TLS and mTLS channels.
+ * - The session-token contract (claims schema, issuer, audience rule, algorithm, `promptSha256`)
+ *   shared by the coordinator's signer and the agent's verifier.
  *
  * @example
  * ```ts
@@ -55,6 +57,21 @@ export {
   type TitanChannelOptions,
 } from './channel.js';
 export { ProtocolError, TlsConfigError } from './errors.js';
+export {
+  parametersMismatch,
+  promptSha256,
+  SESSION_TOKEN_ALGORITHM,
+  SESSION_TOKEN_CLAIMS,
+  SESSION_TOKEN_ISSUER,
+  SESSION_TOKEN_MAX_CLOCK_TOLERANCE_SEC,
+  SESSION_TOKEN_REQUIRED_CLAIMS,
+  SESSION_TOKEN_TYPE,
+  sessionTokenAudience,
+  sessionTokenClaimsSchema,
+  sessionTokenPayload,
+  type SessionTokenClaims,
+  type SessionTokenGrant,
+} from './session-token.js';
 
 /** Fully qualified names of every service in the contract (for health and reflection). */
 export const SERVICE_NAMES = {

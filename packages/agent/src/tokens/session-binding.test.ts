@@ -1,6 +1,6 @@
 /**
  * Session tokens through a real agent over gRPC: used tokens stay used across a restart (data
- * dir), and a token only works for the prompt and temperature it was issued for.
+ * dir), and a token only works for the prompt, temperature and engine parameters it was issued for.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -85,6 +85,40 @@ describe('used tokens survive a restart of the agent', () => {
     // A fresh token still works on the restarted agent.
     const fresh = await signer.sign({ max_tokens: 4, prompt_sha256: promptSha256('hi') });
     expect((await collect(second.client.streamInference(request(fresh, 'hi')))).at(-1)?.done).toBe(true);
+  });
+});
+
+describe('a token is bound to its engine parameters (claim `parameters`)', () => {
+  it('other options are PERMISSION_DENIED naming the option and do not use the token up; no options run with the granted ones', async () => {
+    const engine = createFakeEngine({ models: [MODEL] });
+    const { client } = await start({ engine });
+    const prompt = 'hi';
+    const granted = { seed: '1', top_k: '10' };
+    const token = await signer.sign({ max_tokens: 2, prompt_sha256: promptSha256(prompt), parameters: granted });
+    const refusals = [
+      [{ seed: '2', top_k: '10' }, 'options.seed "2" does not match the session token\'s "1"'],
+      [{ top_k: '10' }, 'options.seed is missing: the session token grants "1"'],
+      [{ ...granted, top_p: '0.5' }, 'options.top_p "0.5" is not in the session token\'s parameters'],
+    ] as const;
+    for (const [options, message] of refusals) {
+      const err = await statusOf(() => collect(client.streamInference(request(token, prompt, { options }))));
+      expect(err).toEqual({ code: Status.PERMISSION_DENIED, details: `${message} (send the parameters given to RequestInference, or none)` });
+    }
+    expect(engine.calls).toHaveLength(0);
+    // v1 clients send no options: the granted parameters are used.
+    expect((await collect(client.streamInference(request(token, prompt)))).at(-1)?.done).toBe(true);
+    expect(engine.calls.at(-1)?.parameters).toEqual(granted);
+    // … or the same ones again.
+    const again = await signer.sign({ max_tokens: 2, prompt_sha256: promptSha256(prompt), parameters: granted });
+    expect((await collect(client.streamInference(request(again, prompt, { options: { top_k: '10', seed: '1' } })))).at(-1)?.done).toBe(true);
+    expect(engine.calls.at(-1)?.parameters).toEqual(granted);
+    // A token that grants no parameters refuses any.
+    const none = await signer.sign({ max_tokens: 2, prompt_sha256: promptSha256(prompt) });
+    const err = await statusOf(() => collect(client.streamInference(request(none, prompt, { options: { seed: '1' } }))));
+    expect(err.code).toBe(Status.PERMISSION_DENIED);
+    expect(err.details).toMatch(/^options\.seed "1" is not in the session token's parameters/);
+    expect((await collect(client.streamInference(request(none, prompt)))).at(-1)?.done).toBe(true);
+    expect(engine.calls.at(-1)?.parameters).toEqual({});
   });
 });
 

@@ -1,8 +1,15 @@
-import { createHash } from 'node:crypto';
 import { errors, importSPKI, jwtVerify, type CryptoKey, type JWTPayload } from 'jose';
 import { Status } from 'nice-grpc-common';
-import { z } from 'zod';
-import type { PublicKeyResponse } from '@titancompute/protocol';
+import {
+  parametersMismatch,
+  promptSha256,
+  SESSION_TOKEN_ALGORITHM,
+  SESSION_TOKEN_ISSUER,
+  SESSION_TOKEN_MAX_CLOCK_TOLERANCE_SEC,
+  SESSION_TOKEN_REQUIRED_CLAIMS,
+  sessionTokenClaimsSchema,
+  type PublicKeyResponse,
+} from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
 import { ReplayStoreError, TokenError } from '../errors.js';
 import { createReplayCache, type ReplayCache } from './replay-cache.js';
@@ -16,6 +23,11 @@ export interface SessionGrant {
   model: string;
   maxTokens: number;
   temperature: number;
+  /**
+   * The engine parameters granted (claim `parameters`; empty when the token has none). A
+   * StreamRequest sends the same `options` again or none, and then runs with these.
+   */
+  parameters: Record<string, string>;
   /** The `prompt_sha256` claim (base64url SHA-256 of the UTF-8 prompt); undefined for tokens of an older coordinator. */
   promptSha256: string | undefined;
   /** Unix ms. */
@@ -28,6 +40,8 @@ export interface RequestBinding {
   prompt: string;
   /** StreamRequest.temperature: 0 (unset) or the token's temperature (to float32 precision). */
   temperature: number;
+  /** StreamRequest.options: empty (unset) or exactly the token's `parameters`. Default empty. */
+  options?: Readonly<Record<string, string>>;
 }
 
 /** Options of {@link createTokenVerifier}. */
@@ -62,10 +76,10 @@ export interface TokenVerifierOptions {
 export interface TokenVerifier {
   /**
    * Verifies a token (signature, iss, aud, exp/nbf, claims), checks the request against it
-   * (`binding`: prompt hash, temperature), runs `authorize`, and only then consumes its jti
+   * (`binding`: prompt hash, temperature, engine options), runs `authorize`, and only then consumes its jti
    * (durably, for a persistent replay cache, before this resolves). Throws {@link TokenError}:
    * UNAUTHENTICATED (bad, expired, replayed), PERMISSION_DENIED (another agent, another prompt
-   * or temperature, or whatever `authorize` refuses), UNAVAILABLE (no keys, replay store
+   * temperature or options, or whatever `authorize` refuses), UNAVAILABLE (no keys, replay store
    * unwritable). A request refused by the binding or by `authorize` does not burn the token.
    * Every refusal of a token whose signature is valid carries its `jobId`.
    */
@@ -76,29 +90,16 @@ export interface TokenVerifier {
   readonly keyIds: readonly string[];
 }
 
-const claimsSchema = z.object({
-  jti: z.string().min(1),
-  exp: z.number(),
-  model: z.string().min(1),
-  max_tokens: z.number().int().min(1),
-  temperature: z.number().min(0).max(2),
-  job_id: z.string().min(1).optional(),
-  sub: z.string().optional(),
-  client_id: z.string().optional(),
-  prompt_sha256: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url SHA-256').optional(),
-});
-
-/** base64url SHA-256 of a prompt's UTF-8 bytes: the `prompt_sha256` claim. */
-export function promptSha256(prompt: string): string {
-  return createHash('sha256').update(prompt, 'utf8').digest('base64url');
-}
+/** base64url SHA-256 of a prompt's UTF-8 bytes: the `prompt_sha256` claim (the contract's helper, re-exported). */
+export { promptSha256 };
 
 /** Temperatures travel as float32 and are signed rounded to 6 decimals: compare at that precision. */
 const sameTemperature = (a: number, b: number) => Math.round(Math.fround(a) * 1e6) === Math.round(Math.fround(b) * 1e6);
 
 /**
- * Checks a request against its grant: the prompt hash (when the token carries one) and the
- * temperature (0 = unset = the token's). Throws PERMISSION_DENIED naming the field.
+ * Checks a request against its grant: the prompt hash (when the token carries one), the
+ * temperature (0 = unset = the token's) and the engine options (empty = the token's
+ * `parameters`). Throws PERMISSION_DENIED naming the field.
  */
 function checkBinding(grant: SessionGrant, binding: RequestBinding, requirePromptBinding: boolean): void {
   if (grant.promptSha256 !== undefined) {
@@ -115,10 +116,21 @@ function checkBinding(grant: SessionGrant, binding: RequestBinding, requirePromp
       { field: 'temperature' },
     );
   }
+  const diff = parametersMismatch(grant.parameters, binding.options ?? {});
+  if (diff) {
+    const field = `options.${diff.key}`;
+    const what =
+      diff.requested === undefined
+        ? `${field} is missing: the session token grants ${JSON.stringify(diff.granted)}`
+        : diff.granted === undefined
+          ? `${field} ${JSON.stringify(diff.requested)} is not in the session token's parameters`
+          : `${field} ${JSON.stringify(diff.requested)} does not match the session token's ${JSON.stringify(diff.granted)}`;
+    throw new TokenError(`${what} (send the parameters given to RequestInference, or none)`, Status.PERMISSION_DENIED, { field });
+  }
 }
 
-/** The default `iss` of TitanCompute session tokens. */
-export const DEFAULT_ISSUER = 'titancompute-coordinator';
+/** The default `iss` of TitanCompute session tokens (the contract's `SESSION_TOKEN_ISSUER`). */
+export const DEFAULT_ISSUER = SESSION_TOKEN_ISSUER;
 
 /**
  * Creates a {@link TokenVerifier}: EdDSA only, keys by `kid` (refetched once, rate-limited, on
@@ -132,7 +144,7 @@ export const DEFAULT_ISSUER = 'titancompute-coordinator';
  * ```
  */
 export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
-  const tolerance = Math.min(5, options.clockToleranceSec ?? 5);
+  const tolerance = Math.min(SESSION_TOKEN_MAX_CLOCK_TOLERANCE_SEC, options.clockToleranceSec ?? SESSION_TOKEN_MAX_CLOCK_TOLERANCE_SEC);
   const refetchIntervalMs = options.refetchIntervalMs ?? 1000;
   const replay: ReplayCache = options.replayCache ?? createReplayCache({ maxEntries: options.maxReplayEntries ?? 100_000 });
   const requirePromptBinding = options.requirePromptBinding ?? false;
@@ -150,9 +162,9 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       const next = new Map<string, CryptoKey>();
       const entries = res.keys.length > 0 ? res.keys : [{ keyId: res.keyId, publicKeyPem: res.publicKeyPem, algorithm: res.algorithm, retireAt: 0 }];
       for (const k of entries) {
-        if (!k.publicKeyPem || (k.algorithm && k.algorithm !== 'EdDSA')) continue;
+        if (!k.publicKeyPem || (k.algorithm && k.algorithm !== SESSION_TOKEN_ALGORITHM)) continue;
         try {
-          next.set(k.keyId, await importSPKI(k.publicKeyPem, 'EdDSA'));
+          next.set(k.keyId, await importSPKI(k.publicKeyPem, SESSION_TOKEN_ALGORITHM));
         } catch (err) {
           options.logger?.warn({ err, keyId: k.keyId }, 'ignoring a public key that does not parse as an Ed25519 SPKI PEM');
         }
@@ -201,13 +213,15 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     },
     async verify(token, authorize, binding) {
       if (!token) throw new TokenError('session_token is required', Status.UNAUTHENTICATED, { field: 'session_token' });
+      // Keys never fetched yet: fetch them first, so the coordinator's issuer (not the default) is checked.
+      if (lastFetch === 0) await refresh();
       let payload: JWTPayload;
       try {
         const result = await jwtVerify(token, async (header) => keyFor(header.kid), {
           issuer,
-          algorithms: ['EdDSA'],
+          algorithms: [SESSION_TOKEN_ALGORITHM],
           clockTolerance: tolerance,
-          requiredClaims: ['exp', 'jti', 'aud', 'iss'],
+          requiredClaims: [...SESSION_TOKEN_REQUIRED_CLAIMS],
         });
         payload = result.payload;
       } catch (err) {
@@ -228,7 +242,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       if (!audiences.includes(options.agentId)) {
         throw new TokenError(`session token is for agent ${JSON.stringify(audiences.join(','))}, not this agent (${options.agentId})`, Status.PERMISSION_DENIED, { aud: audiences }, { jobId: signedJobId });
       }
-      const claims = claimsSchema.safeParse(payload);
+      const claims = sessionTokenClaimsSchema.safeParse(payload);
       if (!claims.success) {
         const issue = claims.error.issues[0];
         throw new TokenError(`session token claim ${issue?.path.join('.') ?? '?'} is missing or invalid`, Status.UNAUTHENTICATED, {}, { jobId: signedJobId });
@@ -242,6 +256,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
         model: c.model,
         maxTokens: c.max_tokens,
         temperature: c.temperature,
+        parameters: c.parameters ?? {},
         promptSha256: c.prompt_sha256,
         expiresAtMs,
       };

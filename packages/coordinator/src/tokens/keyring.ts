@@ -2,10 +2,11 @@ import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, exportPKCS8, exportSPKI, generateKeyPair, importPKCS8, importSPKI, type CryptoKey } from 'jose';
 import { z } from 'zod';
+import { SESSION_TOKEN_ALGORITHM } from '@titancompute/protocol';
 import { KeyringError } from '../errors.js';
 
-/** Signing algorithm of session tokens. */
-export const TOKEN_ALGORITHM = 'EdDSA';
+/** Signing algorithm of session tokens (the contract's `SESSION_TOKEN_ALGORITHM`). */
+export const TOKEN_ALGORITHM = SESSION_TOKEN_ALGORITHM;
 
 const storedKeySchema = z.object({
   kid: z.string().min(1),

@@ -1,12 +1,33 @@
+/**
+ * Session tokens signed by a real coordinator and verified the way agents do: with the agent's
+ * own token verifier (`@titancompute/agent`) and the shared contract of `@titancompute/protocol`.
+ */
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { statSync } from 'node:fs';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
-import { TokenVerificationError } from '../errors.js';
+import { Status } from 'nice-grpc-common';
+import { createTokenVerifier, TokenError, type TokenVerifier } from '@titancompute/agent';
+import { sessionTokenClaimsSchema, SESSION_TOKEN_ISSUER, type PublicKeyResponse } from '@titancompute/protocol';
 import { startFakeAgent, type FakeAgent } from '../test-support/fake-agent.js';
 import { makeTempDir, startTestCoordinator, waitFor, type TestCoordinator } from '../test-support/test-coordinator.js';
 import { keyringPath, openKeyring, rotateKeyring } from './keyring.js';
 import { createHash } from 'node:crypto';
-import { DEFAULT_ISSUER, promptSha256, signSessionToken, verifySessionToken } from './session-token.js';
+import { DEFAULT_ISSUER, promptSha256, signSessionToken } from './session-token.js';
+
+/** The verifier a real agent `agentId` builds, fetching its keys from `fetchKeys` (the coordinator's GetPublicKey). */
+function agentVerifier(fetchKeys: () => Promise<PublicKeyResponse>, agentId = 'agent-a', clockToleranceSec?: number): TokenVerifier {
+  return createTokenVerifier({ agentId, fetchKeys, ...(clockToleranceSec !== undefined ? { clockToleranceSec } : {}) });
+}
+
+/** The status of the TokenError `promise` rejects with. */
+async function refusal(promise: Promise<unknown>): Promise<{ code: Status; message: string }> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(TokenError);
+  return { code: (err as TokenError).grpcStatus, message: (err as TokenError).message };
+}
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -31,8 +52,14 @@ describe('session tokens', () => {
     expect(pub).toMatchObject({ algorithm: 'EdDSA', issuer: DEFAULT_ISSUER });
     expect(pub.publicKeyPem).toContain('BEGIN PUBLIC KEY');
     expect(pub.keys[0]).toMatchObject({ keyId: pub.keyId, publicKeyPem: pub.publicKeyPem, retireAt: 0 });
-    expect(decodeProtectedHeader(grant.sessionToken)).toMatchObject({ alg: 'EdDSA', kid: pub.keyId });
-    const claims = await verifySessionToken(grant.sessionToken, { keys: pub.keys, issuer: pub.issuer, audience: 'agent-a' });
+    expect(decodeProtectedHeader(grant.sessionToken)).toEqual({ alg: 'EdDSA', kid: pub.keyId, typ: 'JWT' });
+    const verified = await agentVerifier(async () => pub).verify(grant.sessionToken, undefined, { prompt: 'hi', temperature: 0.5, options: { top_k: '5' } });
+    expect(verified).toMatchObject({ jobId: grant.jobId, clientId: 'client-9', model: 'tiny', maxTokens: 42, temperature: 0.5, parameters: { top_k: '5' } });
+    // On the wire: exactly these claims, in the contract's schema.
+    const claims = sessionTokenClaimsSchema.parse(decodeJwt(grant.sessionToken));
+    expect(Object.keys(decodeJwt(grant.sessionToken))).toEqual(
+      ['job_id', 'model', 'max_tokens', 'temperature', 'agent_id', 'client_id', 'parameters', 'prompt_sha256', 'iss', 'aud', 'sub', 'jti', 'iat', 'nbf', 'exp'],
+    );
     expect(claims).toMatchObject({
       iss: DEFAULT_ISSUER,
       aud: 'agent-a',
@@ -47,48 +74,59 @@ describe('session tokens', () => {
       prompt_sha256: createHash('sha256').update('hi').digest('base64url'),
     });
     expect(claims).not.toHaveProperty('prompt');
+    expect(DEFAULT_ISSUER).toBe(SESSION_TOKEN_ISSUER);
     expect(claims.exp).toBe(grant.expiresAt);
-    expect(claims.exp - claims.iat).toBe(300);
+    expect(claims.exp - claims.iat!).toBe(300);
     expect(claims.nbf).toBe(claims.iat);
     expect(claims.jti).toMatch(/^[0-9a-f-]{36}$/);
   });
 
-  it('fail with a wrong audience, after expiry and after tampering', async () => {
+  it('are refused by an agent for another audience, another issuer and after tampering', async () => {
     const { tc } = await coordinatorWithAgent();
     const grant = await tc.client.requestInference({ clientId: 'c', model: 'tiny', prompt: 'hi' });
-    const { keys, issuer } = await tc.client.getPublicKey({});
-    await expect(verifySessionToken(grant.sessionToken, { keys, issuer, audience: 'agent-b' })).rejects.toThrow(TokenVerificationError);
-    await expect(verifySessionToken(grant.sessionToken, { keys, issuer: 'someone-else', audience: 'agent-a' })).rejects.toThrow(TokenVerificationError);
-    await expect(
-      verifySessionToken(grant.sessionToken, { keys, issuer, audience: 'agent-a', now: (grant.expiresAt + 6) * 1000 }),
-    ).rejects.toThrow(/expired/);
+    const pub = await tc.client.getPublicKey({});
+    expect(await refusal(agentVerifier(async () => pub, 'agent-b').verify(grant.sessionToken))).toEqual({
+      code: Status.PERMISSION_DENIED,
+      message: 'session token is for agent "agent-a", not this agent (agent-b)',
+    });
+    expect(await refusal(agentVerifier(async () => ({ ...pub, issuer: 'someone-else' })).verify(grant.sessionToken))).toMatchObject({
+      code: Status.UNAUTHENTICATED,
+      message: expect.stringMatching(/claim iss is invalid/),
+    });
+    const verifier = agentVerifier(async () => pub);
     const [h, p, s] = grant.sessionToken.split('.') as [string, string, string];
     const payload = decodeJwt(grant.sessionToken);
     const forged = Buffer.from(JSON.stringify({ ...payload, max_tokens: 100000 })).toString('base64url');
-    await expect(verifySessionToken(`${h}.${forged}.${s}`, { keys, issuer, audience: 'agent-a' })).rejects.toThrow(TokenVerificationError);
+    expect(await refusal(verifier.verify(`${h}.${forged}.${s}`))).toEqual({ code: Status.UNAUTHENTICATED, message: 'session token signature is invalid' });
     const flipped = s.slice(0, 10) + (s[10] === 'A' ? 'B' : 'A') + s.slice(11);
-    await expect(verifySessionToken(`${h}.${p}.${flipped}`, { keys, issuer, audience: 'agent-a' })).rejects.toThrow(TokenVerificationError);
+    expect(await refusal(verifier.verify(`${h}.${p}.${flipped}`))).toEqual({ code: Status.UNAUTHENTICATED, message: 'session token signature is invalid' });
+    // The untouched token still verifies (the refusals above did not use it up).
+    await expect(verifier.verify(grant.sessionToken, undefined, { prompt: 'hi', temperature: 0 })).resolves.toMatchObject({ jobId: grant.jobId });
   });
 
   it('expire after the configured TTL', async () => {
-    const { tc } = await coordinatorWithAgent({ tokenTtlMs: 1000 });
-    const grant = await tc.client.requestInference({ clientId: 'c', model: 'tiny', prompt: 'hi' });
-    const { keys, issuer } = await tc.client.getPublicKey({});
-    await verifySessionToken(grant.sessionToken, { keys, issuer, audience: 'agent-a', clockToleranceSec: 0 });
-    await new Promise((r) => setTimeout(r, (grant.expiresAt + 1) * 1000 - Date.now()));
-    await expect(verifySessionToken(grant.sessionToken, { keys, issuer, audience: 'agent-a', clockToleranceSec: 0 })).rejects.toThrow(/expired/);
+    // exp is whole seconds: a 3 s TTL leaves at least 2 s to verify the fresh token in.
+    const { tc } = await coordinatorWithAgent({ tokenTtlMs: 3000 });
+    const first = await tc.client.requestInference({ clientId: 'c', model: 'tiny', prompt: 'hi' });
+    const second = await tc.client.requestInference({ clientId: 'c', model: 'tiny', prompt: 'hi' });
+    const verifier = agentVerifier(() => tc.client.getPublicKey({}), 'agent-a', 0);
+    await verifier.verify(first.sessionToken);
+    await new Promise((r) => setTimeout(r, (second.expiresAt + 1) * 1000 - Date.now()));
+    expect(await refusal(verifier.verify(second.sessionToken))).toEqual({ code: Status.UNAUTHENTICATED, message: 'session token expired' });
   });
 });
 
 describe('prompt binding claim', () => {
   it('prompt_sha256 is the base64url SHA-256 of the UTF-8 prompt, exactly as sent (no trimming or normalisation)', async () => {
     const { tc } = await coordinatorWithAgent();
-    const { keys, issuer } = await tc.client.getPublicKey({});
+    const verifier = agentVerifier(() => tc.client.getPublicKey({}));
     const prompts = ['  café\n', 'cafe\u0301', 'Once upon a time'];
     const hashes = new Set<string>();
     for (const [i, prompt] of prompts.entries()) {
       const grant = await tc.client.requestInference({ clientId: `c-${i}`, model: 'tiny', prompt, temperature: 1.25, temperatureSet: true });
-      const claims = await verifySessionToken(grant.sessionToken, { keys, issuer, audience: 'agent-a' });
+      // The agent accepts it for exactly this prompt (and no other: see the agent's session-binding tests).
+      await expect(verifier.verify(grant.sessionToken, undefined, { prompt, temperature: 1.25 })).resolves.toMatchObject({ temperature: 1.25 });
+      const claims = sessionTokenClaimsSchema.parse(decodeJwt(grant.sessionToken));
       expect(claims.prompt_sha256).toBe(createHash('sha256').update(Buffer.from(prompt, 'utf8')).digest('base64url'));
       expect(claims.prompt_sha256).toBe(promptSha256(prompt));
       expect(claims.temperature).toBe(1.25);
@@ -117,7 +155,7 @@ describe('keyring persistence and rotation', () => {
     expect(agent.acks.some((a) => a.reregister)).toBe(true);
     const after = await second.client.getPublicKey({});
     expect(after.keyId).toBe(before.keyId);
-    await expect(verifySessionToken(grant.sessionToken, { keys: after.keys, issuer: after.issuer, audience: 'agent-a' })).resolves.toMatchObject({ job_id: grant.jobId });
+    await expect(agentVerifier(async () => after).verify(grant.sessionToken)).resolves.toMatchObject({ jobId: grant.jobId });
     expect((await second.client.requestInference({ clientId: 'c', model: 'tiny', prompt: 'hi' })).agentId).toBe('agent-a');
     expect(statSync(keyringPath(dataDir)).mode & 0o777).toBe(0o600);
   });
@@ -134,8 +172,9 @@ describe('keyring persistence and rotation', () => {
     expect(pub.keys[1]?.retireAt).toBeGreaterThanOrEqual(oldGrant.expiresAt);
     const newGrant = await tc.client.requestInference({ clientId: 'c', model: 'tiny', prompt: 'hi' });
     expect(decodeProtectedHeader(newGrant.sessionToken).kid).toBe(kid);
+    const verifier = agentVerifier(async () => pub);
     for (const g of [oldGrant, newGrant]) {
-      await expect(verifySessionToken(g.sessionToken, { keys: pub.keys, issuer: pub.issuer, audience: 'agent-a' })).resolves.toBeDefined();
+      await expect(verifier.verify(g.sessionToken)).resolves.toMatchObject({ jobId: g.jobId });
     }
   });
 

@@ -1,0 +1,170 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+
+/**
+ * The session-token contract: what the coordinator signs (`RequestInference` → `session_token`)
+ * and what an agent verifies before it streams (`StreamInference`). The coordinator's signer,
+ * the agent's verifier and the agents' test signer all take their names, issuer, algorithm and
+ * claims from here, so they cannot drift apart.
+ *
+ * A token is a compact JWS (JWT), header `{ alg: 'EdDSA', kid, typ: 'JWT' }`, signed with an
+ * Ed25519 key published by `GetPublicKey`. Its claims are {@link SessionTokenClaims}.
+ *
+ * @packageDocumentation
+ */
+
+/** The only signing algorithm (JOSE `alg`, also `PublicKey.algorithm`): Ed25519. */
+export const SESSION_TOKEN_ALGORITHM = 'EdDSA';
+
+/** The JOSE `typ` header of a session token. */
+export const SESSION_TOKEN_TYPE = 'JWT';
+
+/** Default issuer (`iss`), also `PublicKeyResponse.issuer` unless the coordinator is configured otherwise. */
+export const SESSION_TOKEN_ISSUER = 'titancompute-coordinator';
+
+/** Registered claims a verifier must find in every token (jose `requiredClaims`). */
+export const SESSION_TOKEN_REQUIRED_CLAIMS = ['exp', 'jti', 'aud', 'iss'] as const;
+
+/** Largest clock tolerance (seconds) a verifier may allow on `exp`/`nbf`. */
+export const SESSION_TOKEN_MAX_CLOCK_TOLERANCE_SEC = 5;
+
+/** Names of the private claims of a session token, as they appear on the wire. */
+export const SESSION_TOKEN_CLAIMS = {
+  /** The coordinator's job id (reported back by the agent). */
+  jobId: 'job_id',
+  /** The model the job runs. */
+  model: 'model',
+  /** The largest `max_tokens` the agent may generate. */
+  maxTokens: 'max_tokens',
+  /** The temperature granted (a StreamRequest sends it again or leaves it 0). */
+  temperature: 'temperature',
+  /** Same as `aud` (kept for v1 agents). */
+  agentId: 'agent_id',
+  /** Same as `sub` (kept for v1 agents). */
+  clientId: 'client_id',
+  /** Engine parameters granted (StreamRequest.options); absent when there were none. */
+  parameters: 'parameters',
+  /** base64url SHA-256 of the UTF-8 prompt (see {@link promptSha256}). */
+  promptSha256: 'prompt_sha256',
+} as const;
+
+/**
+ * The audience rule: a token's `aud` is the id of the one agent it was granted for. An agent
+ * refuses (PERMISSION_DENIED) a token whose `aud` does not name it.
+ *
+ * @example
+ * ```ts
+ * new SignJWT(claims).setAudience(sessionTokenAudience(agent.id));
+ * ```
+ */
+export function sessionTokenAudience(agentId: string): string {
+  return agentId;
+}
+
+/**
+ * The `prompt_sha256` claim of a prompt: base64url (no padding) SHA-256 of its UTF-8 bytes,
+ * exactly as sent (no trimming or normalisation). 43 characters.
+ *
+ * @example
+ * ```ts
+ * promptSha256('hi'); // 'j0NDRmSPa5bfid2pAcUXaxCm2Dlh3TwayItZstwyeqQ'
+ * ```
+ */
+export function promptSha256(prompt: string): string {
+  return createHash('sha256').update(prompt, 'utf8').digest('base64url');
+}
+
+/**
+ * The claims an agent reads from a verified token. The coordinator always signs every one of
+ * them except `parameters` (only when there are any) and `prompt_sha256` (only when the grant
+ * had a prompt); `job_id`, `sub`, `client_id` are optional for tokens of older coordinators.
+ */
+export const sessionTokenClaimsSchema = z.object({
+  iss: z.string().min(1).optional(),
+  aud: z.union([z.string(), z.array(z.string())]).optional(),
+  sub: z.string().optional(),
+  jti: z.string().min(1),
+  iat: z.number().optional(),
+  nbf: z.number().optional(),
+  exp: z.number(),
+  [SESSION_TOKEN_CLAIMS.jobId]: z.string().min(1).optional(),
+  [SESSION_TOKEN_CLAIMS.model]: z.string().min(1),
+  [SESSION_TOKEN_CLAIMS.maxTokens]: z.number().int().min(1),
+  [SESSION_TOKEN_CLAIMS.temperature]: z.number().min(0).max(2),
+  [SESSION_TOKEN_CLAIMS.agentId]: z.string().optional(),
+  [SESSION_TOKEN_CLAIMS.clientId]: z.string().optional(),
+  [SESSION_TOKEN_CLAIMS.parameters]: z.record(z.string(), z.string()).optional(),
+  [SESSION_TOKEN_CLAIMS.promptSha256]: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url SHA-256')
+    .optional(),
+});
+
+/** Claims of a session token (see {@link sessionTokenClaimsSchema}). */
+export type SessionTokenClaims = z.infer<typeof sessionTokenClaimsSchema>;
+
+/** What a coordinator grants; {@link sessionTokenPayload} turns it into the private claims. */
+export interface SessionTokenGrant {
+  /** The chosen agent (`aud`, and v1's `agent_id`). */
+  agentId: string;
+  /** The client (`sub`, and v1's `client_id`). */
+  clientId: string;
+  jobId: string;
+  model: string;
+  maxTokens: number;
+  temperature: number;
+  /** Engine parameters the client asked for (claim `parameters`), if any. */
+  parameters?: Record<string, string> | undefined;
+  /** The prompt the token is for. Only its hash is signed (claim `prompt_sha256`). */
+  prompt?: string | undefined;
+}
+
+/**
+ * The private claims (everything but `iss`, `aud`, `sub`, `jti`, `iat`, `nbf`, `exp`) of a grant,
+ * in the order the coordinator signs them. `parameters` is left out when empty, `prompt_sha256`
+ * when the grant has no prompt.
+ *
+ * @example
+ * ```ts
+ * const payload = sessionTokenPayload({ agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 8, temperature: 0.7, prompt: 'hi' });
+ * ```
+ */
+export function sessionTokenPayload(grant: SessionTokenGrant): Record<string, unknown> {
+  const payload: Record<string, unknown> = {
+    [SESSION_TOKEN_CLAIMS.jobId]: grant.jobId,
+    [SESSION_TOKEN_CLAIMS.model]: grant.model,
+    [SESSION_TOKEN_CLAIMS.maxTokens]: grant.maxTokens,
+    [SESSION_TOKEN_CLAIMS.temperature]: grant.temperature,
+    [SESSION_TOKEN_CLAIMS.agentId]: grant.agentId,
+    [SESSION_TOKEN_CLAIMS.clientId]: grant.clientId,
+  };
+  if (grant.parameters && Object.keys(grant.parameters).length > 0) payload[SESSION_TOKEN_CLAIMS.parameters] = grant.parameters;
+  if (grant.prompt !== undefined) payload[SESSION_TOKEN_CLAIMS.promptSha256] = promptSha256(grant.prompt);
+  return payload;
+}
+
+/**
+ * The first difference between the engine parameters a StreamRequest sends (`options`) and the
+ * ones its token grants, or undefined when they are equal. An empty `requested` map means "the
+ * granted ones" and never differs. The key named is the first (sorted) that is missing, extra
+ * or has another value.
+ *
+ * @example
+ * ```ts
+ * parametersMismatch({ top_k: '40' }, { top_k: '5' }); // { key: 'top_k', requested: '5', granted: '40' }
+ * ```
+ */
+export function parametersMismatch(
+  granted: Readonly<Record<string, string>> | undefined,
+  requested: Readonly<Record<string, string>>,
+): { key: string; requested: string | undefined; granted: string | undefined } | undefined {
+  if (Object.keys(requested).length === 0) return undefined;
+  const g = granted ?? {};
+  const keys = [...new Set([...Object.keys(g), ...Object.keys(requested)])].sort();
+  for (const key of keys) {
+    const want = Object.hasOwn(requested, key) ? requested[key] : undefined;
+    const have = Object.hasOwn(g, key) ? g[key] : undefined;
+    if (want !== have) return { key, requested: want, granted: have };
+  }
+  return undefined;
+}
