@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { ConfigError, EXIT_USAGE, loadConfig } from '@titancompute/server-kit';
-import { coordinatorConfigSpec } from './config.js';
+import { COORDINATOR_DEFAULTS, coordinatorConfigSpec, coordinatorOptionsFromConfig, durationText, resolveCoordinatorOptions } from './config.js';
 
 const load = (argv: string[], env: Record<string, string> = {}) => loadConfig(coordinatorConfigSpec(), { name: 'titan-coordinator', argv, env, allowPositionals: true });
 
@@ -40,5 +40,24 @@ describe('titan-coordinator config', () => {
     }
     expect(() => load([], { TOKEN_TTL: 'forever' })).toThrow(/TOKEN_TTL/);
     expect(EXIT_USAGE).toBe(2);
+  });
+
+  it('gives startCoordinator the same defaults as the flags (one source: COORDINATOR_DEFAULTS)', () => {
+    const fromFlags = coordinatorOptionsFromConfig(load([]));
+    const programmatic = resolveCoordinatorOptions({ dataDir: fromFlags.dataDir });
+    const { weights, breaker, tls, clientTls, joinToken, ...rest } = fromFlags;
+    expect(programmatic).toMatchObject(rest);
+    expect(weights).toEqual(COORDINATOR_DEFAULTS.weights);
+    expect(breaker).toEqual(COORDINATOR_DEFAULTS.breaker);
+    expect([tls, clientTls, joinToken]).toEqual([undefined, undefined, undefined]);
+  });
+
+  it('treats options given as undefined as absent, and keeps the ones given', () => {
+    const o = resolveCoordinatorOptions({ dataDir: 'd', port: undefined, claimWindowMs: undefined, httpPort: 0, verifyAgentEndpoints: false });
+    expect(o).toMatchObject({ port: 50051, claimWindowMs: 10_000, httpPort: 0, verifyAgentEndpoints: false, busyRetryHintMs: 250, keyReloadIntervalMs: 1000 });
+  });
+
+  it('writes duration defaults in the largest whole unit, as --help shows them', () => {
+    expect([300_000, 30_000, 2_000, 250, 3_600_000, 90_000].map(durationText)).toEqual(['5m', '30s', '2s', '250ms', '1h', '90s']);
   });
 });

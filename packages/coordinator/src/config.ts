@@ -1,53 +1,204 @@
-import { commonOptions, durationOption, intOption, listOption, numberOption, portOption, stringOption, requiredStringOption } from '@titancompute/server-kit';
+import type { ClientTlsOptions, ProtoVersionPolicy } from '@titancompute/protocol';
+import {
+  clientTlsFromConfig,
+  commonOptions,
+  durationOption,
+  intOption,
+  listOption,
+  numberOption,
+  portOption,
+  requiredStringOption,
+  serverTlsFromConfig,
+  stringOption,
+  type ConfigOf,
+  type LOG_LEVELS,
+  type Logger,
+  type ServerTlsOptions,
+} from '@titancompute/server-kit';
+import { DEFAULT_HTTP_REQUEST_TIMEOUT_MS } from './http/http-server.js';
+import type { EndpointVerifierOptions } from './identity/endpoint-verifier.js';
+import { DEFAULT_CLAIM_WINDOW_MS } from './registry/agent-registry.js';
+import { DEFAULT_BREAKER_OPTIONS, type CircuitBreakerOptions } from './scheduler/circuit-breaker.js';
+import { DEFAULT_WEIGHTS, type SchedulerWeights } from './scheduler/scheduler.js';
+import { DEFAULT_BUSY_RETRY_HINT_MS, DEFAULT_MAX_CLIENT_SHARE } from './service/request-router.js';
 import { DEFAULT_ISSUER } from './tokens/session-token.js';
+
+/** The service name: the bin's name and the `service` field of every log line. */
+export const SERVICE_NAME = 'titan-coordinator';
+
+/** The options every service shares, with the coordinator's port and v1's port variable. */
+const common = commonOptions({ service: 'coordinator', port: 50051, portEnv: ['COORDINATOR_PORT'] });
+
+/** A common option's default, parsed by the option's own schema (server-kit's spec is its one source). */
+const commonDefault = <K extends keyof typeof common>(key: K) => common[key].schema.parse(common[key].default) as ConfigOf<typeof common>[K];
+
+/**
+ * Every default of the coordinator, written once: `startCoordinator` applies them
+ * ({@link resolveCoordinatorOptions}) and `titan-coordinator`'s flags show and use them
+ * ({@link coordinatorConfigSpec}). Defaults of the parts that apply them themselves (claim
+ * window, breaker, weights, busy hint, client share, REST timeout, issuer) come from those
+ * modules' constants.
+ */
+export const COORDINATOR_DEFAULTS = {
+  host: commonDefault('host'),
+  port: commonDefault('port'),
+  httpPort: 8080,
+  httpRequestTimeoutMs: DEFAULT_HTTP_REQUEST_TIMEOUT_MS,
+  heartbeatTimeoutMs: 30_000,
+  heartbeatIntervalMs: 2_000,
+  tokenTtlMs: 300_000,
+  claimWindowMs: DEFAULT_CLAIM_WINDOW_MS,
+  maxClientShare: DEFAULT_MAX_CLIENT_SHARE,
+  busyRetryHintMs: DEFAULT_BUSY_RETRY_HINT_MS,
+  issuer: DEFAULT_ISSUER,
+  maxTokensLimit: 4096,
+  maxPromptBytes: 32 * 1024,
+  /** Empty: any model some agent serves. */
+  allowedModels: [] as readonly string[],
+  weights: DEFAULT_WEIGHTS,
+  breaker: DEFAULT_BREAKER_OPTIONS,
+  /** How often the keyring file is re-read for rotations (ms). */
+  keyReloadIntervalMs: 1000,
+  protoVersionPolicy: commonDefault('protoVersionPolicy'),
+  shutdownTimeoutMs: commonDefault('shutdownTimeoutMs'),
+  logLevel: commonDefault('logLevel'),
+  verifyAgentEndpoints: true,
+} as const satisfies { [K in keyof CoordinatorOptions]?: CoordinatorOptions[K] };
+
+/** Options of `startCoordinator`. Every field but `dataDir` has a default ({@link COORDINATOR_DEFAULTS}). */
+export interface CoordinatorOptions {
+  /** Listen address. Default `0.0.0.0`. */
+  host?: string;
+  /** gRPC port; 0 picks a free one. Default 50051. */
+  port?: number;
+  /** HTTP port (REST + /metrics); 0 picks a free one. Default 8080. */
+  httpPort?: number;
+  /** A REST client must send its whole request within this, or gets 408. Default 30 s. */
+  httpRequestTimeoutMs?: number;
+  /** State: `keys/keyring.json`, `join-token`, `coordinator.db` (agent identities). */
+  dataDir: string;
+  /** Join token; when absent it is read from (or generated into) `<dataDir>/join-token`. */
+  joinToken?: string | undefined;
+  /** Default 30 s. */
+  heartbeatTimeoutMs?: number;
+  /** Interval agents are told to use. Default 2 s. */
+  heartbeatIntervalMs?: number;
+  /** Session token lifetime. Default 5 min. */
+  tokenTtlMs?: number;
+  /** How long a granted slot stays reserved unless the agent reports the job started. Default 10 s. */
+  claimWindowMs?: number;
+  /** Share (0-1] of the fleet's slots one client_id may hold (at least 1 slot). Default 0.5. */
+  maxClientShare?: number;
+  /** Retry hint (ms) of busy answers when running jobs block. Default 250 ms. */
+  busyRetryHintMs?: number;
+  /** Token issuer. Default "titancompute-coordinator". */
+  issuer?: string;
+  /** Default 4096. */
+  maxTokensLimit?: number;
+  /** Default 32768. */
+  maxPromptBytes?: number;
+  /** Empty or absent: any model. */
+  allowedModels?: readonly string[];
+  /** Score weights; missing ones keep their default (0.4 / 0.3 / 0.2 / 0.1). */
+  weights?: Partial<SchedulerWeights>;
+  /** Breaker thresholds; missing ones keep their default (3 failures, 30 s open, 2 successes). */
+  breaker?: CircuitBreakerOptions;
+  /** How often the keyring file is re-read for rotations. Default 1 s. */
+  keyReloadIntervalMs?: number;
+  /** Default `strict`. */
+  protoVersionPolicy?: ProtoVersionPolicy;
+  /** Drain deadline on stop. Default 10 s. */
+  shutdownTimeoutMs?: number;
+  /** Where logs go. Default: a new pino logger at `logLevel`. */
+  logger?: Logger;
+  /** Used when no logger is given. Default `info`. */
+  logLevel?: (typeof LOG_LEVELS)[number];
+  tls?: ServerTlsOptions | undefined;
+  /** TLS of outgoing calls (endpoint checks of agents); the bin uses the server's files. Plaintext when absent. */
+  clientTls?: ClientTlsOptions | undefined;
+  /**
+   * Dial every new or changed agent endpoint (grpc health SERVING + GetStatus with the agent's
+   * id) before scheduling to it. Default true; false trusts registered endpoints (tests only).
+   */
+  verifyAgentEndpoints?: boolean;
+  /** Retries and deadlines of the endpoint checks (defaults: 5 attempts, 250 ms → 4 s backoff, 3 s each, recheck after 30 s). */
+  endpointVerification?: Omit<EndpointVerifierOptions, 'logger' | 'tls'>;
+}
+
+/** The keys of {@link CoordinatorOptions} that {@link COORDINATOR_DEFAULTS} fills in. */
+type DefaultedKey = Exclude<keyof typeof COORDINATOR_DEFAULTS, 'weights' | 'breaker'>;
+
+/** `startCoordinator`'s options with every default applied. */
+export type ResolvedCoordinatorOptions = Omit<CoordinatorOptions, DefaultedKey> & { [K in DefaultedKey]-?: NonNullable<CoordinatorOptions[K]> };
+
+/**
+ * Fills in every default ({@link COORDINATOR_DEFAULTS}); an option given as `undefined` counts
+ * as absent. `weights` and `breaker` pass through: the scheduler and the breakers default each
+ * missing field.
+ */
+export function resolveCoordinatorOptions(options: CoordinatorOptions): ResolvedCoordinatorOptions {
+  const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+  const { weights: _weights, breaker: _breaker, ...defaults } = COORDINATOR_DEFAULTS;
+  return { ...defaults, ...given } as ResolvedCoordinatorOptions;
+}
+
+/** `300000` → `5m`, `30000` → `30s`, `250` → `250ms`: a default as `--help` shows it and the duration flags parse it. */
+export function durationText(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+const D = COORDINATOR_DEFAULTS;
 
 /**
  * Every option of `titan-coordinator` (flags, environment variables, defaults): the common
- * service options plus the coordinator's own.
+ * service options plus the coordinator's own. The defaults are {@link COORDINATOR_DEFAULTS}.
  */
 export function coordinatorConfigSpec() {
   return {
-    ...commonOptions({ service: 'coordinator', port: 50051, portEnv: ['COORDINATOR_PORT'] }),
+    ...common,
     httpPort: portOption({
       flag: 'http-port',
       env: ['TITAN_HTTP_PORT', 'COORDINATOR_HTTP_PORT'],
-      default: '8080',
+      default: String(D.httpPort),
       description: 'HTTP port of the v1 REST API and /metrics (0 picks a free port).',
     }),
     httpRequestTimeoutMs: durationOption({
       flag: 'http-request-timeout',
       env: ['TITAN_HTTP_REQUEST_TIMEOUT'],
-      default: '30s',
+      default: durationText(D.httpRequestTimeoutMs),
       description: 'A REST client must send its whole request within this (headers within the lesser of this and 10s), or gets 408 and is disconnected.',
     }, 1),
     heartbeatTimeoutMs: durationOption({
       flag: 'heartbeat-timeout',
       env: ['TITAN_HEARTBEAT_TIMEOUT', 'HEARTBEAT_TIMEOUT'],
-      default: '30s',
+      default: durationText(D.heartbeatTimeoutMs),
       description: 'An agent silent this long is evicted (within a second).',
     }, 100),
     heartbeatIntervalMs: durationOption({
       flag: 'heartbeat-interval',
       env: ['TITAN_HEARTBEAT_INTERVAL'],
-      default: '2s',
+      default: durationText(D.heartbeatIntervalMs),
       description: 'Health update interval agents are told to use (rounded up to whole seconds on the wire).',
     }, 100),
     tokenTtlMs: durationOption({
       flag: 'token-ttl',
       env: ['TITAN_TOKEN_TTL', 'TOKEN_TTL'],
-      default: '5m',
+      default: durationText(D.tokenTtlMs),
       description: 'Lifetime of session tokens (how long an agent accepts one; the slot is held only for --claim-window).',
     }, 1000, 24 * 3_600_000),
     claimWindowMs: durationOption({
       flag: 'claim-window',
       env: ['TITAN_CLAIM_WINDOW'],
-      default: '10s',
+      default: durationText(D.claimWindowMs),
       description: 'How long a granted slot stays reserved unless the agent reports the job started (or rejected).',
     }, 100, 3_600_000),
     maxClientShare: numberOption({
       flag: 'max-client-share',
       env: ['TITAN_MAX_CLIENT_SHARE'],
-      default: '0.5',
+      default: String(D.maxClientShare),
       description: "Share (0-1] of the fleet's slots one client_id may hold in reservations plus running jobs (at least 1 slot).",
     }, 0.01, 1),
     joinToken: stringOption({
@@ -58,25 +209,52 @@ export function coordinatorConfigSpec() {
     issuer: requiredStringOption({
       flag: 'issuer',
       env: ['TITAN_ISSUER'],
-      default: DEFAULT_ISSUER,
+      default: D.issuer,
       description: 'Issuer (iss) of session tokens.',
     }),
-    maxTokensLimit: intOption({ flag: 'max-tokens-limit', env: ['TITAN_MAX_TOKENS_LIMIT'], default: '4096', description: 'Largest max_tokens a request may ask for.' }, 1, 1_000_000),
-    maxPromptBytes: intOption({ flag: 'max-prompt-bytes', env: ['TITAN_MAX_PROMPT_BYTES'], default: '32768', description: 'Largest prompt, in UTF-8 bytes.' }, 1, 16 * 1024 * 1024),
+    maxTokensLimit: intOption({ flag: 'max-tokens-limit', env: ['TITAN_MAX_TOKENS_LIMIT'], default: String(D.maxTokensLimit), description: 'Largest max_tokens a request may ask for.' }, 1, 1_000_000),
+    maxPromptBytes: intOption({ flag: 'max-prompt-bytes', env: ['TITAN_MAX_PROMPT_BYTES'], default: String(D.maxPromptBytes), description: 'Largest prompt, in UTF-8 bytes.' }, 1, 16 * 1024 * 1024),
     allowedModels: listOption({
       flag: 'allowed-models',
       env: ['TITAN_ALLOWED_MODELS'],
       description: 'Comma-separated models clients may request (empty: any model some agent serves).',
     }),
-    weightMemory: numberOption({ flag: 'weight-memory', env: ['TITAN_WEIGHT_MEMORY'], default: '0.4', description: 'Score weight of the free memory fraction.' }, 0, 100),
-    weightLoad: numberOption({ flag: 'weight-load', env: ['TITAN_WEIGHT_LOAD'], default: '0.3', description: 'Score weight of the free slot fraction.' }, 0, 100),
-    weightRtt: numberOption({ flag: 'weight-rtt', env: ['TITAN_WEIGHT_RTT'], default: '0.2', description: 'Score weight of the RTT term.' }, 0, 100),
-    weightPerformance: numberOption({ flag: 'weight-performance', env: ['TITAN_WEIGHT_PERFORMANCE'], default: '0.1', description: 'Score weight of the tokens/s term.' }, 0, 100),
-    breakerFailures: intOption({ flag: 'breaker-failures', env: ['TITAN_BREAKER_FAILURES'], default: '3', description: 'Consecutive failures (failed jobs, dropped health streams) that open an agent\'s circuit breaker.' }, 1, 1000),
-    breakerOpenMs: durationOption({ flag: 'breaker-open-duration', env: ['TITAN_BREAKER_OPEN_DURATION'], default: '30s', description: 'How long an open breaker keeps an agent out before probing it (half-open).' }, 1),
-    breakerSuccesses: intOption({ flag: 'breaker-successes', env: ['TITAN_BREAKER_SUCCESSES'], default: '2', description: 'Successes in half-open that close the breaker.' }, 1, 1000),
+    weightMemory: numberOption({ flag: 'weight-memory', env: ['TITAN_WEIGHT_MEMORY'], default: String(D.weights.memory), description: 'Score weight of the free memory fraction.' }, 0, 100),
+    weightLoad: numberOption({ flag: 'weight-load', env: ['TITAN_WEIGHT_LOAD'], default: String(D.weights.load), description: 'Score weight of the free slot fraction.' }, 0, 100),
+    weightRtt: numberOption({ flag: 'weight-rtt', env: ['TITAN_WEIGHT_RTT'], default: String(D.weights.rtt), description: 'Score weight of the RTT term.' }, 0, 100),
+    weightPerformance: numberOption({ flag: 'weight-performance', env: ['TITAN_WEIGHT_PERFORMANCE'], default: String(D.weights.performance), description: 'Score weight of the tokens/s term.' }, 0, 100),
+    breakerFailures: intOption({ flag: 'breaker-failures', env: ['TITAN_BREAKER_FAILURES'], default: String(D.breaker.failureThreshold), description: 'Consecutive failures (failed jobs, dropped health streams) that open an agent\'s circuit breaker.' }, 1, 1000),
+    breakerOpenMs: durationOption({ flag: 'breaker-open-duration', env: ['TITAN_BREAKER_OPEN_DURATION'], default: durationText(D.breaker.openDurationMs), description: 'How long an open breaker keeps an agent out before probing it (half-open).' }, 1),
+    breakerSuccesses: intOption({ flag: 'breaker-successes', env: ['TITAN_BREAKER_SUCCESSES'], default: String(D.breaker.successThreshold), description: 'Successes in half-open that close the breaker.' }, 1, 1000),
   };
 }
 
 /** The coordinator's parsed config. */
-export type CoordinatorConfig = ReturnType<typeof coordinatorConfigSpec>;
+export type CoordinatorConfig = ConfigOf<ReturnType<typeof coordinatorConfigSpec>>;
+
+/** `startCoordinator`'s options (all but the logger) from `titan-coordinator`'s parsed config. */
+export function coordinatorOptionsFromConfig(config: CoordinatorConfig): Omit<CoordinatorOptions, 'logger'> {
+  return {
+    host: config.host,
+    port: config.port,
+    httpPort: config.httpPort,
+    httpRequestTimeoutMs: config.httpRequestTimeoutMs,
+    dataDir: config.dataDir,
+    joinToken: config.joinToken,
+    heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    tokenTtlMs: config.tokenTtlMs,
+    claimWindowMs: config.claimWindowMs,
+    maxClientShare: config.maxClientShare,
+    issuer: config.issuer,
+    maxTokensLimit: config.maxTokensLimit,
+    maxPromptBytes: config.maxPromptBytes,
+    allowedModels: config.allowedModels,
+    weights: { memory: config.weightMemory, load: config.weightLoad, rtt: config.weightRtt, performance: config.weightPerformance },
+    breaker: { failureThreshold: config.breakerFailures, openDurationMs: config.breakerOpenMs, successThreshold: config.breakerSuccesses },
+    protoVersionPolicy: config.protoVersionPolicy,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    tls: serverTlsFromConfig(config),
+    clientTls: clientTlsFromConfig(config),
+  };
+}

@@ -17,8 +17,16 @@
  *
  * @packageDocumentation
  */
-export { startCoordinator, type CoordinatorOptions, type RunningCoordinator } from './coordinator.js';
-export { coordinatorConfigSpec, type CoordinatorConfig } from './config.js';
+export { startCoordinator, type RunningCoordinator } from './coordinator.js';
+export {
+  COORDINATOR_DEFAULTS,
+  coordinatorConfigSpec,
+  coordinatorOptionsFromConfig,
+  resolveCoordinatorOptions,
+  type CoordinatorConfig,
+  type CoordinatorOptions,
+  type ResolvedCoordinatorOptions,
+} from './config.js';
 export {
   AgentsBusyError,
   CoordinatorError,

@@ -83,3 +83,27 @@ export function createGrantLedger(options: GrantLedgerOptions = {}): GrantLedger
     },
   };
 }
+
+/** What {@link recordGrants} needs of a grant: the agent, the job and the token's expiry (unix seconds). */
+export interface RecordableGrant {
+  agentId: string;
+  jobId: string;
+  expiresAt: number;
+}
+
+/**
+ * Wraps a request router so every grant it hands out is recorded in `ledger`: only outcomes of
+ * jobs really handed to an agent count.
+ *
+ * @example
+ * ```ts
+ * const route = recordGrants(createRequestRouter(options), createGrantLedger());
+ * ```
+ */
+export function recordGrants<I, G extends RecordableGrant>(route: (input: I) => Promise<G>, ledger: Pick<GrantLedger, 'grant'>): (input: I) => Promise<G> {
+  return async (input) => {
+    const grant = await route(input);
+    ledger.grant(grant.agentId, grant.jobId, grant.expiresAt * 1000);
+    return grant;
+  };
+}

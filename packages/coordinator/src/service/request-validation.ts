@@ -84,7 +84,8 @@ function schemaFor(limits: RequestLimits) {
  *
  * @example
  * ```ts
- * const req = validateInference({ clientId: 'c', model: 'm', prompt: 'hi' }, limits); // req.maxTokens === 100
+ * const validate = createRequestValidator({ maxTokensLimit: 4096, maxPromptBytes: 32_768, allowedModels: new Set() });
+ * const req = validate({ clientId: 'c', model: 'm', prompt: 'hi' }); // req.maxTokens === 100
  * ```
  */
 export function createRequestValidator(limits: RequestLimits): (input: InferenceInput) => ValidatedInference {
