@@ -7,6 +7,7 @@ import {
   type ClientTlsOptions,
   type CoordinatorServiceClient,
   type DeepPartial,
+  type HealthAck,
   type HealthUpdate,
   type JobOutcome,
   type PublicKeyResponse,
@@ -14,6 +15,8 @@ import {
 import type { Logger } from '@titancompute/server-kit';
 import { backoffDelay, delay } from '../util/abort.js';
 import { createPushQueue, type PushQueue } from '../util/push-queue.js';
+import { createRegistration } from './coordinator-registration.js';
+import { createJobReportLedger } from './job-reports.js';
 
 /** What the link reports in each health update (besides RTT and timestamps). */
 export interface HealthSnapshot {
@@ -28,8 +31,7 @@ export interface HealthSnapshot {
   draining: boolean;
 }
 
-/** Most finished jobs kept for re-sending until the coordinator acknowledges them (oldest dropped first). */
-export const MAX_UNACKED_OUTCOMES = 1000;
+export { MAX_UNACKED_OUTCOMES } from './job-reports.js';
 
 /** Options of {@link createCoordinatorLink}. */
 export interface CoordinatorLinkOptions {
@@ -97,10 +99,11 @@ export interface CoordinatorLink {
 
 /**
  * Creates a {@link CoordinatorLink}: RegisterAgent with the join token (retried with capped
- * exponential backoff), one long-lived ReportHealth stream (an update every interval and
- * promptly on job changes; RTT from `echo_timestamp`; `reregister` acks answered by
- * registering again), reconnecting and re-registering when the stream breaks (coordinator
- * restart).
+ * exponential backoff, see `createRegistration`), one long-lived ReportHealth stream (an update
+ * every interval and promptly on job changes; RTT from `echo_timestamp`; `reregister` acks
+ * answered by registering again), reconnecting and re-registering when the stream breaks
+ * (coordinator restart). Finished jobs ride on every update until acknowledged (see
+ * `createJobReportLedger`).
  */
 export function createCoordinatorLink(options: CoordinatorLinkOptions): CoordinatorLink {
   const { logger } = options;
@@ -118,45 +121,32 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
   const client: CoordinatorServiceClient = createClientFactory().use(createProtoVersionClientMiddleware()).create(CoordinatorServiceDefinition, channel);
   const auth = () => ({ metadata: Metadata({ authorization: `Bearer ${options.joinToken}` }) });
   const stopController = new AbortController();
+  const reports = createJobReportLedger();
+  const { register, registered } = createRegistration({
+    client,
+    address: options.address,
+    credential: options.credential,
+    registration: options.registration,
+    auth,
+    stopSignal: stopController.signal,
+    backoffInitialMs: initial,
+    retryCapMs: retryCap,
+    applyInterval: (seconds) => {
+      if (seconds > 0) intervalMs = seconds * 1000;
+      return intervalMs;
+    },
+    onRegistered: options.onRegistered,
+    logger,
+  });
   let rttMs = 0;
-  let lastSentTs = 0;
   let queue: PushQueue<DeepPartial<HealthUpdate>> | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
   let debounce: NodeJS.Timeout | undefined;
-  // Finished jobs not yet acknowledged, with the timestamp of the first update that carried
-  // them; an ack echoing timestamp E covers every update up to E (one ordered stream).
-  let unacked: { outcome: JobOutcome; sentTs: number }[] = [];
   let draining = false;
-  const ackWaiters = new Map<number, () => void>();
-  /** Highest update timestamp the coordinator acked, and who waits for one (see whenAcked). */
-  let ackedTs = 0;
-  let ackListeners: { ts: number; resolve: () => void }[] = [];
-  let resolveRegistered!: () => void;
-  const registered = new Promise<void>((resolve) => {
-    resolveRegistered = resolve;
-  });
   let loop: Promise<void> | undefined;
+  const streamOpen = () => queue !== undefined && !queue.closed;
 
-  const register = async (): Promise<void> => {
-    for (let attempt = 0; ; attempt++) {
-      stopController.signal.throwIfAborted();
-      try {
-        const res = await client.registerAgent({ ...options.registration(), agentCredential: options.credential }, { ...auth(), signal: AbortSignal.any([stopController.signal, AbortSignal.timeout(10_000)]) });
-        if (res.heartbeatIntervalSeconds > 0) intervalMs = res.heartbeatIntervalSeconds * 1000;
-        logger.info({ coordinator: options.address, status: res.status, heartbeatIntervalMs: intervalMs }, 'registered with the coordinator');
-        resolveRegistered();
-        options.onRegistered?.();
-        return;
-      } catch (err) {
-        if (stopController.signal.aborted) throw err;
-        const wait = backoffDelay(attempt, initial, retryCap());
-        const level = attempt === 0 || attempt % 10 === 0 ? 'warn' : 'debug';
-        logger[level]({ coordinator: options.address, err: (err as Error).message, retryInMs: wait }, 'cannot register with the coordinator; retrying');
-        await delay(wait, stopController.signal);
-      }
-    }
-  };
-
+  /** Sends a health update on the open stream now (and schedules the next one an interval later). */
   const sendUpdate = () => {
     clearTimeout(debounce);
     debounce = undefined;
@@ -164,14 +154,8 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     // started_job_ids and rejected_job_ids go once; a reconnect re-sends active_job_ids, and an
     // unreported rejection only means the slot waits for the coordinator's claim window.
     const s = { ...options.snapshot(), startedJobIds: options.takeStarted?.() ?? [], rejectedJobIds: options.takeRejected?.() ?? [] };
-    const completed = options.takeCompleted();
-    let ts = Date.now();
-    if (ts <= lastSentTs) ts = lastSentTs + 1;
-    lastSentTs = ts;
-    for (const outcome of completed) unacked.push({ outcome, sentTs: ts });
-    // A coordinator that never acks must not make every update (and this list) grow forever.
-    if (unacked.length > MAX_UNACKED_OUTCOMES) unacked = unacked.slice(-MAX_UNACKED_OUTCOMES);
-    queue.push({ agentId: options.agentId, ...s, draining: s.draining || draining, rttMs, timestamp: ts, completedJobs: unacked.map((u) => u.outcome) });
+    const { timestamp, completedJobs } = reports.stamp(options.takeCompleted());
+    queue.push({ agentId: options.agentId, ...s, draining: s.draining || draining, rttMs, timestamp, completedJobs });
     scheduleHeartbeat();
   };
   const scheduleHeartbeat = () => {
@@ -179,6 +163,21 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     heartbeat = setTimeout(sendUpdate, intervalMs);
   };
 
+  /** Takes one ack of the health stream: RTT, acknowledged reports, a request to register again. */
+  const onAck = async (ack: HealthAck): Promise<void> => {
+    const echo = Number(ack.echoTimestamp);
+    if (echo > 0) {
+      rttMs = Math.max(0, Date.now() - echo);
+      reports.ack(echo);
+    }
+    if (ack.reregister) {
+      logger.info('coordinator does not know this agent; registering again');
+      await register();
+      sendUpdate();
+    }
+  };
+
+  /** One ReportHealth stream, from its first update until it breaks or the link stops. */
   const streamOnce = async (): Promise<void> => {
     queue = createPushQueue<DeepPartial<HealthUpdate>>();
     const q = queue;
@@ -188,26 +187,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     sendUpdate();
     try {
       for await (const ack of client.reportHealth(withCredentialFirst(q, options.credential), { ...auth(), signal: callAbort.signal })) {
-        const echo = Number(ack.echoTimestamp);
-        if (echo > 0) {
-          rttMs = Math.max(0, Date.now() - echo);
-          ackWaiters.get(echo)?.();
-          ackWaiters.delete(echo);
-          if (echo > ackedTs) ackedTs = echo;
-          if (ackListeners.length > 0) {
-            for (const l of ackListeners) if (l.ts <= echo) l.resolve();
-            ackListeners = ackListeners.filter((l) => l.ts > echo);
-          }
-          // Not only when the ack is for the latest update: under steady load the next update is
-          // always sent before the previous one's ack arrives (the list then grew without end).
-          const covered = unacked.findIndex((u) => u.sentTs > echo);
-          if (covered !== 0) unacked = covered === -1 ? [] : unacked.slice(covered);
-        }
-        if (ack.reregister) {
-          logger.info('coordinator does not know this agent; registering again');
-          await register();
-          sendUpdate();
-        }
+        await onAck(ack);
       }
       if (!stopController.signal.aborted) logger.warn('coordinator closed the health stream; reconnecting');
     } finally {
@@ -219,6 +199,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     }
   };
 
+  /** Registers and keeps a health stream up, with backoff between broken streams, until the link stops. */
   const run = async () => {
     let failures = 0;
     while (!stopController.signal.aborted) {
@@ -248,36 +229,30 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
       loop ??= run();
     },
     nudge() {
-      if (debounce || !queue || queue.closed) return;
+      if (debounce || !streamOpen()) return;
       debounce = setTimeout(sendUpdate, options.jobReportDelayMs ?? 2);
     },
     flush() {
-      if (!queue || queue.closed) return;
+      if (!streamOpen()) return;
       sendUpdate();
     },
     whenAcked(timeoutMs = 250) {
-      const ts = lastSentTs;
-      if (!queue || queue.closed || ts <= ackedTs) return Promise.resolve();
-      return new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        ackListeners.push({ ts, resolve: () => (clearTimeout(timer), resolve()) });
-      });
+      if (!streamOpen()) return Promise.resolve();
+      return reports.whenAllAcked(timeoutMs);
     },
     getPublicKey() {
       return client.getPublicKey({}, { signal: AbortSignal.timeout(5000) });
     },
     async announceDraining(timeoutMs = 2000) {
       draining = true;
-      if (!queue || queue.closed) return;
-      const acked = new Promise<void>((resolve) => {
-        sendUpdate();
-        ackWaiters.set(lastSentTs, resolve);
-      });
+      if (!streamOpen()) return;
+      sendUpdate();
+      const acked = reports.ackOf(reports.lastSentTs);
       await Promise.race([acked, delay(timeoutMs).catch(() => undefined)]);
     },
     async stop(reason) {
       draining = true;
-      if (queue && !queue.closed) sendUpdate();
+      if (streamOpen()) sendUpdate();
       try {
         await client.deregisterAgent(
           { agentId: options.agentId, reason, agentCredential: options.credential },
