@@ -242,6 +242,12 @@ export interface StreamResponse {
   sessionToken: string;
   content: string;
   done: boolean;
+  /**
+   * Deprecated: always equal to `content` (v1 clients read it). Read `content`; agents keep
+   * filling it until every v1 client is gone.
+   *
+   * @deprecated
+   */
   token: string;
   /** Unix milliseconds. */
   createdAt: number;
