@@ -24,14 +24,24 @@ export interface GenerationPiece {
 
 /**
  * Runs an engine generation, enforcing `maxTokens` and measuring the stats in one place.
- * Yields pieces as they come; returns the stats (also passed to `onStats`). Cancellation
- * (the request's signal) ends the generation with finishReason `cancelled` when `request.signal`
- * is aborted; engine errors propagate.
+ * Yields pieces as they come; returns the stats as the generator's return value. Aborting
+ * `request.signal` ends the generation with finishReason `cancelled`; engine errors propagate.
  *
  * @example
  * ```ts
- * const gen = runGeneration(engine, { model, prompt, maxTokens: 16, temperature: 0.7, parameters: {}, signal });
- * for (;;) { const r = await gen.next(); if (r.done) { console.log(r.value); break; } process.stdout.write(r.value.text); }
+ * import { createLlamaCppEngine, runGeneration } from '@titancompute/agent';
+ *
+ * const engine = createLlamaCppEngine({ threads: 2 }); // the bundled llama-2-tiny-random model
+ * await engine.load();
+ * const gen = runGeneration(engine, {
+ *   model: engine.models[0]!, prompt: 'Once upon a time', maxTokens: 16, temperature: 0.7, parameters: {},
+ *   signal: AbortSignal.timeout(30_000),
+ * });
+ * for (let r = await gen.next(); ; r = await gen.next()) {
+ *   if (r.done) { console.log(`\n${r.value.tokensGenerated} tokens, ${r.value.finishReason}`); break; }
+ *   process.stdout.write(r.value.text);
+ * }
+ * await engine.close();
  * ```
  */
 export async function* runGeneration(engine: Engine, request: GenerateRequest): AsyncGenerator<GenerationPiece, GenerationStats> {
