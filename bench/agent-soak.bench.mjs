@@ -12,17 +12,14 @@
  * per request), SOAK_CHANNEL_PER_REQUEST=1 (a new gRPC connection per request, like CLI calls).
  * Run with --expose-gc for steadier samples (bench/run.mjs does).
  */
-import { createRequire } from 'node:module';
 import { createHash, generateKeyPairSync, randomUUID, sign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import v8 from 'node:v8';
+import { createLog, importFromPackage } from './lib/index.mjs';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-const requireFromAgent = createRequire(join(root, 'packages', 'agent', 'package.json'));
-const niceGrpc = await import(pathToFileURL(requireFromAgent.resolve('nice-grpc')).href);
+const niceGrpc = await importFromPackage('agent', 'nice-grpc');
 const protocol = await import('@titancompute/protocol');
 const { startAgent, createLlamaCppEngine, defaultLlamaThreads } = await import('@titancompute/agent');
 
@@ -38,7 +35,7 @@ const VARY_PROMPTS = process.env.SOAK_VARY_PROMPTS === '1';
 const CHANNEL_PER_REQUEST = process.env.SOAK_CHANNEL_PER_REQUEST === '1';
 const ACK_DELAY_MS = Number(process.env.SOAK_ACK_DELAY_MS ?? 100);
 let maxCompletedPerUpdate = 0;
-const log = (...a) => process.stderr.write(a.join(' ') + '\n');
+const log = createLog();
 
 // ---- session tokens: Ed25519 JWTs like the coordinator's (prompt-bound), signed with node:crypto
 const { publicKey, privateKey } = generateKeyPairSync('ed25519');

@@ -6,14 +6,10 @@
  * streams, with the bundled tiny model, greedy sampling and a fixed max_tokens. Baseline and
  * gRPC rounds alternate in the same run. Prints one markdown section.
  */
-import { createRequire } from 'node:module';
 import { generateKeyPairSync, randomUUID, sign } from 'node:crypto';
-import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createLog, importFromPackage, median } from './lib/index.mjs';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-const requireFromAgent = createRequire(join(root, 'packages', 'agent', 'package.json'));
-const niceGrpc = await import(pathToFileURL(requireFromAgent.resolve('nice-grpc')).href);
+const niceGrpc = await importFromPackage('agent', 'nice-grpc');
 const protocol = await import('@titancompute/protocol');
 const { startAgent, createLlamaCppEngine, defaultLlamaThreads, runGeneration } = await import('@titancompute/agent');
 
@@ -27,7 +23,7 @@ const MODEL = 'llama-2-tiny-random';
 const LEVEL_BUDGET_MS = 45_000;
 const AGENT_ID = 'bench-agent';
 const JOIN = 'bench-join';
-const log = (...a) => process.stderr.write(a.join(' ') + '\n');
+const log = createLog();
 
 // ---- session tokens: Ed25519 JWTs like the coordinator's, signed with node:crypto
 const { publicKey, privateKey } = generateKeyPairSync('ed25519');
@@ -100,8 +96,6 @@ async function round(fn, concurrency) {
   const tokens = results.reduce((s, r) => s + r.tokens, 0);
   return { tps: (tokens * 1000) / wall, ttfts: results.map((r) => r.ttft ?? 0), tokens };
 }
-
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
 
 // warm-up both paths
 await round(inProcessStream, 2);

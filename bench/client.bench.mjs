@@ -9,8 +9,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
 import { startCoordinator } from '@titancompute/coordinator';
 import { startAgent } from '@titancompute/agent';
 import {
@@ -20,17 +18,16 @@ import {
   createTitanChannel,
 } from '@titancompute/protocol';
 import { TitanClient } from '@titancompute/client';
+import { createLog, importFromPackage, percentile } from './lib/index.mjs';
 
 // nice-grpc is a dependency of the client package, not of the repo root.
-const { createClientFactory } = await import(
-  pathToFileURL(createRequire(new URL('../packages/client/package.json', import.meta.url)).resolve('nice-grpc')).href
-);
+const { createClientFactory } = await importFromPackage('client', 'nice-grpc');
 
 const TOKENS = 32;
 const SEQUENTIAL = 100;
 const CONCURRENCY = 8;
 const CONCURRENT_PER_WORKER = 10;
-const log = (...a) => console.error('[client.bench]', ...a);
+const log = createLog('[client.bench]');
 
 const engine = {
   name: 'scripted',
@@ -86,11 +83,6 @@ async function sdkOnce() {
   return { ttft, total: performance.now() - t0, n };
 }
 
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
-
 // Warm-up.
 for (let i = 0; i < 10; i++) {
   await baselineOnce();
@@ -132,10 +124,10 @@ rmSync(dataDir, { recursive: true, force: true });
 
 const f = (x) => x.toFixed(2);
 const rows = [
-  ['TTFT p50 (ms)', pct(seq.baseline.map((r) => r.ttft), 50), pct(seq.sdk.map((r) => r.ttft), 50)],
-  ['TTFT p95 (ms)', pct(seq.baseline.map((r) => r.ttft), 95), pct(seq.sdk.map((r) => r.ttft), 95)],
-  [`full ${TOKENS}-token generation p50 (ms)`, pct(seq.baseline.map((r) => r.total), 50), pct(seq.sdk.map((r) => r.total), 50)],
-  [`full ${TOKENS}-token generation p95 (ms)`, pct(seq.baseline.map((r) => r.total), 95), pct(seq.sdk.map((r) => r.total), 95)],
+  ['TTFT p50 (ms)', percentile(seq.baseline.map((r) => r.ttft), 0.50), percentile(seq.sdk.map((r) => r.ttft), 0.50)],
+  ['TTFT p95 (ms)', percentile(seq.baseline.map((r) => r.ttft), 0.95), percentile(seq.sdk.map((r) => r.ttft), 0.95)],
+  [`full ${TOKENS}-token generation p50 (ms)`, percentile(seq.baseline.map((r) => r.total), 0.50), percentile(seq.sdk.map((r) => r.total), 0.50)],
+  [`full ${TOKENS}-token generation p95 (ms)`, percentile(seq.baseline.map((r) => r.total), 0.95), percentile(seq.sdk.map((r) => r.total), 0.95)],
 ];
 const worst = Math.max(rows[0][2] / rows[0][1], rows[2][2] / rows[2][1], cBase / cSdk);
 console.log(`## Client SDK overhead

@@ -6,17 +6,12 @@
  * InferenceResponse of the same size, measured in the same run, with the same client and
  * concurrency. Both servers run as child processes on 127.0.0.1. Prints one markdown section.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import { createLog, importFromPackage, percentile, repoRoot, startListeningChild } from './lib/index.mjs';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-const requireFrom = (pkg) => createRequire(join(root, 'packages', pkg, 'package.json'));
-const grpcPath = requireFrom('server-kit').resolve('@grpc/grpc-js');
-const niceGrpcPath = requireFrom('coordinator').resolve('nice-grpc');
 const protocol = await import('@titancompute/protocol');
 
 const CONCURRENCY = 8;
@@ -25,41 +20,10 @@ const MEASURED = 4000;
 const AGENT_COUNTS = [10, 100, 1000];
 const HEARTBEAT_MS = 2000;
 const JOIN_TOKEN = 'bench-join-token';
-const log = (...a) => process.stderr.write(a.join(' ') + '\n');
+const log = createLog();
 
-function startChild(args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let buf = '';
-    const onData = (d) => {
-      buf += d;
-      for (const line of buf.split('\n')) {
-        try {
-          const j = JSON.parse(line);
-          if (j.msg === 'listening' && j.port) {
-            child.stdout.off('data', onData);
-            child.stdout.resume();
-            return resolve({ child, port: j.port });
-          }
-        } catch {}
-      }
-    };
-    child.stdout.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`child exited ${code} before listening`)));
-  });
-}
-
-function stopChild(child) {
-  return new Promise((resolve) => {
-    child.removeAllListeners('exit');
-    child.once('exit', resolve);
-    child.kill('SIGTERM');
-  });
-}
-
-function percentile(sorted, p) {
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-}
+/** Registering 1,000 agents on a loaded machine can take a while: no start deadline. */
+const startChild = (args) => startListeningChild(args, { timeoutMs: Infinity });
 
 async function load(client, count, makeRequest) {
   const latencies = new Float64Array(count);
@@ -82,8 +46,7 @@ async function load(client, count, makeRequest) {
     }),
   );
   const seconds = (performance.now() - started) / 1000;
-  const sorted = Array.from(latencies).sort((a, b) => a - b);
-  return { rps: count / seconds, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), errors };
+  return { rps: count / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), errors };
 }
 
 class PushQueue {
@@ -133,7 +96,7 @@ async function registerAgents(client, niceGrpc, count) {
 }
 
 async function main() {
-  const niceGrpc = await import(pathToFileURL(niceGrpcPath).href);
+  const niceGrpc = await importFromPackage('coordinator', 'nice-grpc');
   const makeClient = (port) => {
     const channel = protocol.createTitanChannel(`127.0.0.1:${port}`);
     return { channel, client: niceGrpc.createClientFactory().use(protocol.createProtoVersionClientMiddleware()).create(protocol.CoordinatorServiceDefinition, channel) };
@@ -141,7 +104,7 @@ async function main() {
   const prompt = 'Explain the difference between a process and a thread. '.repeat(4);
   const makeRequest = (i) => ({ clientId: `client-${i % 50}`, model: 'bench-model', prompt, maxTokens: 128 });
   const rows = [];
-  const binPath = join(root, 'packages/coordinator/dist/bin.js');
+  const binPath = join(repoRoot, 'packages/coordinator/dist/bin.js');
 
   for (const count of AGENT_COUNTS) {
     // Coordinator first, so the echo's canned token has the coordinator's real token size.
@@ -165,11 +128,11 @@ async function main() {
     log(`measuring bare echo (${count} agents row)…`);
     const echoResult = await load(e.client, MEASURED, makeRequest);
     e.channel.close();
-    await stopChild(echo.child);
+    await echo.stop();
 
-    await stopChild(agentsProc.child);
+    await agentsProc.stop();
     c.channel.close();
-    await stopChild(coord.child);
+    await coord.stop();
     rmSync(dataDir, { recursive: true, force: true });
     rows.push({ count, coord: coordResult, echo: echoResult });
   }
@@ -206,7 +169,7 @@ async function main() {
 
 // ---- child mode: the bare echo server
 async function serveEcho() {
-  const grpc = await import(pathToFileURL(grpcPath).href);
+  const grpc = await importFromPackage('server-kit', '@grpc/grpc-js');
   const canned = Buffer.from(
     protocol.InferenceResponse.encode({
       agentEndpoint: '127.0.0.1:50052',
@@ -234,7 +197,7 @@ async function serveEcho() {
 
 
 async function serveAgents() {
-  const niceGrpc = await import(pathToFileURL(niceGrpcPath).href);
+  const niceGrpc = await importFromPackage('coordinator', 'nice-grpc');
   const [, , , port, count] = process.argv;
   const channel = protocol.createTitanChannel(`127.0.0.1:${port}`);
   const client = niceGrpc.createClientFactory().use(protocol.createProtoVersionClientMiddleware()).create(protocol.CoordinatorServiceDefinition, channel);

@@ -10,19 +10,15 @@
  * Env: IM_BENCH_WINDOW_S (default 8), IM_BENCH_SIZES (default "1000,10000"),
  *      IM_BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test).
  */
-import { spawn } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
-import { createRequire } from 'node:module';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { createLog, importFromPackage, percentile, repoRoot, startListeningChild } from './lib/index.mjs';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-const imDir = join(root, 'packages/instance-manager');
-const requireIm = createRequire(join(imDir, 'package.json'));
-const { createChannel, createClientFactory, ChannelCredentials } = await import(pathToFileURL(requireIm.resolve('nice-grpc')).href);
+const imDir = join(repoRoot, 'packages/instance-manager');
+const { createChannel, createClientFactory, ChannelCredentials } = await importFromPackage('instance-manager', 'nice-grpc');
 const protocol = await import('@titancompute/protocol');
 const { instanceManager, createProtoVersionClientMiddleware } = protocol;
 const imEntry = fileURLToPath(import.meta.resolve('@titancompute/instance-manager'));
@@ -34,7 +30,7 @@ const MAX_INFLIGHT = 1000;
 const SIZES = (process.env.IM_BENCH_SIZES ?? '1000,10000').split(',').map(Number);
 const PG_URL = process.env.IM_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const CHANNELS = 4;
-const log = (...a) => process.stderr.write(`[im-bench] ${a.join(' ')}\n`);
+const log = createLog('[im-bench]');
 
 const ECHO_SERVER = `
 import { createServer } from 'nice-grpc';
@@ -50,41 +46,14 @@ console.log(JSON.stringify({ msg: 'listening', port }));
 process.on('SIGTERM', () => server.shutdown().then(() => process.exit(0)));
 `;
 
-function startChild(args, opts = {}) {
-  const child = spawn(process.execPath, args, { cwd: imDir, stdio: ['ignore', 'pipe', 'inherit'], ...opts });
-  return new Promise((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error('server did not start'));
-    }, 20_000);
-    rl.on('line', (line) => {
-      try {
-        const j = JSON.parse(line);
-        if (j.msg === 'listening') {
-          clearTimeout(timer);
-          resolve({
-            port: j.port,
-            stop: () =>
-              new Promise((r) => {
-                child.once('exit', r);
-                child.kill('SIGTERM');
-              }),
-          });
-        }
-      } catch {}
-    });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-  });
-}
+/** A server in a child process, run from the instance manager's folder (so `nice-grpc` resolves for the echo). */
+const startChild = (args) => startListeningChild(args, { cwd: imDir });
 
 function clients(port, def) {
   const factory = createClientFactory().use(createProtoVersionClientMiddleware());
   const channels = Array.from({ length: CHANNELS }, () => createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure()));
   return { list: channels.map((ch) => factory.create(def, ch)), close: () => channels.forEach((c) => c.close()) };
 }
-
-const pct = (sorted, p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
 
 /** N instances × 1 call/s for WINDOW_S, spread evenly over 10 ms ticks. */
 async function heartbeatLoad(port, n) {
@@ -136,8 +105,7 @@ async function heartbeatLoad(port, n) {
   await Promise.all([...inflight]);
   const wall = (performance.now() - t0) / 1000;
   c.close();
-  lat.sort((a, b) => a - b);
-  return { n, sent, skipped, done: lat.length, rate: lat.length / WINDOW_S, p50: pct(lat, 50), p99: pct(lat, 99), errors, unhealthy };
+  return { n, sent, skipped, done: lat.length, rate: lat.length / WINDOW_S, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), errors, unhealthy };
 }
 
 /** 100 subscribers; E events from TryAddInstance; latency from call start to each subscriber's receipt. */
@@ -181,13 +149,11 @@ async function fanOut(port, subscribers = 100, events = 200) {
   controller.abort();
   sub.close();
   tr.close();
-  lat.sort((a, b) => a - b);
-  commit.sort((a, b) => a - b);
-  return { delivered: lat.length, want, p50: pct(lat, 50), p99: pct(lat, 99), commitP50: pct(commit, 50), commitP99: pct(commit, 99) };
+  return { delivered: lat.length, want, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), commitP50: percentile(commit, 0.5), commitP99: percentile(commit, 0.99) };
 }
 
 async function pgReachable() {
-  const pg = (await import(pathToFileURL(requireIm.resolve('pg')).href)).default;
+  const pg = (await importFromPackage('instance-manager', 'pg')).default;
   const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
   try {
     await c.connect();

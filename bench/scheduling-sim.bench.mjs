@@ -8,8 +8,9 @@
  * tokens/s, CPU-only agents judged by RAM). Prints one markdown section.
  */
 import { createScheduler } from '@titancompute/coordinator';
+import { createLog, percentile } from './lib/index.mjs';
 
-const log = (...a) => process.stderr.write(a.join(' ') + '\n');
+const log = createLog();
 const AGENTS = 1000;
 const HORIZON_S = 30;
 const SEED = 42;
@@ -224,13 +225,11 @@ function simulate(policyName, agentsProto, jobs) {
       sync(a);
     }
   }
-  waits.sort((x, y) => x - y);
-  const pct = (p) => waits[Math.min(waits.length - 1, Math.floor(p * waits.length))];
   return {
     policy: policyName,
     jobs: waits.length,
-    p50: pct(0.5),
-    p99: pct(0.99),
+    p50: percentile(waits, 0.5),
+    p99: percentile(waits, 0.99),
     mean: waits.reduce((s, w) => s + w, 0) / waits.length,
     overloaded: agents.filter((a) => a.peakAssigned > a.maxJobs).length,
     worst: Math.max(...agents.map((a) => a.peakAssigned / a.maxJobs)),

@@ -12,7 +12,6 @@ import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { createClientFactory } from 'nice-grpc';
 import {
   AgentServiceDefinition,
@@ -21,12 +20,13 @@ import {
   createTitanChannel,
 } from '@titancompute/protocol';
 import { startCluster, waitForAgents } from '../scripts/lib/launch.mjs';
+import { createLog, freePort, percentile } from './lib/index.mjs';
 
 const MODEL = 'llama-2-tiny-random';
 const CONCURRENCY = [1, 16, 64];
 const TOKENS_PER_STREAM = 24;
 const ROUNDS = 2;
-const log = (...a) => console.error('[zero-proxy]', ...a);
+const log = createLog('[zero-proxy]');
 
 function findNginx() {
   for (const p of ['/usr/sbin/nginx', '/usr/bin/nginx']) {
@@ -39,14 +39,6 @@ function findNginx() {
   }
   return undefined;
 }
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const srv = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
 
 async function startNginx(nginx, upstreamPort) {
   const dir = mkdtempSync(join(tmpdir(), 'titan-nginx-'));
@@ -84,8 +76,6 @@ http {
   // Wait until it accepts connections.
   for (let i = 0; i < 50; i += 1) {
     const ok = await new Promise((resolve) => {
-      const s = createServer();
-      void s;
       import('node:net').then(({ connect }) => {
         const c = connect(port, '127.0.0.1', () => {
           c.destroy();
@@ -110,8 +100,6 @@ http {
       }),
   };
 }
-
-const quantile = (sorted, q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : NaN);
 
 async function runStreams(coordinator, agentAddress, concurrency) {
   // Tokens first (not timed): one per stream.
@@ -180,10 +168,7 @@ try {
         log(`c=${c} round=${round} ${mode}: ${(r.tokens / r.seconds).toFixed(1)} tok/s`);
       }
     }
-    const summary = (m) => {
-      const sorted = acc[m].gaps.sort((a, b) => a - b);
-      return { tps: acc[m].tokens / acc[m].seconds, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99) };
-    };
+    const summary = (m) => ({ tps: acc[m].tokens / acc[m].seconds, p50: percentile(acc[m].gaps, 0.5), p99: percentile(acc[m].gaps, 0.99) });
     rows.push({ c, direct: summary('direct'), proxy: summary('proxy') });
   }
   coordinatorChannel.close();
