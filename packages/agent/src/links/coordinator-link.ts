@@ -13,6 +13,7 @@ import {
   type PublicKeyResponse,
 } from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
+import { AGENT_DEFAULTS } from '../config.js';
 import { backoffDelay, delay } from '../util/abort.js';
 import { createPushQueue, type PushQueue } from '../util/push-queue.js';
 import { createRegistration } from './coordinator-registration.js';
@@ -59,7 +60,7 @@ export interface CoordinatorLinkOptions {
   takeRejected?: () => string[];
   /** How long {@link CoordinatorLink.nudge} waits to coalesce job changes into one update. Default 2 ms. */
   jobReportDelayMs?: number;
-  /** Interval used until (and unless) the coordinator says otherwise. Default 2000 ms. */
+  /** Interval used until (and unless) the coordinator says otherwise. Default `AGENT_DEFAULTS.heartbeatIntervalMs` (2000 ms). */
   heartbeatIntervalMs?: number;
   /** Backoff of registration retries: first delay and cap. Defaults 250 ms and 10 s. */
   backoffInitialMs?: number;
@@ -109,7 +110,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
   const { logger } = options;
   const initial = options.backoffInitialMs ?? 250;
   const cap = options.backoffMaxMs ?? 10_000;
-  let intervalMs = options.heartbeatIntervalMs ?? 2000;
+  let intervalMs = options.heartbeatIntervalMs ?? AGENT_DEFAULTS.heartbeatIntervalMs;
   // Retries are never further apart than one health interval, so a restarted coordinator sees
   // every agent again within about two intervals. grpc-js backs off its own reconnects up to
   // 120 s by default: bound them the same way.
