@@ -70,6 +70,54 @@ describe('published @titancompute/client', () => {
     expect(JSON.parse(run(process.execPath, ['cjs.cjs'], project))).toEqual({ addr: '10.0.0.1:50051', id: 'me', sub: true });
   });
 
+  it('errors thrown by the CommonJS build are instanceof the ESM classes and vice versa (client and protocol)', () => {
+    writeFileSync(
+      join(project, 'dual.mjs'),
+      `import { createRequire } from 'node:module';
+       import * as esm from '@titancompute/client';
+       import * as esmProtocol from '@titancompute/protocol';
+       const cjs = createRequire(import.meta.url)('@titancompute/client');
+       const cjsProtocol = createRequire(import.meta.url)('@titancompute/protocol');
+       const checks = {
+         twoCopies: esm.TitanError !== cjs.TitanError && esmProtocol.ProtocolError !== cjsProtocol.ProtocolError,
+         cjsBaseInEsm: new cjs.TitanError('x', 14) instanceof esm.TitanError,
+         esmBaseInCjs: new esm.TitanError('x', 14) instanceof cjs.TitanError,
+         cjsSubInEsmBase: new cjs.CapacityError('busy', 5) instanceof esm.TitanError,
+         cjsSubInEsmSub: new cjs.CapacityError('busy', 5) instanceof esm.CapacityError,
+         esmSubInCjsSub: new esm.NoAgentsError('none', 'm') instanceof cjs.NoAgentsError,
+         abortInEsm: new cjs.TitanAbortError() instanceof esm.TitanAbortError,
+         otherSubclass: new cjs.CapacityError('busy', 5) instanceof esm.NoAgentsError,
+         baseInSub: new cjs.TitanError('x', 14) instanceof esm.CapacityError,
+         plainError: new Error('x') instanceof esm.TitanError,
+         lookAlike: Object.assign(new Error('x'), { name: 'TitanError', code: 14 }) instanceof esm.TitanError,
+         passedThrough: (() => { const e = new cjs.CapacityError('busy', 5); return esm.toTitanError(e, { target: 'coordinator', address: 'a:1' }) === e; })(),
+         tlsInEsm: new cjsProtocol.TlsConfigError('x', { file: 'f', role: 'ca' }) instanceof esmProtocol.ProtocolError,
+         tlsInCjs: new esmProtocol.TlsConfigError('x', { file: 'f', role: 'ca' }) instanceof cjsProtocol.TlsConfigError,
+         protocolNotTitan: new cjsProtocol.ProtocolError('x') instanceof esm.TitanError,
+         cjsTlsMapped: esm.toTitanError(new cjsProtocol.TlsConfigError('x', { file: 'f', role: 'ca' }), { target: 'agent', address: 'a:1' }) instanceof cjs.ClientConfigError,
+       };
+       console.log(JSON.stringify(checks));`,
+    );
+    expect(JSON.parse(run(process.execPath, ['dual.mjs'], project))).toEqual({
+      twoCopies: true,
+      cjsBaseInEsm: true,
+      esmBaseInCjs: true,
+      cjsSubInEsmBase: true,
+      cjsSubInEsmSub: true,
+      esmSubInCjsSub: true,
+      abortInEsm: true,
+      otherSubclass: false,
+      baseInSub: false,
+      plainError: false,
+      lookAlike: false,
+      passedThrough: true,
+      tlsInEsm: true,
+      tlsInCjs: true,
+      protocolNotTitan: false,
+      cjsTlsMapped: true,
+    });
+  });
+
   it('type-checks TypeScript consumers in ESM (.mts) and CommonJS (.cts) mode', () => {
     const body = `
       const client = new TitanClient({ coordinator: '127.0.0.1:50051', maxAttempts: 2 });

@@ -1,5 +1,8 @@
 import { ClientError, Status, type Metadata } from 'nice-grpc-common';
-import { PROTO_VERSION, TlsConfigError } from '@titancompute/protocol';
+import { isBrandedInstance, PROTO_VERSION, TlsConfigError } from '@titancompute/protocol';
+
+/** Brand of the SDK's errors (`Symbol.for`, so the ESM and CommonJS builds share it). */
+const TITAN_ERROR_BRAND = Symbol.for('titancompute.client.TitanError');
 
 /** Extra facts an error carries (where it happened, what was known at the time). */
 export type ErrorContext = Readonly<Record<string, unknown>>;
@@ -15,6 +18,8 @@ export interface TitanErrorOptions {
 /**
  * Base class of every error the SDK throws. `code` is the gRPC status the failure maps to
  * (`Status.OK` never appears), `cause` keeps the original error, `context` the facts known.
+ * `instanceof` (on this class and every subclass) recognises errors thrown by either build of
+ * the SDK, ESM or CommonJS, when a program ends up loading both.
  *
  * @example
  * ```ts
@@ -41,7 +46,13 @@ export class TitanError extends Error {
   get codeName(): string {
     return Status[this.code] ?? String(this.code);
   }
+
+  /** True for errors of this class (or a subclass) from either build (ESM, CommonJS) of the SDK. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return isBrandedInstance(this, value, TITAN_ERROR_BRAND);
+  }
 }
+Object.defineProperty(TitanError.prototype, TITAN_ERROR_BRAND, { value: true });
 
 /** No agent serves the model, or no agent is registered at all (gRPC UNAVAILABLE). */
 export class NoAgentsError extends TitanError {

@@ -56,7 +56,7 @@ export {
   type ClientTlsOptions,
   type TitanChannelOptions,
 } from './channel.js';
-export { ProtocolError, TlsConfigError } from './errors.js';
+export { isBrandedInstance, ProtocolError, TlsConfigError } from './errors.js';
 export {
   parametersMismatch,
   promptSha256,
