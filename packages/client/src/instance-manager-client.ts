@@ -12,6 +12,7 @@ import {
 } from './instances/instance-mapping.js';
 import { createChannelPool, type ChannelPool } from './transport/channel-pool.js';
 import { createCallDeadline } from './transport/deadline.js';
+import { callUnary, type UnaryCallOptions } from './transport/unary-call.js';
 import type {
   GpuMetrics,
   HealthCheckRecord,
@@ -63,35 +64,15 @@ export class InstanceManagerClient {
     this.address = options.address ?? DEFAULT_INSTANCE_MANAGER;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.#pool = createChannelPool(options.tls);
-    const channel = this.#pool.channel(this.address);
+    const channel = this.#pool.channel(this.address, 'instance-manager');
     this.#try = this.#pool.factory.create(im.TryServiceDefinition, channel);
     this.#post = this.#pool.factory.create(im.PostServiceDefinition, channel);
     this.#get = this.#pool.factory.create(im.GetServiceDefinition, channel);
     this.#subscribe = this.#pool.factory.create(im.SubscribeServiceDefinition, channel);
   }
 
-  async #call<T>(
-    options: CallOptions | undefined,
-    call: (o: { signal: AbortSignal; onHeader(h: Metadata): void; onTrailer(t: Metadata): void }) => Promise<T>,
-  ): Promise<T> {
-    const deadline = createCallDeadline(this.#requestTimeoutMs, options?.signal);
-    let header: Metadata | undefined;
-    let trailer: Metadata | undefined;
-    try {
-      return await call({ signal: deadline.signal, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) });
-    } catch (error) {
-      throw toTitanError(error, {
-        target: 'instance-manager',
-        address: this.address,
-        userSignal: options?.signal,
-        timeoutSignal: deadline.timeoutSignal,
-        timeoutMs: deadline.timeoutMs,
-        header,
-        trailer,
-      });
-    } finally {
-      deadline.dispose();
-    }
+  #call<T>(options: CallOptions | undefined, call: (o: UnaryCallOptions) => Promise<T>): Promise<T> {
+    return callUnary({ target: 'instance-manager', address: this.address, timeoutMs: this.#requestTimeoutMs, signal: options?.signal }, call);
   }
 
   // ---- TryService ------------------------------------------------------------------

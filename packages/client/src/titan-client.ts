@@ -1,17 +1,17 @@
 import { randomUUID } from 'node:crypto';
-import { Status, type Metadata } from 'nice-grpc-common';
+import { Status } from 'nice-grpc-common';
 import {
   AgentServiceDefinition,
   CoordinatorServiceDefinition,
   type AgentServiceClient,
   type CoordinatorServiceClient,
 } from '@titancompute/protocol';
-import { InvalidArgumentError, TitanError, toTitanError, type CallTarget } from './errors.js';
+import { InvalidArgumentError, TitanError, type CallTarget } from './errors.js';
 import { DEFAULT_BUSY_RETRIES, DEFAULT_BUSY_RETRY_MAX_WAIT_MS, runGeneration } from './inference/run-generation.js';
 import { toAgentSelfStatus, toClusterStatus } from './inference/status-mapping.js';
 import { validateGenerateRequest } from './inference/validate-request.js';
 import { createChannelPool, type ChannelPool } from './transport/channel-pool.js';
-import { createCallDeadline } from './transport/deadline.js';
+import { callUnary, type UnaryCallOptions } from './transport/unary-call.js';
 import type {
   AgentSelfStatus,
   ClusterStatus,
@@ -120,14 +120,14 @@ export class TitanClient {
   }
 
   #coordinatorClient(): CoordinatorServiceClient {
-    this.#coordinator ??= this.#pool.factory.create(CoordinatorServiceDefinition, this.#pool.channel(this.coordinatorAddress));
+    this.#coordinator ??= this.#pool.factory.create(CoordinatorServiceDefinition, this.#pool.channel(this.coordinatorAddress, 'coordinator'));
     return this.#coordinator;
   }
 
   #agentClient(endpoint: string): AgentServiceClient {
     let client = this.#agents.get(endpoint);
     if (!client) {
-      client = this.#pool.factory.create(AgentServiceDefinition, this.#pool.channel(endpoint));
+      client = this.#pool.factory.create(AgentServiceDefinition, this.#pool.channel(endpoint, 'agent'));
       this.#agents.set(endpoint, client);
     }
     return client;
@@ -181,30 +181,8 @@ export class TitanClient {
     return toAgentSelfStatus(status);
   }
 
-  async #unary<T>(
-    target: CallTarget,
-    address: string,
-    signal: AbortSignal | undefined,
-    call: (options: { signal: AbortSignal; onHeader(h: Metadata): void; onTrailer(t: Metadata): void }) => Promise<T>,
-  ): Promise<T> {
-    const deadline = createCallDeadline(this.#requestTimeoutMs, signal);
-    let header: Metadata | undefined;
-    let trailer: Metadata | undefined;
-    try {
-      return await call({ signal: deadline.signal, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) });
-    } catch (error) {
-      throw toTitanError(error, {
-        target,
-        address,
-        userSignal: signal,
-        timeoutSignal: deadline.timeoutSignal,
-        timeoutMs: deadline.timeoutMs,
-        header,
-        trailer,
-      });
-    } finally {
-      deadline.dispose();
-    }
+  #unary<T>(target: CallTarget, address: string, signal: AbortSignal | undefined, call: (options: UnaryCallOptions) => Promise<T>): Promise<T> {
+    return callUnary({ target, address, timeoutMs: this.#requestTimeoutMs, signal }, call);
   }
 
   /** Closes every channel this client opened. The client can still be used (channels reopen). */

@@ -66,6 +66,8 @@ describe('titan generate', () => {
       const first = r.stderr.split('\n')[0] ?? '';
       expect(first).toMatch(/^titan: all agents serving tiny are busy; retry in 1 ms \(coordinator 127\.0\.0\.1:\d+\)/);
       expect(first.match(/\bretry\b/gi)).toHaveLength(1); // was "(retry after 1 ms): … retry in 1 ms"
+      expect(first.match(/busy/gi)).toHaveLength(1); // was "… are busy … (still busy after 3 retries …)"
+      expect(first).toMatch(/\(retried \d+ times? over \d+ ms\)/);
       expect(first).not.toContain('at capacity');
       expect(r.stderr).toMatch(/\nhint: every agent for this model is busy; try again in a moment\.\n$/);
     } finally {

@@ -93,7 +93,8 @@ describe('busy answers are retried before the first token only', () => {
     const error = await s.client.complete({ model: 'm', prompt: 'p', maxAttempts: 1 }).catch((e: unknown) => e);
     // Still busy after the 2 retries (and no other agent to fail over to): 3 grants asked, 3 streams tried, then the CapacityError.
     expect(error).toBeInstanceOf(CapacityError);
-    expect((error as Error).message).toMatch(/still busy after 2 retries/);
+    expect((error as Error).message).toMatch(/^agent is busy \(retry after 5 ms\) \(agent 127\.0\.0\.1:\d+\) \(retried 2 times over \d+ ms\)/);
+    expect((error as Error).message.match(/busy/g)).toHaveLength(1);
     expect(s.coordinatorCalls()).toBe(3);
     expect(s.agentCalls()).toBe(3);
   });

@@ -12,6 +12,7 @@ import {
   toTitanError,
 } from '../errors.js';
 import { createCallDeadline } from '../transport/deadline.js';
+import { callUnary } from '../transport/unary-call.js';
 import type { FinishReason, GenerationChunk, GenerationStats } from '../types.js';
 import type { ValidatedRequest } from './validate-request.js';
 
@@ -126,10 +127,11 @@ export async function* runGeneration(
     await sleep(wait, request.signal);
     return true;
   };
+  /** The last busy answer, plus what the retries did (its message already says busy: not said again). */
   const stillBusy = (error: CapacityError): CapacityError =>
     busyRetries === 0
       ? error
-      : new CapacityError(`${error.message} (still busy after ${busyRetries} retr${busyRetries === 1 ? 'y' : 'ies'} over ${busyWaitedMs} ms)`, error.retryAfterMs, {
+      : new CapacityError(`${error.message} (retried ${busyRetries} time${busyRetries === 1 ? '' : 's'} over ${busyWaitedMs} ms)`, error.retryAfterMs, {
           cause: error,
           context: { ...error.context, busyRetries, busyWaitedMs },
         });
@@ -138,35 +140,32 @@ export async function* runGeneration(
     // 1. Pick an agent.
     let grant: InferenceResponse;
     {
-      const deadline = createCallDeadline(deps.requestTimeoutMs, request.signal);
-      let header: Metadata | undefined;
-      let trailer: Metadata | undefined;
+      const coordinatorCall = {
+        target: 'coordinator',
+        address: deps.coordinatorAddress,
+        timeoutMs: deps.requestTimeoutMs,
+        signal: request.signal,
+        model: request.model,
+        extra: { attempt, excludedAgentIds: [...excluded] },
+      } as const;
       try {
-        grant = await deps.coordinator().requestInference(
-          {
-            clientId: deps.clientId,
-            model: request.model,
-            prompt: request.prompt,
-            maxTokens: request.maxTokens,
-            temperature: request.temperature,
-            temperatureSet: request.temperatureSet,
-            parameters: request.parameters,
-            excludeAgentIds: excluded,
-          },
-          { signal: deadline.signal, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) },
+        grant = await callUnary(coordinatorCall, (options) =>
+          deps.coordinator().requestInference(
+            {
+              clientId: deps.clientId,
+              model: request.model,
+              prompt: request.prompt,
+              maxTokens: request.maxTokens,
+              temperature: request.temperature,
+              temperatureSet: request.temperatureSet,
+              parameters: request.parameters,
+              excludeAgentIds: excluded,
+            },
+            options,
+          ),
         );
       } catch (error) {
-        const mapped = toTitanError(error, {
-          target: 'coordinator',
-          address: deps.coordinatorAddress,
-          userSignal: request.signal,
-          timeoutSignal: deadline.timeoutSignal,
-          timeoutMs: deadline.timeoutMs,
-          header,
-          trailer,
-          model: request.model,
-          extra: { attempt, excludedAgentIds: [...excluded] },
-        });
+        const mapped = error as TitanError; // callUnary throws TitanErrors only
         if (mapped instanceof CapacityError && (await retryBusy(mapped))) {
           attempt--; // a busy answer is waited out, not failed over
           continue;
@@ -179,8 +178,6 @@ export async function* runGeneration(
             : new CapacityError(message, mapped.retryAfterMs, options);
         }
         throw mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
-      } finally {
-        deadline.dispose();
       }
     }
 
