@@ -1,0 +1,34 @@
+import { describe, expect, it } from '@jest/globals';
+import { createHash } from 'node:crypto';
+import { parametersMismatch, promptSha256, SESSION_TOKEN_CLAIMS, sessionTokenClaimsSchema, sessionTokenPayload } from './session-token.js';
+
+describe('session-token contract', () => {
+  it('sessionTokenPayload: the private claims in signing order; parameters only when any, prompt only as its hash', () => {
+    const grant = { agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 8, temperature: 0.7 };
+    expect(Object.keys(sessionTokenPayload({ ...grant, parameters: { top_k: '5' }, prompt: 'hi' }))).toEqual([
+      'job_id', 'model', 'max_tokens', 'temperature', 'agent_id', 'client_id', 'parameters', 'prompt_sha256',
+    ]);
+    expect(sessionTokenPayload({ ...grant, parameters: {} })).not.toHaveProperty(SESSION_TOKEN_CLAIMS.parameters);
+    expect(sessionTokenPayload({ ...grant, prompt: 'hi' })).toMatchObject({ prompt_sha256: createHash('sha256').update('hi', 'utf8').digest('base64url') });
+    expect(JSON.stringify(sessionTokenPayload({ ...grant, prompt: 'secret prompt' }))).not.toContain('secret prompt');
+  });
+
+  it('the claims schema accepts what is signed and names what is wrong', () => {
+    const claims = { jti: 'x', exp: 1, ...sessionTokenPayload({ agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 8, temperature: 0.7, prompt: 'p' }) };
+    expect(sessionTokenClaimsSchema.parse(claims)).toMatchObject({ model: 'm', prompt_sha256: promptSha256('p') });
+    const bad = sessionTokenClaimsSchema.safeParse({ ...claims, prompt_sha256: 'short' });
+    expect(bad.success).toBe(false);
+    expect(bad.error?.issues[0]?.path).toEqual(['prompt_sha256']);
+    expect(sessionTokenClaimsSchema.safeParse({ ...claims, max_tokens: 0 }).error?.issues[0]?.path).toEqual(['max_tokens']);
+  });
+
+  it('parametersMismatch: empty requested means the granted ones; otherwise the first differing key', () => {
+    expect(parametersMismatch({ top_k: '5' }, {})).toBeUndefined();
+    expect(parametersMismatch(undefined, {})).toBeUndefined();
+    expect(parametersMismatch({ top_k: '5', seed: '1' }, { seed: '1', top_k: '5' })).toBeUndefined();
+    expect(parametersMismatch({ top_k: '5' }, { top_k: '6' })).toEqual({ key: 'top_k', requested: '6', granted: '5' });
+    expect(parametersMismatch({ top_k: '5', seed: '1' }, { top_k: '5' })).toEqual({ key: 'seed', requested: undefined, granted: '1' });
+    expect(parametersMismatch(undefined, { seed: '1' })).toEqual({ key: 'seed', requested: '1', granted: undefined });
+    expect(parametersMismatch({}, { constructor: 'x' })).toEqual({ key: 'constructor', requested: 'x', granted: undefined });
+  });
+});
