@@ -107,12 +107,6 @@ export class TokenSigningError extends CoordinatorError {
   override readonly grpcStatus = Status.INTERNAL;
 }
 
-/** A session token failed verification (bad signature, claims, expiry). */
-export class TokenVerificationError extends CoordinatorError {
-  override readonly name = 'TokenVerificationError';
-  override readonly grpcStatus = Status.UNAUTHENTICATED;
-}
-
 /**
  * A caller tried to act for an agent id bound to another credential: PERMISSION_DENIED. The
  * message names the id and the fix (`titan-coordinator forget-agent ID`).

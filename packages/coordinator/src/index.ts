@@ -35,7 +35,6 @@ export {
   KeyringError,
   NoAgentAvailableError,
   TokenSigningError,
-  TokenVerificationError,
 } from './errors.js';
 export { checkJoinToken, joinTokenPath, resolveJoinToken, type ResolvedJoinToken } from './join-token.js';
 export { createCoordinatorMetrics, type CoordinatorMetricsSink, type DecisionOutcome } from './metrics.js';
