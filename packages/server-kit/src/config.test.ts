@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from '@jest/globals';
-import { commonOptions, durationOption, listOption, loadConfig, parseDurationMs } from './config.js';
+import { COMMON_DEFAULTS, commonOptions, defaultDataDir, durationOption, formatDuration, listOption, loadConfig, parseDurationMs } from './config.js';
 import { ConfigError, HelpRequested } from './errors.js';
 
 const spec = {
@@ -91,6 +91,22 @@ describe('loadConfig', () => {
     expect(parseDurationMs('45')).toBe(45_000);
     expect(parseDurationMs('-1s')).toBeUndefined();
     expect(parseDurationMs('5 minutes')).toBeUndefined();
+  });
+
+  it('formats a duration default in the largest whole unit, which the duration flags parse back', () => {
+    const cases = [300_000, 30_000, 2_000, 250, 3_600_000, 90_000, 60_000, 1_500];
+    expect(cases.map((ms) => formatDuration(ms))).toEqual(['5m', '30s', '2s', '250ms', '1h', '90s', '1m', '1500ms']);
+    for (const ms of cases) expect(parseDurationMs(formatDuration(ms))).toBe(ms);
+    expect([formatDuration(60_000, 's'), formatDuration(7_200_000, 'm'), formatDuration(250, 's'), formatDuration(2000, 'ms')]).toEqual(['60s', '120m', '250ms', '2000ms']);
+  });
+});
+
+describe('COMMON_DEFAULTS', () => {
+  it('are the defaults the common options show and apply (one source)', () => {
+    const common = commonOptions({ service: 'agent', port: 50052 });
+    expect(loadConfig(common, { argv: [], env: {}, name: 'titan-agent' })).toMatchObject({ ...COMMON_DEFAULTS, port: 50052, dataDir: defaultDataDir('agent') });
+    expect([common.host.default, common.logLevel.default, common.logFormat.default, common.protoVersionPolicy.default, common.shutdownTimeoutMs.default, common.dataDir.default]).toEqual(['0.0.0.0', 'info', 'auto', 'strict', '10s', './.titan/agent']);
+    expect(Object.isFrozen(COMMON_DEFAULTS)).toBe(true);
   });
 });
 

@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { PROTO_VERSION_POLICIES } from '@titancompute/protocol';
+import { PROTO_VERSION_POLICIES, type ProtoVersionPolicy } from '@titancompute/protocol';
 import { ConfigError, HelpRequested, VersionRequested } from './errors.js';
 
 /**
@@ -203,6 +203,25 @@ export function numberOption(base: Omit<OptionSpec, 'schema' | 'expected'>, min:
   };
 }
 
+/** The units {@link formatDuration} writes, largest first. */
+const DURATION_UNITS = [
+  ['h', 3_600_000],
+  ['m', 60_000],
+  ['s', 1000],
+  ['ms', 1],
+] as const;
+
+/**
+ * A duration in milliseconds as a flag default: the largest whole unit up to `largestUnit`
+ * (default `h`), in the form {@link durationOption} parses back. `300000` → `5m`, `30000` →
+ * `30s`, `250` → `250ms`, `3600000` → `1h`; `formatDuration(60000, 's')` → `60s`.
+ */
+export function formatDuration(ms: number, largestUnit: 'h' | 'm' | 's' | 'ms' = 'h'): string {
+  const units = DURATION_UNITS.slice(DURATION_UNITS.findIndex(([unit]) => unit === largestUnit));
+  const [unit, factor] = units.find(([, f]) => ms % f === 0) ?? ['ms', 1];
+  return `${ms / factor}${unit}`;
+}
+
 /** Parses "500ms", "30s", "5m", "1h" or a bare number of seconds into milliseconds. */
 export function parseDurationMs(raw: string): number | undefined {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(raw);
@@ -291,7 +310,40 @@ export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 /** Log levels accepted by `--log-level`. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-/** Defaults for {@link commonOptions}. */
+/** The defaults that every service's {@link commonOptions} share (see {@link COMMON_DEFAULTS}). */
+export interface CommonDefaults {
+  /** `--host`: the listen address. */
+  readonly host: string;
+  /** `--log-level`. */
+  readonly logLevel: (typeof LOG_LEVELS)[number];
+  /** `--log-format`. */
+  readonly logFormat: (typeof LOG_FORMATS)[number];
+  /** `--proto-version-policy`. */
+  readonly protoVersionPolicy: ProtoVersionPolicy;
+  /** `--shutdown-timeout`, in milliseconds. */
+  readonly shutdownTimeoutMs: number;
+}
+
+/**
+ * The defaults of {@link commonOptions}, written once: the common flags show and use them, and
+ * each service's `<SERVICE>_DEFAULTS` takes the ones its `start<Service>()` applies. The port is
+ * each service's own ({@link CommonOptionDefaults.port}); the data directory is
+ * {@link defaultDataDir}.
+ */
+export const COMMON_DEFAULTS: CommonDefaults = Object.freeze({
+  host: '0.0.0.0',
+  logLevel: 'info',
+  logFormat: 'auto',
+  protoVersionPolicy: 'strict',
+  shutdownTimeoutMs: 10_000,
+});
+
+/** A service's default `--data-dir`: `./.titan/<service>` (relative to the working directory). */
+export function defaultDataDir(service: string): string {
+  return `./.titan/${service}`;
+}
+
+/** Per-service settings of {@link commonOptions}. */
 export interface CommonOptionDefaults {
   /** Service name, used in env names (`TITAN_<SERVICE>_…` is not used; see README) and data dir. */
   service: string;
@@ -316,24 +368,24 @@ export function commonOptions(defaults: CommonOptionDefaults) {
     host: requiredStringOption({
       flag: 'host',
       env: ['TITAN_HOST'],
-      default: '0.0.0.0',
+      default: COMMON_DEFAULTS.host,
       description: 'Address to listen on.',
     }),
     dataDir: requiredStringOption({
       flag: 'data-dir',
       env: ['TITAN_DATA_DIR'],
-      default: `./.titan/${defaults.service}`,
+      default: defaultDataDir(defaults.service),
       description: 'Directory for the service state.',
     }),
     logLevel: enumOption(
-      { flag: 'log-level', env: ['TITAN_LOG_LEVEL'], default: 'info', description: 'Log level (logs go to stdout).' },
+      { flag: 'log-level', env: ['TITAN_LOG_LEVEL'], default: COMMON_DEFAULTS.logLevel, description: 'Log level (logs go to stdout).' },
       LOG_LEVELS,
     ),
     logFormat: enumOption(
       {
         flag: 'log-format',
         env: ['TITAN_LOG_FORMAT'],
-        default: 'auto',
+        default: COMMON_DEFAULTS.logFormat,
         description: 'Log lines: json (one JSON object per line), pretty (readable, pino-pretty) or auto (pretty when stdout is a terminal, else json).',
       },
       LOG_FORMATS,
@@ -349,7 +401,7 @@ export function commonOptions(defaults: CommonOptionDefaults) {
       {
         flag: 'proto-version-policy',
         env: ['TITAN_PROTO_VERSION_POLICY'],
-        default: 'strict',
+        default: COMMON_DEFAULTS.protoVersionPolicy,
         description: 'strict: refuse calls without a compatible proto_version; allow-missing: accept calls without the header (v1 clients).',
       },
       PROTO_VERSION_POLICIES as unknown as readonly ['strict', 'allow-missing'],
@@ -357,7 +409,7 @@ export function commonOptions(defaults: CommonOptionDefaults) {
     shutdownTimeoutMs: durationOption({
       flag: 'shutdown-timeout',
       env: ['TITAN_SHUTDOWN_TIMEOUT'],
-      default: '10s',
+      default: formatDuration(COMMON_DEFAULTS.shutdownTimeoutMs),
       description: 'How long in-flight calls may drain on SIGTERM/SIGINT before they are cut.',
     }),
   };

@@ -22,9 +22,12 @@
  */
 export {
   boolOption,
+  COMMON_DEFAULTS,
   commonOptions,
+  defaultDataDir,
   durationOption,
   enumOption,
+  formatDuration,
   formatUsage,
   intOption,
   listOption,
@@ -37,6 +40,7 @@ export {
   readPackageVersion,
   requiredStringOption,
   stringOption,
+  type CommonDefaults,
   type CommonOptionDefaults,
   type ConfigOf,
   type ConfigSpec,
