@@ -3,10 +3,12 @@ import { z } from 'zod';
 import type { ClientTlsOptions, ProtoVersionPolicy } from '@titancompute/protocol';
 import {
   clientTlsFromConfig,
+  COMMON_DEFAULTS,
   commonOptions,
   ConfigError,
   durationOption,
   enumOption,
+  formatDuration,
   intOption,
   listOption,
   requiredStringOption,
@@ -26,11 +28,12 @@ import { NVIDIA_SMI_DEFAULTS } from './stats/nvidia-smi.js';
 
 /**
  * Every default of the agent, written once: `startAgent` applies them (through its options
- * schema) and `titan-agent`'s flags show and use them. Engine-level defaults (Ollama URL,
- * HTTP deadlines, nvidia-smi) come from the modules that apply them.
+ * schema) and `titan-agent`'s flags show and use them. The common ones come from server-kit's
+ * `COMMON_DEFAULTS`; engine-level defaults (Ollama URL, HTTP deadlines, nvidia-smi) come from
+ * the modules that apply them.
  */
 export const AGENT_DEFAULTS = {
-  host: '0.0.0.0',
+  host: COMMON_DEFAULTS.host,
   port: 50052,
   coordinator: 'localhost:50051',
   engine: 'llama-cpp',
@@ -46,8 +49,8 @@ export const AGENT_DEFAULTS = {
   drainTimeoutMs: 30_000,
   maxPromptBytes: 32 * 1024,
   maxTokensLimit: 4096,
-  protoVersionPolicy: 'strict',
-  logLevel: 'info',
+  protoVersionPolicy: COMMON_DEFAULTS.protoVersionPolicy,
+  logLevel: COMMON_DEFAULTS.logLevel,
 } as const satisfies {
   engine: EngineName;
   protoVersionPolicy: ProtoVersionPolicy;
@@ -173,9 +176,6 @@ export const startAgentOptionsSchema = z
 /** `startAgent`'s options with every default applied. */
 export type ResolvedAgentOptions = Omit<StartAgentOptions, keyof z.output<typeof startAgentOptionsSchema>> & z.output<typeof startAgentOptionsSchema>;
 
-/** `1000` → `1s`, `250` → `250ms`: a default as `--help` shows it and the duration flags parse it. */
-const durationText = (ms: number): string => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
-
 /** Every option of `titan-agent` (flags, environment variables, defaults): the common service options plus the agent's own. */
 export function agentConfigSpec() {
   return {
@@ -197,15 +197,16 @@ export function agentConfigSpec() {
     openaiUrl: stringOption({ flag: 'openai-url', env: ['TITAN_OPENAI_URL'], description: 'OpenAI-compatible server URL (engine openai), e.g. http://localhost:8000.' }),
     openaiApiKey: stringOption({ flag: 'openai-api-key', env: ['TITAN_OPENAI_API_KEY'], description: 'API key for the OpenAI-compatible server.' }),
     openaiApi: enumOption({ flag: 'openai-api', env: ['TITAN_OPENAI_API'], default: D.openaiApi, description: 'OpenAI endpoint: completions or chat (a request option "api" overrides).' }, ['completions', 'chat'] as const),
-    engineTimeoutMs: durationOption({ flag: 'engine-timeout', env: ['TITAN_ENGINE_TIMEOUT'], default: durationText(D.engineIdleTimeoutMs), description: 'HTTP engines: longest silence (headers or between chunks) before a deadline error.' }),
+    // Shown in seconds (60s, not 1m), as --help always has.
+    engineTimeoutMs: durationOption({ flag: 'engine-timeout', env: ['TITAN_ENGINE_TIMEOUT'], default: formatDuration(D.engineIdleTimeoutMs, 's'), description: 'HTTP engines: longest silence (headers or between chunks) before a deadline error.' }),
     maxConcurrentJobs: intOption({ flag: 'max-concurrent-jobs', env: ['TITAN_MAX_CONCURRENT_JOBS', 'MAX_CONCURRENT_JOBS'], default: String(D.maxConcurrentJobs), description: 'Jobs generating at once.' }, 1, 1024),
     maxQueue: stringOption({ flag: 'max-queue', env: ['TITAN_MAX_QUEUE'], description: `Jobs waiting beyond that before RESOURCE_EXHAUSTED. Default ${D.queuedJobsPerSlot} × max concurrent jobs.` }),
-    heartbeatIntervalMs: durationOption({ flag: 'heartbeat-interval', env: ['TITAN_HEARTBEAT_INTERVAL', 'HEARTBEAT_INTERVAL'], default: durationText(D.heartbeatIntervalMs), description: "Health update interval (the coordinator's answer wins)." }, 50),
+    heartbeatIntervalMs: durationOption({ flag: 'heartbeat-interval', env: ['TITAN_HEARTBEAT_INTERVAL', 'HEARTBEAT_INTERVAL'], default: formatDuration(D.heartbeatIntervalMs), description: "Health update interval (the coordinator's answer wins)." }, 50),
     instanceManager: stringOption({ flag: 'instance-manager', env: ['TITAN_INSTANCE_MANAGER'], description: 'Instance manager host:port; enables that link.' }),
-    imHealthIntervalMs: durationOption({ flag: 'im-health-interval', env: ['TITAN_IM_HEALTH_INTERVAL'], default: durationText(D.imHealthIntervalMs), description: 'Instance manager health check and metrics interval.' }, 50),
+    imHealthIntervalMs: durationOption({ flag: 'im-health-interval', env: ['TITAN_IM_HEALTH_INTERVAL'], default: formatDuration(D.imHealthIntervalMs), description: 'Instance manager health check and metrics interval.' }, 50),
     threads: intOption({ flag: 'threads', env: ['TITAN_THREADS'], default: String(defaultLlamaThreads()), description: 'llama.cpp CPU threads (default: every core but one, which runs the event loop).' }, 1, 1024),
     nvidiaSmi: requiredStringOption({ flag: 'nvidia-smi', env: ['TITAN_NVIDIA_SMI'], default: D.nvidiaSmiPath, description: 'nvidia-smi binary.' }),
-    drainTimeoutMs: durationOption({ flag: 'drain-timeout', env: ['TITAN_DRAIN_TIMEOUT'], default: durationText(D.drainTimeoutMs), description: 'On SIGTERM: how long in-flight streams may finish.' }, 0),
+    drainTimeoutMs: durationOption({ flag: 'drain-timeout', env: ['TITAN_DRAIN_TIMEOUT'], default: formatDuration(D.drainTimeoutMs), description: 'On SIGTERM: how long in-flight streams may finish.' }, 0),
     maxPromptBytes: intOption({ flag: 'max-prompt-bytes', env: ['TITAN_MAX_PROMPT_BYTES'], default: String(D.maxPromptBytes), description: 'Largest prompt, bytes.' }, 1, 16 * 1024 * 1024),
     maxTokensLimit: intOption({ flag: 'max-tokens-limit', env: ['TITAN_MAX_TOKENS_LIMIT'], default: String(D.maxTokensLimit), description: 'Largest max_tokens.' }, 1, 1_000_000),
   };

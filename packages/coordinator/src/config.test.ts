@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { ConfigError, EXIT_USAGE, loadConfig } from '@titancompute/server-kit';
-import { COORDINATOR_DEFAULTS, coordinatorConfigSpec, coordinatorOptionsFromConfig, durationText, resolveCoordinatorOptions } from './config.js';
+import { COORDINATOR_DEFAULTS, coordinatorConfigSpec, coordinatorOptionsFromConfig, resolveCoordinatorOptions } from './config.js';
 
 const load = (argv: string[], env: Record<string, string> = {}) => loadConfig(coordinatorConfigSpec(), { name: 'titan-coordinator', argv, env, allowPositionals: true });
 
@@ -57,7 +57,10 @@ describe('titan-coordinator config', () => {
     expect(o).toMatchObject({ port: 50051, claimWindowMs: 10_000, httpPort: 0, verifyAgentEndpoints: false, busyRetryHintMs: 250, keyReloadIntervalMs: 1000 });
   });
 
-  it('writes duration defaults in the largest whole unit, as --help shows them', () => {
-    expect([300_000, 30_000, 2_000, 250, 3_600_000, 90_000].map(durationText)).toEqual(['5m', '30s', '2s', '250ms', '1h', '90s']);
+  it('shows duration defaults in the largest whole unit in --help (derived from COORDINATOR_DEFAULTS)', () => {
+    const spec = coordinatorConfigSpec();
+    const shown = [spec.tokenTtlMs, spec.heartbeatTimeoutMs, spec.heartbeatIntervalMs, spec.claimWindowMs, spec.httpRequestTimeoutMs, spec.breakerOpenMs, spec.shutdownTimeoutMs].map((o) => o.default);
+    expect(shown).toEqual(['5m', '30s', '2s', '10s', '30s', '30s', '10s']);
+    expect([spec.host.default, spec.port.default, spec.logLevel.default, spec.protoVersionPolicy.default]).toEqual(['0.0.0.0', '50051', 'info', 'strict']);
   });
 });

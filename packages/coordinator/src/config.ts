@@ -1,8 +1,10 @@
 import type { ClientTlsOptions, ProtoVersionPolicy } from '@titancompute/protocol';
 import {
   clientTlsFromConfig,
+  COMMON_DEFAULTS,
   commonOptions,
   durationOption,
+  formatDuration,
   intOption,
   listOption,
   numberOption,
@@ -26,22 +28,16 @@ import { DEFAULT_ISSUER } from './tokens/session-token.js';
 /** The service name: the bin's name and the `service` field of every log line. */
 export const SERVICE_NAME = 'titan-coordinator';
 
-/** The options every service shares, with the coordinator's port and v1's port variable. */
-const common = commonOptions({ service: 'coordinator', port: 50051, portEnv: ['COORDINATOR_PORT'] });
-
-/** A common option's default, parsed by the option's own schema (server-kit's spec is its one source). */
-const commonDefault = <K extends keyof typeof common>(key: K) => common[key].schema.parse(common[key].default) as ConfigOf<typeof common>[K];
-
 /**
  * Every default of the coordinator, written once: `startCoordinator` applies them
  * ({@link resolveCoordinatorOptions}) and `titan-coordinator`'s flags show and use them
- * ({@link coordinatorConfigSpec}). Defaults of the parts that apply them themselves (claim
- * window, breaker, weights, busy hint, client share, REST timeout, issuer) come from those
- * modules' constants.
+ * ({@link coordinatorConfigSpec}). The common ones come from server-kit's `COMMON_DEFAULTS`;
+ * defaults of the parts that apply them themselves (claim window, breaker, weights, busy hint,
+ * client share, REST timeout, issuer) come from those modules' constants.
  */
 export const COORDINATOR_DEFAULTS = {
-  host: commonDefault('host'),
-  port: commonDefault('port'),
+  host: COMMON_DEFAULTS.host,
+  port: 50051,
   httpPort: 8080,
   httpRequestTimeoutMs: DEFAULT_HTTP_REQUEST_TIMEOUT_MS,
   heartbeatTimeoutMs: 30_000,
@@ -59,9 +55,9 @@ export const COORDINATOR_DEFAULTS = {
   breaker: DEFAULT_BREAKER_OPTIONS,
   /** How often the keyring file is re-read for rotations (ms). */
   keyReloadIntervalMs: 1000,
-  protoVersionPolicy: commonDefault('protoVersionPolicy'),
-  shutdownTimeoutMs: commonDefault('shutdownTimeoutMs'),
-  logLevel: commonDefault('logLevel'),
+  protoVersionPolicy: COMMON_DEFAULTS.protoVersionPolicy,
+  shutdownTimeoutMs: COMMON_DEFAULTS.shutdownTimeoutMs,
+  logLevel: COMMON_DEFAULTS.logLevel,
   verifyAgentEndpoints: true,
 } as const satisfies { [K in keyof CoordinatorOptions]?: CoordinatorOptions[K] };
 
@@ -142,15 +138,10 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
   return { ...defaults, ...given } as ResolvedCoordinatorOptions;
 }
 
-/** `300000` → `5m`, `30000` → `30s`, `250` → `250ms`: a default as `--help` shows it and the duration flags parse it. */
-export function durationText(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
-}
-
 const D = COORDINATOR_DEFAULTS;
+
+/** The options every service shares, with the coordinator's port and v1's port variable. */
+const common = commonOptions({ service: 'coordinator', port: D.port, portEnv: ['COORDINATOR_PORT'] });
 
 /**
  * Every option of `titan-coordinator` (flags, environment variables, defaults): the common
@@ -168,31 +159,31 @@ export function coordinatorConfigSpec() {
     httpRequestTimeoutMs: durationOption({
       flag: 'http-request-timeout',
       env: ['TITAN_HTTP_REQUEST_TIMEOUT'],
-      default: durationText(D.httpRequestTimeoutMs),
+      default: formatDuration(D.httpRequestTimeoutMs),
       description: 'A REST client must send its whole request within this (headers within the lesser of this and 10s), or gets 408 and is disconnected.',
     }, 1),
     heartbeatTimeoutMs: durationOption({
       flag: 'heartbeat-timeout',
       env: ['TITAN_HEARTBEAT_TIMEOUT', 'HEARTBEAT_TIMEOUT'],
-      default: durationText(D.heartbeatTimeoutMs),
+      default: formatDuration(D.heartbeatTimeoutMs),
       description: 'An agent silent this long is evicted (within a second).',
     }, 100),
     heartbeatIntervalMs: durationOption({
       flag: 'heartbeat-interval',
       env: ['TITAN_HEARTBEAT_INTERVAL'],
-      default: durationText(D.heartbeatIntervalMs),
+      default: formatDuration(D.heartbeatIntervalMs),
       description: 'Health update interval agents are told to use (rounded up to whole seconds on the wire).',
     }, 100),
     tokenTtlMs: durationOption({
       flag: 'token-ttl',
       env: ['TITAN_TOKEN_TTL', 'TOKEN_TTL'],
-      default: durationText(D.tokenTtlMs),
+      default: formatDuration(D.tokenTtlMs),
       description: 'Lifetime of session tokens (how long an agent accepts one; the slot is held only for --claim-window).',
     }, 1000, 24 * 3_600_000),
     claimWindowMs: durationOption({
       flag: 'claim-window',
       env: ['TITAN_CLAIM_WINDOW'],
-      default: durationText(D.claimWindowMs),
+      default: formatDuration(D.claimWindowMs),
       description: 'How long a granted slot stays reserved unless the agent reports the job started (or rejected).',
     }, 100, 3_600_000),
     maxClientShare: numberOption({
@@ -224,7 +215,7 @@ export function coordinatorConfigSpec() {
     weightRtt: numberOption({ flag: 'weight-rtt', env: ['TITAN_WEIGHT_RTT'], default: String(D.weights.rtt), description: 'Score weight of the RTT term.' }, 0, 100),
     weightPerformance: numberOption({ flag: 'weight-performance', env: ['TITAN_WEIGHT_PERFORMANCE'], default: String(D.weights.performance), description: 'Score weight of the tokens/s term.' }, 0, 100),
     breakerFailures: intOption({ flag: 'breaker-failures', env: ['TITAN_BREAKER_FAILURES'], default: String(D.breaker.failureThreshold), description: 'Consecutive failures (failed jobs, dropped health streams) that open an agent\'s circuit breaker.' }, 1, 1000),
-    breakerOpenMs: durationOption({ flag: 'breaker-open-duration', env: ['TITAN_BREAKER_OPEN_DURATION'], default: durationText(D.breaker.openDurationMs), description: 'How long an open breaker keeps an agent out before probing it (half-open).' }, 1),
+    breakerOpenMs: durationOption({ flag: 'breaker-open-duration', env: ['TITAN_BREAKER_OPEN_DURATION'], default: formatDuration(D.breaker.openDurationMs), description: 'How long an open breaker keeps an agent out before probing it (half-open).' }, 1),
     breakerSuccesses: intOption({ flag: 'breaker-successes', env: ['TITAN_BREAKER_SUCCESSES'], default: String(D.breaker.successThreshold), description: 'Successes in half-open that close the breaker.' }, 1, 1000),
   };
 }

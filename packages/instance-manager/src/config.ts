@@ -1,11 +1,13 @@
 import {
+  COMMON_DEFAULTS,
   commonOptions,
   ConfigError,
+  defaultDataDir,
   durationOption,
+  formatDuration,
   intOption,
   requiredStringOption,
   type ConfigOf,
-  type ConfigSpec,
 } from '@titancompute/server-kit';
 import { parseStorageSpec } from './store/create-store.js';
 import type { StorageSpec } from './store/store.js';
@@ -13,37 +15,67 @@ import type { StorageSpec } from './store/store.js';
 /** The service name: the bin's name and the `service` field of every log line. */
 export const SERVICE_NAME = 'titan-instance-manager';
 
+/** The service's short name: its default data directory is `./.titan/instance-manager`. */
+const SERVICE = 'instance-manager';
+
+/**
+ * Every default of the instance manager, written once: `startInstanceManager` applies them and
+ * `titan-instance-manager`'s flags show and use them ({@link instanceManagerOptionSpec}). The
+ * common ones come from server-kit's `COMMON_DEFAULTS`.
+ */
+export const INSTANCE_MANAGER_DEFAULTS = {
+  ...COMMON_DEFAULTS,
+  port: 50050,
+  dataDir: defaultDataDir(SERVICE),
+  /** The bin's storage; `startInstanceManager` without `storage` uses sqlite with a `dataDir`, else memory. */
+  storage: 'sqlite',
+  /** An instance without a health check for this long is dead (ms). */
+  staleTimeoutMs: 30_000,
+  /** How often stale instances are swept (ms). */
+  sweepIntervalMs: 1000,
+  /** Events kept so subscribers can resume from a sequence. */
+  eventRetention: 100_000,
+  /** Live events buffered per subscriber before it is cut off (RESOURCE_EXHAUSTED). */
+  maxSubscriberQueue: 10_000,
+  /** How often the event hub re-reads the events table without a notification (ms). */
+  eventPollIntervalMs: 1000,
+  /** Lower bound of the outage gap (ms); see {@link defaultOutageGapMs}. */
+  minOutageGapMs: 3000,
+} as const;
+
+const D = INSTANCE_MANAGER_DEFAULTS;
+
 /**
  * Every option of `titan-instance-manager` (flags, environment variables, defaults): the common
- * service options plus storage, staleness and retention. The defaults written here are the only
- * ones: {@link INSTANCE_MANAGER_DEFAULTS} (used by `startInstanceManager`) is parsed from them.
+ * service options plus storage, staleness and retention. The defaults are
+ * {@link INSTANCE_MANAGER_DEFAULTS}.
  */
 export const instanceManagerOptionSpec = {
-  ...commonOptions({ service: 'instance-manager', port: 50050, portEnv: ['TITAN_INSTANCE_MANAGER_PORT'] }),
+  ...commonOptions({ service: SERVICE, port: D.port, portEnv: ['TITAN_INSTANCE_MANAGER_PORT'] }),
   storage: requiredStringOption({
     flag: 'storage',
     env: ['TITAN_STORAGE'],
-    default: 'sqlite',
+    default: D.storage,
     description: 'sqlite (in --data-dir), memory (lost on exit) or a postgres://user@host:port/db URL (replicas may share it).',
   }),
   staleTimeoutMs: durationOption(
     {
       flag: 'stale-timeout',
       env: ['TITAN_STALE_TIMEOUT'],
-      default: '30s',
+      default: formatDuration(D.staleTimeoutMs),
       description: 'An instance without a health check for this long is dead (and so are its descendants).',
     },
     10,
   ),
   sweepIntervalMs: durationOption(
-    { flag: 'sweep-interval', env: ['TITAN_SWEEP_INTERVAL'], default: '1s', description: 'How often stale instances are swept.' },
+    { flag: 'sweep-interval', env: ['TITAN_SWEEP_INTERVAL'], default: formatDuration(D.sweepIntervalMs), description: 'How often stale instances are swept.' },
     10,
   ),
   eventRetention: intOption(
     {
       flag: 'event-retention',
       env: ['TITAN_EVENT_RETENTION'],
-      default: '100000',
+      default: String(D.eventRetention),
       description: 'Events kept so subscribers can resume from a sequence.',
     },
     1,
@@ -53,27 +85,6 @@ export const instanceManagerOptionSpec = {
 
 /** The parsed config of `titan-instance-manager`. */
 export type InstanceManagerConfig = ConfigOf<typeof instanceManagerOptionSpec>;
-
-/** Each option's default, parsed by the option's own schema (so the spec's string is the one source). */
-function defaultsOf<S extends ConfigSpec>(spec: S): ConfigOf<S> {
-  const out: Record<string, unknown> = {};
-  for (const [key, option] of Object.entries(spec)) out[key] = option.schema.parse(option.default);
-  return out as ConfigOf<S>;
-}
-
-/**
- * Every default of the instance manager, once: the options' defaults (parsed from
- * {@link instanceManagerOptionSpec}) plus the settings only the programmatic API offers.
- */
-export const INSTANCE_MANAGER_DEFAULTS = {
-  ...defaultsOf(instanceManagerOptionSpec),
-  /** Live events buffered per subscriber before it is cut off (RESOURCE_EXHAUSTED). */
-  maxSubscriberQueue: 10_000,
-  /** How often the event hub re-reads the events table without a notification (ms). */
-  eventPollIntervalMs: 1000,
-  /** Lower bound of the outage gap (ms); see {@link defaultOutageGapMs}. */
-  minOutageGapMs: 3000,
-} as const;
 
 /**
  * The outage gap that goes with a sweep interval: max(3000 ms, 3 × `sweepIntervalMs`). A gap
