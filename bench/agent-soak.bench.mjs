@@ -47,8 +47,18 @@ function token(prompt = PROMPT) {
   const now = Math.floor(Date.now() / 1000);
   const head = b64({ alg: 'EdDSA', typ: 'JWT', kid: KID });
   const body = b64({
-    iss: 'titancompute-coordinator', aud: AGENT_ID, sub: 'soak', jti: randomUUID(), job_id: randomUUID(), model: MODEL,
-    max_tokens: MAX_TOKENS, temperature: 0, prompt_sha256: prompt === PROMPT ? PROMPT_SHA256 : sha256(prompt), iat: now, nbf: now, exp: now + 300,
+    iss: 'titancompute-coordinator',
+    aud: AGENT_ID,
+    sub: 'soak',
+    jti: randomUUID(),
+    job_id: randomUUID(),
+    model: MODEL,
+    max_tokens: MAX_TOKENS,
+    temperature: 0,
+    prompt_sha256: prompt === PROMPT ? PROMPT_SHA256 : sha256(prompt),
+    iat: now,
+    nbf: now,
+    exp: now + 300,
   });
   const sig = sign(null, Buffer.from(`${head}.${body}`), privateKey).toString('base64url');
   return `${head}.${body}.${sig}`;
@@ -57,9 +67,15 @@ function token(prompt = PROMPT) {
 // ---- a minimal CoordinatorService fake: registration, health acks, public key
 const coordinator = niceGrpc.createServer();
 coordinator.add(protocol.CoordinatorServiceDefinition, {
-  async requestInference() { throw new niceGrpc.ServerError(niceGrpc.Status.UNIMPLEMENTED, 'bench'); },
-  async querySystemStatus() { return {}; },
-  async registerAgent() { return { status: 'registered', heartbeatIntervalSeconds: 1 }; },
+  async requestInference() {
+    throw new niceGrpc.ServerError(niceGrpc.Status.UNIMPLEMENTED, 'bench');
+  },
+  async querySystemStatus() {
+    return {};
+  },
+  async registerAgent() {
+    return { status: 'registered', heartbeatIntervalSeconds: 1 };
+  },
   // Each ack comes ACK_DELAY_MS after its update (updates are not serialised behind it), as from a
   // coordinator across a network: under load the next update leaves before the previous ack arrives.
   async *reportHealth(updates) {
@@ -69,13 +85,22 @@ coordinator.add(protocol.CoordinatorServiceDefinition, {
     void (async () => {
       for await (const u of updates) {
         maxCompletedPerUpdate = Math.max(maxCompletedPerUpdate, u.completedJobs.length);
-        setTimeout(() => { acks.push({ agentId: u.agentId, status: 'ok', echoTimestamp: u.timestamp }); wake?.(); }, ACK_DELAY_MS);
+        setTimeout(() => {
+          acks.push({ agentId: u.agentId, status: 'ok', echoTimestamp: u.timestamp });
+          wake?.();
+        }, ACK_DELAY_MS);
       }
       ended = true;
       wake?.();
-    })().catch(() => { ended = true; wake?.(); });
+    })().catch(() => {
+      ended = true;
+      wake?.();
+    });
     for (;;) {
-      if (acks.length > 0) { yield acks.shift(); continue; }
+      if (acks.length > 0) {
+        yield acks.shift();
+        continue;
+      }
       if (ended) return;
       await new Promise((r) => (wake = r));
       wake = undefined;
@@ -83,17 +108,35 @@ coordinator.add(protocol.CoordinatorServiceDefinition, {
   },
   async getPublicKey() {
     const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
-    return { publicKeyPem: pem, algorithm: 'EdDSA', issuer: 'titancompute-coordinator', keyId: KID, keys: [{ keyId: KID, publicKeyPem: pem, algorithm: 'EdDSA' }] };
+    return {
+      publicKeyPem: pem,
+      algorithm: 'EdDSA',
+      issuer: 'titancompute-coordinator',
+      keyId: KID,
+      keys: [{ keyId: KID, publicKeyPem: pem, algorithm: 'EdDSA' }],
+    };
   },
-  async deregisterAgent() { return { status: 'deregistered' }; },
+  async deregisterAgent() {
+    return { status: 'deregistered' };
+  },
 });
 const coordinatorPort = await coordinator.listen('127.0.0.1:0');
 
 const dataDir = mkdtempSync(join(tmpdir(), 'titan-soak-'));
 const engine = createLlamaCppEngine({ threads: defaultLlamaThreads(), sequences: CONCURRENCY });
 const agent = await startAgent({
-  agentId: AGENT_ID, host: '127.0.0.1', port: 0, coordinator: `127.0.0.1:${coordinatorPort}`, joinToken: 'soak-join', dataDir,
-  engine, maxConcurrentJobs: CONCURRENCY, maxQueue: CONCURRENCY * 2, heartbeatIntervalMs: 1000, nvidiaSmiPath: '/nonexistent/nvidia-smi', logLevel: 'error',
+  agentId: AGENT_ID,
+  host: '127.0.0.1',
+  port: 0,
+  coordinator: `127.0.0.1:${coordinatorPort}`,
+  joinToken: 'soak-join',
+  dataDir,
+  engine,
+  maxConcurrentJobs: CONCURRENCY,
+  maxQueue: CONCURRENCY * 2,
+  heartbeatIntervalMs: 1000,
+  nvidiaSmiPath: '/nonexistent/nvidia-smi',
+  logLevel: 'error',
 });
 const channel = niceGrpc.createChannel(`127.0.0.1:${agent.port}`);
 const clientFactory = niceGrpc.createClientFactory().use(protocol.createProtoVersionClientMiddleware());
@@ -106,7 +149,15 @@ async function one() {
   const ch = CHANNEL_PER_REQUEST ? niceGrpc.createChannel(`127.0.0.1:${agent.port}`) : channel;
   const c = CHANNEL_PER_REQUEST ? clientFactory.create(protocol.AgentServiceDefinition, ch) : client;
   try {
-    for await (const msg of c.streamInference({ sessionToken: token(prompt), model: MODEL, prompt, maxTokens: MAX_TOKENS, temperature: 0, stream: true, options: { seed: '1' } })) {
+    for await (const msg of c.streamInference({
+      sessionToken: token(prompt),
+      model: MODEL,
+      prompt,
+      maxTokens: MAX_TOKENS,
+      temperature: 0,
+      stream: true,
+      options: { seed: '1' },
+    })) {
       if (msg.done) break;
     }
   } catch (err) {
@@ -145,7 +196,9 @@ await Promise.all(
       if (done % SAMPLE_EVERY === 0) {
         samples.push(sample(done));
         const s = samples.at(-1);
-        log(`${done}/${REQUESTS}: rss ${(s.rssKb / 1024).toFixed(1)} MB, heap used ${(s.heapKb / 1024).toFixed(1)} MB, most outcomes in one health update ${maxCompletedPerUpdate}`);
+        log(
+          `${done}/${REQUESTS}: rss ${(s.rssKb / 1024).toFixed(1)} MB, heap used ${(s.heapKb / 1024).toFixed(1)} MB, most outcomes in one health update ${maxCompletedPerUpdate}`,
+        );
         if (SNAPSHOTS && done === SAMPLE_EVERY) log(`heap snapshot ${v8.writeHeapSnapshot(join(SNAPSHOTS, `soak-${done}.heapsnapshot`))}`);
       }
     }

@@ -32,7 +32,20 @@ const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
 function token() {
   const now = Math.floor(Date.now() / 1000);
   const head = b64({ alg: 'EdDSA', typ: 'JWT', kid: KID });
-  const body = b64({ iss: 'titancompute-coordinator', aud: AGENT_ID, sub: 'bench', jti: randomUUID(), job_id: randomUUID(), model: MODEL, max_tokens: MAX_TOKENS, temperature: 0, parameters: { seed: '1' }, iat: now, nbf: now, exp: now + 300 });
+  const body = b64({
+    iss: 'titancompute-coordinator',
+    aud: AGENT_ID,
+    sub: 'bench',
+    jti: randomUUID(),
+    job_id: randomUUID(),
+    model: MODEL,
+    max_tokens: MAX_TOKENS,
+    temperature: 0,
+    parameters: { seed: '1' },
+    iat: now,
+    nbf: now,
+    exp: now + 300,
+  });
   const sig = sign(null, Buffer.from(`${head}.${body}`), privateKey).toString('base64url');
   return `${head}.${body}.${sig}`;
 }
@@ -40,22 +53,46 @@ function token() {
 // ---- a minimal CoordinatorService fake: registration, health acks, public key
 const coordinator = niceGrpc.createServer();
 coordinator.add(protocol.CoordinatorServiceDefinition, {
-  async requestInference() { throw new niceGrpc.ServerError(niceGrpc.Status.UNIMPLEMENTED, 'bench'); },
-  async querySystemStatus() { return {}; },
-  async registerAgent() { return { status: 'registered', heartbeatIntervalSeconds: 2 }; },
-  async *reportHealth(updates) { for await (const u of updates) yield { agentId: u.agentId, status: 'ok', echoTimestamp: u.timestamp }; },
+  async requestInference() {
+    throw new niceGrpc.ServerError(niceGrpc.Status.UNIMPLEMENTED, 'bench');
+  },
+  async querySystemStatus() {
+    return {};
+  },
+  async registerAgent() {
+    return { status: 'registered', heartbeatIntervalSeconds: 2 };
+  },
+  async *reportHealth(updates) {
+    for await (const u of updates) yield { agentId: u.agentId, status: 'ok', echoTimestamp: u.timestamp };
+  },
   async getPublicKey() {
     const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
-    return { publicKeyPem: pem, algorithm: 'EdDSA', issuer: 'titancompute-coordinator', keyId: KID, keys: [{ keyId: KID, publicKeyPem: pem, algorithm: 'EdDSA' }] };
+    return {
+      publicKeyPem: pem,
+      algorithm: 'EdDSA',
+      issuer: 'titancompute-coordinator',
+      keyId: KID,
+      keys: [{ keyId: KID, publicKeyPem: pem, algorithm: 'EdDSA' }],
+    };
   },
-  async deregisterAgent() { return { status: 'deregistered' }; },
+  async deregisterAgent() {
+    return { status: 'deregistered' };
+  },
 });
 const coordinatorPort = await coordinator.listen('127.0.0.1:0');
 
 const engine = createLlamaCppEngine({ threads: defaultLlamaThreads(), sequences: 32 });
 const agent = await startAgent({
-  agentId: AGENT_ID, host: '127.0.0.1', port: 0, coordinator: `127.0.0.1:${coordinatorPort}`, joinToken: JOIN,
-  engine, maxConcurrentJobs: 32, maxQueue: 64, nvidiaSmiPath: '/nonexistent/nvidia-smi', logLevel: 'error',
+  agentId: AGENT_ID,
+  host: '127.0.0.1',
+  port: 0,
+  coordinator: `127.0.0.1:${coordinatorPort}`,
+  joinToken: JOIN,
+  engine,
+  maxConcurrentJobs: 32,
+  maxQueue: 64,
+  nvidiaSmiPath: '/nonexistent/nvidia-smi',
+  logLevel: 'error',
 });
 const channel = niceGrpc.createChannel(`127.0.0.1:${agent.port}`);
 const client = niceGrpc.createClientFactory().use(protocol.createProtoVersionClientMiddleware()).create(protocol.AgentServiceDefinition, channel);
@@ -65,7 +102,14 @@ const PROMPT = 'The quick brown fox jumps over the lazy dog and then';
 async function inProcessStream() {
   const start = performance.now();
   let ttft;
-  const gen = runGeneration(engine, { model: MODEL, prompt: PROMPT, maxTokens: MAX_TOKENS, temperature: 0, parameters: { seed: '1' }, signal: new AbortController().signal });
+  const gen = runGeneration(engine, {
+    model: MODEL,
+    prompt: PROMPT,
+    maxTokens: MAX_TOKENS,
+    temperature: 0,
+    parameters: { seed: '1' },
+    signal: new AbortController().signal,
+  });
   let tokens = 0;
   for (;;) {
     const r = await gen.next();
@@ -82,8 +126,19 @@ async function grpcStream() {
   const start = performance.now();
   let ttft;
   let tokens = 0;
-  for await (const msg of client.streamInference({ sessionToken: t, model: MODEL, prompt: PROMPT, maxTokens: 0, temperature: 0, stream: true, options: { seed: '1' } })) {
-    if (msg.done) { tokens = msg.stats?.tokensGenerated ?? tokens; break; }
+  for await (const msg of client.streamInference({
+    sessionToken: t,
+    model: MODEL,
+    prompt: PROMPT,
+    maxTokens: 0,
+    temperature: 0,
+    stream: true,
+    options: { seed: '1' },
+  })) {
+    if (msg.done) {
+      tokens = msg.stats?.tokensGenerated ?? tokens;
+      break;
+    }
     ttft ??= performance.now() - start;
   }
   return { ttft, tokens };
@@ -110,12 +165,19 @@ for (const { concurrency, rounds } of LEVELS) {
     // bounded in time too: on a loaded machine, fewer rounds rather than a run over 3 minutes
     if (i > 0 && performance.now() - levelStart > LEVEL_BUDGET_MS) break;
     const b = await round(inProcessStream, concurrency);
-    base.tps.push(b.tps); base.ttft.push(...b.ttfts); base.tokens += b.tokens;
+    base.tps.push(b.tps);
+    base.ttft.push(...b.ttfts);
+    base.tokens += b.tokens;
     const g = await round(grpcStream, concurrency);
-    rpc.tps.push(g.tps); rpc.ttft.push(...g.ttfts); rpc.tokens += g.tokens;
+    rpc.tps.push(g.tps);
+    rpc.ttft.push(...g.ttfts);
+    rpc.tokens += g.tokens;
     log(`c=${concurrency} round ${i + 1}/${rounds}: in-process ${b.tps.toFixed(1)} tok/s, gRPC ${g.tps.toFixed(1)} tok/s`);
   }
-  const bt = median(base.tps), gt = median(rpc.tps), bf = median(base.ttft), gf = median(rpc.ttft);
+  const bt = median(base.tps),
+    gt = median(rpc.tps),
+    bf = median(base.ttft),
+    gf = median(rpc.ttft);
   rows.push({ concurrency, bt, gt, bf, gf, loss: (1 - gt / bt) * 100, added: gf - bf, tokens: rpc.tokens / (rpc.tps.length * concurrency) });
 }
 

@@ -11,12 +11,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { startCoordinator } from '@titancompute/coordinator';
 import { startAgent } from '@titancompute/agent';
-import {
-  AgentServiceDefinition,
-  CoordinatorServiceDefinition,
-  createProtoVersionClientMiddleware,
-  createTitanChannel,
-} from '@titancompute/protocol';
+import { AgentServiceDefinition, CoordinatorServiceDefinition, createProtoVersionClientMiddleware, createTitanChannel } from '@titancompute/protocol';
 import { TitanClient } from '@titancompute/client';
 import { createLog, importFromPackage, percentile } from './lib/index.mjs';
 
@@ -46,8 +41,16 @@ const engine = {
 const dataDir = mkdtempSync(join(tmpdir(), 'titan-client-bench-'));
 const coordinator = await startCoordinator({ host: '127.0.0.1', port: 0, httpPort: 0, dataDir, logLevel: 'silent' });
 const agent = await startAgent({
-  agentId: 'bench-agent', host: '127.0.0.1', port: 0, coordinator: coordinator.address, joinToken: coordinator.joinToken,
-  engine, maxConcurrentJobs: 1024, maxQueue: 0, logLevel: 'silent', heartbeatIntervalMs: 500,
+  agentId: 'bench-agent',
+  host: '127.0.0.1',
+  port: 0,
+  coordinator: coordinator.address,
+  joinToken: coordinator.joinToken,
+  engine,
+  maxConcurrentJobs: 1024,
+  maxQueue: 0,
+  logLevel: 'silent',
+  heartbeatIntervalMs: 500,
 });
 const sdk = new TitanClient({ coordinator: coordinator.address });
 for (let i = 0; i < 200; i++) {
@@ -61,12 +64,29 @@ const rawCoordinator = factory.create(CoordinatorServiceDefinition, createTitanC
 const rawAgents = new Map();
 async function baselineOnce() {
   const t0 = performance.now();
-  const grant = await rawCoordinator.requestInference({ clientId: 'bench', model: 'scripted', prompt: 'p', maxTokens: TOKENS, temperature: 0, temperatureSet: true, parameters: {}, excludeAgentIds: [] });
+  const grant = await rawCoordinator.requestInference({
+    clientId: 'bench',
+    model: 'scripted',
+    prompt: 'p',
+    maxTokens: TOKENS,
+    temperature: 0,
+    temperatureSet: true,
+    parameters: {},
+    excludeAgentIds: [],
+  });
   let a = rawAgents.get(grant.agentEndpoint);
   if (!a) rawAgents.set(grant.agentEndpoint, (a = factory.create(AgentServiceDefinition, createTitanChannel(grant.agentEndpoint))));
   let ttft = 0;
   let n = 0;
-  for await (const m of a.streamInference({ sessionToken: grant.sessionToken, model: 'scripted', prompt: 'p', maxTokens: grant.maxTokens, temperature: grant.temperature, stream: true, options: {} })) {
+  for await (const m of a.streamInference({
+    sessionToken: grant.sessionToken,
+    model: 'scripted',
+    prompt: 'p',
+    maxTokens: grant.maxTokens,
+    temperature: grant.temperature,
+    stream: true,
+    options: {},
+  })) {
     if (m.done) break;
     if (n++ === 0) ttft = performance.now() - t0;
   }
@@ -103,9 +123,11 @@ for (let i = 0; i < SEQUENTIAL; i++) {
 async function concurrent(fn) {
   const t0 = performance.now();
   const results = [];
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    for (let i = 0; i < CONCURRENT_PER_WORKER; i++) results.push(await fn());
-  }));
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      for (let i = 0; i < CONCURRENT_PER_WORKER; i++) results.push(await fn());
+    }),
+  );
   const seconds = (performance.now() - t0) / 1000;
   return { results, tokensPerSecond: (results.length * TOKENS) / seconds };
 }
@@ -124,10 +146,50 @@ rmSync(dataDir, { recursive: true, force: true });
 
 const f = (x) => x.toFixed(2);
 const rows = [
-  ['TTFT p50 (ms)', percentile(seq.baseline.map((r) => r.ttft), 0.50), percentile(seq.sdk.map((r) => r.ttft), 0.50)],
-  ['TTFT p95 (ms)', percentile(seq.baseline.map((r) => r.ttft), 0.95), percentile(seq.sdk.map((r) => r.ttft), 0.95)],
-  [`full ${TOKENS}-token generation p50 (ms)`, percentile(seq.baseline.map((r) => r.total), 0.50), percentile(seq.sdk.map((r) => r.total), 0.50)],
-  [`full ${TOKENS}-token generation p95 (ms)`, percentile(seq.baseline.map((r) => r.total), 0.95), percentile(seq.sdk.map((r) => r.total), 0.95)],
+  [
+    'TTFT p50 (ms)',
+    percentile(
+      seq.baseline.map((r) => r.ttft),
+      0.5,
+    ),
+    percentile(
+      seq.sdk.map((r) => r.ttft),
+      0.5,
+    ),
+  ],
+  [
+    'TTFT p95 (ms)',
+    percentile(
+      seq.baseline.map((r) => r.ttft),
+      0.95,
+    ),
+    percentile(
+      seq.sdk.map((r) => r.ttft),
+      0.95,
+    ),
+  ],
+  [
+    `full ${TOKENS}-token generation p50 (ms)`,
+    percentile(
+      seq.baseline.map((r) => r.total),
+      0.5,
+    ),
+    percentile(
+      seq.sdk.map((r) => r.total),
+      0.5,
+    ),
+  ],
+  [
+    `full ${TOKENS}-token generation p95 (ms)`,
+    percentile(
+      seq.baseline.map((r) => r.total),
+      0.95,
+    ),
+    percentile(
+      seq.sdk.map((r) => r.total),
+      0.95,
+    ),
+  ],
 ];
 const worst = Math.max(rows[0][2] / rows[0][1], rows[2][2] / rows[2][1], cBase / cSdk);
 console.log(`## Client SDK overhead

@@ -52,10 +52,24 @@ async function load(client, count, makeRequest) {
 class PushQueue {
   items = [];
   waiters = [];
-  push(x) { const w = this.waiters.shift(); if (w) w({ value: x, done: false }); else this.items.push(x); }
-  end() { this.ended = true; for (const w of this.waiters.splice(0)) w({ value: undefined, done: true }); }
+  push(x) {
+    const w = this.waiters.shift();
+    if (w) w({ value: x, done: false });
+    else this.items.push(x);
+  }
+  end() {
+    this.ended = true;
+    for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
+  }
   [Symbol.asyncIterator]() {
-    return { next: () => this.items.length ? Promise.resolve({ value: this.items.shift(), done: false }) : this.ended ? Promise.resolve({ done: true, value: undefined }) : new Promise((r) => this.waiters.push(r)) };
+    return {
+      next: () =>
+        this.items.length
+          ? Promise.resolve({ value: this.items.shift(), done: false })
+          : this.ended
+            ? Promise.resolve({ done: true, value: undefined })
+            : new Promise((r) => this.waiters.push(r)),
+    };
   }
 }
 
@@ -81,14 +95,32 @@ async function registerAgents(client, niceGrpc, count) {
         const queue = new PushQueue();
         const abort = new AbortController();
         const update = () => ({
-          agentId, freeVramMb: Math.floor(reg.totalVramMb * (0.5 + (i % 7) / 14)), freeRamMb: 48_000, runningJobs: i % 3, queuedJobs: 0,
-          cpuPercent: 20, rttMs: 1 + (i % 20), timestamp: Date.now(), totalRamMb: 64_000,
+          agentId,
+          freeVramMb: Math.floor(reg.totalVramMb * (0.5 + (i % 7) / 14)),
+          freeRamMb: 48_000,
+          runningJobs: i % 3,
+          queuedJobs: 0,
+          cpuPercent: 20,
+          rttMs: 1 + (i % 20),
+          timestamp: Date.now(),
+          totalRamMb: 64_000,
         });
         const stream = client.reportHealth(queue, { metadata, signal: abort.signal });
-        const acked = (async () => { try { for await (const _ of stream) void _; } catch {} })();
+        const acked = (async () => {
+          try {
+            for await (const _ of stream) void _;
+          } catch {}
+        })();
         queue.push(update());
         const timer = setInterval(() => queue.push(update()), HEARTBEAT_MS + (i % 100));
-        agents.push({ stop: async () => { clearInterval(timer); queue.end(); abort.abort(); await acked; } });
+        agents.push({
+          stop: async () => {
+            clearInterval(timer);
+            queue.end();
+            abort.abort();
+            await acked;
+          },
+        });
       }),
     );
   }
@@ -99,7 +131,10 @@ async function main() {
   const niceGrpc = await importFromPackage('coordinator', 'nice-grpc');
   const makeClient = (port) => {
     const channel = protocol.createTitanChannel(`127.0.0.1:${port}`);
-    return { channel, client: niceGrpc.createClientFactory().use(protocol.createProtoVersionClientMiddleware()).create(protocol.CoordinatorServiceDefinition, channel) };
+    return {
+      channel,
+      client: niceGrpc.createClientFactory().use(protocol.createProtoVersionClientMiddleware()).create(protocol.CoordinatorServiceDefinition, channel),
+    };
   };
   const prompt = 'Explain the difference between a process and a thread. '.repeat(4);
   const makeRequest = (i) => ({ clientId: `client-${i % 50}`, model: 'bench-model', prompt, maxTokens: 128 });
@@ -109,7 +144,23 @@ async function main() {
   for (const count of AGENT_COUNTS) {
     // Coordinator first, so the echo's canned token has the coordinator's real token size.
     const dataDir = mkdtempSync(join(tmpdir(), 'titan-bench-coord-'));
-    const coord = await startChild([binPath, '--host', '127.0.0.1', '--port', '0', '--http-port', '0', '--data-dir', dataDir, '--join-token', JOIN_TOKEN, '--log-level', 'info', '--heartbeat-timeout', '60s']);
+    const coord = await startChild([
+      binPath,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--http-port',
+      '0',
+      '--data-dir',
+      dataDir,
+      '--join-token',
+      JOIN_TOKEN,
+      '--log-level',
+      'info',
+      '--heartbeat-timeout',
+      '60s',
+    ]);
     const c = makeClient(coord.port);
     log(`registering ${count} agents (separate process)…`);
     const agentsProc = await startChild([fileURLToPath(import.meta.url), '--serve-agents', String(coord.port), String(count)]);
@@ -153,7 +204,9 @@ async function main() {
       `Absolute numbers depend on how busy the machine is; read the ratios.`,
   );
   out.push('');
-  out.push('| agents | coordinator req/s | echo req/s | throughput ratio | coordinator p50 ms | echo p50 ms | p50 ratio | coordinator p99 ms | echo p99 ms | p99 ratio | errors |');
+  out.push(
+    '| agents | coordinator req/s | echo req/s | throughput ratio | coordinator p50 ms | echo p50 ms | p50 ratio | coordinator p99 ms | echo p99 ms | p99 ratio | errors |',
+  );
   out.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     out.push(
@@ -164,7 +217,7 @@ async function main() {
   out.push(
     `Verdict: at 1,000 agents p50 is ${f(p50Ratio)}x the bare echo (target ≤ 1.5x) and p99 is ${f(last.coord.p99)} ms (target < 5 ms): ${pass ? 'target met' : 'target NOT met'}.`,
   );
-  process.stdout.write(out.join('\n') + '\n');
+  process.stdout.write(`${out.join('\n')}\n`);
 }
 
 // ---- child mode: the bare echo server
@@ -185,16 +238,25 @@ async function serveEcho() {
   const server = new grpc.Server();
   const id = (b) => b;
   server.addService(
-    { requestInference: { path: '/titancompute.v1.CoordinatorService/RequestInference', requestStream: false, responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id } },
+    {
+      requestInference: {
+        path: '/titancompute.v1.CoordinatorService/RequestInference',
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: id,
+        requestDeserialize: id,
+        responseSerialize: id,
+        responseDeserialize: id,
+      },
+    },
     { requestInference: (_call, cb) => cb(null, canned) },
   );
   server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => {
     if (err) throw err;
-    process.stdout.write(JSON.stringify({ msg: 'listening', port }) + '\n');
+    process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`);
   });
   process.on('SIGTERM', () => server.tryShutdown(() => process.exit(0)));
 }
-
 
 async function serveAgents() {
   const niceGrpc = await importFromPackage('coordinator', 'nice-grpc');
@@ -202,7 +264,7 @@ async function serveAgents() {
   const channel = protocol.createTitanChannel(`127.0.0.1:${port}`);
   const client = niceGrpc.createClientFactory().use(protocol.createProtoVersionClientMiddleware()).create(protocol.CoordinatorServiceDefinition, channel);
   const agents = await registerAgents(client, niceGrpc, Number(count));
-  process.stdout.write(JSON.stringify({ msg: 'listening', port: Number(port), agents: agents.length }) + '\n');
+  process.stdout.write(`${JSON.stringify({ msg: 'listening', port: Number(port), agents: agents.length })}\n`);
   process.on('SIGTERM', async () => {
     await Promise.all(agents.map((a) => a.stop()));
     process.exit(0);

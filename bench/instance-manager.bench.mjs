@@ -52,7 +52,12 @@ const startChild = (args) => startListeningChild(args, { cwd: imDir });
 function clients(port, def) {
   const factory = createClientFactory().use(createProtoVersionClientMiddleware());
   const channels = Array.from({ length: CHANNELS }, () => createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure()));
-  return { list: channels.map((ch) => factory.create(def, ch)), close: () => channels.forEach((c) => c.close()) };
+  return {
+    list: channels.map((ch) => factory.create(def, ch)),
+    close: () => {
+      for (const c of channels) c.close();
+    },
+  };
 }
 
 /** N instances × 1 call/s for WINDOW_S, spread evenly over 10 ms ticks. */
@@ -61,9 +66,9 @@ async function heartbeatLoad(port, n) {
   const ids = Array.from({ length: n }, (_, i) => `bench-${i}`);
   for (let i = 0; i < n; i += 500) {
     await Promise.all(
-      ids.slice(i, i + 500).map((id, j) =>
-        c.list[j % CHANNELS].tryAddInstance({ instance: { id, type: 7, hostname: 'bench', address: `${id}:1`, metadata: {} } }),
-      ),
+      ids
+        .slice(i, i + 500)
+        .map((id, j) => c.list[j % CHANNELS].tryAddInstance({ instance: { id, type: 7, hostname: 'bench', address: `${id}:1`, metadata: {} } })),
     );
   }
   const lat = [];
@@ -103,7 +108,6 @@ async function heartbeatLoad(port, n) {
     }, tickMs);
   });
   await Promise.all([...inflight]);
-  const wall = (performance.now() - t0) / 1000;
   c.close();
   return { n, sent, skipped, done: lat.length, rate: lat.length / WINDOW_S, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), errors, unhealthy };
 }
@@ -149,7 +153,14 @@ async function fanOut(port, subscribers = 100, events = 200) {
   controller.abort();
   sub.close();
   tr.close();
-  return { delivered: lat.length, want, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), commitP50: percentile(commit, 0.5), commitP99: percentile(commit, 0.99) };
+  return {
+    delivered: lat.length,
+    want,
+    p50: percentile(lat, 0.5),
+    p99: percentile(lat, 0.99),
+    commitP50: percentile(commit, 0.5),
+    commitP99: percentile(commit, 0.99),
+  };
 }
 
 async function pgReachable() {
@@ -195,7 +206,21 @@ for (const backend of backends) {
       await c.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
       await c.end();
     }
-    const srv = await startChild([binPath, '--host', '127.0.0.1', '--port', '0', '--storage', storage, '--data-dir', dir, '--log-level', 'info', '--stale-timeout', '60s']);
+    const srv = await startChild([
+      binPath,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--storage',
+      storage,
+      '--data-dir',
+      dir,
+      '--log-level',
+      'info',
+      '--stale-timeout',
+      '60s',
+    ]);
     const r = await heartbeatLoad(srv.port, n);
     rows.push({ backend, ...r });
     if (backend === 'sqlite' && n === SIZES[0]) {
@@ -222,7 +247,9 @@ out.push(
     `Latency is client-observed (includes client-side queuing); at most ${MAX_INFLIGHT} calls are in flight, heartbeats due beyond that are not sent, so "sustained" is what the pair client+server really completed per second.`,
   '',
 );
-out.push(`| backend | instances | target calls/s | sustained calls/s | p50 ms | p99 ms | p99 vs baseline | not sent (>${MAX_INFLIGHT} in flight) | errors | unhealthy |`);
+out.push(
+  `| backend | instances | target calls/s | sustained calls/s | p50 ms | p99 ms | p99 vs baseline | not sent (>${MAX_INFLIGHT} in flight) | errors | unhealthy |`,
+);
 out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of rows) {
   const b = baseline[r.n];
@@ -232,10 +259,16 @@ for (const r of rows) {
 }
 if (!pgInfo.ok) out.push('', 'PostgreSQL was unreachable: its rows are missing.');
 if (fan) {
-  out.push('', `Event fan-out (SQLite): 100 subscribers, 200 \`TryAddInstance\` events 10 ms apart; latency from the call's start to each subscriber's receipt. Baseline: the call's own latency (commit).`, '');
+  out.push(
+    '',
+    `Event fan-out (SQLite): 100 subscribers, 200 \`TryAddInstance\` events 10 ms apart; latency from the call's start to each subscriber's receipt. Baseline: the call's own latency (commit).`,
+    '',
+  );
   out.push('| delivered | p50 ms | p99 ms | commit p50 ms | commit p99 ms | p99 delivery / commit |');
   out.push('|---:|---:|---:|---:|---:|---:|');
-  out.push(`| ${fan.delivered}/${fan.want} | ${fmt(fan.p50)} | ${fmt(fan.p99)} | ${fmt(fan.commitP50)} | ${fmt(fan.commitP99)} | ${(fan.p99 / fan.commitP99).toFixed(2)}× |`);
+  out.push(
+    `| ${fan.delivered}/${fan.want} | ${fmt(fan.p50)} | ${fmt(fan.p99)} | ${fmt(fan.commitP50)} | ${fmt(fan.commitP99)} | ${(fan.p99 / fan.commitP99).toFixed(2)}× |`,
+  );
 }
 const target = rows.find((r) => r.backend === 'sqlite' && r.n === 10000);
 out.push('');
@@ -248,4 +281,4 @@ if (target) {
 } else {
   out.push('**Verdict:** the 10,000-instance SQLite run was not part of this run (IM_BENCH_SIZES).');
 }
-process.stdout.write(out.join('\n') + '\n');
+process.stdout.write(`${out.join('\n')}\n`);

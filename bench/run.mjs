@@ -63,7 +63,7 @@ for (const name of all) {
     console.error(`\n=== bench ${name} ===`);
     const section = await runBench(name);
     sections.set(name, section);
-    process.stdout.write(section + '\n\n');
+    process.stdout.write(`${section}\n\n`);
   } else {
     const kept = sectionOf(previous, name);
     if (kept) sections.set(name, kept);

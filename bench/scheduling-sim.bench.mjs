@@ -55,7 +55,8 @@ class Heap {
       a[0] = last;
       let i = 0;
       for (;;) {
-        const l = 2 * i + 1, r = l + 1;
+        const l = 2 * i + 1,
+          r = l + 1;
         let m = i;
         if (l < a.length && less(a[l], a[m])) m = l;
         if (r < a.length && less(a[r], a[m])) m = r;
@@ -66,7 +67,9 @@ class Heap {
     }
     return top;
   }
-  get size() { return this.items.length; }
+  get size() {
+    return this.items.length;
+  }
 }
 const less = (x, y) => x.t < y.t || (x.t === y.t && x.s < y.s);
 
@@ -76,15 +79,17 @@ function makeAgents() {
   const agents = [];
   for (let i = 0; i < AGENTS; i++) {
     const gpu = r() < 0.7;
-    const kind = gpu ? pick(r, [
-      { vram: 24_000, maxJobs: 4, tps: [40, 70] },
-      { vram: 48_000, maxJobs: 8, tps: [60, 100] },
-      { vram: 80_000, maxJobs: 16, tps: [80, 140] },
-    ]) : pick(r, [
-      { ram: 32_000, maxJobs: 1, tps: [4, 8] },
-      { ram: 64_000, maxJobs: 2, tps: [6, 12] },
-      { ram: 128_000, maxJobs: 4, tps: [8, 16] },
-    ]);
+    const kind = gpu
+      ? pick(r, [
+          { vram: 24_000, maxJobs: 4, tps: [40, 70] },
+          { vram: 48_000, maxJobs: 8, tps: [60, 100] },
+          { vram: 80_000, maxJobs: 16, tps: [80, 140] },
+        ])
+      : pick(r, [
+          { ram: 32_000, maxJobs: 1, tps: [4, 8] },
+          { ram: 64_000, maxJobs: 2, tps: [6, 12] },
+          { ram: 128_000, maxJobs: 4, tps: [8, 16] },
+        ]);
     const tps = kind.tps[0] + r() * (kind.tps[1] - kind.tps[0]);
     agents.push({
       agentId: `agent-${String(i).padStart(4, '0')}`,
@@ -159,7 +164,7 @@ function simulate(policyName, agentsProto, jobs) {
     penalized: false,
     agent: a,
   }));
-  agents.forEach((a, i) => (a.view = ourViews[i]));
+  for (const [i, a] of agents.entries()) a.view = ourViews[i];
   const sync = (a) => {
     const v = a.view;
     v.runningJobs = a.running;
@@ -179,7 +184,8 @@ function simulate(policyName, agentsProto, jobs) {
   const choose = () => {
     if (policyName === 'round robin') return agents[rr++ % agents.length];
     if (policyName === 'v1 formula') {
-      let best, bestScore = -Infinity;
+      let best,
+        bestScore = -Infinity;
       for (const a of agents) {
         if (a.totalVramMb === 0) continue; // CPU-only: 0 VRAM → "degraded", never scheduled in v1
         const s = v1Snapshot(a);
@@ -187,7 +193,10 @@ function simulate(policyName, agentsProto, jobs) {
         const free = freeMem(a, s.running, s.queued);
         if (free / a.totalVramMb < 0.1 || free < 512) continue; // degraded
         const score = 0.4 * (free / a.totalVramMb) + 0.3 * (1 - s.running / a.maxJobs) + 0.2 * 1 + 0.1 * 0.5;
-        if (score > bestScore) { best = a; bestScore = score; }
+        if (score > bestScore) {
+          best = a;
+          bestScore = score;
+        }
       }
       return best;
     }
@@ -274,4 +283,4 @@ out.push(
   `Verdict: ours keeps ${ours.overloaded} agents overloaded (vs ${others.map((r) => `${r.overloaded} for ${r.policy}`).join(', ')}) with p99 wait ${f(ours.p99)} ms ` +
     `(vs ${others.map((r) => `${f(r.p99)} ms`).join(', ')}): ${better ? 'better than both baselines' : 'NOT better than every baseline'}.`,
 );
-process.stdout.write(out.join('\n') + '\n');
+process.stdout.write(`${out.join('\n')}\n`);

@@ -13,12 +13,7 @@ import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClientFactory } from 'nice-grpc';
-import {
-  AgentServiceDefinition,
-  CoordinatorServiceDefinition,
-  createProtoVersionClientMiddleware,
-  createTitanChannel,
-} from '@titancompute/protocol';
+import { AgentServiceDefinition, CoordinatorServiceDefinition, createProtoVersionClientMiddleware, createTitanChannel } from '@titancompute/protocol';
 import { startCluster, waitForAgents } from '../scripts/lib/launch.mjs';
 import { createLog, freePort, percentile } from './lib/index.mjs';
 
@@ -131,7 +126,9 @@ async function runStreams(coordinator, agentAddress, concurrency) {
 
 const nginx = findNginx();
 if (!nginx) {
-  console.log('## Zero-proxy streaming vs. a proxy in the path\n\nSkipped: nginx is not installed (`apt-get install nginx-light` from Debian), so the proxied baseline could not run.');
+  console.log(
+    '## Zero-proxy streaming vs. a proxy in the path\n\nSkipped: nginx is not installed (`apt-get install nginx-light` from Debian), so the proxied baseline could not run.',
+  );
   process.exit(0);
 }
 
@@ -195,7 +192,7 @@ try {
   lines.push(
     `Verdict: direct streaming delivered ${f(worst, 2)}×–${f(Math.max(...rows.map((r) => r.direct.tps / r.proxy.tps)), 2)}× the proxied throughput; ` +
       `the proxy raised p99 inter-token latency in ${p99worse} of ${rows.length} concurrency levels. On one 2-core machine the engine dominates, ` +
-      'so the proxy\'s cost here is its extra hop and CPU; across machines it would also add a network hop and a shared bottleneck.',
+      "so the proxy's cost here is its extra hop and CPU; across machines it would also add a network hop and a shared bottleneck.",
   );
   console.log(lines.join('\n'));
 } finally {

@@ -31,8 +31,11 @@ function version(name: BinName): string {
 
 function runBin(name: BinName, args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [binPath(name), ...args], { cwd: repoRoot, env: { ...process.env, TITAN_JOIN_TOKEN: '', ...env }, timeout: 30_000 }, (error, stdout, stderr) =>
-      resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    execFile(
+      process.execPath,
+      [binPath(name), ...args],
+      { cwd: repoRoot, env: { ...process.env, TITAN_JOIN_TOKEN: '', ...env }, timeout: 30_000 },
+      (error, stdout, stderr) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }
@@ -129,7 +132,10 @@ describe('service logs', () => {
   });
 
   it('are readable lines with --log-format pretty (and TITAN_LOG_FORMAT=pretty)', async () => {
-    for (const [args, env] of [[['--log-format', 'pretty'], {}], [[], { TITAN_LOG_FORMAT: 'pretty' }]] as const) {
+    for (const [args, env] of [
+      [['--log-format', 'pretty'], {}],
+      [[], { TITAN_LOG_FORMAT: 'pretty' }],
+    ] as const) {
       const out = await logsUntilListening(process.execPath, [im(), ...imArgs, ...args], env);
       const listening = out.split('\n').find((l) => l.includes('listening'))!;
       expect(() => JSON.parse(listening)).toThrow();
@@ -143,6 +149,7 @@ describe('service logs', () => {
     const out = await logsUntilListening('script', ['-qec', command, '/dev/null'], { TITAN_LOG_FORMAT: '' });
     const listening = out.split(/\r?\n/).find((l) => l.includes('listening'))!;
     // eslint-disable-next-line no-control-regex
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: strips ANSI colour codes (ESC [ … m)
     const plain = listening.replace(/\u001b\[[0-9;]*m/g, '');
     expect(plain).toMatch(/INFO.*: titan-instance-manager: listening/);
     expect(() => JSON.parse(plain)).toThrow();

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Status } from 'nice-grpc';
 import { PROTO_VERSION } from '@titancompute/protocol';
-import { InstanceManagerClient, StreamInterruptedError, TitanClient } from '@titancompute/client';
+import { type GenerationStats, InstanceManagerClient, StreamInterruptedError, TitanClient } from '@titancompute/client';
 import { startCluster, startService, waitForAgents } from '../scripts/lib/launch.mjs';
 import {
   agentClient,
@@ -46,7 +46,7 @@ describe('a running cluster', () => {
 
   it('1. generates through the SDK, streamed from one of the agents', async () => {
     const chunks: string[] = [];
-    let stats;
+    let stats: GenerationStats | undefined;
     for await (const chunk of client.generate({ model: MODEL, prompt: 'Hello', maxTokens: 12 })) {
       if (!chunk.done) chunks.push(chunk.text);
       else stats = chunk.stats;
@@ -159,13 +159,17 @@ describe('a running cluster', () => {
     const first = await iterator.next();
     expect(first.done).toBe(false);
     // Find the agent streaming to us.
-    const { value: busy } = await waitFor(async () => {
-      for (const agent of cluster.agents) {
-        const status = await agentClient(agent.address).getStatus({});
-        if (status.activeSessions > 0) return agent;
-      }
-      return undefined;
-    }, 5000, 'the streaming agent');
+    const { value: busy } = await waitFor(
+      async () => {
+        for (const agent of cluster.agents) {
+          const status = await agentClient(agent.address).getStatus({});
+          if (status.activeSessions > 0) return agent;
+        }
+        return undefined;
+      },
+      5000,
+      'the streaming agent',
+    );
     const survivor = cluster.agents.find((a) => a !== busy)!;
     busy.child.kill('SIGKILL');
     const killedAt = Date.now();
@@ -180,11 +184,7 @@ describe('a running cluster', () => {
     })();
     expect(err).toBeInstanceOf(StreamInterruptedError);
     expect((err as StreamInterruptedError).tokensReceived).toBeGreaterThanOrEqual(1);
-    const { elapsedMs } = await waitFor(
-      async () => isOffline((await agentStates(cluster.coordinator.address)).get(busy.name)),
-      3000,
-      `${busy.name} offline`,
-    );
+    const { elapsedMs } = await waitFor(async () => isOffline((await agentStates(cluster.coordinator.address)).get(busy.name)), 3000, `${busy.name} offline`);
     expect(Date.now() - killedAt).toBeLessThan(1500);
     expect(elapsedMs).toBeLessThan(1500);
     const { stats } = await client.complete({ model: MODEL, prompt: 'again', maxTokens: 3 });
@@ -266,7 +266,11 @@ describe('the instance manager', () => {
     await im.postSystemMetrics('worker-under-agent-2', { usedMemoryBytes: 1000, totalMemoryBytes: 4000, cpuPercent: 12.5 });
     // The agents post their own LLM metrics after a request.
     await client.complete({ model: MODEL, prompt: 'metrics', maxTokens: 3 });
-    await waitFor(async () => (await im.getLlmMetrics('agent-1'))?.requestCount || (await im.getLlmMetrics('agent-2'))?.requestCount || undefined, 10_000, 'LLM metrics');
+    await waitFor(
+      async () => (await im.getLlmMetrics('agent-1'))?.requestCount || (await im.getLlmMetrics('agent-2'))?.requestCount || undefined,
+      10_000,
+      'LLM metrics',
+    );
 
     const old = cluster.instanceManager;
     expect(await old.stop()).toBe(0);
@@ -285,7 +289,7 @@ describe('the instance manager', () => {
     expect(llm.some((m) => (m?.requestCount ?? 0) >= 1)).toBe(true);
   }, 60_000);
 
-  it('5. killing an agent\'s instance makes the agent drain and exit, and the coordinator stops routing to it', async () => {
+  it("5. killing an agent's instance makes the agent drain and exit, and the coordinator stops routing to it", async () => {
     const victim = cluster.agents[0]!;
     const survivor = cluster.agents[1]!;
     const killed = await im.killInstance(victim.name, 'e2e');
@@ -316,7 +320,7 @@ describe('a TitanCompute v1 client', () => {
     await cluster?.stop();
   }, 30_000);
 
-  it('9. completes v1\'s flow: REST inference request, then StreamInference without a proto_version header', async () => {
+  it("9. completes v1's flow: REST inference request, then StreamInference without a proto_version header", async () => {
     const { createChannel, createClient } = await import('nice-grpc');
     const { AgentServiceDefinition } = await import('@titancompute/protocol');
     const httpPort = (cluster.coordinator as unknown as { httpPort: number }).httpPort;
@@ -327,18 +331,20 @@ describe('a TitanCompute v1 client', () => {
     });
     expect(response.status).toBe(200);
     const body = (await response.json()) as Record<string, unknown>;
-    expect(Object.keys(body)).toEqual(
-      expect.arrayContaining(['agent_endpoint', 'session_token', 'expires_at', 'job_id', 'estimated_rtt_ms', 'agent_id']),
-    );
+    expect(Object.keys(body)).toEqual(expect.arrayContaining(['agent_endpoint', 'session_token', 'expires_at', 'job_id', 'estimated_rtt_ms', 'agent_id']));
     // The generated stubs alone: no middleware, so no proto_version header.
     const channel = createChannel(String(body.agent_endpoint));
     const agent = createClient(AgentServiceDefinition, channel);
     const messages = await collect(
       agent.streamInference({ sessionToken: String(body.session_token), model: MODEL, prompt: 'Hello', maxTokens: 5, stream: true }),
     ).finally(() => channel.close());
-    expect(messages.filter((m) => !m.done).map((m) => m.content).join('').length).toBeGreaterThan(0);
+    expect(
+      messages
+        .filter((m) => !m.done)
+        .map((m) => m.content)
+        .join('').length,
+    ).toBeGreaterThan(0);
     expect(messages.at(-1)).toMatchObject({ done: true });
     expect(messages.at(-1)!.metadata.tokens_generated).toBe('5');
   }, 60_000);
 });
-

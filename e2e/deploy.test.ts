@@ -37,8 +37,14 @@ function readDockerfile(service: string): DockerfileFacts {
     for (const m of line.slice(4).matchAll(/([A-Z_]+)=(\S+)/g)) env[m[1]!] = m[2]!;
   }
   return {
-    cmd: json(finalStage.find((l) => l.startsWith('CMD ')), 'CMD'),
-    healthcheck: json(finalStage.find((l) => l.startsWith('HEALTHCHECK ')), 'HEALTHCHECK'),
+    cmd: json(
+      finalStage.find((l) => l.startsWith('CMD ')),
+      'CMD',
+    ),
+    healthcheck: json(
+      finalStage.find((l) => l.startsWith('HEALTHCHECK ')),
+      'HEALTHCHECK',
+    ),
     env,
     deployLine: lines.find((l) => l.includes('scripts/deploy.mjs')) ?? '',
   };

@@ -24,7 +24,7 @@ import { callMetadata, rawCall, type CallOutcome } from './fuzz/raw-call.js';
 
 const MODEL = 'fuzz-model';
 const JOIN_TOKEN = 'test-join-token';
-const RUNS = Number(process.env['TITAN_FUZZ_RUNS'] ?? 150);
+const RUNS = Number(process.env.TITAN_FUZZ_RUNS ?? 150);
 /** Statuses that mean the server did not understand its own failure. */
 const SERVER_FAULTS = new Set([grpc.status.UNKNOWN, grpc.status.INTERNAL, grpc.status.DATA_LOSS, grpc.status.UNIMPLEMENTED]);
 
@@ -60,7 +60,10 @@ beforeAll(async () => {
     drainTimeoutMs: 500,
     logLevel: 'silent',
   });
-  await waitFor(async () => (await coord.client.querySystemStatus({ includeAgents: true })).agents.some((a) => a.agentId === 'fuzz-target' && a.status === 'healthy'), 15_000);
+  await waitFor(
+    async () => (await coord.client.querySystemStatus({ includeAgents: true })).agents.some((a) => a.agentId === 'fuzz-target' && a.status === 'healthy'),
+    15_000,
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -74,8 +77,22 @@ afterAll(async () => {
 /** Valid requests the fuzzer mutates, so that hostile values reach the handlers' deeper checks. */
 const bases: Record<string, Record<string, unknown>> = {
   'titancompute.v1.CoordinatorService.RequestInference': { clientId: 'fuzz', model: MODEL, prompt: 'hello', maxTokens: 4 },
-  'titancompute.v1.CoordinatorService.RegisterAgent': { agentId: 'fuzz-intruder', endpoint: '127.0.0.1:9', totalRamMb: 16_000n, maxJobs: 4, supportedModels: [MODEL], agentCredential: 'c'.repeat(43) },
-  'titancompute.v1.CoordinatorService.ReportHealth': { agentId: 'fuzz-intruder', freeRamMb: 1000n, runningJobs: 0, timestamp: 1n, totalRamMb: 16_000n, agentCredential: 'c'.repeat(43) },
+  'titancompute.v1.CoordinatorService.RegisterAgent': {
+    agentId: 'fuzz-intruder',
+    endpoint: '127.0.0.1:9',
+    totalRamMb: 16_000n,
+    maxJobs: 4,
+    supportedModels: [MODEL],
+    agentCredential: 'c'.repeat(43),
+  },
+  'titancompute.v1.CoordinatorService.ReportHealth': {
+    agentId: 'fuzz-intruder',
+    freeRamMb: 1000n,
+    runningJobs: 0,
+    timestamp: 1n,
+    totalRamMb: 16_000n,
+    agentCredential: 'c'.repeat(43),
+  },
   'titancompute.v1.CoordinatorService.DeregisterAgent': { agentId: 'fuzz-intruder', agentCredential: 'c'.repeat(43) },
   'titancompute.v1.AgentService.StreamInference': { sessionToken: 'not-a-token', model: MODEL, prompt: 'hello', maxTokens: 4 },
   'instance_manager.v1.TryService.TryAddInstance': { instance: { id: 'fuzz-instance', type: 7, hostname: 'h', address: 'h:1', metadata: {} } },
@@ -97,20 +114,25 @@ async function fuzzService(typeName: string, address: () => string, bearer?: str
   const faults: string[] = [];
   for (const method of desc.methods) {
     const key = `${typeName}.${method.name}`;
-    const arb = fc.array(requestBytes(method.input, bases[key]), { minLength: 1, maxLength: method.methodKind.endsWith('streaming') && method.methodKind !== 'server_streaming' ? 3 : 1 });
-    await fc.assert(
-      fc.asyncProperty(arb, fc.boolean(), async (messages, withAuth) => {
-        const text = Buffer.concat(messages.map((m) => Buffer.from(m))).toString('latin1');
-        if ([...protectedIds].some((id) => text.includes(id))) return true;
-        const outcome = await rawCall(client, method, messages, callMetadata(withAuth ? bearer : undefined));
-        if (isServerFault(method, outcome)) {
-          faults.push(`${method.name}: ${grpc.status[outcome.code]} ${outcome.details}`);
-          return false;
-        }
-        return true;
-      }),
-      { numRuns: RUNS, endOnFailure: true },
-    ).catch((err: unknown) => faults.push(`${method.name}: ${(err as Error).message.split('\n').slice(0, 6).join(' | ')}`));
+    const arb = fc.array(requestBytes(method.input, bases[key]), {
+      minLength: 1,
+      maxLength: method.methodKind.endsWith('streaming') && method.methodKind !== 'server_streaming' ? 3 : 1,
+    });
+    await fc
+      .assert(
+        fc.asyncProperty(arb, fc.boolean(), async (messages, withAuth) => {
+          const text = Buffer.concat(messages.map((m) => Buffer.from(m))).toString('latin1');
+          if ([...protectedIds].some((id) => text.includes(id))) return true;
+          const outcome = await rawCall(client, method, messages, callMetadata(withAuth ? bearer : undefined));
+          if (isServerFault(method, outcome)) {
+            faults.push(`${method.name}: ${grpc.status[outcome.code]} ${outcome.details}`);
+            return false;
+          }
+          return true;
+        }),
+        { numRuns: RUNS, endOnFailure: true },
+      )
+      .catch((err: unknown) => faults.push(`${method.name}: ${(err as Error).message.split('\n').slice(0, 6).join(' | ')}`));
   }
   expect(faults).toEqual([]);
 }
@@ -124,17 +146,47 @@ describe('every RPC survives hostile and random messages', () => {
     await fuzzService('titancompute.v1.AgentService', () => `127.0.0.1:${agent.port}`);
   }, 240_000);
 
-  it.each(['instance_manager.v1.TryService', 'instance_manager.v1.GetService', 'instance_manager.v1.PostService', 'instance_manager.v1.SubscribeService', 'stats.v1.StatsService'])('%s', async (typeName) => {
-    await fuzzService(typeName, () => im.address);
-  }, 240_000);
+  it.each([
+    'instance_manager.v1.TryService',
+    'instance_manager.v1.GetService',
+    'instance_manager.v1.PostService',
+    'instance_manager.v1.SubscribeService',
+    'stats.v1.StatsService',
+  ])(
+    '%s',
+    async (typeName) => {
+      await fuzzService(typeName, () => im.address);
+    },
+    240_000,
+  );
 });
 
 describe('REST routes survive hostile requests', () => {
-  const paths = ['/api/v1/inference/request', '/api/v1/health', '/api/v1/status', '/metrics', '/', '/api/v1/../../etc/passwd', '/api/v1/inference/request?x=%zz'];
+  const paths = [
+    '/api/v1/inference/request',
+    '/api/v1/health',
+    '/api/v1/status',
+    '/metrics',
+    '/',
+    '/api/v1/../../etc/passwd',
+    '/api/v1/inference/request?x=%zz',
+  ];
   const bodies = fc.oneof(
     fc.json().map((j) => ({ body: j, type: 'application/json' })),
     fc.anything().map((a) => ({ body: JSON.stringify(a) ?? 'null', type: 'application/json' })),
-    fc.record({ clientId: fc.string(), model: fc.constantFrom(MODEL, '', 'x'.repeat(300)), prompt: fc.string(), maxTokens: fc.oneof(fc.integer(), fc.double(), fc.string()), temperature: fc.oneof(fc.double(), fc.string()), parameters: fc.dictionary(fc.string(), fc.anything()) }, { requiredKeys: [] }).map((o) => ({ body: JSON.stringify(o), type: 'application/json' })),
+    fc
+      .record(
+        {
+          clientId: fc.string(),
+          model: fc.constantFrom(MODEL, '', 'x'.repeat(300)),
+          prompt: fc.string(),
+          maxTokens: fc.oneof(fc.integer(), fc.double(), fc.string()),
+          temperature: fc.oneof(fc.double(), fc.string()),
+          parameters: fc.dictionary(fc.string(), fc.anything()),
+        },
+        { requiredKeys: [] },
+      )
+      .map((o) => ({ body: JSON.stringify(o), type: 'application/json' })),
     fc.string({ maxLength: 200 }).map((s) => ({ body: s, type: 'text/plain' })),
     fc.string({ maxLength: 200 }).map((s) => ({ body: s, type: 'application/json' })),
   );
@@ -172,7 +224,19 @@ describe('after the fuzzing', () => {
     for (const a of status.agents) {
       expect(a.agentId).toMatch(/^[A-Za-z0-9._:-]{1,128}$/);
       expect(a.endpoint.length).toBeLessThanOrEqual(300);
-      for (const value of [a.freeVramMb, a.freeRamMb, a.totalRamMb, a.totalVramMb, a.runningJobs, a.queuedJobs, a.maxJobs, a.rttMs, a.tokensPerSecond, a.reservedJobs, a.cpuPercent]) {
+      for (const value of [
+        a.freeVramMb,
+        a.freeRamMb,
+        a.totalRamMb,
+        a.totalVramMb,
+        a.runningJobs,
+        a.queuedJobs,
+        a.maxJobs,
+        a.rttMs,
+        a.tokensPerSecond,
+        a.reservedJobs,
+        a.cpuPercent,
+      ]) {
         expect(Number.isFinite(value)).toBe(true);
         expect(value).toBeGreaterThanOrEqual(0);
       }

@@ -66,7 +66,10 @@ describe('the local cluster script', () => {
     expect(out).toMatch(/agent-1 {11}grpc 127\.0\.0\.1:\d+/);
     expect(out).toMatch(/agent-2 {11}grpc 127\.0\.0\.1:\d+/);
     // Each printed `pnpm exec titan …` line works as printed, from the repository root.
-    const lines = out.split('\n').filter((l) => l.startsWith('  pnpm exec titan ')).map((l) => l.trim());
+    const lines = out
+      .split('\n')
+      .filter((l) => l.startsWith('  pnpm exec titan '))
+      .map((l) => l.trim());
     expect(lines.map((l) => l.split(' ')[3])).toEqual(['generate', 'status', 'instances']);
     const imAddress = printedAddress(out, /instance manager {2}grpc (\S+)/);
     expect(lines[2]).toBe(`pnpm exec titan instances ls --instance-manager ${imAddress}`);

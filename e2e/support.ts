@@ -14,7 +14,7 @@ import {
 } from '@titancompute/protocol';
 import { freePort } from '@titancompute/test-support/free-port';
 import { waitFor } from '@titancompute/test-support/wait-for';
-import { BINS, repoRoot, startCluster } from '../scripts/lib/launch.mjs';
+import { BINS, repoRoot, type startCluster } from '../scripts/lib/launch.mjs';
 
 export { BINS, freePort, repoRoot, waitFor };
 
@@ -43,9 +43,7 @@ export function closeChannels(): void {
 }
 
 function versionMiddleware(protoVersion?: string) {
-  return protoVersion
-    ? createProtoVersionClientMiddleware({ protoVersion, protoVersionCompatible: [protoVersion] })
-    : createProtoVersionClientMiddleware();
+  return protoVersion ? createProtoVersionClientMiddleware({ protoVersion, protoVersionCompatible: [protoVersion] }) : createProtoVersionClientMiddleware();
 }
 
 /** Coordinator client with the proto_version middleware (optionally a skewed version). */

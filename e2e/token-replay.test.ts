@@ -24,7 +24,16 @@ describe('session tokens across an agent killed with SIGKILL', () => {
     await waitForAgents(cluster.coordinator.address, 1, 60_000);
 
     const prompt = 'Once upon a time';
-    const grant = await coordinator.requestInference({ clientId: 'e2e-replay', model: MODEL, prompt, maxTokens: 64, temperature: 0, parameters: {}, excludeAgentIds: [], temperatureSet: false });
+    const grant = await coordinator.requestInference({
+      clientId: 'e2e-replay',
+      model: MODEL,
+      prompt,
+      maxTokens: 64,
+      temperature: 0,
+      parameters: {},
+      excludeAgentIds: [],
+      temperatureSet: false,
+    });
     const request = { sessionToken: grant.sessionToken, model: MODEL, prompt, maxTokens: 0, temperature: 0, stream: true, options: {} };
     const first = agentClient(grant.agentEndpoint).streamInference(request)[Symbol.asyncIterator]();
     expect((await first.next()).done).toBe(false); // accepted: the stream has started
@@ -52,7 +61,18 @@ describe('session tokens across an agent killed with SIGKILL', () => {
 
     const fresh = await waitFor(
       async () => {
-        const g = await coordinator.requestInference({ clientId: 'e2e-replay-2', model: MODEL, prompt, maxTokens: 4, temperature: 0, parameters: {}, excludeAgentIds: [], temperatureSet: false }).catch(() => undefined);
+        const g = await coordinator
+          .requestInference({
+            clientId: 'e2e-replay-2',
+            model: MODEL,
+            prompt,
+            maxTokens: 4,
+            temperature: 0,
+            parameters: {},
+            excludeAgentIds: [],
+            temperatureSet: false,
+          })
+          .catch(() => undefined);
         return g && g.agentEndpoint === restarted.address ? g : undefined;
       },
       60_000,

@@ -38,7 +38,7 @@ export async function buildCjs(options = {}) {
     const verbose = await runTsc(['-b', config, '--verbose', '--pretty', 'false']);
     if (/Building project/.test(verbose)) say(`build: ${name} (CommonJS)…`);
     const marker = join(dir, 'dist/cjs/package.json');
-    const content = JSON.stringify({ type: 'commonjs' }) + '\n';
+    const content = `${JSON.stringify({ type: 'commonjs' })}\n`;
     if (!existsSync(marker) || readFileSync(marker, 'utf8') !== content) writeFileSync(marker, content);
   }
 }

@@ -19,7 +19,10 @@ const fromInstall = process.argv.includes('--from-install');
 const say = (line) => process.stdout.write(`${line}\n`);
 
 /** `packages/x/tsconfig.json` → `x`. */
-const projectName = (path) => relative(root, path).replace(/^packages\//, '').replace(/\/tsconfig(\.\w+)?\.json$/, '');
+const projectName = (path) =>
+  relative(root, path)
+    .replace(/^packages\//, '')
+    .replace(/\/tsconfig(\.\w+)?\.json$/, '');
 
 /** Runs `tsc -b --verbose`, turning its progress lines into `build: <package>` and passing errors through. */
 function tscBuild() {
@@ -62,7 +65,9 @@ const seconds = ((Date.now() - started) / 1000).toFixed(1);
 if (ok) {
   say(`build: done in ${seconds} s (${built ? `${built} package${built === 1 ? '' : 's'} rebuilt` : 'everything was up to date'})`);
 } else if (fromInstall) {
-  process.stderr.write('build: failed (above); dependencies are installed. Fix the errors and run `pnpm build`; until then the titan bins say they are not built.\n');
+  process.stderr.write(
+    'build: failed (above); dependencies are installed. Fix the errors and run `pnpm build`; until then the titan bins say they are not built.\n',
+  );
 } else {
   process.stderr.write(`build: failed after ${seconds} s\n`);
   process.exit(1);

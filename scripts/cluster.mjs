@@ -24,7 +24,7 @@ const dataDir = process.env.TITAN_CLUSTER_DATA_DIR ?? join(repoRoot, '.titan');
 mkdirSync(dataDir, { recursive: true });
 const MODEL = 'llama-2-tiny-random';
 
-const say = (line = '') => process.stdout.write(line + '\n');
+const say = (line = '') => process.stdout.write(`${line}\n`);
 // The terminal may be gone (SIGHUP): a failed write must not crash this script before it has
 // stopped the services.
 process.stdout.on('error', () => {});
@@ -39,7 +39,13 @@ async function shutdown(code) {
   say('\nstopping the cluster…');
   // Judge only the services running now: one that exited earlier was reported then.
   const running = cluster ? cluster.processes.filter((p) => p.child.exitCode === null && p.child.signalCode === null) : [];
-  const codes = cluster ? (await cluster.stop(), running.map((p) => p.child.exitCode)) : await stopAllServices();
+  let codes;
+  if (cluster) {
+    await cluster.stop();
+    codes = running.map((p) => p.child.exitCode);
+  } else {
+    codes = await stopAllServices();
+  }
   const bad = codes.filter((c) => c !== 0);
   if (bad.length) process.stderr.write(`some services exited uncleanly: ${JSON.stringify(codes)}\n`);
   process.exit(bad.length ? 1 : code);

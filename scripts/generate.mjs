@@ -35,7 +35,12 @@ function buildDescriptor(dir) {
 }
 
 function readLines(file) {
-  return existsSync(file) ? readFileSync(file, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean) : [];
+  return existsSync(file)
+    ? readFileSync(file, 'utf8')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean)
+    : [];
 }
 
 function previousDescriptor(dir) {
@@ -138,7 +143,7 @@ if (args.has('--check')) {
   if (!versionTs.includes(`'${version}'`)) problems.push('proto-version.ts is stale');
   rmSync(tmp, { recursive: true, force: true });
   if (problems.length) {
-    console.error('Generated code is out of date; run `pnpm generate` and commit:\n- ' + problems.join('\n- '));
+    console.error(`Generated code is out of date; run \`pnpm generate\` and commit:\n- ${problems.join('\n- ')}`);
     process.exit(1);
   }
   console.log(`generated code and proto_version ${version} are up to date`);
@@ -146,8 +151,8 @@ if (args.has('--check')) {
   const tmp = mkdtempSync(join(tmpdir(), 'titan-gen-'));
   try {
     const { version, compatible } = generate(genDir, tmp);
-    writeFileSync(versionFile, version + '\n');
-    writeFileSync(compatFile, compatible.join('\n') + '\n');
+    writeFileSync(versionFile, `${version}\n`);
+    writeFileSync(compatFile, `${compatible.join('\n')}\n`);
     console.log(`proto_version ${version} (compatible: ${compatible.join(', ')})`);
   } finally {
     rmSync(tmp, { recursive: true, force: true });

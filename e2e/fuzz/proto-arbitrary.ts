@@ -5,7 +5,17 @@
  * strings, unknown enum numbers). Used by the fuzz suite to hit every RPC with well-formed but
  * hostile messages, and with raw bytes.
  */
-import { create, createFileRegistry, fromBinary, ScalarType, toBinary, type DescField, type DescMessage, type DescMethod, type DescService } from '@bufbuild/protobuf';
+import {
+  create,
+  createFileRegistry,
+  fromBinary,
+  ScalarType,
+  toBinary,
+  type DescField,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+} from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import fc from 'fast-check';
 import { DESCRIPTOR_SET_BASE64 } from '@titancompute/protocol';
@@ -76,7 +86,10 @@ function scalar(type: ScalarType): fc.Arbitrary<unknown> {
   }
 }
 
-function single(field: { scalar?: ScalarType | undefined; enum?: { values: ReadonlyArray<{ number: number }> } | undefined; message?: DescMessage | undefined }, depth: number): fc.Arbitrary<unknown> {
+function single(
+  field: { scalar?: ScalarType | undefined; enum?: { values: ReadonlyArray<{ number: number }> } | undefined; message?: DescMessage | undefined },
+  depth: number,
+): fc.Arbitrary<unknown> {
   if (field.message) return depth > 0 ? messageInit(field.message, depth - 1) : fc.constant({});
   if (field.enum) return fc.oneof(fc.constantFrom(...field.enum.values.map((v) => v.number)), fc.integer({ min: -3, max: 1000 }));
   if (field.scalar !== undefined) return scalar(field.scalar);
@@ -93,7 +106,14 @@ function fieldValue(field: DescField, depth: number): fc.Arbitrary<unknown> {
       return single({ message: field.message }, depth);
     case 'list':
       return fc.array(
-        single({ scalar: field.listKind === 'scalar' ? field.scalar : undefined, enum: field.listKind === 'enum' ? field.enum : undefined, message: field.listKind === 'message' ? field.message : undefined }, depth),
+        single(
+          {
+            scalar: field.listKind === 'scalar' ? field.scalar : undefined,
+            enum: field.listKind === 'enum' ? field.enum : undefined,
+            message: field.listKind === 'message' ? field.message : undefined,
+          },
+          depth,
+        ),
         { maxLength: 4 },
       );
     case 'map':
@@ -101,7 +121,14 @@ function fieldValue(field: DescField, depth: number): fc.Arbitrary<unknown> {
         .array(
           fc.tuple(
             fc.oneof(fc.constantFrom(...hostileStrings), fc.string({ maxLength: 12 })),
-            single({ scalar: field.mapKind === 'scalar' ? field.scalar : undefined, enum: field.mapKind === 'enum' ? field.enum : undefined, message: field.mapKind === 'message' ? field.message : undefined }, depth),
+            single(
+              {
+                scalar: field.mapKind === 'scalar' ? field.scalar : undefined,
+                enum: field.mapKind === 'enum' ? field.enum : undefined,
+                message: field.mapKind === 'message' ? field.message : undefined,
+              },
+              depth,
+            ),
           ),
           { maxLength: 4 },
         )
@@ -119,11 +146,18 @@ export function messageInit(desc: DescMessage, depth = 2): fc.Arbitrary<Record<s
   const plain = fc.record(shape, { requiredKeys: [] });
   const oneofs = desc.oneofs.filter((o) => !o.fields.some((f) => f.proto.proto3Optional));
   if (oneofs.length === 0) return plain;
-  return fc.tuple(plain, ...oneofs.map((o) => fc.option(fc.constantFrom(...o.fields).chain((f) => fieldValue(f, depth).map((value) => [o.localName, { case: f.localName, value }] as const))))).map(([base, ...chosen]) => {
-    const out: Record<string, unknown> = { ...base };
-    for (const c of chosen) if (c) out[c[0]] = c[1];
-    return out;
-  });
+  return fc
+    .tuple(
+      plain,
+      ...oneofs.map((o) =>
+        fc.option(fc.constantFrom(...o.fields).chain((f) => fieldValue(f, depth).map((value) => [o.localName, { case: f.localName, value }] as const))),
+      ),
+    )
+    .map(([base, ...chosen]) => {
+      const out: Record<string, unknown> = { ...base };
+      for (const c of chosen) if (c) out[c[0]] = c[1];
+      return out;
+    });
 }
 
 /**
@@ -140,7 +174,12 @@ export function requestBytes(desc: DescMessage, base?: Record<string, unknown>):
     const keep = keys.slice(0, 1 + (keys.length % 3));
     return encode({ ...base, ...Object.fromEntries(keep.map((k) => [k, overrides[k]])) });
   });
-  return fc.oneof({ arbitrary: mutated, weight: 3 }, { arbitrary: hostile, weight: 2 }, { arbitrary: raw, weight: 1 }, { arbitrary: fc.constant(encode(base)), weight: 1 });
+  return fc.oneof(
+    { arbitrary: mutated, weight: 3 },
+    { arbitrary: hostile, weight: 2 },
+    { arbitrary: raw, weight: 1 },
+    { arbitrary: fc.constant(encode(base)), weight: 1 },
+  );
 }
 
 /** The gRPC path of a method, e.g. `/titancompute.v1.CoordinatorService/RequestInference`. */

@@ -30,7 +30,14 @@ export function callMetadata(bearer?: string): grpc.Metadata {
  * them for client/bidi streams). Streams are cancelled after `streamWindowMs`; every call has a
  * deadline of `deadlineMs`.
  */
-export function rawCall(client: grpc.Client, method: DescMethod, messages: Uint8Array[], md: grpc.Metadata, deadlineMs = 5000, streamWindowMs = 150): Promise<CallOutcome> {
+export function rawCall(
+  client: grpc.Client,
+  method: DescMethod,
+  messages: Uint8Array[],
+  md: grpc.Metadata,
+  deadlineMs = 5000,
+  streamWindowMs = 150,
+): Promise<CallOutcome> {
   const path = methodPath(method);
   const options = { deadline: Date.now() + deadlineMs };
   return new Promise((resolve) => {

@@ -185,9 +185,12 @@ export async function startCluster(options) {
       name: 'coordinator',
       bin: BINS.coordinator,
       args: [
-        '--port', String(ports.coordinator ?? 0),
-        '--http-port', String(ports.http ?? 0),
-        '--data-dir', join(dataDir, 'coordinator'),
+        '--port',
+        String(ports.coordinator ?? 0),
+        '--http-port',
+        String(ports.http ?? 0),
+        '--data-dir',
+        join(dataDir, 'coordinator'),
         ...(options.coordinatorArgs ?? []),
       ],
       env: common,
@@ -203,10 +206,14 @@ export async function startCluster(options) {
         name: agentId,
         bin: BINS.agent,
         args: [
-          '--port', String(ports.agents?.[i] ?? 0),
-          '--agent-id', agentId,
-          '--public-host', '127.0.0.1',
-          '--data-dir', join(dataDir, agentId),
+          '--port',
+          String(ports.agents?.[i] ?? 0),
+          '--agent-id',
+          agentId,
+          '--public-host',
+          '127.0.0.1',
+          '--data-dir',
+          join(dataDir, agentId),
           ...(options.agentArgs ?? []),
         ],
         env: { ...common, TITAN_COORDINATOR: coordinator.address, TITAN_INSTANCE_MANAGER: im.address },
@@ -217,21 +224,54 @@ export async function startCluster(options) {
     }
     // What it takes to start each service again on the port it has now (see supervise()).
     const specs = new Map([
-      [im, { name: 'instance-manager', bin: BINS['instance-manager'], args: ['--port', String(im.port), '--data-dir', join(dataDir, 'instance-manager')], env: common, echo }],
-      [coordinator, {
-        name: 'coordinator',
-        bin: BINS.coordinator,
-        args: ['--port', String(coordinator.port), '--http-port', String(coordinator.httpPort), '--data-dir', join(dataDir, 'coordinator'), ...(options.coordinatorArgs ?? [])],
-        env: common,
-        echo,
-      }],
-      ...agentProcs.map((agent) => [agent, {
-        name: agent.name,
-        bin: BINS.agent,
-        args: ['--port', String(agent.port), '--agent-id', agent.name, '--public-host', '127.0.0.1', '--data-dir', join(dataDir, agent.name), ...(options.agentArgs ?? [])],
-        env: { ...common, TITAN_COORDINATOR: coordinator.address, TITAN_INSTANCE_MANAGER: im.address },
-        echo,
-      }]),
+      [
+        im,
+        {
+          name: 'instance-manager',
+          bin: BINS['instance-manager'],
+          args: ['--port', String(im.port), '--data-dir', join(dataDir, 'instance-manager')],
+          env: common,
+          echo,
+        },
+      ],
+      [
+        coordinator,
+        {
+          name: 'coordinator',
+          bin: BINS.coordinator,
+          args: [
+            '--port',
+            String(coordinator.port),
+            '--http-port',
+            String(coordinator.httpPort),
+            '--data-dir',
+            join(dataDir, 'coordinator'),
+            ...(options.coordinatorArgs ?? []),
+          ],
+          env: common,
+          echo,
+        },
+      ],
+      ...agentProcs.map((agent) => [
+        agent,
+        {
+          name: agent.name,
+          bin: BINS.agent,
+          args: [
+            '--port',
+            String(agent.port),
+            '--agent-id',
+            agent.name,
+            '--public-host',
+            '127.0.0.1',
+            '--data-dir',
+            join(dataDir, agent.name),
+            ...(options.agentArgs ?? []),
+          ],
+          env: { ...common, TITAN_COORDINATOR: coordinator.address, TITAN_INSTANCE_MANAGER: im.address },
+          echo,
+        },
+      ]),
     ]);
     let stopping = false;
     /** Restarts scheduled or under way, so stop() can cancel or wait for them. */

@@ -57,7 +57,9 @@ async function waitIdle(timeoutMs = 1000): Promise<void> {
 describe('StreamInference with the real tiny model', () => {
   it('streams generated tokens and ends with a done message carrying the stats', async () => {
     const token = await signer.sign({ max_tokens: 8, job_id: 'job-real-1' });
-    const msgs = await collect(client.streamInference({ sessionToken: token, model: MODEL, prompt: 'Once upon a time', maxTokens: 0, temperature: 0, stream: true }));
+    const msgs = await collect(
+      client.streamInference({ sessionToken: token, model: MODEL, prompt: 'Once upon a time', maxTokens: 0, temperature: 0, stream: true }),
+    );
     const last = msgs.at(-1)!;
     const pieces = msgs.slice(0, -1);
     expect(pieces.length).toBeGreaterThan(0);
@@ -88,7 +90,15 @@ describe('StreamInference with the real tiny model', () => {
   it('honours max_tokens below the token limit (greedy, stop parameter accepted)', async () => {
     const token = await signer.sign({ max_tokens: 16, parameters: { seed: '1', top_k: '10', stop: 'zzzz' } });
     const msgs = await collect(
-      client.streamInference({ sessionToken: token, model: MODEL, prompt: 'Hello', maxTokens: 3, temperature: 0, stream: true, options: { seed: '1', top_k: '10', stop: 'zzzz' } }),
+      client.streamInference({
+        sessionToken: token,
+        model: MODEL,
+        prompt: 'Hello',
+        maxTokens: 3,
+        temperature: 0,
+        stream: true,
+        options: { seed: '1', top_k: '10', stop: 'zzzz' },
+      }),
     );
     const last = msgs.at(-1)!;
     expect(last.stats!.tokensGenerated).toBeLessThanOrEqual(3);
@@ -109,7 +119,15 @@ describe('StreamInference with the real tiny model', () => {
 });
 
 describe('StreamInference refuses bad tokens and requests', () => {
-  const req = (sessionToken: string, extra: Record<string, unknown> = {}) => ({ sessionToken, model: MODEL, prompt: 'Hi', maxTokens: 0, temperature: 0, stream: true, ...extra });
+  const req = (sessionToken: string, extra: Record<string, unknown> = {}) => ({
+    sessionToken,
+    model: MODEL,
+    prompt: 'Hi',
+    maxTokens: 0,
+    temperature: 0,
+    stream: true,
+    ...extra,
+  });
 
   it('a replayed token is UNAUTHENTICATED "token already used"', async () => {
     const token = await signer.sign({ max_tokens: 2 });
@@ -178,7 +196,9 @@ describe('capacity', () => {
     ac.abort();
     await it.next().catch(() => undefined);
     await waitIdle(1000);
-    const next = await collect(client.streamInference({ sessionToken: await signer.sign({ max_tokens: 2 }), model: MODEL, prompt: 'Hi', maxTokens: 0, temperature: 0, stream: true }));
+    const next = await collect(
+      client.streamInference({ sessionToken: await signer.sign({ max_tokens: 2 }), model: MODEL, prompt: 'Hi', maxTokens: 0, temperature: 0, stream: true }),
+    );
     expect(next.at(-1)?.done).toBe(true);
   });
 
@@ -186,7 +206,16 @@ describe('capacity', () => {
     const ac = new AbortController();
     const running = client.streamInference(req4000(await signer.sign({ max_tokens: 4000 })), { signal: ac.signal })[Symbol.asyncIterator]();
     await running.next();
-    const queued = collect(client.streamInference({ sessionToken: await signer.sign({ max_tokens: 2, job_id: 'queued-job' }), model: MODEL, prompt: 'Hi', maxTokens: 0, temperature: 0, stream: true }));
+    const queued = collect(
+      client.streamInference({
+        sessionToken: await signer.sign({ max_tokens: 2, job_id: 'queued-job' }),
+        model: MODEL,
+        prompt: 'Hi',
+        maxTokens: 0,
+        temperature: 0,
+        stream: true,
+      }),
+    );
     const deadline = Date.now() + 2000;
     while ((await client.getStatus({})).queuedJobs < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     const third = await signer.sign({ max_tokens: 4000 });
@@ -203,7 +232,16 @@ describe('capacity', () => {
 describe('GetStatus', () => {
   it('reports state, memory, counters and the loaded model', async () => {
     const status = await client.getStatus({ agentId: AGENT_ID, includeJobs: true });
-    expect(status).toMatchObject({ agentId: AGENT_ID, status: 'healthy', modelLoaded: MODEL, engine: 'llama-cpp', maxJobs: 1, runningJobs: 0, activeSessions: 0, freeVramMb: 0 });
+    expect(status).toMatchObject({
+      agentId: AGENT_ID,
+      status: 'healthy',
+      modelLoaded: MODEL,
+      engine: 'llama-cpp',
+      maxJobs: 1,
+      runningJobs: 0,
+      activeSessions: 0,
+      freeVramMb: 0,
+    });
     expect(status.freeRamMb).toBeGreaterThan(0);
     expect(status.totalRequestsProcessed).toBeGreaterThanOrEqual(5);
     expect(status.totalTokensGenerated).toBeGreaterThan(0);
@@ -227,7 +265,9 @@ describe('keys unavailable', () => {
     const { client: c, channel: ch } = createAgentClient(`127.0.0.1:${other.port}`);
     try {
       const token = await signer.sign({ aud: 'agent-no-keys' });
-      const err = await statusOf(() => collect(c.streamInference({ sessionToken: token, model: MODEL, prompt: 'Hi', maxTokens: 0, temperature: 0, stream: true })));
+      const err = await statusOf(() =>
+        collect(c.streamInference({ sessionToken: token, model: MODEL, prompt: 'Hi', maxTokens: 0, temperature: 0, stream: true })),
+      );
       expect(err.code).toBe(Status.UNAVAILABLE);
     } finally {
       ch.close();

@@ -205,7 +205,18 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
   state = 'healthy';
   stats.start(Math.max(1000, o.heartbeatIntervalMs));
 
-  link = linkToCoordinator(o, { agentId, endpoint, credential: credential.value, engine, stats, slots, tracker, verifier, draining: () => state === 'draining', logger });
+  link = linkToCoordinator(o, {
+    agentId,
+    endpoint,
+    credential: credential.value,
+    engine,
+    stats,
+    slots,
+    tracker,
+    verifier,
+    draining: () => state === 'draining',
+    logger,
+  });
   const coordinatorLink = link;
   // A job's end (or a refused token) goes to the coordinator at once, before the client hears of
   // it, so the freed slot is never seen busy; starts are coalesced for a few ms.
@@ -247,7 +258,8 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     });
     im.start();
   }
-  if (credential.source === 'generated') logger.info({ file: credential.file }, 'generated this agent\'s credential; keep the data dir (a new credential for the same agent id is refused)');
+  if (credential.source === 'generated')
+    logger.info({ file: credential.file }, "generated this agent's credential; keep the data dir (a new credential for the same agent id is refused)");
   logger.info({ agentId, endpoint, engine: engine.name, models: engine.models, maxConcurrentJobs: o.maxConcurrentJobs, maxQueue: o.maxQueue }, 'agent ready');
   return { port, agentId, endpoint, stop, closed };
 }

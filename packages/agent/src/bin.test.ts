@@ -19,8 +19,16 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });
 
-function spawnAgent(args: string[]): { child: ChildProcess; lines: Record<string, unknown>[]; exited: Promise<number | null>; waitForLog: (msg: string) => Promise<Record<string, unknown>> } {
-  const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, TITAN_NVIDIA_SMI: '/nonexistent/nvidia-smi' }, stdio: ['ignore', 'pipe', 'pipe'] });
+function spawnAgent(args: string[]): {
+  child: ChildProcess;
+  lines: Record<string, unknown>[];
+  exited: Promise<number | null>;
+  waitForLog: (msg: string) => Promise<Record<string, unknown>>;
+} {
+  const child = spawn(process.execPath, [bin, ...args], {
+    env: { ...process.env, TITAN_NVIDIA_SMI: '/nonexistent/nvidia-smi' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.push(child);
   const lines: Record<string, unknown>[] = [];
   let buffer = '';
@@ -67,11 +75,28 @@ async function coordinatorForTest(): Promise<FakeCoordinator> {
 describe('titan-agent bin', () => {
   it('logs the listening port, registers, and on SIGTERM drains, deregisters and exits 0', async () => {
     const coordinator = await coordinatorForTest();
-    const agent = spawnAgent(['--port', '0', '--host', '127.0.0.1', '--coordinator', coordinator.address, '--join-token', 'join-secret', '--agent-id', 'bin-agent', '--heartbeat-interval', '200ms']);
+    const agent = spawnAgent([
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--coordinator',
+      coordinator.address,
+      '--join-token',
+      'join-secret',
+      '--agent-id',
+      'bin-agent',
+      '--heartbeat-interval',
+      '200ms',
+    ]);
     const listening = await agent.waitForLog('listening');
     expect(listening.port).toEqual(expect.any(Number));
     await coordinator.waitFor(() => coordinator.registrations.length === 1, 10_000);
-    expect(coordinator.registrations[0]).toMatchObject({ agentId: 'bin-agent', endpoint: `127.0.0.1:${String(listening.port)}`, supportedModels: ['llama-2-tiny-random'] });
+    expect(coordinator.registrations[0]).toMatchObject({
+      agentId: 'bin-agent',
+      endpoint: `127.0.0.1:${String(listening.port)}`,
+      supportedModels: ['llama-2-tiny-random'],
+    });
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);
     expect(coordinator.deregistrations.map((d) => d.agentId)).toEqual(['bin-agent']);
@@ -81,7 +106,20 @@ describe('titan-agent bin', () => {
     const coordinator = await coordinatorForTest();
     const im = await startFakeInstanceManager();
     cleanups.push(() => im.stop());
-    const agent = spawnAgent(['--port', '0', '--host', '127.0.0.1', '--coordinator', coordinator.address, '--join-token', 'join-secret', '--instance-manager', im.address, '--im-health-interval', '100ms']);
+    const agent = spawnAgent([
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--coordinator',
+      coordinator.address,
+      '--join-token',
+      'join-secret',
+      '--instance-manager',
+      im.address,
+      '--im-health-interval',
+      '100ms',
+    ]);
     await agent.waitForLog('agent ready');
     await coordinator.waitFor(() => im.healthChecks > 0, 10_000);
     im.healthy = false;

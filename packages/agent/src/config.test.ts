@@ -8,7 +8,24 @@ describe('titan-agent config', () => {
   it('shows the defaults of AGENT_DEFAULTS in --help, in the form the flags parse', () => {
     const spec = agentConfigSpec();
     const shown = Object.fromEntries(
-      (['port', 'host', 'coordinator', 'engine', 'engineTimeoutMs', 'heartbeatIntervalMs', 'imHealthIntervalMs', 'drainTimeoutMs', 'maxConcurrentJobs', 'maxPromptBytes', 'maxTokensLimit', 'protoVersionPolicy', 'logLevel', 'shutdownTimeoutMs'] as const).map((key) => [key, spec[key].default]),
+      (
+        [
+          'port',
+          'host',
+          'coordinator',
+          'engine',
+          'engineTimeoutMs',
+          'heartbeatIntervalMs',
+          'imHealthIntervalMs',
+          'drainTimeoutMs',
+          'maxConcurrentJobs',
+          'maxPromptBytes',
+          'maxTokensLimit',
+          'protoVersionPolicy',
+          'logLevel',
+          'shutdownTimeoutMs',
+        ] as const
+      ).map((key) => [key, spec[key].default]),
     );
     expect(shown).toEqual({
       port: '50052',

@@ -153,7 +153,10 @@ const D = AGENT_DEFAULTS;
  */
 export const startAgentOptionsSchema = z
   .object({
-    agentId: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'agentId must be 1-128 characters of [A-Za-z0-9._:-]').optional(),
+    agentId: z
+      .string()
+      .regex(/^[A-Za-z0-9._:-]{1,128}$/, 'agentId must be 1-128 characters of [A-Za-z0-9._:-]')
+      .optional(),
     host: z.string().min(1).default(D.host),
     port: z.number().int().min(0).max(65535).default(D.port),
     publicHost: z.string().min(1).optional(),
@@ -180,35 +183,129 @@ export type ResolvedAgentOptions = Omit<StartAgentOptions, keyof z.output<typeof
 export function agentConfigSpec() {
   return {
     ...commonOptions({ service: 'agent', port: D.port, portEnv: ['AGENT_PORT'] }),
-    agentId: stringOption({ flag: 'agent-id', env: ['TITAN_AGENT_ID', 'AGENT_ID'], description: 'Agent id (1-128 of [A-Za-z0-9._:-]). Default <hostname>-<port>.' }),
+    agentId: stringOption({
+      flag: 'agent-id',
+      env: ['TITAN_AGENT_ID', 'AGENT_ID'],
+      description: 'Agent id (1-128 of [A-Za-z0-9._:-]). Default <hostname>-<port>.',
+    }),
     publicHost: stringOption({
       flag: 'public-host',
       env: ['TITAN_PUBLIC_HOST', 'PUBLIC_HOST'],
-      description: 'Host clients dial (endpoint = host:port). Default: --host, or for 0.0.0.0 127.0.0.1 when the coordinator is on loopback, else the hostname.',
+      description:
+        'Host clients dial (endpoint = host:port). Default: --host, or for 0.0.0.0 127.0.0.1 when the coordinator is on loopback, else the hostname.',
     }),
-    coordinator: requiredStringOption({ flag: 'coordinator', env: ['TITAN_COORDINATOR', 'COORDINATOR_ENDPOINT'], default: D.coordinator, description: 'Coordinator host:port.' }),
+    coordinator: requiredStringOption({
+      flag: 'coordinator',
+      env: ['TITAN_COORDINATOR', 'COORDINATOR_ENDPOINT'],
+      default: D.coordinator,
+      description: 'Coordinator host:port.',
+    }),
     joinToken: stringOption({ flag: 'join-token', env: ['TITAN_JOIN_TOKEN'], description: 'Join token the coordinator requires to register (required).' }),
     engine: enumOption({ flag: 'engine', env: ['TITAN_ENGINE'], default: D.engine, description: 'Inference engine.' }, ENGINE_NAMES),
     model: stringOption({ flag: 'model', env: ['TITAN_MODEL'], description: 'GGUF file for llama-cpp. Default: the bundled llama-2-tiny-random.gguf.' }),
-    modelName: stringOption({ flag: 'model-name', env: ['TITAN_MODEL_NAME'], description: "Name the llama-cpp model is served under. Default: the file's basename without .gguf." }),
-    supportedModels: listOption({ flag: 'supported-models', env: ['TITAN_SUPPORTED_MODELS', 'SUPPORTED_MODELS'], description: 'Comma-separated model names to serve/advertise (overrides what the engine lists).' }),
+    modelName: stringOption({
+      flag: 'model-name',
+      env: ['TITAN_MODEL_NAME'],
+      description: "Name the llama-cpp model is served under. Default: the file's basename without .gguf.",
+    }),
+    supportedModels: listOption({
+      flag: 'supported-models',
+      env: ['TITAN_SUPPORTED_MODELS', 'SUPPORTED_MODELS'],
+      description: 'Comma-separated model names to serve/advertise (overrides what the engine lists).',
+    }),
     preloadModels: listOption({ flag: 'preload-models', env: ['TITAN_PRELOAD_MODELS', 'PRELOAD_MODELS'], description: 'Ollama models to pull at start.' }),
-    ollamaHost: requiredStringOption({ flag: 'ollama-host', env: ['TITAN_OLLAMA_HOST', 'OLLAMA_HOST'], default: D.ollamaHost, description: 'Ollama URL (engine ollama).' }),
-    openaiUrl: stringOption({ flag: 'openai-url', env: ['TITAN_OPENAI_URL'], description: 'OpenAI-compatible server URL (engine openai), e.g. http://localhost:8000.' }),
+    ollamaHost: requiredStringOption({
+      flag: 'ollama-host',
+      env: ['TITAN_OLLAMA_HOST', 'OLLAMA_HOST'],
+      default: D.ollamaHost,
+      description: 'Ollama URL (engine ollama).',
+    }),
+    openaiUrl: stringOption({
+      flag: 'openai-url',
+      env: ['TITAN_OPENAI_URL'],
+      description: 'OpenAI-compatible server URL (engine openai), e.g. http://localhost:8000.',
+    }),
     openaiApiKey: stringOption({ flag: 'openai-api-key', env: ['TITAN_OPENAI_API_KEY'], description: 'API key for the OpenAI-compatible server.' }),
-    openaiApi: enumOption({ flag: 'openai-api', env: ['TITAN_OPENAI_API'], default: D.openaiApi, description: 'OpenAI endpoint: completions or chat (a request option "api" overrides).' }, ['completions', 'chat'] as const),
+    openaiApi: enumOption(
+      {
+        flag: 'openai-api',
+        env: ['TITAN_OPENAI_API'],
+        default: D.openaiApi,
+        description: 'OpenAI endpoint: completions or chat (a request option "api" overrides).',
+      },
+      ['completions', 'chat'] as const,
+    ),
     // Shown in seconds (60s, not 1m), as --help always has.
-    engineTimeoutMs: durationOption({ flag: 'engine-timeout', env: ['TITAN_ENGINE_TIMEOUT'], default: formatDuration(D.engineIdleTimeoutMs, 's'), description: 'HTTP engines: longest silence (headers or between chunks) before a deadline error.' }),
-    maxConcurrentJobs: intOption({ flag: 'max-concurrent-jobs', env: ['TITAN_MAX_CONCURRENT_JOBS', 'MAX_CONCURRENT_JOBS'], default: String(D.maxConcurrentJobs), description: 'Jobs generating at once.' }, 1, 1024),
-    maxQueue: stringOption({ flag: 'max-queue', env: ['TITAN_MAX_QUEUE'], description: `Jobs waiting beyond that before RESOURCE_EXHAUSTED. Default ${D.queuedJobsPerSlot} × max concurrent jobs.` }),
-    heartbeatIntervalMs: durationOption({ flag: 'heartbeat-interval', env: ['TITAN_HEARTBEAT_INTERVAL', 'HEARTBEAT_INTERVAL'], default: formatDuration(D.heartbeatIntervalMs), description: "Health update interval (the coordinator's answer wins)." }, 50),
+    engineTimeoutMs: durationOption({
+      flag: 'engine-timeout',
+      env: ['TITAN_ENGINE_TIMEOUT'],
+      default: formatDuration(D.engineIdleTimeoutMs, 's'),
+      description: 'HTTP engines: longest silence (headers or between chunks) before a deadline error.',
+    }),
+    maxConcurrentJobs: intOption(
+      {
+        flag: 'max-concurrent-jobs',
+        env: ['TITAN_MAX_CONCURRENT_JOBS', 'MAX_CONCURRENT_JOBS'],
+        default: String(D.maxConcurrentJobs),
+        description: 'Jobs generating at once.',
+      },
+      1,
+      1024,
+    ),
+    maxQueue: stringOption({
+      flag: 'max-queue',
+      env: ['TITAN_MAX_QUEUE'],
+      description: `Jobs waiting beyond that before RESOURCE_EXHAUSTED. Default ${D.queuedJobsPerSlot} × max concurrent jobs.`,
+    }),
+    heartbeatIntervalMs: durationOption(
+      {
+        flag: 'heartbeat-interval',
+        env: ['TITAN_HEARTBEAT_INTERVAL', 'HEARTBEAT_INTERVAL'],
+        default: formatDuration(D.heartbeatIntervalMs),
+        description: "Health update interval (the coordinator's answer wins).",
+      },
+      50,
+    ),
     instanceManager: stringOption({ flag: 'instance-manager', env: ['TITAN_INSTANCE_MANAGER'], description: 'Instance manager host:port; enables that link.' }),
-    imHealthIntervalMs: durationOption({ flag: 'im-health-interval', env: ['TITAN_IM_HEALTH_INTERVAL'], default: formatDuration(D.imHealthIntervalMs), description: 'Instance manager health check and metrics interval.' }, 50),
-    threads: intOption({ flag: 'threads', env: ['TITAN_THREADS'], default: String(defaultLlamaThreads()), description: 'llama.cpp CPU threads (default: every core but one, which runs the event loop).' }, 1, 1024),
+    imHealthIntervalMs: durationOption(
+      {
+        flag: 'im-health-interval',
+        env: ['TITAN_IM_HEALTH_INTERVAL'],
+        default: formatDuration(D.imHealthIntervalMs),
+        description: 'Instance manager health check and metrics interval.',
+      },
+      50,
+    ),
+    threads: intOption(
+      {
+        flag: 'threads',
+        env: ['TITAN_THREADS'],
+        default: String(defaultLlamaThreads()),
+        description: 'llama.cpp CPU threads (default: every core but one, which runs the event loop).',
+      },
+      1,
+      1024,
+    ),
     nvidiaSmi: requiredStringOption({ flag: 'nvidia-smi', env: ['TITAN_NVIDIA_SMI'], default: D.nvidiaSmiPath, description: 'nvidia-smi binary.' }),
-    drainTimeoutMs: durationOption({ flag: 'drain-timeout', env: ['TITAN_DRAIN_TIMEOUT'], default: formatDuration(D.drainTimeoutMs), description: 'On SIGTERM: how long in-flight streams may finish.' }, 0),
-    maxPromptBytes: intOption({ flag: 'max-prompt-bytes', env: ['TITAN_MAX_PROMPT_BYTES'], default: String(D.maxPromptBytes), description: 'Largest prompt, bytes.' }, 1, 16 * 1024 * 1024),
-    maxTokensLimit: intOption({ flag: 'max-tokens-limit', env: ['TITAN_MAX_TOKENS_LIMIT'], default: String(D.maxTokensLimit), description: 'Largest max_tokens.' }, 1, 1_000_000),
+    drainTimeoutMs: durationOption(
+      {
+        flag: 'drain-timeout',
+        env: ['TITAN_DRAIN_TIMEOUT'],
+        default: formatDuration(D.drainTimeoutMs),
+        description: 'On SIGTERM: how long in-flight streams may finish.',
+      },
+      0,
+    ),
+    maxPromptBytes: intOption(
+      { flag: 'max-prompt-bytes', env: ['TITAN_MAX_PROMPT_BYTES'], default: String(D.maxPromptBytes), description: 'Largest prompt, bytes.' },
+      1,
+      16 * 1024 * 1024,
+    ),
+    maxTokensLimit: intOption(
+      { flag: 'max-tokens-limit', env: ['TITAN_MAX_TOKENS_LIMIT'], default: String(D.maxTokensLimit), description: 'Largest max_tokens.' },
+      1,
+      1_000_000,
+    ),
   };
 }
 
@@ -226,19 +323,37 @@ const when = <K extends string, V>(key: K, value: V | undefined | false | ''): {
  */
 export function agentOptionsFromConfig(config: AgentConfig): Omit<StartAgentOptions, 'logger'> {
   if (config.engine === 'openai' && !config.openaiUrl) {
-    throw new ConfigError('invalid --openai-url (TITAN_OPENAI_URL): the openai engine needs the server URL, e.g. http://localhost:8000, got nothing', { option: 'openai-url', source: '--openai-url', expected: 'an http(s) URL' });
+    throw new ConfigError('invalid --openai-url (TITAN_OPENAI_URL): the openai engine needs the server URL, e.g. http://localhost:8000, got nothing', {
+      option: 'openai-url',
+      source: '--openai-url',
+      expected: 'an http(s) URL',
+    });
   }
   if (config.engine === 'llama-cpp' && config.model !== undefined && !statSync(config.model, { throwIfNoEntry: false })?.isFile()) {
-    throw new ConfigError(`invalid --model (TITAN_MODEL): expected a GGUF file, got ${JSON.stringify(config.model)} (no such file)`, { option: 'model', source: '--model', expected: 'a GGUF file', got: config.model });
+    throw new ConfigError(`invalid --model (TITAN_MODEL): expected a GGUF file, got ${JSON.stringify(config.model)} (no such file)`, {
+      option: 'model',
+      source: '--model',
+      expected: 'a GGUF file',
+      got: config.model,
+    });
   }
   if (!config.joinToken) {
-    throw new ConfigError('invalid --join-token (TITAN_JOIN_TOKEN): expected the coordinator join token, got nothing', { option: 'join-token', source: '--join-token', expected: 'a non-empty string' });
+    throw new ConfigError('invalid --join-token (TITAN_JOIN_TOKEN): expected the coordinator join token, got nothing', {
+      option: 'join-token',
+      source: '--join-token',
+      expected: 'a non-empty string',
+    });
   }
   let maxQueue: number | undefined;
   if (config.maxQueue !== undefined) {
     maxQueue = Number(config.maxQueue);
     if (!/^\d+$/.test(config.maxQueue) || maxQueue > 100_000) {
-      throw new ConfigError(`invalid --max-queue (TITAN_MAX_QUEUE): expected an integer from 0 to 100000, got ${JSON.stringify(config.maxQueue)}`, { option: 'max-queue', source: '--max-queue', expected: 'an integer from 0 to 100000', got: config.maxQueue });
+      throw new ConfigError(`invalid --max-queue (TITAN_MAX_QUEUE): expected an integer from 0 to 100000, got ${JSON.stringify(config.maxQueue)}`, {
+        option: 'max-queue',
+        source: '--max-queue',
+        expected: 'an integer from 0 to 100000',
+        got: config.maxQueue,
+      });
     }
   }
   const tls = serverTlsFromConfig(config);

@@ -8,7 +8,12 @@ export function isLoopbackAddress(address: string): boolean {
 
 /** The id an agent takes when none is given: `<hostname>-<port>` (hostname cleaned to the id's alphabet). */
 export function defaultAgentId(port: number): string {
-  return `${os.hostname().replace(/[^A-Za-z0-9._:-]/g, '-').slice(0, 100) || randomUUID().slice(0, 8)}-${port}`;
+  return `${
+    os
+      .hostname()
+      .replace(/[^A-Za-z0-9._:-]/g, '-')
+      .slice(0, 100) || randomUUID().slice(0, 8)
+  }-${port}`;
 }
 
 /** What {@link resolveEndpoint} needs. */

@@ -86,7 +86,10 @@ export class CapacityError extends AgentError {
 /** A request field is invalid (INVALID_ARGUMENT, naming the field). */
 export class RequestValidationError extends AgentError {
   override readonly name = 'RequestValidationError';
-  constructor(message: string, readonly field: string) {
+  constructor(
+    message: string,
+    readonly field: string,
+  ) {
     super(message, { field }, { grpcStatus: Status.INVALID_ARGUMENT });
   }
 }

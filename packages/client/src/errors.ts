@@ -49,6 +49,7 @@ export class TitanError extends Error {
 
   /** True for errors of this class (or a subclass) from either build (ESM, CommonJS) of the SDK. */
   static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class instanceof asks about (a subclass too)
     return isBrandedInstance(this, value, TITAN_ERROR_BRAND);
   }
 }
@@ -309,11 +310,7 @@ export function toTitanError(error: unknown, ctx: MapErrorContext): TitanError {
       const retryAfterMs = parseRetryAfter(ctx.trailer, details);
       // The server's text usually says it already ("… are busy; retry after 500 ms"): say it once.
       const retryNote = retryAfterMs !== undefined && !/\bretry\b/i.test(details) ? ` (retry after ${retryAfterMs} ms)` : '';
-      return new CapacityError(
-        details ? `${details}${retryNote} (${where})` : `${where} is at capacity${retryNote}`,
-        retryAfterMs,
-        { cause: error, context },
-      );
+      return new CapacityError(details ? `${details}${retryNote} (${where})` : `${where} is at capacity${retryNote}`, retryAfterMs, { cause: error, context });
     }
     case Status.UNAVAILABLE:
       if (CONNECTION_FAILURE.test(details)) {

@@ -1,17 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Status, type Metadata } from 'nice-grpc-common';
 import { instanceManager as im } from '@titancompute/protocol';
-import { ConnectionError, NotFoundError, TitanAbortError, TitanError, UnavailableError, toTitanError } from './errors.js';
-import {
-  fromDescription,
-  fromEvent,
-  toInstance,
-  toInstanceType,
-  toService,
-  toServiceType,
-} from './instances/instance-mapping.js';
+import { ConnectionError, NotFoundError, TitanAbortError, type TitanError, UnavailableError, toTitanError } from './errors.js';
+import { fromDescription, fromEvent, toInstance, toInstanceType, toService, toServiceType } from './instances/instance-mapping.js';
 import { createChannelPool, type ChannelPool } from './transport/channel-pool.js';
-import { createCallDeadline } from './transport/deadline.js';
 import { callUnary, type UnaryCallOptions } from './transport/unary-call.js';
 import type {
   GpuMetrics,
@@ -83,11 +75,7 @@ export class InstanceManagerClient {
   }
 
   /** Kills an instance and all its descendants. */
-  async killInstance(
-    instanceId: string,
-    reason = '',
-    options?: CallOptions,
-  ): Promise<TryResult & { killedInstanceIds: string[] }> {
+  async killInstance(instanceId: string, reason = '', options?: CallOptions): Promise<TryResult & { killedInstanceIds: string[] }> {
     const r = await this.#call(options, (o) => this.#try.tryKillInstance({ instanceId, reason }, o));
     return { success: r.success, message: r.message, killedInstanceIds: [...r.killedInstanceIds] };
   }
@@ -282,4 +270,3 @@ export class InstanceManagerClient {
     this.#pool.close();
   }
 }
-

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { CapacityError, InvalidArgumentError, NoAgentsError, Status, StreamInterruptedError, TitanAbortError } from './index.js';
+import { CapacityError, type GenerationStats, InvalidArgumentError, NoAgentsError, Status, StreamInterruptedError, TitanAbortError } from './index.js';
 import { SCRIPTED_MODEL, startRealCluster, waitFor, type RealCluster } from '@titancompute/test-support';
 
 let cluster: RealCluster | undefined;
@@ -12,7 +12,7 @@ describe('TitanClient against a real coordinator and agents', () => {
   it('streams tokens straight from the agent with exact text and stats', async () => {
     cluster = await startRealCluster([{ agentId: 'agent-a' }]);
     const chunks: string[] = [];
-    let stats;
+    let stats: GenerationStats | undefined;
     for await (const chunk of cluster.client.generate({ model: SCRIPTED_MODEL, prompt: 'count', maxTokens: 5, temperature: 0 })) {
       if (chunk.done) stats = chunk.stats;
       else chunks.push(chunk.text);
@@ -35,8 +35,14 @@ describe('TitanClient against a real coordinator and agents', () => {
       }
     })().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(TitanAbortError);
-    await waitFor(async () => (await cluster!.client.agentStatus(endpoint)).runningJobs === 0, 2000, 'the agent to free its slot', { intervalMs: 20, stopOnError: true });
-    await waitFor(async () => (await cluster!.client.status()).agents[0]?.runningJobs === 0, 2000, 'the coordinator to see the free slot', { intervalMs: 20, stopOnError: true });
+    await waitFor(async () => (await cluster!.client.agentStatus(endpoint)).runningJobs === 0, 2000, 'the agent to free its slot', {
+      intervalMs: 20,
+      stopOnError: true,
+    });
+    await waitFor(async () => (await cluster!.client.status()).agents[0]?.runningJobs === 0, 2000, 'the coordinator to see the free slot', {
+      intervalMs: 20,
+      stopOnError: true,
+    });
   });
 
   it('fails over to the second agent when the first one cannot be reached', async () => {

@@ -24,7 +24,11 @@ async function cluster(agentSpecs: Array<Parameters<typeof startFakeAgent>[0]>, 
   for (const spec of agentSpecs) agents.push(await startFakeAgent(spec));
   const coordinator: FakeCoordinator = await startFakeCoordinator({ agents: () => agents, ...extra });
   const client = new TitanClient({ coordinator: coordinator.address, requestTimeoutMs: 5000 });
-  stoppers.push(() => client.close(), () => coordinator.stop(), ...agents.map((a) => () => a.stop()));
+  stoppers.push(
+    () => client.close(),
+    () => coordinator.stop(),
+    ...agents.map((a) => () => a.stop()),
+  );
   return { agents, coordinator, client };
 }
 
@@ -116,7 +120,7 @@ describe('failover before the first token', () => {
     await agents[0]?.stop();
     const error = await client.complete({ model: MODEL, prompt: 'x' }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(NoAgentsError);
-    expect((error as NoAgentsError).context['lastAgentError']).toBeInstanceOf(ConnectionError);
+    expect((error as NoAgentsError).context.lastAgentError).toBeInstanceOf(ConnectionError);
   });
 });
 
@@ -134,9 +138,7 @@ describe('interruptions and cancellation', () => {
   });
 
   it('counts every token of batched messages (token_count) in tokensReceived', async () => {
-    const { client } = await cluster([
-      { agentId: 'batcher', tokens: ['one two three ', 'four five six ', 'seven '], tokensPerMessage: 3, failAfterTokens: 2 },
-    ]);
+    const { client } = await cluster([{ agentId: 'batcher', tokens: ['one two three ', 'four five six ', 'seven '], tokensPerMessage: 3, failAfterTokens: 2 }]);
     const { chunks, error } = await collect(client.generate({ model: MODEL, prompt: 'x' }));
     expect(chunks.map((c) => c.index)).toEqual([0, 3]);
     expect(error).toBeInstanceOf(StreamInterruptedError);
@@ -175,7 +177,11 @@ describe('interruptions and cancellation', () => {
     const agents = [await startFakeAgent({ agentId: 'slow', tokens: ['a', 'b', 'c'], tokenDelayMs: 2000 })];
     const coordinator = await startFakeCoordinator({ agents: () => agents });
     const client = new TitanClient({ coordinator: coordinator.address, streamTimeoutMs: 200 });
-    stoppers.push(() => client.close(), () => coordinator.stop(), () => agents[0]!.stop());
+    stoppers.push(
+      () => client.close(),
+      () => coordinator.stop(),
+      () => agents[0]!.stop(),
+    );
     const error = await client.complete({ model: MODEL, prompt: 'x' }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(TimeoutError);
     expect(error).toMatchObject({ code: Status.DEADLINE_EXCEEDED, timeoutMs: 200 });

@@ -1,26 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { Status } from 'nice-grpc-common';
-import {
-  AgentServiceDefinition,
-  CoordinatorServiceDefinition,
-  type AgentServiceClient,
-  type CoordinatorServiceClient,
-} from '@titancompute/protocol';
+import { AgentServiceDefinition, CoordinatorServiceDefinition, type AgentServiceClient, type CoordinatorServiceClient } from '@titancompute/protocol';
 import { InvalidArgumentError, TitanError, type CallTarget } from './errors.js';
 import { DEFAULT_BUSY_RETRIES, DEFAULT_BUSY_RETRY_MAX_WAIT_MS, runGeneration } from './inference/run-generation.js';
 import { toAgentSelfStatus, toClusterStatus } from './inference/status-mapping.js';
 import { validateGenerateRequest } from './inference/validate-request.js';
 import { createChannelPool, type ChannelPool } from './transport/channel-pool.js';
 import { callUnary, type UnaryCallOptions } from './transport/unary-call.js';
-import type {
-  AgentSelfStatus,
-  ClusterStatus,
-  Completion,
-  GenerateRequest,
-  GenerationChunk,
-  GenerationStats,
-  TitanClientOptions,
-} from './types.js';
+import type { AgentSelfStatus, ClusterStatus, Completion, GenerateRequest, GenerationChunk, GenerationStats, TitanClientOptions } from './types.js';
 
 /** Default coordinator address. */
 export const DEFAULT_COORDINATOR = '127.0.0.1:50051';

@@ -199,13 +199,7 @@ export type InstanceType =
   | 'COORDINATOR';
 
 /** Kind of service an instance offers (proto `ServiceType` without its prefix). */
-export type ServiceType =
-  | 'UNSPECIFIED'
-  | 'CHROME_DEBUG_PORT'
-  | 'VLLM_OPENAI_COMPATIBLE'
-  | 'AGENT_GRPC'
-  | 'COORDINATOR_GRPC'
-  | 'COORDINATOR_HTTP';
+export type ServiceType = 'UNSPECIFIED' | 'CHROME_DEBUG_PORT' | 'VLLM_OPENAI_COMPATIBLE' | 'AGENT_GRPC' | 'COORDINATOR_GRPC' | 'COORDINATOR_HTTP';
 
 /** Kind of instance event (proto `EventType` without its prefix). */
 export type InstanceEventType = 'UNSPECIFIED' | 'ADDED' | 'REMOVED' | 'CHILD_ADDED' | 'PARENT_ADDED' | 'SERVICE_ADDED';

@@ -7,10 +7,15 @@ import { startCoordinator } from './coordinator.js';
 const SUMMARY = `TitanCompute coordinator: registers agents, schedules inference requests and signs session tokens. ${COMMAND_HELP}`;
 
 runMain(async () => {
-  const config = loadConfig(coordinatorConfigSpec(), { name: SERVICE_NAME, summary: SUMMARY, allowPositionals: true, version: readPackageVersion(import.meta.url) });
+  const config = loadConfig(coordinatorConfigSpec(), {
+    name: SERVICE_NAME,
+    summary: SUMMARY,
+    allowPositionals: true,
+    version: readPackageVersion(import.meta.url),
+  });
   const result = await runCommand(config, config.positionals);
   if (result) {
-    process.stdout.write(JSON.stringify(result.output) + '\n');
+    process.stdout.write(`${JSON.stringify(result.output)}\n`);
     if (result.exitCode !== 0) process.exitCode = result.exitCode;
     return;
   }

@@ -54,7 +54,9 @@ describe('titan-coordinator subcommands', () => {
     [['forget-agent', 'bad id!'], /got: bad id!/],
     [['launch'], /unknown command "launch"/],
   ])('refuses %j with a ConfigError naming the problem (exit 2)', async (argv, message) => {
-    const err = await run(argv).result().catch((e: unknown) => e);
+    const err = await run(argv)
+      .result()
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(message);
   });

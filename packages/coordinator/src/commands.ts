@@ -13,14 +13,19 @@ export interface CommandResult {
 /** The subcommands of `titan-coordinator`, as `--help` names them. */
 export const COMMAND_HELP =
   'Subcommands: `titan-coordinator rotate-key --data-dir D` writes a new signing key (old public keys stay published until their tokens expire); ' +
-  '`titan-coordinator forget-agent ID --data-dir D` releases an agent id bound to an agent\'s credential (replacing an agent machine; exit 1 when the id was not bound).';
+  "`titan-coordinator forget-agent ID --data-dir D` releases an agent id bound to an agent's credential (replacing an agent machine; exit 1 when the id was not bound).";
 
 /**
  * `rotate-key`: writes a new current signing key into `<data-dir>/keys/keyring.json`; the old
  * public key stays published for one token TTL. Throws {@link ConfigError} for extra arguments.
  */
 export async function rotateKeyCommand(config: CoordinatorConfig, args: readonly string[]): Promise<CommandResult> {
-  if (args.length > 0) throw new ConfigError(`unexpected arguments after rotate-key: ${args.join(' ')}`, { option: 'arguments', source: 'command line', expected: 'rotate-key [options]' });
+  if (args.length > 0)
+    throw new ConfigError(`unexpected arguments after rotate-key: ${args.join(' ')}`, {
+      option: 'arguments',
+      source: 'command line',
+      expected: 'rotate-key [options]',
+    });
   const { kid, previousKid } = await rotateKeyring({ dataDir: config.dataDir, tokenTtlMs: config.tokenTtlMs });
   return { output: { msg: 'rotated signing key', kid, previousKid: previousKid ?? null, dataDir: config.dataDir }, exitCode: 0 };
 }
@@ -33,7 +38,10 @@ export function forgetAgentCommand(config: CoordinatorConfig, args: readonly str
   const [agentId, ...extra] = args;
   if (agentId === undefined || extra.length > 0 || !AGENT_ID_PATTERN.test(agentId)) {
     throw new ConfigError(`forget-agent needs exactly one agent id (1-128 characters of A-Z a-z 0-9 . _ : -), got: ${args.join(' ') || 'nothing'}`, {
-      option: 'arguments', source: 'command line', expected: 'forget-agent ID [options]', got: args.join(' '),
+      option: 'arguments',
+      source: 'command line',
+      expected: 'forget-agent ID [options]',
+      got: args.join(' '),
     });
   }
   const store = openIdentityStore({ dataDir: config.dataDir });
@@ -62,5 +70,10 @@ export async function runCommand(config: CoordinatorConfig, positionals: readonl
   if (command === undefined) return undefined;
   if (command === 'rotate-key') return rotateKeyCommand(config, rest);
   if (command === 'forget-agent') return forgetAgentCommand(config, rest);
-  throw new ConfigError(`unknown command "${command}"`, { option: 'command', source: 'command line', expected: 'no command, rotate-key or forget-agent', got: command });
+  throw new ConfigError(`unknown command "${command}"`, {
+    option: 'command',
+    source: 'command line',
+    expected: 'no command, rotate-key or forget-agent',
+    got: command,
+  });
 }

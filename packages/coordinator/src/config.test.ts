@@ -2,7 +2,8 @@ import { describe, expect, it } from '@jest/globals';
 import { ConfigError, EXIT_USAGE, loadConfig } from '@titancompute/server-kit';
 import { COORDINATOR_DEFAULTS, coordinatorConfigSpec, coordinatorOptionsFromConfig, resolveCoordinatorOptions } from './config.js';
 
-const load = (argv: string[], env: Record<string, string> = {}) => loadConfig(coordinatorConfigSpec(), { name: 'titan-coordinator', argv, env, allowPositionals: true });
+const load = (argv: string[], env: Record<string, string> = {}) =>
+  loadConfig(coordinatorConfigSpec(), { name: 'titan-coordinator', argv, env, allowPositionals: true });
 
 describe('titan-coordinator config', () => {
   it('has the documented defaults', () => {
@@ -59,7 +60,15 @@ describe('titan-coordinator config', () => {
 
   it('shows duration defaults in the largest whole unit in --help (derived from COORDINATOR_DEFAULTS)', () => {
     const spec = coordinatorConfigSpec();
-    const shown = [spec.tokenTtlMs, spec.heartbeatTimeoutMs, spec.heartbeatIntervalMs, spec.claimWindowMs, spec.httpRequestTimeoutMs, spec.breakerOpenMs, spec.shutdownTimeoutMs].map((o) => o.default);
+    const shown = [
+      spec.tokenTtlMs,
+      spec.heartbeatTimeoutMs,
+      spec.heartbeatIntervalMs,
+      spec.claimWindowMs,
+      spec.httpRequestTimeoutMs,
+      spec.breakerOpenMs,
+      spec.shutdownTimeoutMs,
+    ].map((o) => o.default);
     expect(shown).toEqual(['5m', '30s', '2s', '10s', '30s', '30s', '10s']);
     expect([spec.host.default, spec.port.default, spec.logLevel.default, spec.protoVersionPolicy.default]).toEqual(['0.0.0.0', '50051', 'info', 'strict']);
   });

@@ -156,42 +156,63 @@ export function coordinatorConfigSpec() {
       default: String(D.httpPort),
       description: 'HTTP port of the v1 REST API and /metrics (0 picks a free port).',
     }),
-    httpRequestTimeoutMs: durationOption({
-      flag: 'http-request-timeout',
-      env: ['TITAN_HTTP_REQUEST_TIMEOUT'],
-      default: formatDuration(D.httpRequestTimeoutMs),
-      description: 'A REST client must send its whole request within this (headers within the lesser of this and 10s), or gets 408 and is disconnected.',
-    }, 1),
-    heartbeatTimeoutMs: durationOption({
-      flag: 'heartbeat-timeout',
-      env: ['TITAN_HEARTBEAT_TIMEOUT', 'HEARTBEAT_TIMEOUT'],
-      default: formatDuration(D.heartbeatTimeoutMs),
-      description: 'An agent silent this long is evicted (within a second).',
-    }, 100),
-    heartbeatIntervalMs: durationOption({
-      flag: 'heartbeat-interval',
-      env: ['TITAN_HEARTBEAT_INTERVAL'],
-      default: formatDuration(D.heartbeatIntervalMs),
-      description: 'Health update interval agents are told to use (rounded up to whole seconds on the wire).',
-    }, 100),
-    tokenTtlMs: durationOption({
-      flag: 'token-ttl',
-      env: ['TITAN_TOKEN_TTL', 'TOKEN_TTL'],
-      default: formatDuration(D.tokenTtlMs),
-      description: 'Lifetime of session tokens (how long an agent accepts one; the slot is held only for --claim-window).',
-    }, 1000, 24 * 3_600_000),
-    claimWindowMs: durationOption({
-      flag: 'claim-window',
-      env: ['TITAN_CLAIM_WINDOW'],
-      default: formatDuration(D.claimWindowMs),
-      description: 'How long a granted slot stays reserved unless the agent reports the job started (or rejected).',
-    }, 100, 3_600_000),
-    maxClientShare: numberOption({
-      flag: 'max-client-share',
-      env: ['TITAN_MAX_CLIENT_SHARE'],
-      default: String(D.maxClientShare),
-      description: "Share (0-1] of the fleet's slots one client_id may hold in reservations plus running jobs (at least 1 slot).",
-    }, 0.01, 1),
+    httpRequestTimeoutMs: durationOption(
+      {
+        flag: 'http-request-timeout',
+        env: ['TITAN_HTTP_REQUEST_TIMEOUT'],
+        default: formatDuration(D.httpRequestTimeoutMs),
+        description: 'A REST client must send its whole request within this (headers within the lesser of this and 10s), or gets 408 and is disconnected.',
+      },
+      1,
+    ),
+    heartbeatTimeoutMs: durationOption(
+      {
+        flag: 'heartbeat-timeout',
+        env: ['TITAN_HEARTBEAT_TIMEOUT', 'HEARTBEAT_TIMEOUT'],
+        default: formatDuration(D.heartbeatTimeoutMs),
+        description: 'An agent silent this long is evicted (within a second).',
+      },
+      100,
+    ),
+    heartbeatIntervalMs: durationOption(
+      {
+        flag: 'heartbeat-interval',
+        env: ['TITAN_HEARTBEAT_INTERVAL'],
+        default: formatDuration(D.heartbeatIntervalMs),
+        description: 'Health update interval agents are told to use (rounded up to whole seconds on the wire).',
+      },
+      100,
+    ),
+    tokenTtlMs: durationOption(
+      {
+        flag: 'token-ttl',
+        env: ['TITAN_TOKEN_TTL', 'TOKEN_TTL'],
+        default: formatDuration(D.tokenTtlMs),
+        description: 'Lifetime of session tokens (how long an agent accepts one; the slot is held only for --claim-window).',
+      },
+      1000,
+      24 * 3_600_000,
+    ),
+    claimWindowMs: durationOption(
+      {
+        flag: 'claim-window',
+        env: ['TITAN_CLAIM_WINDOW'],
+        default: formatDuration(D.claimWindowMs),
+        description: 'How long a granted slot stays reserved unless the agent reports the job started (or rejected).',
+      },
+      100,
+      3_600_000,
+    ),
+    maxClientShare: numberOption(
+      {
+        flag: 'max-client-share',
+        env: ['TITAN_MAX_CLIENT_SHARE'],
+        default: String(D.maxClientShare),
+        description: "Share (0-1] of the fleet's slots one client_id may hold in reservations plus running jobs (at least 1 slot).",
+      },
+      0.01,
+      1,
+    ),
     joinToken: stringOption({
       flag: 'join-token',
       env: ['TITAN_JOIN_TOKEN'],
@@ -203,20 +224,80 @@ export function coordinatorConfigSpec() {
       default: D.issuer,
       description: 'Issuer (iss) of session tokens.',
     }),
-    maxTokensLimit: intOption({ flag: 'max-tokens-limit', env: ['TITAN_MAX_TOKENS_LIMIT'], default: String(D.maxTokensLimit), description: 'Largest max_tokens a request may ask for.' }, 1, 1_000_000),
-    maxPromptBytes: intOption({ flag: 'max-prompt-bytes', env: ['TITAN_MAX_PROMPT_BYTES'], default: String(D.maxPromptBytes), description: 'Largest prompt, in UTF-8 bytes.' }, 1, 16 * 1024 * 1024),
+    maxTokensLimit: intOption(
+      {
+        flag: 'max-tokens-limit',
+        env: ['TITAN_MAX_TOKENS_LIMIT'],
+        default: String(D.maxTokensLimit),
+        description: 'Largest max_tokens a request may ask for.',
+      },
+      1,
+      1_000_000,
+    ),
+    maxPromptBytes: intOption(
+      { flag: 'max-prompt-bytes', env: ['TITAN_MAX_PROMPT_BYTES'], default: String(D.maxPromptBytes), description: 'Largest prompt, in UTF-8 bytes.' },
+      1,
+      16 * 1024 * 1024,
+    ),
     allowedModels: listOption({
       flag: 'allowed-models',
       env: ['TITAN_ALLOWED_MODELS'],
       description: 'Comma-separated models clients may request (empty: any model some agent serves).',
     }),
-    weightMemory: numberOption({ flag: 'weight-memory', env: ['TITAN_WEIGHT_MEMORY'], default: String(D.weights.memory), description: 'Score weight of the free memory fraction.' }, 0, 100),
-    weightLoad: numberOption({ flag: 'weight-load', env: ['TITAN_WEIGHT_LOAD'], default: String(D.weights.load), description: 'Score weight of the free slot fraction.' }, 0, 100),
-    weightRtt: numberOption({ flag: 'weight-rtt', env: ['TITAN_WEIGHT_RTT'], default: String(D.weights.rtt), description: 'Score weight of the RTT term.' }, 0, 100),
-    weightPerformance: numberOption({ flag: 'weight-performance', env: ['TITAN_WEIGHT_PERFORMANCE'], default: String(D.weights.performance), description: 'Score weight of the tokens/s term.' }, 0, 100),
-    breakerFailures: intOption({ flag: 'breaker-failures', env: ['TITAN_BREAKER_FAILURES'], default: String(D.breaker.failureThreshold), description: 'Consecutive failures (failed jobs, dropped health streams) that open an agent\'s circuit breaker.' }, 1, 1000),
-    breakerOpenMs: durationOption({ flag: 'breaker-open-duration', env: ['TITAN_BREAKER_OPEN_DURATION'], default: formatDuration(D.breaker.openDurationMs), description: 'How long an open breaker keeps an agent out before probing it (half-open).' }, 1),
-    breakerSuccesses: intOption({ flag: 'breaker-successes', env: ['TITAN_BREAKER_SUCCESSES'], default: String(D.breaker.successThreshold), description: 'Successes in half-open that close the breaker.' }, 1, 1000),
+    weightMemory: numberOption(
+      { flag: 'weight-memory', env: ['TITAN_WEIGHT_MEMORY'], default: String(D.weights.memory), description: 'Score weight of the free memory fraction.' },
+      0,
+      100,
+    ),
+    weightLoad: numberOption(
+      { flag: 'weight-load', env: ['TITAN_WEIGHT_LOAD'], default: String(D.weights.load), description: 'Score weight of the free slot fraction.' },
+      0,
+      100,
+    ),
+    weightRtt: numberOption(
+      { flag: 'weight-rtt', env: ['TITAN_WEIGHT_RTT'], default: String(D.weights.rtt), description: 'Score weight of the RTT term.' },
+      0,
+      100,
+    ),
+    weightPerformance: numberOption(
+      {
+        flag: 'weight-performance',
+        env: ['TITAN_WEIGHT_PERFORMANCE'],
+        default: String(D.weights.performance),
+        description: 'Score weight of the tokens/s term.',
+      },
+      0,
+      100,
+    ),
+    breakerFailures: intOption(
+      {
+        flag: 'breaker-failures',
+        env: ['TITAN_BREAKER_FAILURES'],
+        default: String(D.breaker.failureThreshold),
+        description: "Consecutive failures (failed jobs, dropped health streams) that open an agent's circuit breaker.",
+      },
+      1,
+      1000,
+    ),
+    breakerOpenMs: durationOption(
+      {
+        flag: 'breaker-open-duration',
+        env: ['TITAN_BREAKER_OPEN_DURATION'],
+        default: formatDuration(D.breaker.openDurationMs),
+        description: 'How long an open breaker keeps an agent out before probing it (half-open).',
+      },
+      1,
+    ),
+    breakerSuccesses: intOption(
+      {
+        flag: 'breaker-successes',
+        env: ['TITAN_BREAKER_SUCCESSES'],
+        default: String(D.breaker.successThreshold),
+        description: 'Successes in half-open that close the breaker.',
+      },
+      1,
+      1000,
+    ),
   };
 }
 

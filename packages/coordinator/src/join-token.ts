@@ -37,7 +37,7 @@ export async function resolveJoinToken(dataDir: string, configured: string | und
   }
   const token = randomBytes(32).toString('base64url');
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await writeFile(file, token + '\n', { mode: 0o600 });
+  await writeFile(file, `${token}\n`, { mode: 0o600 });
   await chmod(file, 0o600);
   return { token, source: 'generated', file };
 }

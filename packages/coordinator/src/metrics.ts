@@ -36,15 +36,30 @@ const LATENCY_SAMPLES = 2048;
  */
 export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMetricsSink {
   const prometheus = new Registry();
-  const requests = new Counter({ name: 'titan_coordinator_requests_total', help: 'Inference requests received.', labelNames: ['transport'], registers: [prometheus] });
-  const decisions = new Counter({ name: 'titan_coordinator_scheduling_decisions_total', help: 'Scheduling decisions by outcome.', labelNames: ['outcome'], registers: [prometheus] });
+  const requests = new Counter({
+    name: 'titan_coordinator_requests_total',
+    help: 'Inference requests received.',
+    labelNames: ['transport'],
+    registers: [prometheus],
+  });
+  const decisions = new Counter({
+    name: 'titan_coordinator_scheduling_decisions_total',
+    help: 'Scheduling decisions by outcome.',
+    labelNames: ['outcome'],
+    registers: [prometheus],
+  });
   const latency = new Histogram({
     name: 'titan_coordinator_scheduling_latency_seconds',
     help: 'Time to choose an agent and sign the session token.',
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
     registers: [prometheus],
   });
-  const finished = new Counter({ name: 'titan_coordinator_jobs_finished_total', help: 'Jobs agents reported finished, by result.', labelNames: ['result'], registers: [prometheus] });
+  const finished = new Counter({
+    name: 'titan_coordinator_jobs_finished_total',
+    help: 'Jobs agents reported finished, by result.',
+    labelNames: ['result'],
+    registers: [prometheus],
+  });
   new Gauge({
     name: 'titan_coordinator_agents',
     help: 'Registered agents by state.',

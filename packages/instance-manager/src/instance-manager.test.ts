@@ -84,7 +84,12 @@ describe.each(backends)('instance manager on $name storage', (backend) => {
     await sub.until((m) => m.some((x) => x.caughtUp));
     const ids = ['g0', 'g1', 'g2', 'g3', 'g3b', 'side'];
     for (const id of ids) expect((await c.try.tryAddInstance({ instance: makeInstance(id) })).success).toBe(true);
-    for (const [p, ch] of [['g0', 'g1'], ['g1', 'g2'], ['g2', 'g3'], ['g2', 'g3b']] as const) {
+    for (const [p, ch] of [
+      ['g0', 'g1'],
+      ['g1', 'g2'],
+      ['g2', 'g3'],
+      ['g2', 'g3b'],
+    ] as const) {
       expect((await c.try.tryAddChild({ parentId: p, childId: ch })).success).toBe(true);
     }
     const kill = await c.try.tryKillInstance({ instanceId: 'g1', reason: 'test' });
@@ -157,28 +162,50 @@ describe.each(backends)('instance manager on $name storage', (backend) => {
     await c.post.postSystemMetrics({ instanceId: 'm-1', metrics: { usedMemoryBytes: 1, totalMemoryBytes: 10, cpuPercent: 150, timestampMs: 0 } });
     await c.post.postSystemMetrics({ instanceId: 'm-1', metrics: { usedMemoryBytes: 5, totalMemoryBytes: 10, cpuPercent: 50, timestampMs: 1234 } });
     expect((await c.get.getSystemMetrics({ instanceId: 'm-1' })).metrics).toEqual({
-      usedMemoryBytes: 5, totalMemoryBytes: 10, cpuPercent: 50, timestampMs: 1234,
+      usedMemoryBytes: 5,
+      totalMemoryBytes: 10,
+      cpuPercent: 50,
+      timestampMs: 1234,
     });
-    await c.post.postProxyMetrics({ instanceId: 'm-1', metrics: { activeConnections: 2, totalConnections: 9, bytesSent: 100, bytesReceived: 200, timestampMs: 0 } });
+    await c.post.postProxyMetrics({
+      instanceId: 'm-1',
+      metrics: { activeConnections: 2, totalConnections: 9, bytesSent: 100, bytesReceived: 200, timestampMs: 0 },
+    });
     const proxy = (await c.get.getProxyMetrics({ instanceId: 'm-1' })).metrics;
     expect(proxy).toMatchObject({ activeConnections: 2, totalConnections: 9 });
     expect(proxy?.timestampMs).toBeGreaterThan(Date.now() - 5000);
-    const gpu = { usedMemoryBytes: 10, totalMemoryBytes: 80, utilizationPercent: 40, timestampMs: 5, devices: [{ index: 0, name: 'H100', usedMemoryBytes: 10, totalMemoryBytes: 80, utilizationPercent: 40 }] };
+    const gpu = {
+      usedMemoryBytes: 10,
+      totalMemoryBytes: 80,
+      utilizationPercent: 40,
+      timestampMs: 5,
+      devices: [{ index: 0, name: 'H100', usedMemoryBytes: 10, totalMemoryBytes: 80, utilizationPercent: 40 }],
+    };
     await c.post.postGpuMetrics({ instanceId: 'm-1', metrics: gpu });
     expect((await c.get.getGpuMetrics({ instanceId: 'm-1' })).metrics).toEqual(gpu);
     await c.post.postLlmMetrics({ instanceId: 'm-1', metrics: { requestCount: 3, tokensReceived: 30, tokensSent: 300, timestampMs: 7 } });
     expect((await c.get.getLlmMetrics({ instanceId: 'm-1' })).metrics).toEqual({ requestCount: 3, tokensReceived: 30, tokensSent: 300, timestampMs: 7 });
-    const unknown = await grpcError(c.post.postLlmMetrics({ instanceId: 'nope', metrics: { requestCount: 1, tokensReceived: 0, tokensSent: 0, timestampMs: 0 } }));
+    const unknown = await grpcError(
+      c.post.postLlmMetrics({ instanceId: 'nope', metrics: { requestCount: 1, tokensReceived: 0, tokensSent: 0, timestampMs: 0 } }),
+    );
     expect(unknown.code).toBe(Status.NOT_FOUND);
     await c.try.tryKillInstance({ instanceId: 'm-1', reason: '' });
     expect((await grpcError(c.get.getLlmMetrics({ instanceId: 'm-1' }))).code).toBe(Status.NOT_FOUND);
-    expect((await grpcError(c.post.postSystemMetrics({ instanceId: 'm-1', metrics: { usedMemoryBytes: 1, totalMemoryBytes: 2, cpuPercent: 1, timestampMs: 0 } }))).code).toBe(Status.NOT_FOUND);
+    expect(
+      (await grpcError(c.post.postSystemMetrics({ instanceId: 'm-1', metrics: { usedMemoryBytes: 1, totalMemoryBytes: 2, cpuPercent: 1, timestampMs: 0 } })))
+        .code,
+    ).toBe(Status.NOT_FOUND);
   });
 
   it('StatsService keeps the latest upload per host and answers NOT_FOUND for unknown hosts', async () => {
-    expect(await c.stats.uploadStats({ hostname: 'h1', stats: { usedMemoryBytes: 1000, totalMemoryBytes: 2000, timestampMs: 1234567890 } })).toEqual({ success: true });
+    expect(await c.stats.uploadStats({ hostname: 'h1', stats: { usedMemoryBytes: 1000, totalMemoryBytes: 2000, timestampMs: 1234567890 } })).toEqual({
+      success: true,
+    });
     await c.stats.uploadStats({ hostname: 'h1', stats: { usedMemoryBytes: 1500, totalMemoryBytes: 2000, timestampMs: 1234567891 } });
-    expect(await c.stats.getStats({ hostname: 'h1' })).toEqual({ hostname: 'h1', stats: { usedMemoryBytes: 1500, totalMemoryBytes: 2000, timestampMs: 1234567891 } });
+    expect(await c.stats.getStats({ hostname: 'h1' })).toEqual({
+      hostname: 'h1',
+      stats: { usedMemoryBytes: 1500, totalMemoryBytes: 2000, timestampMs: 1234567891 },
+    });
     expect((await grpcError(c.stats.getStats({ hostname: 'h2' }))).code).toBe(Status.NOT_FOUND);
     const bad = await grpcError(c.stats.uploadStats({ hostname: '', stats: { usedMemoryBytes: 1, totalMemoryBytes: 2, timestampMs: 0 } }));
     expect(bad.code).toBe(Status.INVALID_ARGUMENT);
@@ -193,18 +220,36 @@ describe.each(backends)('instance manager on $name storage', (backend) => {
       [c.try.tryAddInstance({}), /^instance: required/],
       [c.try.tryAddInstance({ instance: makeInstance('t1', { type: InstanceType.INSTANCE_TYPE_UNSPECIFIED }) }), /^instance\.type:/],
       [c.try.tryAddInstance({ instance: makeInstance('t2', { type: 99 as instanceManager.InstanceType }) }), /^instance\.type:/],
-      [c.try.tryAddInstance({ instance: makeInstance('t3', { metadata: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v'])) }) }), /^instance\.metadata:.*64/],
+      [
+        c.try.tryAddInstance({ instance: makeInstance('t3', { metadata: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v'])) }) }),
+        /^instance\.metadata:.*64/,
+      ],
       [c.try.tryAddInstance({ instance: makeInstance('t4', { metadata: { k: 'v'.repeat(1025) } }) }), /^instance\.metadata\.k:/],
       [c.try.tryHealthCheck({ instanceId: '' }), /^instance_id:/],
       [c.try.tryAddChild({ parentId: 'ok', childId: 'no way' }), /^child_id:/],
       [c.try.tryAddService({ instanceId: 'ok', service: { type: ServiceType.SERVICE_TYPE_AGENT_GRPC, port: 70000, url: '' } }), /^service\.port:/],
       [c.try.tryAddService({ instanceId: 'ok', service: { type: ServiceType.SERVICE_TYPE_UNSPECIFIED, port: 80, url: '' } }), /^service\.type:/],
-      [c.post.postSystemMetrics({ instanceId: 'ok', metrics: { usedMemoryBytes: -1, totalMemoryBytes: 2, cpuPercent: 1, timestampMs: 0 } }), /^metrics\.used_memory_bytes:/],
-      [c.post.postSystemMetrics({ instanceId: 'ok', metrics: { usedMemoryBytes: 3, totalMemoryBytes: 2, cpuPercent: 1, timestampMs: 0 } }), /^metrics\.used_memory_bytes:.*total/],
-      [c.post.postGpuMetrics({ instanceId: 'ok', metrics: { usedMemoryBytes: 1, totalMemoryBytes: 2, utilizationPercent: 101, timestampMs: 0, devices: [] } }), /^metrics\.utilization_percent:/],
+      [
+        c.post.postSystemMetrics({ instanceId: 'ok', metrics: { usedMemoryBytes: -1, totalMemoryBytes: 2, cpuPercent: 1, timestampMs: 0 } }),
+        /^metrics\.used_memory_bytes:/,
+      ],
+      [
+        c.post.postSystemMetrics({ instanceId: 'ok', metrics: { usedMemoryBytes: 3, totalMemoryBytes: 2, cpuPercent: 1, timestampMs: 0 } }),
+        /^metrics\.used_memory_bytes:.*total/,
+      ],
+      [
+        c.post.postGpuMetrics({ instanceId: 'ok', metrics: { usedMemoryBytes: 1, totalMemoryBytes: 2, utilizationPercent: 101, timestampMs: 0, devices: [] } }),
+        /^metrics\.utilization_percent:/,
+      ],
       [c.post.postProxyMetrics({ instanceId: 'ok' }), /^metrics: required/],
       [c.get.getAllInstances({ type: 42 as instanceManager.InstanceType }), /^type:/],
-      [c.sub.subscribeToInstanceUpdates({ instanceIds: ['bad id'] })[Symbol.asyncIterator]().next(), /^instance_ids\[0\]:/],
+      [
+        c.sub
+          .subscribeToInstanceUpdates({ instanceIds: ['bad id'] })
+          [Symbol.asyncIterator]()
+          .next(),
+        /^instance_ids\[0\]:/,
+      ],
     ];
     for (const [call, field] of cases) {
       const err = await grpcError(call);

@@ -224,7 +224,10 @@ describeWithPg('PostgreSQL replicas behave as one registry', () => {
     // Every REMOVED reached B exactly once, in strictly increasing sequence order.
     const expectedRemoved = ids.filter((id) => !liveIds.has(id));
     await onB.until(() => onB.events().filter((e) => e.type === EventType.EVENT_TYPE_REMOVED).length >= expectedRemoved.length, 5000);
-    const removed = onB.events().filter((e) => e.type === EventType.EVENT_TYPE_REMOVED).map((e) => e.instanceId);
+    const removed = onB
+      .events()
+      .filter((e) => e.type === EventType.EVENT_TYPE_REMOVED)
+      .map((e) => e.instanceId);
     expect([...removed].sort()).toEqual([...expectedRemoved].sort());
     const seqs = onB.events().map((e) => e.sequence);
     expect(seqs.every((q, i) => i === 0 || q > seqs[i - 1]!)).toBe(true);

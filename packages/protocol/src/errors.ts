@@ -36,6 +36,7 @@ export class ProtocolError extends Error {
 
   /** True for errors of this class (or a subclass) from any copy of `@titancompute/protocol`. */
   static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class instanceof asks about (a subclass too)
     return isBrandedInstance(this, value, PROTOCOL_ERROR_BRAND);
   }
 }

@@ -6,7 +6,14 @@ describe('session-token contract', () => {
   it('sessionTokenPayload: the private claims in signing order; parameters only when any, prompt only as its hash', () => {
     const grant = { agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 8, temperature: 0.7 };
     expect(Object.keys(sessionTokenPayload({ ...grant, parameters: { top_k: '5' }, prompt: 'hi' }))).toEqual([
-      'job_id', 'model', 'max_tokens', 'temperature', 'agent_id', 'client_id', 'parameters', 'prompt_sha256',
+      'job_id',
+      'model',
+      'max_tokens',
+      'temperature',
+      'agent_id',
+      'client_id',
+      'parameters',
+      'prompt_sha256',
     ]);
     expect(sessionTokenPayload({ ...grant, parameters: {} })).not.toHaveProperty(SESSION_TOKEN_CLAIMS.parameters);
     expect(sessionTokenPayload({ ...grant, prompt: 'hi' })).toMatchObject({ prompt_sha256: createHash('sha256').update('hi', 'utf8').digest('base64url') });
@@ -14,7 +21,11 @@ describe('session-token contract', () => {
   });
 
   it('the claims schema accepts what is signed and names what is wrong', () => {
-    const claims = { jti: 'x', exp: 1, ...sessionTokenPayload({ agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 8, temperature: 0.7, prompt: 'p' }) };
+    const claims = {
+      jti: 'x',
+      exp: 1,
+      ...sessionTokenPayload({ agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 8, temperature: 0.7, prompt: 'p' }),
+    };
     expect(sessionTokenClaimsSchema.parse(claims)).toMatchObject({ model: 'm', prompt_sha256: promptSha256('p') });
     const bad = sessionTokenClaimsSchema.safeParse({ ...claims, prompt_sha256: 'short' });
     expect(bad.success).toBe(false);

@@ -63,9 +63,7 @@ describe('loadConfig', () => {
     expect(err.message).toContain('environment variable COORDINATOR_PORT');
     expect(err.message).toContain('got "70000"');
     expect(err.context).toMatchObject({ option: 'port', got: '70000' });
-    expect(configError(() => load([], { HEARTBEAT_TIMEOUT: 'soon' })).message).toContain(
-      'expected a duration such as 500ms, 30s, 5m or 1h',
-    );
+    expect(configError(() => load([], { HEARTBEAT_TIMEOUT: 'soon' })).message).toContain('expected a duration such as 500ms, 30s, 5m or 1h');
     expect(configError(() => load(['--log-level', 'loud'])).message).toContain('expected one of fatal, error, warn, info');
     expect(configError(() => load(['--proto-version-policy', 'lax'])).message).toContain('expected one of strict, allow-missing');
   });
@@ -97,7 +95,12 @@ describe('loadConfig', () => {
     const cases = [300_000, 30_000, 2_000, 250, 3_600_000, 90_000, 60_000, 1_500];
     expect(cases.map((ms) => formatDuration(ms))).toEqual(['5m', '30s', '2s', '250ms', '1h', '90s', '1m', '1500ms']);
     for (const ms of cases) expect(parseDurationMs(formatDuration(ms))).toBe(ms);
-    expect([formatDuration(60_000, 's'), formatDuration(7_200_000, 'm'), formatDuration(250, 's'), formatDuration(2000, 'ms')]).toEqual(['60s', '120m', '250ms', '2000ms']);
+    expect([formatDuration(60_000, 's'), formatDuration(7_200_000, 'm'), formatDuration(250, 's'), formatDuration(2000, 'ms')]).toEqual([
+      '60s',
+      '120m',
+      '250ms',
+      '2000ms',
+    ]);
   });
 });
 
@@ -105,7 +108,14 @@ describe('COMMON_DEFAULTS', () => {
   it('are the defaults the common options show and apply (one source)', () => {
     const common = commonOptions({ service: 'agent', port: 50052 });
     expect(loadConfig(common, { argv: [], env: {}, name: 'titan-agent' })).toMatchObject({ ...COMMON_DEFAULTS, port: 50052, dataDir: defaultDataDir('agent') });
-    expect([common.host.default, common.logLevel.default, common.logFormat.default, common.protoVersionPolicy.default, common.shutdownTimeoutMs.default, common.dataDir.default]).toEqual(['0.0.0.0', 'info', 'auto', 'strict', '10s', './.titan/agent']);
+    expect([
+      common.host.default,
+      common.logLevel.default,
+      common.logFormat.default,
+      common.protoVersionPolicy.default,
+      common.shutdownTimeoutMs.default,
+      common.dataDir.default,
+    ]).toEqual(['0.0.0.0', 'info', 'auto', 'strict', '10s', './.titan/agent']);
     expect(Object.isFrozen(COMMON_DEFAULTS)).toBe(true);
   });
 });
@@ -131,9 +141,7 @@ describe('runMain', () => {
   it('exits 2 with the message for a bad value, 0 for --help, and runs otherwise', async () => {
     const bad = await runScript([], { TITAN_PORT: 'eighty' });
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toBe(
-      'titan-x: invalid environment variable TITAN_PORT (--port / TITAN_PORT): expected an integer from 0 to 65535, got "eighty"\n',
-    );
+    expect(bad.stderr).toBe('titan-x: invalid environment variable TITAN_PORT (--port / TITAN_PORT): expected an integer from 0 to 65535, got "eighty"\n');
     const help = await runScript(['--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('Usage: titan-x [options]');

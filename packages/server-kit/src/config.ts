@@ -96,10 +96,7 @@ function describeArgvError(cause: unknown): string {
  * config.port; // number
  * ```
  */
-export function loadConfig<S extends ConfigSpec>(
-  spec: S,
-  options: LoadConfigOptions,
-): ConfigOf<S> & { positionals: string[] } {
+export function loadConfig<S extends ConfigSpec>(spec: S, options: LoadConfigOptions): ConfigOf<S> & { positionals: string[] } {
   const argv = options.argv ?? process.argv.slice(2);
   const env = options.env ?? process.env;
   const parseOptions: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
@@ -109,11 +106,15 @@ export function loadConfig<S extends ConfigSpec>(
   try {
     parsed = parseArgs({ args: [...argv], options: parseOptions, allowPositionals: options.allowPositionals ?? false, strict: true });
   } catch (cause) {
-    throw new ConfigError(`${describeArgvError(cause)} (run ${options.name} --help for the options)`, {
-      option: 'arguments',
-      source: 'command line',
-      expected: 'a known --flag',
-    }, { cause });
+    throw new ConfigError(
+      `${describeArgvError(cause)} (run ${options.name} --help for the options)`,
+      {
+        option: 'arguments',
+        source: 'command line',
+        expected: 'a known --flag',
+      },
+      { cause },
+    );
   }
   if (parsed.values.help) throw new HelpRequested(formatUsage(spec, options));
   if (parsed.values.version && options.version !== undefined) throw new VersionRequested(`${options.name} ${options.version}`);
@@ -165,27 +166,28 @@ export function formatUsage(spec: ConfigSpec, options: Pick<LoadConfigOptions, '
   }
   lines.push('  -h, --help', '      Show this help.');
   if (options.version !== undefined) lines.push('  --version', '      Print the version.');
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 // ---- Schemas for common kinds of values. Each takes the raw string.
 
-const required = <T>(inner: z.ZodType<T, string>) =>
-  z.string({ error: 'required' }).pipe(inner) as unknown as z.ZodType<T, string | undefined>;
+const required = <T>(inner: z.ZodType<T, string>) => z.string({ error: 'required' }).pipe(inner) as unknown as z.ZodType<T, string | undefined>;
 
-const optional = <T>(inner: z.ZodType<T, string>) =>
-  z.string().pipe(inner).optional() as unknown as z.ZodType<T | undefined, string | undefined>;
+const optional = <T>(inner: z.ZodType<T, string>) => z.string().pipe(inner).optional() as unknown as z.ZodType<T | undefined, string | undefined>;
 
 /** Integer in [min, max]. */
-export function intOption(
-  base: Omit<OptionSpec, 'schema' | 'expected'>,
-  min: number,
-  max: number,
-): OptionSpec<number> {
+export function intOption(base: Omit<OptionSpec, 'schema' | 'expected'>, min: number, max: number): OptionSpec<number> {
   return {
     ...base,
     expected: `an integer from ${min} to ${max}`,
-    schema: required(z.string().trim().regex(/^-?\d+$/).transform(Number).pipe(z.number().int().min(min).max(max))),
+    schema: required(
+      z
+        .string()
+        .trim()
+        .regex(/^-?\d+$/)
+        .transform(Number)
+        .pipe(z.number().int().min(min).max(max)),
+    ),
   };
 }
 
@@ -199,7 +201,14 @@ export function numberOption(base: Omit<OptionSpec, 'schema' | 'expected'>, min:
   return {
     ...base,
     expected: `a number from ${min} to ${max}`,
-    schema: required(z.string().trim().regex(/^-?\d+(\.\d+)?$/).transform(Number).pipe(z.number().min(min).max(max))),
+    schema: required(
+      z
+        .string()
+        .trim()
+        .regex(/^-?\d+(\.\d+)?$/)
+        .transform(Number)
+        .pipe(z.number().min(min).max(max)),
+    ),
   };
 }
 
@@ -233,11 +242,7 @@ export function parseDurationMs(raw: string): number | undefined {
 }
 
 /** A duration ("500ms", "30s", "5m", "1h"; a bare number is seconds), in milliseconds, within bounds. */
-export function durationOption(
-  base: Omit<OptionSpec, 'schema' | 'expected'>,
-  minMs = 1,
-  maxMs = 7 * 24 * 3_600_000,
-): OptionSpec<number> {
+export function durationOption(base: Omit<OptionSpec, 'schema' | 'expected'>, minMs = 1, maxMs = 7 * 24 * 3_600_000): OptionSpec<number> {
   return {
     ...base,
     expected: `a duration such as 500ms, 30s, 5m or 1h (bare numbers are seconds) between ${minMs}ms and ${maxMs}ms`,
@@ -255,10 +260,7 @@ export function durationOption(
 }
 
 /** One of a fixed set of strings. */
-export function enumOption<const T extends readonly [string, ...string[]]>(
-  base: Omit<OptionSpec, 'schema' | 'expected'>,
-  values: T,
-): OptionSpec<T[number]> {
+export function enumOption<const T extends readonly [string, ...string[]]>(base: Omit<OptionSpec, 'schema' | 'expected'>, values: T): OptionSpec<T[number]> {
   return { ...base, expected: `one of ${values.join(', ')}`, schema: required(z.enum(values)) };
 }
 
@@ -280,7 +282,12 @@ export function listOption(base: Omit<OptionSpec, 'schema' | 'expected'>): Optio
     schema: z
       .string()
       .optional()
-      .transform((s) => (s ?? '').split(',').map((v) => v.trim()).filter(Boolean)) as unknown as z.ZodType<string[], string | undefined>,
+      .transform((s) =>
+        (s ?? '')
+          .split(',')
+          .map((v) => v.trim())
+          .filter(Boolean),
+      ) as unknown as z.ZodType<string[], string | undefined>,
   };
 }
 

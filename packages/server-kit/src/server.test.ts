@@ -4,12 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { ClientError, createChannel, createClient, createClientFactory, Status } from 'nice-grpc';
 import { HealthDefinition, HealthCheckResponse_ServingStatus } from 'nice-grpc-server-health/lib/proto/grpc/health/v1/health.js';
-import {
-  AgentServiceDefinition,
-  createProtoVersionClientMiddleware,
-  createTitanChannel,
-  type AgentServiceImplementation,
-} from '@titancompute/protocol';
+import { AgentServiceDefinition, createProtoVersionClientMiddleware, createTitanChannel, type AgentServiceImplementation } from '@titancompute/protocol';
 import { createLogger } from './logger.js';
 import { createServiceServer, type ServiceServer } from './server.js';
 import { createTestPki } from './test-support/certs.js';
@@ -81,7 +76,9 @@ describe('createServiceServer', () => {
 
   it('maps unexpected handler errors to INTERNAL without leaking their message', async () => {
     const { address } = await start();
-    const err = await versioned(address).getStatus({ agentId: 'boom' }).catch((e: unknown) => e);
+    const err = await versioned(address)
+      .getStatus({ agentId: 'boom' })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ClientError);
     expect((err as ClientError).code).toBe(Status.INTERNAL);
     expect((err as ClientError).details).not.toContain('hunter2');
@@ -120,10 +117,7 @@ describe('TLS and mTLS', () => {
     const { address } = await start({ tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: pki.caCert } });
     const client = createClientFactory()
       .use(createProtoVersionClientMiddleware())
-      .create(
-        AgentServiceDefinition,
-        createTitanChannel(address, { tls: { caFile: pki.caCert, certFile: pki.clientCert, keyFile: pki.clientKey } }),
-      );
+      .create(AgentServiceDefinition, createTitanChannel(address, { tls: { caFile: pki.caCert, certFile: pki.clientCert, keyFile: pki.clientKey } }));
     await expect(client.getStatus({ agentId: 'mtls' })).resolves.toMatchObject({ agentId: 'mtls' });
   });
 
@@ -135,10 +129,7 @@ describe('TLS and mTLS', () => {
     await expect(noCert.getStatus({}, { signal: AbortSignal.timeout(3000) })).rejects.toMatchObject({ code: Status.UNAVAILABLE });
     const rogue = createClientFactory()
       .use(createProtoVersionClientMiddleware())
-      .create(
-        AgentServiceDefinition,
-        createTitanChannel(address, { tls: { caFile: pki.caCert, certFile: pki.rogueClientCert, keyFile: pki.rogueClientKey } }),
-      );
+      .create(AgentServiceDefinition, createTitanChannel(address, { tls: { caFile: pki.caCert, certFile: pki.rogueClientCert, keyFile: pki.rogueClientKey } }));
     await expect(rogue.getStatus({}, { signal: AbortSignal.timeout(3000) })).rejects.toMatchObject({ code: Status.UNAVAILABLE });
   });
 });

@@ -1,11 +1,7 @@
 import { createServer, type CompatServiceDefinition, type Server, type ServiceImplementation } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
-import {
-  createProtoVersionServerMiddleware,
-  DESCRIPTOR_SET_BASE64,
-  type ProtoVersionPolicy,
-} from '@titancompute/protocol';
+import { createProtoVersionServerMiddleware, DESCRIPTOR_SET_BASE64, type ProtoVersionPolicy } from '@titancompute/protocol';
 import type { Logger } from 'pino';
 import { createDrainController } from './middleware/drain.js';
 import { createErrorMappingMiddleware } from './middleware/error-mapping.js';
@@ -101,10 +97,7 @@ export function createServiceServer(options: ServiceServerOptions): ServiceServe
     },
     async listen() {
       server.add(HealthDefinition, HealthServiceImpl(health));
-      server.add(
-        ServerReflectionService,
-        ServerReflection(createReflectionDescriptorSet(contract), [...serviceNames, 'grpc.health.v1.Health']),
-      );
+      server.add(ServerReflectionService, ServerReflection(createReflectionDescriptorSet(contract), [...serviceNames, 'grpc.health.v1.Health']));
       const host = options.host ?? '0.0.0.0';
       const hostPart = host.includes(':') ? `[${host}]` : host;
       const port = await server.listen(`${hostPart}:${options.port}`, createServerCredentials(options.tls));

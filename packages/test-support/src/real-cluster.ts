@@ -28,7 +28,14 @@ export function createScriptedEngine(options: { tokenDelayMs?: number; words?: n
         await new Promise<void>((resolve, reject) => {
           if (request.signal.aborted) return reject(request.signal.reason);
           const t = setTimeout(resolve, options.tokenDelayMs ?? 2);
-          request.signal.addEventListener('abort', () => (clearTimeout(t), reject(request.signal.reason)), { once: true });
+          request.signal.addEventListener(
+            'abort',
+            () => {
+              clearTimeout(t);
+              reject(request.signal.reason);
+            },
+            { once: true },
+          );
         });
         yield { text: `word${i} `, tokens: 1, ...(i === n - 1 ? { finishReason: n < total ? 'length' : 'stop' } : {}) };
       }
@@ -67,7 +74,12 @@ export interface RealAgentSpec {
 export async function startRealCluster(specs: RealAgentSpec[]): Promise<RealCluster> {
   const dataDir = mkdtempSync(join(tmpdir(), 'titan-client-test-'));
   const coordinator = await startCoordinator({
-    host: '127.0.0.1', port: 0, httpPort: 0, dataDir, logLevel: 'silent', heartbeatIntervalMs: 200,
+    host: '127.0.0.1',
+    port: 0,
+    httpPort: 0,
+    dataDir,
+    logLevel: 'silent',
+    heartbeatIntervalMs: 200,
     weights: { memory: 0, load: 0, rtt: 0, performance: 0 },
     ...(specs.some((s) => s.publicHost) ? { verifyAgentEndpoints: false } : {}),
   });
@@ -75,16 +87,26 @@ export async function startRealCluster(specs: RealAgentSpec[]): Promise<RealClus
   for (const spec of specs) {
     agents.push(
       await startAgent({
-        agentId: spec.agentId, host: '127.0.0.1', port: 0, coordinator: coordinator.address, joinToken: coordinator.joinToken,
-        engine: createScriptedEngine({ tokenDelayMs: spec.tokenDelayMs ?? 2 }), maxConcurrentJobs: spec.maxConcurrentJobs ?? 4,
-        maxQueue: spec.maxQueue ?? 0, heartbeatIntervalMs: 200, drainTimeoutMs: 500, logLevel: 'silent',
+        agentId: spec.agentId,
+        host: '127.0.0.1',
+        port: 0,
+        coordinator: coordinator.address,
+        joinToken: coordinator.joinToken,
+        engine: createScriptedEngine({ tokenDelayMs: spec.tokenDelayMs ?? 2 }),
+        maxConcurrentJobs: spec.maxConcurrentJobs ?? 4,
+        maxQueue: spec.maxQueue ?? 0,
+        heartbeatIntervalMs: 200,
+        drainTimeoutMs: 500,
+        logLevel: 'silent',
         ...(spec.publicHost ? { publicHost: spec.publicHost } : {}),
       }),
     );
   }
   const client = new TitanClient({ coordinator: coordinator.address, requestTimeoutMs: 5000 });
   const cluster: RealCluster = {
-    coordinator, agents, client,
+    coordinator,
+    agents,
+    client,
     async waitForAgents(n) {
       // Routable = healthy or degraded (a busy CI machine marks agents degraded); a loaded
       // machine can take several seconds to register them, so wait on the condition, up to 30 s.

@@ -26,7 +26,7 @@ describe('waitFor', () => {
     expect(calls).toBeGreaterThan(1);
   });
 
-  it('with stopOnError, fails at once with the probe\'s own error', async () => {
+  it("with stopOnError, fails at once with the probe's own error", async () => {
     let calls = 0;
     const failing = () => {
       calls += 1;
@@ -38,8 +38,16 @@ describe('waitFor', () => {
 
   it('describes the last state seen, through a function called only on timeout', async () => {
     let seen = 0;
-    await expect(waitFor(() => ((seen += 1), false), 30, () => `three agents (saw ${seen} polls)`, { intervalMs: 5 })).rejects.toThrow(
-      /waiting for three agents \(saw \d+ polls\)$/,
-    );
+    await expect(
+      waitFor(
+        () => {
+          seen += 1;
+          return false;
+        },
+        30,
+        () => `three agents (saw ${seen} polls)`,
+        { intervalMs: 5 },
+      ),
+    ).rejects.toThrow(/waiting for three agents \(saw \d+ polls\)$/);
   });
 });

@@ -9,8 +9,14 @@ describe('createJobSlots', () => {
     const signal = new AbortController().signal;
     const first = await slots.acquire(signal);
     const order: string[] = [];
-    const b = slots.acquire(signal).then((r) => (order.push('b'), r));
-    const c = slots.acquire(signal).then((r) => (order.push('c'), r));
+    const b = slots.acquire(signal).then((r) => {
+      order.push('b');
+      return r;
+    });
+    const c = slots.acquire(signal).then((r) => {
+      order.push('c');
+      return r;
+    });
     expect([slots.running, slots.queued]).toEqual([1, 2]);
     first();
     (await b)();

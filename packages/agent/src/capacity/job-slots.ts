@@ -69,10 +69,14 @@ export function createJobSlots(options: { maxConcurrent: number; maxQueue: numbe
       }
       if (queue.length >= maxQueue) {
         return Promise.reject(
-          new CapacityError(`agent is busy: ${running} jobs running and ${queue.length} queued (max ${maxConcurrent} + ${maxQueue}); retry later or on another agent`, Status.RESOURCE_EXHAUSTED, {
-            running,
-            queued: queue.length,
-          }),
+          new CapacityError(
+            `agent is busy: ${running} jobs running and ${queue.length} queued (max ${maxConcurrent} + ${maxQueue}); retry later or on another agent`,
+            Status.RESOURCE_EXHAUSTED,
+            {
+              running,
+              queued: queue.length,
+            },
+          ),
         );
       }
       return new Promise<ReleaseSlot>((resolve, reject) => {

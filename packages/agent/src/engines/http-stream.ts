@@ -76,7 +76,10 @@ export async function fetchStream(url: string, init: RequestInit, timeouts: Http
     } catch {
       /* not JSON */
     }
-    throw new EngineError(`engine answered HTTP ${response.status}: ${message}`, response.status === 404 ? 'model_not_found' : 'engine_error', { url, status: response.status });
+    throw new EngineError(`engine answered HTTP ${response.status}: ${message}`, response.status === 404 ? 'model_not_found' : 'engine_error', {
+      url,
+      status: response.status,
+    });
   }
   armIdle();
   return {
@@ -147,7 +150,7 @@ export async function fetchJson<T>(url: string, init: RequestInit, timeoutMs: nu
   const res = await fetchStream(url, init, { idleTimeoutMs: timeoutMs, requestTimeoutMs: timeoutMs }, signal);
   try {
     let text = '';
-    for await (const line of res.lines()) text += line + '\n';
+    for await (const line of res.lines()) text += `${line}\n`;
     return JSON.parse(text) as T;
   } catch (cause) {
     if (cause instanceof EngineError) throw cause;

@@ -92,7 +92,8 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Engin
     },
     async *generate(request: GenerateRequest): AsyncGenerator<EngineChunk> {
       if (!model || !context || !LlamaCompletionClass) throw new EngineError('llama-cpp engine is not loaded', 'unavailable');
-      if (!models.includes(request.model)) throw new EngineError(`model ${request.model} is not served by this engine`, 'model_not_found', { model: request.model });
+      if (!models.includes(request.model))
+        throw new EngineError(`model ${request.model} is not served by this engine`, 'model_not_found', { model: request.model });
       const params = parseGenerationParameters(request.parameters);
       const promptTokens = model.tokenize(request.prompt).length;
       const seq = await takeSequence();

@@ -48,7 +48,7 @@ describe('ollama engine', () => {
       { model: 'llama3.2:1b', response: ' is', done: false },
       { model: 'llama3.2:1b', response: '', done: true, done_reason: 'stop', prompt_eval_count: 9, eval_count: 3 },
     ]
-      .map((l) => JSON.stringify(l) + '\n')
+      .map((l) => `${JSON.stringify(l)}\n`)
       .join('');
     server = await startTestHttpServer(async (_req, res) => {
       res.setHeader('content-type', 'application/x-ndjson');
@@ -78,8 +78,8 @@ describe('ollama engine', () => {
 
   it('turns an error line mid-stream into an engine error', async () => {
     server = await startTestHttpServer((_req, res) => {
-      res.write(JSON.stringify({ response: 'a', done: false }) + '\n');
-      res.end(JSON.stringify({ error: 'model crashed: out of memory' }) + '\n');
+      res.write(`${JSON.stringify({ response: 'a', done: false })}\n`);
+      res.end(`${JSON.stringify({ error: 'model crashed: out of memory' })}\n`);
     });
     const engine = createOllamaEngine({ host: server.url });
     await expect(drain(engine.generate(request()))).rejects.toThrow(/out of memory/);
@@ -96,7 +96,7 @@ describe('ollama engine', () => {
 
   it('a hanging server ends in a deadline error', async () => {
     server = await startTestHttpServer((_req, res) => {
-      res.write(JSON.stringify({ response: 'a', done: false }) + '\n');
+      res.write(`${JSON.stringify({ response: 'a', done: false })}\n`);
       // then nothing, forever
     });
     const engine = createOllamaEngine({ host: server.url, timeouts: { idleTimeoutMs: 200 } });
@@ -113,7 +113,7 @@ describe('ollama engine', () => {
   it('stops reading when the caller cancels', async () => {
     let closed = false;
     server = await startTestHttpServer((req, res) => {
-      res.write(JSON.stringify({ response: 'a', done: false }) + '\n');
+      res.write(`${JSON.stringify({ response: 'a', done: false })}\n`);
       req.socket.on('close', () => (closed = true));
     });
     const ac = new AbortController();

@@ -46,7 +46,10 @@ function baseUrl(host: string): string {
  */
 export function createOllamaEngine(options: OllamaEngineOptions = {}): Engine {
   const base = baseUrl(options.host ?? DEFAULT_OLLAMA_HOST);
-  const timeouts: HttpTimeouts = { idleTimeoutMs: options.timeouts?.idleTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.idleTimeoutMs, requestTimeoutMs: options.timeouts?.requestTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.requestTimeoutMs };
+  const timeouts: HttpTimeouts = {
+    idleTimeoutMs: options.timeouts?.idleTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.idleTimeoutMs,
+    requestTimeoutMs: options.timeouts?.requestTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.requestTimeoutMs,
+  };
   let models: string[] = [...(options.models ?? [])];
   return {
     name: 'ollama',

@@ -41,7 +41,10 @@ interface OpenAiChunk {
  */
 export function createOpenAiEngine(options: OpenAiEngineOptions): Engine {
   const base = `${options.url.replace(/\/+$/, '').replace(/\/v1$/, '')}/v1`;
-  const timeouts: HttpTimeouts = { idleTimeoutMs: options.timeouts?.idleTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.idleTimeoutMs, requestTimeoutMs: options.timeouts?.requestTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.requestTimeoutMs };
+  const timeouts: HttpTimeouts = {
+    idleTimeoutMs: options.timeouts?.idleTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.idleTimeoutMs,
+    requestTimeoutMs: options.timeouts?.requestTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.requestTimeoutMs,
+  };
   const headers: Record<string, string> = { 'content-type': 'application/json', ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}) };
   let models: string[] = [...(options.models ?? [])];
   return {
@@ -103,7 +106,8 @@ export function createOpenAiEngine(options: OpenAiEngineOptions): Engine {
             };
           }
         }
-        if (!request.signal.aborted) throw new EngineError('OpenAI-compatible server closed the stream without [DONE]', 'engine_error', { model: request.model });
+        if (!request.signal.aborted)
+          throw new EngineError('OpenAI-compatible server closed the stream without [DONE]', 'engine_error', { model: request.model });
       } finally {
         res.abort();
       }

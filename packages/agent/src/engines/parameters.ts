@@ -13,9 +13,21 @@ export interface GenerationParameters {
   stop?: string[];
 }
 
-const num = (min: number, max: number) => z.string().trim().regex(/^-?\d+(\.\d+)?$/, 'must be a number').transform(Number).pipe(z.number().min(min).max(max));
+const num = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^-?\d+(\.\d+)?$/, 'must be a number')
+    .transform(Number)
+    .pipe(z.number().min(min).max(max));
 const stopSchema = z.union([z.string().min(1), z.array(z.string().min(1)).max(16)]);
-const int = (min: number, max: number) => z.string().trim().regex(/^-?\d+$/, 'must be an integer').transform(Number).pipe(z.number().int().min(min).max(max));
+const int = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^-?\d+$/, 'must be an integer')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
 
 const FIELDS = {
   top_p: ['topP', num(0, 1)],
@@ -47,7 +59,10 @@ export function parseGenerationParameters(raw: Record<string, string>): Generati
     if (value === undefined || value === '') continue;
     const parsed = schema.safeParse(value);
     if (!parsed.success) {
-      throw new RequestValidationError(`options.${key} is invalid: ${parsed.error.issues[0]?.message ?? 'bad value'} (got ${JSON.stringify(value)})`, `options.${key}`);
+      throw new RequestValidationError(
+        `options.${key} is invalid: ${parsed.error.issues[0]?.message ?? 'bad value'} (got ${JSON.stringify(value)})`,
+        `options.${key}`,
+      );
     }
     (out as Record<string, number>)[field] = parsed.data;
   }
@@ -62,7 +77,8 @@ export function parseGenerationParameters(raw: Record<string, string>): Generati
       }
     }
     const parsed = stopSchema.safeParse(list);
-    if (!parsed.success) throw new RequestValidationError('options.stop is invalid: expected a string or a JSON array of up to 16 non-empty strings', 'options.stop');
+    if (!parsed.success)
+      throw new RequestValidationError('options.stop is invalid: expected a string or a JSON array of up to 16 non-empty strings', 'options.stop');
     out.stop = typeof parsed.data === 'string' ? [parsed.data] : parsed.data;
   }
   return out;

@@ -8,7 +8,7 @@ import { startFakeCoordinator } from '../test-support/fake-coordinator.js';
 import { createFakeEngine } from '../test-support/fake-engine.js';
 import { CREDENTIAL_FILE, loadAgentCredential } from './agent-credential.js';
 
-const cleanups: (() => Promise<unknown> | void)[] = [];
+const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });

@@ -62,7 +62,7 @@ export async function loadAgentCredential(dataDir: string | undefined): Promise<
   const value = generateCredential();
   const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    await writeFile(temp, value + '\n', { mode: 0o600, flag: 'wx' });
+    await writeFile(temp, `${value}\n`, { mode: 0o600, flag: 'wx' });
     await chmod(temp, 0o600);
     await rename(temp, file);
   } catch (cause) {

@@ -37,7 +37,15 @@ describe('coordinator link', () => {
     const agent = await agentFor(coordinator);
     await coordinator.waitFor(() => coordinator.updates.length >= 3);
     const [reg] = coordinator.registrations;
-    expect(reg).toMatchObject({ agentId: 'link-agent', endpoint: agent.endpoint, maxJobs: 4, maxQueue: 8, supportedModels: ['fake-model'], engine: 'fake', totalVramMb: 0 });
+    expect(reg).toMatchObject({
+      agentId: 'link-agent',
+      endpoint: agent.endpoint,
+      maxJobs: 4,
+      maxQueue: 8,
+      supportedModels: ['fake-model'],
+      engine: 'fake',
+      totalVramMb: 0,
+    });
     expect(agent.endpoint).toBe(`127.0.0.1:${agent.port}`);
     expect(reg!.totalRamMb).toBeGreaterThan(0);
     const later = coordinator.updates.at(-1)!;
@@ -86,7 +94,16 @@ describe('coordinator link', () => {
     expect(c2.registrations[0]?.agentId).toBe('link-agent');
     const { client, channel } = createAgentClient(`127.0.0.1:${agent.port}`);
     try {
-      const msgs = await collect(client.streamInference({ sessionToken: await newSigner.sign({ max_tokens: 2 }), model: 'fake-model', prompt: 'x', maxTokens: 0, temperature: 0, stream: true }));
+      const msgs = await collect(
+        client.streamInference({
+          sessionToken: await newSigner.sign({ max_tokens: 2 }),
+          model: 'fake-model',
+          prompt: 'x',
+          maxTokens: 0,
+          temperature: 0,
+          stream: true,
+        }),
+      );
       expect(msgs.at(-1)?.done).toBe(true);
     } finally {
       channel.close();
@@ -101,7 +118,16 @@ describe('coordinator link', () => {
     await coordinator.waitFor(() => coordinator.updates.length >= 1);
     const { client, channel } = createAgentClient(`127.0.0.1:${agent.port}`);
     cleanups.push(async () => channel.close());
-    const stream = collect(client.streamInference({ sessionToken: await signer.sign({ max_tokens: 10, job_id: 'slow-job' }), model: 'fake-model', prompt: 'x', maxTokens: 0, temperature: 0, stream: true }));
+    const stream = collect(
+      client.streamInference({
+        sessionToken: await signer.sign({ max_tokens: 10, job_id: 'slow-job' }),
+        model: 'fake-model',
+        prompt: 'x',
+        maxTokens: 0,
+        temperature: 0,
+        stream: true,
+      }),
+    );
     // the heartbeat interval is 60 s: only the prompt (debounced) update can carry the job
     await coordinator.waitFor(() => coordinator.updates.some((u) => u.activeJobIds.includes('slow-job')), 1000);
     const stopping = agent.stop('test');

@@ -20,7 +20,10 @@ describe('instance manager link', () => {
   it('adds the agent and its gRPC service, posts metrics, and drains + stops when a v1 instance manager answers healthy=false', async () => {
     const coordinator = await startFakeCoordinator();
     const im = await startFakeInstanceManager();
-    cleanups.push(() => coordinator.stop(), () => im.stop());
+    cleanups.push(
+      () => coordinator.stop(),
+      () => im.stop(),
+    );
     const agent = await startAgent({
       agentId: 'im-agent',
       host: '127.0.0.1',
@@ -53,7 +56,10 @@ describe('instance manager link', () => {
   it('registers again (not stops) on STALE or UNKNOWN, and drains + stops on KILLED', async () => {
     const coordinator = await startFakeCoordinator();
     const im = await startFakeInstanceManager();
-    cleanups.push(() => coordinator.stop(), () => im.stop());
+    cleanups.push(
+      () => coordinator.stop(),
+      () => im.stop(),
+    );
     const agent = await startAgent({ ...agentBase('im-agent-3', coordinator.address), instanceManager: im.address, drainTimeoutMs: 1000 });
     cleanups.push(() => agent.stop());
     let stopped = false;
@@ -136,7 +142,12 @@ function captureLogs(): { logger: ReturnType<typeof createLogger>; messages(): s
 async function waitUntil(probe: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (await Promise.resolve().then(probe).catch(() => false)) return;
+    if (
+      await Promise.resolve()
+        .then(probe)
+        .catch(() => false)
+    )
+      return;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -224,7 +235,12 @@ describe('instance manager link against the real instance manager', () => {
     const coordinator = await startFakeCoordinator();
     cleanups.push(() => coordinator.stop());
     // Retries 1 s apart at first: the kill below lands between two of them.
-    const agent = await startAgent({ ...agentBase('kill-in-outage', coordinator.address), instanceManager: im.address, imHealthIntervalMs: 1000, drainTimeoutMs: 1000 });
+    const agent = await startAgent({
+      ...agentBase('kill-in-outage', coordinator.address),
+      instanceManager: im.address,
+      imHealthIntervalMs: 1000,
+      drainTimeoutMs: 1000,
+    });
     cleanups.push(() => agent.stop());
     await waitUntil(async () => (await im.describe('kill-in-outage'))?.services.length === 1, 'the agent to register');
     const incarnation = (await im.describe('kill-in-outage'))!.createdAtMs;

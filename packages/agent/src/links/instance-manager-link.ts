@@ -116,7 +116,10 @@ export function createInstanceManagerLink(options: InstanceManagerLinkOptions): 
     const mb = 1048576;
     await Promise.allSettled([
       postClient.postSystemMetrics(
-        { instanceId: options.agentId, metrics: { usedMemoryBytes: (m.totalRamMb - m.freeRamMb) * mb, totalMemoryBytes: m.totalRamMb * mb, cpuPercent: m.cpuPercent, timestampMs: now } },
+        {
+          instanceId: options.agentId,
+          metrics: { usedMemoryBytes: (m.totalRamMb - m.freeRamMb) * mb, totalMemoryBytes: m.totalRamMb * mb, cpuPercent: m.cpuPercent, timestampMs: now },
+        },
         deadline(),
       ),
       postClient.postLlmMetrics(
@@ -133,7 +136,13 @@ export function createInstanceManagerLink(options: InstanceManagerLinkOptions): 
                   totalMemoryBytes: m.totalVramMb * mb,
                   utilizationPercent: m.gpus.reduce((s, g) => s + (g.utilizationPercent ?? 0), 0) / m.gpus.length,
                   timestampMs: now,
-                  devices: m.gpus.map((g) => ({ index: g.index, name: g.name, usedMemoryBytes: g.memoryUsedMb * mb, totalMemoryBytes: g.memoryTotalMb * mb, utilizationPercent: g.utilizationPercent ?? 0 })),
+                  devices: m.gpus.map((g) => ({
+                    index: g.index,
+                    name: g.name,
+                    usedMemoryBytes: g.memoryUsedMb * mb,
+                    totalMemoryBytes: g.memoryTotalMb * mb,
+                    utilizationPercent: g.utilizationPercent ?? 0,
+                  })),
                 },
               },
               deadline(),

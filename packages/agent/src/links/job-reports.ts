@@ -68,7 +68,13 @@ export function createJobReportLedger(): JobReportLedger {
       if (ts <= ackedTs) return Promise.resolve();
       return new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, timeoutMs);
-        ackListeners.push({ ts, resolve: () => (clearTimeout(timer), resolve()) });
+        ackListeners.push({
+          ts,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
       });
     },
   };

@@ -98,7 +98,9 @@ describe('health updates with acks that arrive late', () => {
       const jobId = `job-${i}`;
       jobIds.push(jobId);
       const token = await signer.sign({ job_id: jobId, max_tokens: 2 });
-      await collect(client.streamInference({ sessionToken: token, model: 'fake-model', prompt: 'hi', maxTokens: 2, temperature: 0, stream: true, options: {} }));
+      await collect(
+        client.streamInference({ sessionToken: token, model: 'fake-model', prompt: 'hi', maxTokens: 2, temperature: 0, stream: true, options: {} }),
+      );
     }
     const deadline = Date.now() + 10_000;
     const reported = () => new Set(updates.flatMap((u) => u.completedJobs.map((o) => o.jobId)));

@@ -1,13 +1,6 @@
 import { Status, type CallContext } from 'nice-grpc-common';
 import { z } from 'zod';
-import type {
-  AgentServiceImplementation,
-  AgentStatusRequest,
-  AgentStatusResponse,
-  DeepPartial,
-  StreamRequest,
-  StreamResponse,
-} from '@titancompute/protocol';
+import type { AgentServiceImplementation, AgentStatusRequest, AgentStatusResponse, DeepPartial, StreamRequest, StreamResponse } from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
 import type { JobSlots, ReleaseSlot } from '../capacity/job-slots.js';
 import type { Engine } from '../engines/engine.js';
@@ -64,7 +57,10 @@ function createRequestValidator(limits: RequestLimits): (request: StreamRequest)
       .min(1, 'prompt must not be empty (send the prompt given to RequestInference again)')
       .refine((p) => Buffer.byteLength(p, 'utf8') <= limits.maxPromptBytes, `prompt is larger than ${limits.maxPromptBytes} bytes`),
     maxTokens: z.number().int().min(0, 'max_tokens must be ≥ 0').max(limits.maxTokensLimit, `max_tokens must be ≤ ${limits.maxTokensLimit}`),
-    temperature: z.number().refine(Number.isFinite, 'temperature must be a number').pipe(z.number().min(0, 'temperature must be ≥ 0').max(2, 'temperature must be ≤ 2')),
+    temperature: z
+      .number()
+      .refine(Number.isFinite, 'temperature must be a number')
+      .pipe(z.number().min(0, 'temperature must be ≥ 0').max(2, 'temperature must be ≤ 2')),
   });
   return (request) => {
     const parsed = schema.safeParse(request);
@@ -152,7 +148,8 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
    * refusal of a validly signed token is reported, see {@link verifyReportingRejection}).
    */
   async function admit(request: StreamRequest): Promise<SessionGrant> {
-    if (deps.state() === 'draining') throw new CapacityError('agent is draining and takes no new work; ask the coordinator for another agent', Status.UNAVAILABLE);
+    if (deps.state() === 'draining')
+      throw new CapacityError('agent is draining and takes no new work; ask the coordinator for another agent', Status.UNAVAILABLE);
     if (deps.state() === 'starting') throw new CapacityError('agent is still starting (loading the model)', Status.UNAVAILABLE);
     validate(request);
     return verifyReportingRejection(request);
@@ -173,26 +170,33 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
   }
 
   function verifyToken(request: StreamRequest): Promise<SessionGrant> {
-    return verifier.verify(request.sessionToken, (g) => {
-      // The token's signature and audience verified (a forged token never gets here): when it is
-      // refused, report its job as rejected so the coordinator frees the slot at once.
-      try {
-        if (request.model !== '' && request.model !== g.model) {
-          throw new TokenError(`model ${JSON.stringify(request.model)} does not match the session token's model ${JSON.stringify(g.model)}`, Status.PERMISSION_DENIED);
+    return verifier.verify(
+      request.sessionToken,
+      (g) => {
+        // The token's signature and audience verified (a forged token never gets here): when it is
+        // refused, report its job as rejected so the coordinator frees the slot at once.
+        try {
+          if (request.model !== '' && request.model !== g.model) {
+            throw new TokenError(
+              `model ${JSON.stringify(request.model)} does not match the session token's model ${JSON.stringify(g.model)}`,
+              Status.PERMISSION_DENIED,
+            );
+          }
+          if (request.maxTokens > g.maxTokens) {
+            throw new TokenError(`max_tokens ${request.maxTokens} is above the session token's limit of ${g.maxTokens}`, Status.PERMISSION_DENIED);
+          }
+          // No options sent: the granted parameters are used, so they must parse here (before the token is used up).
+          if (Object.keys(request.options).length === 0) parseGenerationParameters(g.parameters);
+          if (!engine.models.includes(g.model)) {
+            throw new EngineError(`model ${g.model} is not served by this agent (serves ${engine.models.join(', ')})`, 'model_not_found', { model: g.model });
+          }
+        } catch (err) {
+          tracker.reject(g.jobId);
+          throw err;
         }
-        if (request.maxTokens > g.maxTokens) {
-          throw new TokenError(`max_tokens ${request.maxTokens} is above the session token's limit of ${g.maxTokens}`, Status.PERMISSION_DENIED);
-        }
-        // No options sent: the granted parameters are used, so they must parse here (before the token is used up).
-        if (Object.keys(request.options).length === 0) parseGenerationParameters(g.parameters);
-        if (!engine.models.includes(g.model)) {
-          throw new EngineError(`model ${g.model} is not served by this agent (serves ${engine.models.join(', ')})`, 'model_not_found', { model: g.model });
-        }
-      } catch (err) {
-        tracker.reject(g.jobId);
-        throw err;
-      }
-    }, { prompt: request.prompt, temperature: request.temperature, options: request.options });
+      },
+      { prompt: request.prompt, temperature: request.temperature, options: request.options },
+    );
   }
 
   /** Starts tracking an admitted job: its abort controller follows the call's signal and `abortAll`. */

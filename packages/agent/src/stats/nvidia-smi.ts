@@ -8,7 +8,8 @@ export const NVIDIA_SMI_QUERY = 'index,uuid,name,memory.total,memory.used,memory
 /** nvidia-smi arguments: every GPU, one CSV line each, no header or units. */
 export const NVIDIA_SMI_ARGS = [`--query-gpu=${NVIDIA_SMI_QUERY}`, '--format=csv,noheader,nounits'] as const;
 
-const absent = (v: string | undefined) => v === undefined || v === '' || /^\[(N\/A|Not Supported|Unknown Error|Insufficient Permissions)\]$/i.test(v) || v === 'N/A';
+const absent = (v: string | undefined) =>
+  v === undefined || v === '' || /^\[(N\/A|Not Supported|Unknown Error|Insufficient Permissions)\]$/i.test(v) || v === 'N/A';
 
 function num(v: string | undefined): number | undefined {
   if (absent(v)) return undefined;
@@ -98,7 +99,11 @@ export async function queryNvidiaSmi(options: NvidiaSmiOptions = {}): Promise<Gp
     if (err.code === 'ENOENT') throw new GpuStatsError(`${binary} not found`, { binary, missing: true }, { cause });
     if (err.timedOut) throw new GpuStatsError(`${binary} did not answer within ${timeoutMs} ms`, { binary, timedOut: true }, { cause });
     const detail = `${err.stdout ?? ''} ${err.stderr ?? ''}`.trim().split('\n')[0] ?? '';
-    throw new GpuStatsError(`${binary} failed (exit ${err.exitCode ?? '?'}): ${detail || err.shortMessage || ''}`.trim(), { binary, exitCode: err.exitCode }, { cause });
+    throw new GpuStatsError(
+      `${binary} failed (exit ${err.exitCode ?? '?'}): ${detail || err.shortMessage || ''}`.trim(),
+      { binary, exitCode: err.exitCode },
+      { cause },
+    );
   }
   return parseNvidiaSmi(stdout);
 }

@@ -1,10 +1,5 @@
 import { createServer, ServerError, Status, type Metadata, type Server } from 'nice-grpc';
-import {
-  CoordinatorServiceDefinition,
-  type AgentRegistration,
-  type DeregistrationRequest,
-  type HealthUpdate,
-} from '@titancompute/protocol';
+import { CoordinatorServiceDefinition, type AgentRegistration, type DeregistrationRequest, type HealthUpdate } from '@titancompute/protocol';
 import type { TestSigner } from './token-signer.js';
 
 /** An in-process CoordinatorService that records what agents send. */
@@ -108,7 +103,13 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions = {})
       fake.keyFetches++;
       const [current] = fake.signers;
       if (!current) throw new ServerError(Status.UNAVAILABLE, 'no keys');
-      return { publicKeyPem: current.publicKeyPem, algorithm: 'EdDSA', issuer: 'titancompute-coordinator', keyId: current.kid, keys: fake.signers.map((s) => s.publicKey()) };
+      return {
+        publicKeyPem: current.publicKeyPem,
+        algorithm: 'EdDSA',
+        issuer: 'titancompute-coordinator',
+        keyId: current.kid,
+        keys: fake.signers.map((s) => s.publicKey()),
+      };
     },
     async deregisterAgent(request, context) {
       checkAuth(context.metadata);

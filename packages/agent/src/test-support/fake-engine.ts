@@ -14,7 +14,14 @@ export function createFakeEngine(options: { models?: string[]; tokenDelayMs?: nu
         if (request.signal.aborted) return;
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, options.tokenDelayMs ?? 5);
-          request.signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+          request.signal.addEventListener(
+            'abort',
+            () => {
+              clearTimeout(t);
+              resolve();
+            },
+            { once: true },
+          );
         });
         if (request.signal.aborted) return;
         yield { text: `tok${i} `, tokens: 1 };

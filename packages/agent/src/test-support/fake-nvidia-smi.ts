@@ -18,7 +18,7 @@ export function writeFakeNvidiaSmi(dir: string, behaviour: { fixture?: string; e
     lines.push(behaviour.exitCode ? `cat '${file}' 1>&2` : `cat '${file}'`);
   }
   lines.push(`exit ${behaviour.exitCode ?? 0}`);
-  writeFileSync(path, lines.join('\n') + '\n');
+  writeFileSync(path, `${lines.join('\n')}\n`);
   chmodSync(path, 0o755);
   return path;
 }

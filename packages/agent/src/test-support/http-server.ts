@@ -9,7 +9,9 @@ export interface TestHttpServer {
 }
 
 /** Starts an HTTP server whose handler gets the parsed JSON body. */
-export async function startTestHttpServer(handler: (req: IncomingMessage, res: ServerResponse, body: unknown) => void | Promise<void>): Promise<TestHttpServer> {
+export async function startTestHttpServer(
+  handler: (req: IncomingMessage, res: ServerResponse, body: unknown) => void | Promise<void>,
+): Promise<TestHttpServer> {
   const requests: TestHttpServer['requests'] = [];
   const server = createServer((req, res) => {
     let raw = '';

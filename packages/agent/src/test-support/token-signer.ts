@@ -1,12 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { exportSPKI, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
-import {
-  SESSION_TOKEN_ALGORITHM,
-  SESSION_TOKEN_CLAIMS,
-  SESSION_TOKEN_ISSUER,
-  SESSION_TOKEN_TYPE,
-  type PublicKey,
-} from '@titancompute/protocol';
+import { SESSION_TOKEN_ALGORITHM, SESSION_TOKEN_CLAIMS, SESSION_TOKEN_ISSUER, SESSION_TOKEN_TYPE, type PublicKey } from '@titancompute/protocol';
 
 /** Claims a test token carries; every field may be overridden (undefined removes it). */
 export interface TestClaims {
@@ -71,7 +65,9 @@ export async function createTestSigner(defaults: TestClaims = {}, kid = `k-${ran
       if (all.aud !== undefined) all[SESSION_TOKEN_CLAIMS.agentId] = all.aud;
       for (const k of Object.keys(all)) if (all[k] === undefined) delete all[k];
       const kidHeader = 'kid' in header ? header.kid : kid;
-      return new SignJWT(all).setProtectedHeader({ alg: SESSION_TOKEN_ALGORITHM, typ: SESSION_TOKEN_TYPE, ...(kidHeader ? { kid: kidHeader } : {}) }).sign(privateKey);
+      return new SignJWT(all)
+        .setProtectedHeader({ alg: SESSION_TOKEN_ALGORITHM, typ: SESSION_TOKEN_TYPE, ...(kidHeader ? { kid: kidHeader } : {}) })
+        .sign(privateKey);
     },
   };
 }

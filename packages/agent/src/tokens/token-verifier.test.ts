@@ -110,7 +110,14 @@ describe('createTokenVerifier', () => {
     await expect(verifier.verify(await oldKey.sign())).resolves.toBeDefined();
     expect(fetches).toBe(2);
 
-    const limited = createTokenVerifier({ agentId: AGENT, refetchIntervalMs: 60_000, fetchKeys: async () => (fetches++, keysOf([oldKey])) });
+    const limited = createTokenVerifier({
+      agentId: AGENT,
+      refetchIntervalMs: 60_000,
+      fetchKeys: async () => {
+        fetches++;
+        return keysOf([oldKey]);
+      },
+    });
     fetches = 0;
     await limited.refresh();
     const unknown = await createTestSigner({ aud: AGENT });
@@ -138,7 +145,10 @@ describe('createTokenVerifier', () => {
     expect(wrong.message).toMatch(/^prompt does not match/);
     expect(wrong.context).toMatchObject({ field: 'prompt', jobId: 'job-p' });
     expect(wrong.jobId).toBe('job-p');
-    await expect(verifier.verify(token, undefined, { prompt: 'prompt A', temperature: 0 })).resolves.toMatchObject({ jobId: 'job-p', promptSha256: promptSha256('prompt A') });
+    await expect(verifier.verify(token, undefined, { prompt: 'prompt A', temperature: 0 })).resolves.toMatchObject({
+      jobId: 'job-p',
+      promptSha256: promptSha256('prompt A'),
+    });
     const replay = await errorOf(verifier.verify(token, undefined, { prompt: 'prompt A', temperature: 0 }));
     expect(replay.message).toBe('token already used');
     expect(replay.jobId).toBe('job-p');

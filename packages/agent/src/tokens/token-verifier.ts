@@ -104,10 +104,16 @@ const sameTemperature = (a: number, b: number) => Math.round(Math.fround(a) * 1e
 function checkBinding(grant: SessionGrant, binding: RequestBinding, requirePromptBinding: boolean): void {
   if (grant.promptSha256 !== undefined) {
     if (promptSha256(binding.prompt) !== grant.promptSha256) {
-      throw new TokenError('prompt does not match the session token (send the prompt given to RequestInference)', Status.PERMISSION_DENIED, { field: 'prompt' });
+      throw new TokenError('prompt does not match the session token (send the prompt given to RequestInference)', Status.PERMISSION_DENIED, {
+        field: 'prompt',
+      });
     }
   } else if (requirePromptBinding) {
-    throw new TokenError('session token has no prompt_sha256 claim (issued by an older coordinator); this agent requires prompt-bound tokens', Status.PERMISSION_DENIED, { field: 'prompt' });
+    throw new TokenError(
+      'session token has no prompt_sha256 claim (issued by an older coordinator); this agent requires prompt-bound tokens',
+      Status.PERMISSION_DENIED,
+      { field: 'prompt' },
+    );
   }
   if (binding.temperature !== 0 && !sameTemperature(binding.temperature, grant.temperature)) {
     throw new TokenError(
@@ -231,16 +237,24 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
           if (err.claim === 'nbf') throw new TokenError('session token is not valid yet (nbf)', Status.UNAUTHENTICATED, {}, { cause: err });
           throw new TokenError(`session token claim ${err.claim} is invalid: ${err.reason}`, Status.UNAUTHENTICATED, { claim: err.claim }, { cause: err });
         }
-        if (err instanceof errors.JWSSignatureVerificationFailed) throw new TokenError('session token signature is invalid', Status.UNAUTHENTICATED, {}, { cause: err });
-        if (err instanceof errors.JOSEAlgNotAllowed) throw new TokenError('session token algorithm not allowed (EdDSA only)', Status.UNAUTHENTICATED, {}, { cause: err });
+        if (err instanceof errors.JWSSignatureVerificationFailed)
+          throw new TokenError('session token signature is invalid', Status.UNAUTHENTICATED, {}, { cause: err });
+        if (err instanceof errors.JOSEAlgNotAllowed)
+          throw new TokenError('session token algorithm not allowed (EdDSA only)', Status.UNAUTHENTICATED, {}, { cause: err });
         throw new TokenError(`session token is malformed: ${(err as Error).message}`, Status.UNAUTHENTICATED, {}, { cause: err });
       }
       // From here on the signature is valid: every refusal names the token's job.
-      const signedJobId = typeof payload.job_id === 'string' && payload.job_id !== '' ? payload.job_id : typeof payload.jti === 'string' ? payload.jti : undefined;
+      const signedJobId =
+        typeof payload.job_id === 'string' && payload.job_id !== '' ? payload.job_id : typeof payload.jti === 'string' ? payload.jti : undefined;
       const aud = payload.aud;
       const audiences = Array.isArray(aud) ? aud : aud === undefined ? [] : [aud];
       if (!audiences.includes(options.agentId)) {
-        throw new TokenError(`session token is for agent ${JSON.stringify(audiences.join(','))}, not this agent (${options.agentId})`, Status.PERMISSION_DENIED, { aud: audiences }, { jobId: signedJobId });
+        throw new TokenError(
+          `session token is for agent ${JSON.stringify(audiences.join(','))}, not this agent (${options.agentId})`,
+          Status.PERMISSION_DENIED,
+          { aud: audiences },
+          { jobId: signedJobId },
+        );
       }
       const claims = sessionTokenClaimsSchema.safeParse(payload);
       if (!claims.success) {
@@ -269,9 +283,12 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       }
       if (grant.promptSha256 === undefined && !warnedUnbound) {
         warnedUnbound = true;
-        options.logger?.warn({ jobId }, 'accepting a session token without prompt_sha256 (older coordinator): its prompt is not bound; upgrade the coordinator');
+        options.logger?.warn(
+          { jobId },
+          'accepting a session token without prompt_sha256 (older coordinator): its prompt is not bound; upgrade the coordinator',
+        );
       }
-      let outcome;
+      let outcome: ReturnType<typeof replay.claim>;
       try {
         outcome = replay.claim(c.jti, expiresAtMs + tolerance * 1000);
       } catch (err) {

@@ -1,11 +1,4 @@
-import {
-  CapacityError,
-  ConnectionError,
-  NoAgentsError,
-  ProtocolVersionError,
-  StreamInterruptedError,
-  TimeoutError,
-} from '../errors.js';
+import { CapacityError, ConnectionError, NoAgentsError, ProtocolVersionError, StreamInterruptedError, TimeoutError } from '../errors.js';
 
 /**
  * What a person can do about `error`, as one sentence for the CLI to print after the error
@@ -14,7 +7,7 @@ import {
  */
 export function hintFor(error: unknown): string | undefined {
   if (error instanceof ConnectionError) {
-    switch (error.context['target']) {
+    switch (error.context.target) {
       case 'coordinator':
         return (
           `is a cluster running at ${error.address}? Start a local one with \`pnpm start\` in the TitanCompute repository, ` +
@@ -26,7 +19,7 @@ export function hintFor(error: unknown): string | undefined {
           'or pass --instance-manager HOST:PORT (env TITAN_INSTANCE_MANAGER).'
         );
       case 'agent':
-        return 'the coordinator handed out an agent address this machine cannot reach: check the agent\'s --public-host, and `titan status` for its endpoint.';
+        return "the coordinator handed out an agent address this machine cannot reach: check the agent's --public-host, and `titan status` for its endpoint.";
       default:
         return undefined;
     }

@@ -25,7 +25,10 @@ let agents: FakeAgent[];
 let coordinator: FakeCoordinator;
 let im: FakeInstanceManager;
 beforeAll(async () => {
-  agents = [await startFakeAgent({ agentId: 'gpu-1', tokens: ['Hello', ',', ' world'] }), await startFakeAgent({ agentId: 'flaky', models: ['flaky'], tokens: ['a', 'b', 'c'], failAfterTokens: 1 })];
+  agents = [
+    await startFakeAgent({ agentId: 'gpu-1', tokens: ['Hello', ',', ' world'] }),
+    await startFakeAgent({ agentId: 'flaky', models: ['flaky'], tokens: ['a', 'b', 'c'], failAfterTokens: 1 }),
+  ];
   coordinator = await startFakeCoordinator({ agents: () => agents });
   im = await startFakeInstanceManager();
 });
@@ -90,7 +93,9 @@ describe('titan generate', () => {
     expect(noModel.stderr).toContain('unknown-model');
     const unreachable = await run(['--coordinator', '127.0.0.1:1', '--json', 'generate', '-m', 'tiny', 'x']);
     expect(unreachable.code).toBe(EXIT.UNAVAILABLE);
-    expect(JSON.parse(unreachable.stdout)).toMatchObject({ error: { name: 'ConnectionError', codeName: 'UNAVAILABLE', address: '127.0.0.1:1', hint: expect.stringContaining('--coordinator') } });
+    expect(JSON.parse(unreachable.stdout)).toMatchObject({
+      error: { name: 'ConnectionError', codeName: 'UNAVAILABLE', address: '127.0.0.1:1', hint: expect.stringContaining('--coordinator') },
+    });
   });
 
   it('a connection error says which address failed, why, and what to try (no raw grpc-js text)', async () => {
@@ -129,7 +134,11 @@ describe('titan help and version', () => {
     expect(r.code).toBe(EXIT.OK);
     expect(r.stdout).toMatch(/Global Options:[\s\S]*--coordinator <host:port>[\s\S]*--json[\s\S]*--timeout <ms>/);
     expect(r.stdout).toContain('-p, --param <key=value>');
-    for (const argv of [['generate', '--help'], ['instances', 'watch', '--help'], ['instances', 'ls', '--help']]) {
+    for (const argv of [
+      ['generate', '--help'],
+      ['instances', 'watch', '--help'],
+      ['instances', 'ls', '--help'],
+    ]) {
       const help = (await run(argv)).stdout;
       expect(help).not.toMatch(/\(default: (\{\}|\[\])\)/);
     }
@@ -177,8 +186,14 @@ describe('titan instances watch', () => {
     im.emitAdded('x1');
     im.emitAdded('x2');
     expect(await done).toBe(EXIT.OK);
-    const events = stdout.trim().split('\n').map((l) => JSON.parse(l) as { instanceId: string; type: string });
-    expect(events.map((e) => [e.instanceId, e.type])).toEqual([['x1', 'ADDED'], ['x2', 'ADDED']]);
+    const events = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { instanceId: string; type: string });
+    expect(events.map((e) => [e.instanceId, e.type])).toEqual([
+      ['x1', 'ADDED'],
+      ['x2', 'ADDED'],
+    ]);
     // A person sees that it is watching; on stderr, so stdout holds only the JSON lines above.
     expect(stderr).toBe(`watching instance events on ${im.address} (Ctrl-C to stop)…\n`);
   });

@@ -19,16 +19,18 @@ export function createProgram(io: CliIo): Command {
   const program = new Command('titan')
     .description('TitanCompute CLI: generate text on a cluster, inspect agents and instances.')
     .version(VERSION, '-V, --version')
-    .addOption(new Option('--coordinator <host:port>', 'coordinator gRPC address (env TITAN_COORDINATOR)').default(env['TITAN_COORDINATOR'] || DEFAULT_COORDINATOR))
+    .addOption(
+      new Option('--coordinator <host:port>', 'coordinator gRPC address (env TITAN_COORDINATOR)').default(env.TITAN_COORDINATOR || DEFAULT_COORDINATOR),
+    )
     .addOption(
       new Option('--instance-manager <host:port>', 'instance manager gRPC address (env TITAN_INSTANCE_MANAGER)').default(
-        env['TITAN_INSTANCE_MANAGER'] || DEFAULT_INSTANCE_MANAGER,
+        env.TITAN_INSTANCE_MANAGER || DEFAULT_INSTANCE_MANAGER,
       ),
     )
-    .addOption(new Option('--tls-ca <file>', 'CA bundle (PEM): use TLS (env TITAN_TLS_CA)').default(env['TITAN_TLS_CA']))
-    .addOption(new Option('--tls-cert <file>', 'client certificate (PEM) for mTLS (env TITAN_TLS_CERT)').default(env['TITAN_TLS_CERT']))
-    .addOption(new Option('--tls-key <file>', 'client key (PEM) for mTLS (env TITAN_TLS_KEY)').default(env['TITAN_TLS_KEY']))
-    .addOption(new Option('--tls-server-name <name>', 'name to check on server certificates (env TITAN_TLS_SERVER_NAME)').default(env['TITAN_TLS_SERVER_NAME']))
+    .addOption(new Option('--tls-ca <file>', 'CA bundle (PEM): use TLS (env TITAN_TLS_CA)').default(env.TITAN_TLS_CA))
+    .addOption(new Option('--tls-cert <file>', 'client certificate (PEM) for mTLS (env TITAN_TLS_CERT)').default(env.TITAN_TLS_CERT))
+    .addOption(new Option('--tls-key <file>', 'client key (PEM) for mTLS (env TITAN_TLS_KEY)').default(env.TITAN_TLS_KEY))
+    .addOption(new Option('--tls-server-name <name>', 'name to check on server certificates (env TITAN_TLS_SERVER_NAME)').default(env.TITAN_TLS_SERVER_NAME))
     .option('--json', 'machine-readable JSON output on stdout (errors too)')
     .option('--timeout <ms>', 'deadline of each call in milliseconds (whole stream for generate)', parseIntArg('--timeout'))
     .showHelpAfterError('(run with --help for usage)')
@@ -46,7 +48,8 @@ export function createProgram(io: CliIo): Command {
   registerInstances(program, io);
   for (const command of program.commands) {
     command.exitOverride().configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) });
-    for (const sub of command.commands) sub.exitOverride().configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) });
+    for (const sub of command.commands)
+      sub.exitOverride().configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) });
   }
   return program;
 }
@@ -75,7 +78,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       return EXIT.USAGE;
     }
     const json = program.opts<{ json?: boolean }>().json === true;
-    const reported = error instanceof TitanError && error.context['reported'] === true;
+    const reported = error instanceof TitanError && error.context.reported === true;
     const cancelled = error instanceof TitanAbortError && io.signal?.aborted === true;
     if (!reported) {
       const hint = hintFor(error);

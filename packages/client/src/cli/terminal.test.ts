@@ -144,6 +144,7 @@ describe('titan generate in a terminal that reports 0 columns (script -qec)', ()
   it(
     'the pty really reports 0 columns (what the other tests rely on)',
     async () => {
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the child's own template literal
       const t = zeroWidth([process.execPath, '-e', 'process.stdout.write(`tty=${process.stderr.isTTY} columns=${process.stderr.columns}`)']);
       expect(await t.waitForExit()).toBe(0);
       expect(t.output()).toContain('tty=true columns=0');

@@ -19,7 +19,15 @@ afterEach(async () => {
 });
 
 const message = (text: string, i: number): StreamResponse => ({
-  sessionToken: '', content: text, token: text, done: false, createdAt: Date.now(), metadata: {}, tokenIndex: i, tokenCount: 1, stats: undefined,
+  sessionToken: '',
+  content: text,
+  token: text,
+  done: false,
+  createdAt: Date.now(),
+  metadata: {},
+  tokenIndex: i,
+  tokenCount: 1,
+  stats: undefined,
 });
 
 /**
@@ -40,7 +48,11 @@ async function scripted(answers: Answer[], agent: { busyAfterTokens?: number } =
         }
         yield message(t, i);
       }
-      yield { ...message('', tokens.length), done: true, stats: { tokensGenerated: 2, timeToFirstTokenMs: 1, tokensPerSecond: 100, agentId: 'a1', jobId: 'j', finishReason: 'stop', promptTokens: 1 } };
+      yield {
+        ...message('', tokens.length),
+        done: true,
+        stats: { tokensGenerated: 2, timeToFirstTokenMs: 1, tokensPerSecond: 100, agentId: 'a1', jobId: 'j', finishReason: 'stop', promptTokens: 1 },
+      };
     },
     async getStatus() {
       throw new ServerError(Status.UNIMPLEMENTED, 'scripted');
@@ -68,14 +80,27 @@ async function scripted(answers: Answer[], agent: { busyAfterTokens?: number } =
         context.trailer.set('retry-after-ms', String(answer.busyRetryAfterMs));
         throw new ServerError(Status.RESOURCE_EXHAUSTED, `all agents serving ${request.model} are busy`);
       }
-      return { agentEndpoint: `127.0.0.1:${agentPort}`, sessionToken: 't', expiresAt: 0, jobId: `j${coordinatorCalls}`, estimatedRttMs: 1, agentId: 'a1', maxTokens: 2, temperature: 0.7 };
+      return {
+        agentEndpoint: `127.0.0.1:${agentPort}`,
+        sessionToken: 't',
+        expiresAt: 0,
+        jobId: `j${coordinatorCalls}`,
+        estimatedRttMs: 1,
+        agentId: 'a1',
+        maxTokens: 2,
+        temperature: 0.7,
+      };
     },
   };
   const coordinatorServer = createServer().use(createProtoVersionServerMiddleware());
   coordinatorServer.add(CoordinatorServiceDefinition, coordinatorImpl);
   const coordinatorPort = await coordinatorServer.listen('127.0.0.1:0');
   const client = new TitanClient({ coordinator: `127.0.0.1:${coordinatorPort}`, requestTimeoutMs: 5000, ...clientOptions });
-  stops.push(() => agentServer.forceShutdown(), () => coordinatorServer.forceShutdown(), () => client.close());
+  stops.push(
+    () => agentServer.forceShutdown(),
+    () => coordinatorServer.forceShutdown(),
+    () => client.close(),
+  );
   return { client, coordinatorCalls: () => coordinatorCalls, agentCalls: () => agentCalls };
 }
 

@@ -31,7 +31,15 @@ afterEach(async () => {
 
 async function startFleet(agentSlots: number[], coordinatorOptions: Partial<CoordinatorOptions>, tokenDelayMs = 1): Promise<Fleet> {
   const dataDir = mkdtempSync(join(tmpdir(), 'titan-capacity-'));
-  const coordinator = await startCoordinator({ host: '127.0.0.1', port: 0, httpPort: 0, dataDir, logLevel: 'silent', heartbeatIntervalMs: 1000, ...coordinatorOptions });
+  const coordinator = await startCoordinator({
+    host: '127.0.0.1',
+    port: 0,
+    httpPort: 0,
+    dataDir,
+    logLevel: 'silent',
+    heartbeatIntervalMs: 1000,
+    ...coordinatorOptions,
+  });
   const agents: RunningAgent[] = [];
   const f: Fleet = {
     coordinator,
@@ -48,9 +56,17 @@ async function startFleet(agentSlots: number[], coordinatorOptions: Partial<Coor
   for (const [i, slots] of agentSlots.entries()) {
     agents.push(
       await startAgent({
-        agentId: `agent-${i}`, host: '127.0.0.1', port: 0, coordinator: coordinator.address, joinToken: coordinator.joinToken,
-        engine: createScriptedEngine({ tokenDelayMs }), maxConcurrentJobs: slots, maxQueue: 0, heartbeatIntervalMs: 1000,
-        drainTimeoutMs: 500, logLevel: 'silent',
+        agentId: `agent-${i}`,
+        host: '127.0.0.1',
+        port: 0,
+        coordinator: coordinator.address,
+        joinToken: coordinator.joinToken,
+        engine: createScriptedEngine({ tokenDelayMs }),
+        maxConcurrentJobs: slots,
+        maxQueue: 0,
+        heartbeatIntervalMs: 1000,
+        drainTimeoutMs: 500,
+        logLevel: 'silent',
       }),
     );
   }

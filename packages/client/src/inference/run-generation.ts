@@ -7,7 +7,7 @@ import {
   NoAgentsError,
   StreamInterruptedError,
   TitanAbortError,
-  TitanError,
+  type TitanError,
   UnavailableError,
   toTitanError,
 } from '../errors.js';
@@ -56,12 +56,7 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
 
 /** Failures before the first token that another agent may not have: try the next one. */
 function isFailoverable(error: TitanError): boolean {
-  return (
-    error instanceof ConnectionError ||
-    error instanceof AuthError ||
-    error instanceof CapacityError ||
-    error instanceof UnavailableError
-  );
+  return error instanceof ConnectionError || error instanceof AuthError || error instanceof CapacityError || error instanceof UnavailableError;
 }
 
 function toFinishReason(value: string | undefined): FinishReason {
@@ -73,21 +68,17 @@ function numberOr(value: string | undefined, fallback: number): number {
   return value !== undefined && Number.isFinite(n) ? n : fallback;
 }
 
-function finalStats(
-  message: StreamResponse,
-  grant: InferenceResponse,
-  extra: { tokensSeen: number; clientTtftMs: number; attempts: number },
-): GenerationStats {
+function finalStats(message: StreamResponse, grant: InferenceResponse, extra: { tokensSeen: number; clientTtftMs: number; attempts: number }): GenerationStats {
   const s = message.stats;
   const md = message.metadata;
   return {
-    tokens: s?.tokensGenerated ?? numberOr(md['tokens_generated'], extra.tokensSeen),
-    timeToFirstTokenMs: s?.timeToFirstTokenMs ?? numberOr(md['time_to_first_token_ms'], 0),
+    tokens: s?.tokensGenerated ?? numberOr(md.tokens_generated, extra.tokensSeen),
+    timeToFirstTokenMs: s?.timeToFirstTokenMs ?? numberOr(md.time_to_first_token_ms, 0),
     clientTimeToFirstTokenMs: extra.clientTtftMs,
-    tokensPerSecond: s?.tokensPerSecond ?? numberOr(md['tokens_per_second'], 0),
-    agentId: s?.agentId || md['agent_id'] || grant.agentId,
-    jobId: s?.jobId || md['job_id'] || grant.jobId,
-    finishReason: toFinishReason(s?.finishReason || md['finish_reason']),
+    tokensPerSecond: s?.tokensPerSecond ?? numberOr(md.tokens_per_second, 0),
+    agentId: s?.agentId || md.agent_id || grant.agentId,
+    jobId: s?.jobId || md.job_id || grant.jobId,
+    finishReason: toFinishReason(s?.finishReason || md.finish_reason),
     promptTokens: s?.promptTokens ?? 0,
     attempts: extra.attempts,
     maxTokens: grant.maxTokens,
@@ -173,9 +164,7 @@ export async function* runGeneration(
         if (lastAgentError && (mapped instanceof NoAgentsError || mapped instanceof CapacityError)) {
           const message = `${mapped.message} (after ${attempt - 1} failed attempt(s); last agent error: ${lastAgentError.message})`;
           const options = { cause: mapped, context: { ...mapped.context, lastAgentError } };
-          throw mapped instanceof NoAgentsError
-            ? new NoAgentsError(message, request.model, options)
-            : new CapacityError(message, mapped.retryAfterMs, options);
+          throw mapped instanceof NoAgentsError ? new NoAgentsError(message, request.model, options) : new CapacityError(message, mapped.retryAfterMs, options);
         }
         throw mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
       }

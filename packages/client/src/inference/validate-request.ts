@@ -20,12 +20,13 @@ const generateRequestSchema = z.object(
     model: z.string({ error: 'must be a non-empty string' }).refine((m) => m.trim() !== '', 'must be a non-empty string'),
     prompt: z.string({ error: 'must be a non-empty string' }).min(1, 'must be a non-empty string'),
     maxTokens: z.number({ error: 'must be an integer >= 1' }).int('must be an integer >= 1').min(1, 'must be an integer >= 1').optional(),
-    temperature: z.number({ error: 'must be a number between 0 and 2' }).min(0, 'must be a number between 0 and 2').max(2, 'must be a number between 0 and 2').optional(),
+    temperature: z
+      .number({ error: 'must be a number between 0 and 2' })
+      .min(0, 'must be a number between 0 and 2')
+      .max(2, 'must be a number between 0 and 2')
+      .optional(),
     parameters: z
-      .record(
-        z.string().min(1, 'keys must be non-empty'),
-        z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, number or boolean' }),
-      )
+      .record(z.string().min(1, 'keys must be non-empty'), z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, number or boolean' }))
       .optional(),
     maxAttempts: z.number({ error: 'must be an integer >= 1' }).int('must be an integer >= 1').min(1, 'must be an integer >= 1').optional(),
     signal: z.instanceof(AbortSignal, { error: 'must be an AbortSignal' }).optional(),

@@ -1,17 +1,8 @@
 import { instanceManager as im } from '@titancompute/protocol';
-import type {
-  InstanceDetails,
-  InstanceEvent,
-  InstanceEventType,
-  InstanceInfo,
-  InstanceService,
-  InstanceType,
-  RemovalReason,
-  ServiceType,
-} from '../types.js';
+import type { InstanceDetails, InstanceEvent, InstanceEventType, InstanceInfo, InstanceService, InstanceType, RemovalReason, ServiceType } from '../types.js';
 
 function stripPrefix<T extends string>(name: string | undefined, prefix: string): T {
-  return (name && name.startsWith(prefix) ? name.slice(prefix.length) : 'UNSPECIFIED') as T;
+  return (name?.startsWith(prefix) ? name.slice(prefix.length) : 'UNSPECIFIED') as T;
 }
 
 /** proto InstanceType → string union. */

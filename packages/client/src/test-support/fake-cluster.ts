@@ -84,30 +84,56 @@ export async function startFakeAgent(spec: FakeAgentSpec): Promise<FakeAgent> {
           }
           await new Promise<void>((resolve, reject) => {
             const t = setTimeout(resolve, spec.tokenDelayMs ?? 5);
-            context.signal.addEventListener('abort', () => {
-              clearTimeout(t);
-              reject(Object.assign(new Error('cancelled'), { name: 'AbortError' }));
-            }, { once: true });
+            context.signal.addEventListener(
+              'abort',
+              () => {
+                clearTimeout(t);
+                reject(Object.assign(new Error('cancelled'), { name: 'AbortError' }));
+              },
+              { once: true },
+            );
           });
           const text = tokens[i] ?? '';
           const perMessage = spec.tokensPerMessage ?? 1;
           const msg: StreamResponse = {
-            sessionToken: '', content: text, done: false, token: text, createdAt: Date.now(), metadata: {},
-            tokenIndex: i * perMessage, tokenCount: perMessage, stats: undefined,
+            sessionToken: '',
+            content: text,
+            done: false,
+            token: text,
+            createdAt: Date.now(),
+            metadata: {},
+            tokenIndex: i * perMessage,
+            tokenCount: perMessage,
+            stats: undefined,
           };
           yield msg;
           sent++;
         }
         const seconds = Math.max((Date.now() - started) / 1000, 0.001);
         const stats = {
-          tokensGenerated: sent, timeToFirstTokenMs: spec.tokenDelayMs ?? 5, tokensPerSecond: sent / seconds,
-          agentId: spec.agentId, jobId: claims.jobId, finishReason: finish, promptTokens: 3,
+          tokensGenerated: sent,
+          timeToFirstTokenMs: spec.tokenDelayMs ?? 5,
+          tokensPerSecond: sent / seconds,
+          agentId: spec.agentId,
+          jobId: claims.jobId,
+          finishReason: finish,
+          promptTokens: 3,
         };
         yield {
-          sessionToken: '', content: '', done: true, token: '', createdAt: Date.now(), tokenIndex: sent, stats,
+          sessionToken: '',
+          content: '',
+          done: true,
+          token: '',
+          createdAt: Date.now(),
+          tokenIndex: sent,
+          stats,
           metadata: {
-            tokens_generated: String(sent), time_to_first_token_ms: String(stats.timeToFirstTokenMs),
-            tokens_per_second: String(stats.tokensPerSecond), agent_id: spec.agentId, job_id: claims.jobId, finish_reason: finish,
+            tokens_generated: String(sent),
+            time_to_first_token_ms: String(stats.timeToFirstTokenMs),
+            tokens_per_second: String(stats.tokensPerSecond),
+            agent_id: spec.agentId,
+            job_id: claims.jobId,
+            finish_reason: finish,
           },
         };
         processed++;
@@ -117,9 +143,21 @@ export async function startFakeAgent(spec: FakeAgentSpec): Promise<FakeAgent> {
     },
     async getStatus() {
       return {
-        agentId: spec.agentId, status: spec.draining ? 'draining' : 'healthy', freeVramMb: 0, freeRamMb: 1024, activeSessions: running,
-        totalRequestsProcessed: processed, modelLoaded: (spec.models ?? ['tiny'])[0] ?? '', runningJobs: running, queuedJobs: 0,
-        maxJobs: spec.maxJobs ?? 4, gpus: [], engine: 'fake', tokensPerSecond: 0, activeJobIds: [], totalTokensGenerated: 0,
+        agentId: spec.agentId,
+        status: spec.draining ? 'draining' : 'healthy',
+        freeVramMb: 0,
+        freeRamMb: 1024,
+        activeSessions: running,
+        totalRequestsProcessed: processed,
+        modelLoaded: (spec.models ?? ['tiny'])[0] ?? '',
+        runningJobs: running,
+        queuedJobs: 0,
+        maxJobs: spec.maxJobs ?? 4,
+        gpus: [],
+        engine: 'fake',
+        tokensPerSecond: 0,
+        activeJobIds: [],
+        totalTokensGenerated: 0,
       };
     },
   };
@@ -160,8 +198,11 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions): Pro
   const impl: CoordinatorServiceImplementation = {
     async requestInference(request, context) {
       requests.push({
-        excludeAgentIds: [...request.excludeAgentIds], maxTokens: request.maxTokens, temperature: request.temperature,
-        temperatureSet: request.temperatureSet, parameters: { ...request.parameters },
+        excludeAgentIds: [...request.excludeAgentIds],
+        maxTokens: request.maxTokens,
+        temperature: request.temperature,
+        temperatureSet: request.temperatureSet,
+        parameters: { ...request.parameters },
       });
       if (!request.model) throw new ServerError(Status.INVALID_ARGUMENT, 'model: must not be empty');
       const maxTokens = request.maxTokens || 100;
@@ -182,7 +223,12 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions): Pro
       return {
         agentEndpoint: agent.endpoint,
         sessionToken: Buffer.from(JSON.stringify({ agentId: agent.agentId, jobId, model: request.model, maxTokens })).toString('base64url'),
-        expiresAt: Math.floor(Date.now() / 1000) + 300, jobId, estimatedRttMs: 1, agentId: agent.agentId, maxTokens, temperature,
+        expiresAt: Math.floor(Date.now() / 1000) + 300,
+        jobId,
+        estimatedRttMs: 1,
+        agentId: agent.agentId,
+        maxTokens,
+        temperature,
       };
     },
     async registerAgent() {
@@ -194,11 +240,31 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions): Pro
     async querySystemStatus() {
       const agents = options.agents();
       return {
-        totalAgents: agents.length, healthyAgents: agents.length, totalJobs: 0, uptime: '1s', uptimeSeconds: 1, metrics: undefined,
+        totalAgents: agents.length,
+        healthyAgents: agents.length,
+        totalJobs: 0,
+        uptime: '1s',
+        uptimeSeconds: 1,
+        metrics: undefined,
         agents: agents.map((a) => ({
-          agentId: a.agentId, status: 'healthy', freeVramMb: 6000, runningJobs: a.running(), lastHeartbeat: Date.now(), endpoint: a.endpoint,
-          totalVramMb: 8000, totalRamMb: 16000, freeRamMb: 8000, queuedJobs: 0, maxJobs: a.spec.maxJobs ?? 4, rttMs: 1,
-          supportedModels: a.spec.models ?? ['tiny'], tokensPerSecond: 42.5, reservedJobs: 0, breakerState: 'closed', gpus: [], cpuPercent: 5,
+          agentId: a.agentId,
+          status: 'healthy',
+          freeVramMb: 6000,
+          runningJobs: a.running(),
+          lastHeartbeat: Date.now(),
+          endpoint: a.endpoint,
+          totalVramMb: 8000,
+          totalRamMb: 16000,
+          freeRamMb: 8000,
+          queuedJobs: 0,
+          maxJobs: a.spec.maxJobs ?? 4,
+          rttMs: 1,
+          supportedModels: a.spec.models ?? ['tiny'],
+          tokensPerSecond: 42.5,
+          reservedJobs: 0,
+          breakerState: 'closed',
+          gpus: [],
+          cpuPercent: 5,
         })),
       };
     },
@@ -210,9 +276,7 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions): Pro
     },
   };
   const server: Server = createServer().use(
-    createProtoVersionServerMiddleware(
-      options.protoVersion ? { protoVersion: options.protoVersion, protoVersionCompatible: [options.protoVersion] } : {},
-    ),
+    createProtoVersionServerMiddleware(options.protoVersion ? { protoVersion: options.protoVersion, protoVersionCompatible: [options.protoVersion] } : {}),
   );
   server.add(CoordinatorServiceDefinition, impl);
   const port = await server.listen('127.0.0.1:0');
@@ -254,7 +318,8 @@ export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
       };
       listeners.add(listener);
       try {
-        for (const e of events) if (request.fromSequence > 0 && e.sequence > request.fromSequence) yield { event: e, snapshot: false, caughtUp: false, sequence: e.sequence };
+        for (const e of events)
+          if (request.fromSequence > 0 && e.sequence > request.fromSequence) yield { event: e, snapshot: false, caughtUp: false, sequence: e.sequence };
         yield { event: undefined, snapshot: false, caughtUp: true, sequence: events.length };
         while (!context.signal.aborted) {
           if (failure) throw new ServerError(Status.UNAVAILABLE, failure.message);
@@ -282,10 +347,15 @@ export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
     subscriptions,
     emitAdded(id) {
       const event: im.InstanceEvent = {
-        sequence: events.length + 1, type: im.EventType.EVENT_TYPE_ADDED, instanceId: id,
-        instanceType: im.InstanceType.INSTANCE_TYPE_INFERENCE_AGENT, relatedInstanceId: '', service: undefined,
+        sequence: events.length + 1,
+        type: im.EventType.EVENT_TYPE_ADDED,
+        instanceId: id,
+        instanceType: im.InstanceType.INSTANCE_TYPE_INFERENCE_AGENT,
+        relatedInstanceId: '',
+        service: undefined,
         instance: { id, type: im.InstanceType.INSTANCE_TYPE_INFERENCE_AGENT, hostname: 'h', address: '', metadata: {} },
-        removalReason: im.RemovalReason.REMOVAL_REASON_UNSPECIFIED, timestampMs: Date.now(),
+        removalReason: im.RemovalReason.REMOVAL_REASON_UNSPECIFIED,
+        timestampMs: Date.now(),
       };
       events.push(event);
       for (const l of listeners) l.push(event);

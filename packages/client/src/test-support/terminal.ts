@@ -17,7 +17,9 @@ import { fileURLToPath } from 'node:url';
 import { waitFor as pollUntil } from '@titancompute/test-support/wait-for';
 
 /** The CLI entry point: the built one, or `TITAN_CLI_BIN` (e.g. to run the tests against another build). */
-export const CLI_BIN = process.env['TITAN_CLI_BIN'] ? resolve(process.env['TITAN_CLI_BIN']) : resolve(dirname(fileURLToPath(import.meta.url)), '../../dist/cli/bin.js');
+export const CLI_BIN = process.env.TITAN_CLI_BIN
+  ? resolve(process.env.TITAN_CLI_BIN)
+  : resolve(dirname(fileURLToPath(import.meta.url)), '../../dist/cli/bin.js');
 
 /** Throws a clear error when the terminal tests cannot run here (no tmux/script, CLI not built). */
 export function requireTerminalTools(): void {
@@ -27,7 +29,9 @@ export function requireTerminalTools(): void {
   ] as const) {
     const r = spawnSync(tool, args, { encoding: 'utf8' });
     if (r.error || r.status !== 0) {
-      throw new Error(`the terminal tests need \`${tool}\` (Debian package ${pkg}: apt-get install -y ${pkg}); running it failed: ${r.error?.message ?? r.stderr}`);
+      throw new Error(
+        `the terminal tests need \`${tool}\` (Debian package ${pkg}: apt-get install -y ${pkg}); running it failed: ${r.error?.message ?? r.stderr}`,
+      );
     }
   }
   if (!existsSync(CLI_BIN)) throw new Error(`the terminal tests run the built CLI ${CLI_BIN}: run \`pnpm build\` first`);
@@ -36,9 +40,9 @@ export function requireTerminalTools(): void {
 /** Environment for the CLI: like a person's terminal (no CI variable, which turns ora's spinner off). */
 function terminalEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
-  delete env['CI'];
-  delete env['TMUX'];
-  delete env['NODE_OPTIONS']; // jest's --experimental-vm-modules is not the CLI's business
+  delete env.CI;
+  delete env.TMUX;
+  delete env.NODE_OPTIONS; // jest's --experimental-vm-modules is not the CLI's business
   return env;
 }
 
@@ -99,7 +103,22 @@ export function startTmuxTerminal(argv: string[], options: { width: number; heig
     if (r.status !== 0) throw new Error(`tmux ${args.join(' ')} failed: ${r.stderr}`);
     return r.stdout;
   };
-  tmux('new-session', '-d', '-s', 'titan', '-x', String(options.width), '-y', String(options.height), '--', process.execPath, wrapper, statusFile, pidFile, ...argv);
+  tmux(
+    'new-session',
+    '-d',
+    '-s',
+    'titan',
+    '-x',
+    String(options.width),
+    '-y',
+    String(options.height),
+    '--',
+    process.execPath,
+    wrapper,
+    statusFile,
+    pidFile,
+    ...argv,
+  );
   const terminal: TmuxTerminal = {
     // From the start of the history (tmux may scroll the pane when it marks it dead), without
     // remain-on-exit's "Pane is dead" line.

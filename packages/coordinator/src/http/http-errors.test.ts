@@ -2,7 +2,15 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Status } from 'nice-grpc-common';
 import { createLogger } from '@titancompute/server-kit';
-import { AgentsBusyError, ClientShareExceededError, CoordinatorError, InvalidRequestError, KeyringError, NoAgentAvailableError, TokenSigningError } from '../errors.js';
+import {
+  AgentsBusyError,
+  ClientShareExceededError,
+  CoordinatorError,
+  InvalidRequestError,
+  KeyringError,
+  NoAgentAvailableError,
+  TokenSigningError,
+} from '../errors.js';
 import { HTTP_ERROR_BY_GRPC_STATUS, sendMappedError } from './http-errors.js';
 
 // Each case: what the route throws, and the REST answer v1 clients rely on.

@@ -13,7 +13,14 @@ async function post(body: string, contentType = 'application/json') {
 describe('v1 REST API', () => {
   beforeAll(async () => {
     tc = await startTestCoordinator({ allowedModels: ['tiny', 'other'] });
-    agent = await startFakeAgent({ coordinatorAddress: `127.0.0.1:${tc.coordinator.port}`, joinToken: 'test-join-token', agentId: 'agent-a', maxJobs: 2, totalVramMb: 0, totalRamMb: 16_000 });
+    agent = await startFakeAgent({
+      coordinatorAddress: `127.0.0.1:${tc.coordinator.port}`,
+      joinToken: 'test-join-token',
+      agentId: 'agent-a',
+      maxJobs: 2,
+      totalVramMb: 0,
+      totalRamMb: 16_000,
+    });
   });
   afterAll(async () => {
     await agent.close();
@@ -84,7 +91,8 @@ describe('v1 REST API', () => {
       max_jobs: 2,
       supported_models: ['tiny'],
     });
-    for (const key of ['endpoint', 'free_vram_mb', 'free_ram_mb', 'running_jobs', 'queued_jobs', 'rtt_ms', 'last_heartbeat']) expect(full.agents[0]).toHaveProperty(key);
+    for (const key of ['endpoint', 'free_vram_mb', 'free_ram_mb', 'running_jobs', 'queued_jobs', 'rtt_ms', 'last_heartbeat'])
+      expect(full.agents[0]).toHaveProperty(key);
   });
 
   it('GET /metrics exposes requests, decisions by outcome, agents by state and the latency histogram', async () => {

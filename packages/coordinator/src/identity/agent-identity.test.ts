@@ -91,7 +91,11 @@ describe('agent identity, validated health and reachable endpoints', () => {
 
   it('(b) refuses DeregisterAgent for another agent: wrong credential PERMISSION_DENIED, none INVALID_ARGUMENT; the agent stays routable', async () => {
     const victim = await addAgent('victim');
-    await grpcError(tc.client.deregisterAgent({ agentId: 'victim', reason: 'evil', agentCredential: OTHER_CREDENTIAL }, auth()), Status.PERMISSION_DENIED, /victim/);
+    await grpcError(
+      tc.client.deregisterAgent({ agentId: 'victim', reason: 'evil', agentCredential: OTHER_CREDENTIAL }, auth()),
+      Status.PERMISSION_DENIED,
+      /victim/,
+    );
     await grpcError(tc.client.deregisterAgent({ agentId: 'victim', reason: 'evil' }, auth()), Status.INVALID_ARGUMENT, /agent_credential/);
     expect((await tc.client.requestInference(request())).agentId).toBe('victim');
     await expect(victim.deregister()).resolves.toMatchObject({ status: 'deregistered' });
@@ -294,7 +298,16 @@ describe('agent identity, validated health and reachable endpoints', () => {
     cleanups.push(() => intruder.stop());
     expect(readFileSync(join(otherDir, 'agent-credential'), 'utf8').trim()).not.toBe(credential);
     await grpcError(
-      tc.client.registerAgent({ agentId: 'real-1', endpoint: intruder.endpoint, maxJobs: 4, supportedModels: ['tiny'], agentCredential: readFileSync(join(otherDir, 'agent-credential'), 'utf8').trim() }, auth()),
+      tc.client.registerAgent(
+        {
+          agentId: 'real-1',
+          endpoint: intruder.endpoint,
+          maxJobs: 4,
+          supportedModels: ['tiny'],
+          agentCredential: readFileSync(join(otherDir, 'agent-credential'), 'utf8').trim(),
+        },
+        auth(),
+      ),
       Status.PERMISSION_DENIED,
       /real-1/,
     );

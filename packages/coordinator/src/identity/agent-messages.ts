@@ -65,7 +65,10 @@ const credential = z
 const count = (max: number) => z.number().int('must be an integer').min(0, 'must not be negative').max(max, `must be at most ${max}`);
 const finite = (min: number, max: number) => z.number().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
 const memoryMb = count(HEALTH_LIMITS.maxMemoryMb);
-const jobId = z.string().min(1, 'entries must not be empty').max(HEALTH_LIMITS.maxJobIdLength, `entries must be at most ${HEALTH_LIMITS.maxJobIdLength} characters`);
+const jobId = z
+  .string()
+  .min(1, 'entries must not be empty')
+  .max(HEALTH_LIMITS.maxJobIdLength, `entries must be at most ${HEALTH_LIMITS.maxJobIdLength} characters`);
 const jobIds = z.array(jobId).max(HEALTH_LIMITS.maxJobIds, `must list at most ${HEALTH_LIMITS.maxJobIds} jobs`);
 const gpu = z.object({
   index: count(1023),
@@ -86,10 +89,14 @@ const registrationSchema = z.object({
   totalVramMb: memoryMb,
   totalRamMb: memoryMb,
   maxJobs: z.number().int('must be an integer').min(1, 'must be at least 1').max(HEALTH_LIMITS.maxJobs, `must be at most ${HEALTH_LIMITS.maxJobs}`),
-  supportedModels: z.array(z.string().min(1, 'entries must not be empty').max(256, 'entries must be at most 256 characters')).max(1000, 'must list at most 1000 models'),
+  supportedModels: z
+    .array(z.string().min(1, 'entries must not be empty').max(256, 'entries must be at most 256 characters'))
+    .max(1000, 'must list at most 1000 models'),
   maxQueue: count(1_000_000),
   engine: z.string().max(64, 'must be at most 64 characters'),
-  capabilities: z.record(z.string().max(128, 'keys must be at most 128 characters'), z.string().max(1024, 'values must be at most 1024 characters')).refine((c) => Object.keys(c).length <= 64, 'must have at most 64 entries'),
+  capabilities: z
+    .record(z.string().max(128, 'keys must be at most 128 characters'), z.string().max(1024, 'values must be at most 1024 characters'))
+    .refine((c) => Object.keys(c).length <= 64, 'must have at most 64 entries'),
   gpus,
   agentCredential: credential,
 });
@@ -141,7 +148,12 @@ function parser<T>(schema: z.ZodType<T>) {
     const parsed = schema.safeParse(input);
     if (parsed.success) return parsed.data;
     const issue = parsed.error.issues[0];
-    const message = issue?.code === 'invalid_type' ? (issue.expected === 'number' ? 'must be a finite number' : `must be a ${issue.expected}`) : (issue?.message ?? 'is invalid');
+    const message =
+      issue?.code === 'invalid_type'
+        ? issue.expected === 'number'
+          ? 'must be a finite number'
+          : `must be a ${issue.expected}`
+        : (issue?.message ?? 'is invalid');
     throw new InvalidRequestError(fieldOf(issue?.path ?? []), message);
   };
 }

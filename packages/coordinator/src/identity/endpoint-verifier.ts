@@ -1,13 +1,7 @@
 import { createClient, createClientFactory } from 'nice-grpc';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import { HealthCheckResponse_ServingStatus } from 'nice-grpc-server-health/lib/proto/grpc/health/v1/health.js';
-import {
-  AgentServiceDefinition,
-  createProtoVersionClientMiddleware,
-  createTitanChannel,
-  SERVICE_NAMES,
-  type ClientTlsOptions,
-} from '@titancompute/protocol';
+import { AgentServiceDefinition, createProtoVersionClientMiddleware, createTitanChannel, SERVICE_NAMES, type ClientTlsOptions } from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
 import type { AgentRecord, EndpointCheck } from '../registry/agent-record.js';
 
@@ -80,7 +74,14 @@ export function createEndpointVerifier(options: EndpointVerifierOptions): Endpoi
   const sleep = (ms: number, signal: AbortSignal) =>
     new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, ms);
-      signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        { once: true },
+      );
     });
 
   return {

@@ -133,8 +133,7 @@ export class AgentRecord implements SchedulableAgent {
   /** Folds a finished job's tokens/s into the moving average. */
   recordThroughput(tokensPerSecond: number): void {
     if (!(tokensPerSecond > 0) || !Number.isFinite(tokensPerSecond)) return;
-    this.tokensPerSecond =
-      this.tokensPerSecond === undefined ? tokensPerSecond : TPS_ALPHA * tokensPerSecond + (1 - TPS_ALPHA) * this.tokensPerSecond;
+    this.tokensPerSecond = this.tokensPerSecond === undefined ? tokensPerSecond : TPS_ALPHA * tokensPerSecond + (1 - TPS_ALPHA) * this.tokensPerSecond;
   }
 
   /** Reserved slots (granted, not yet reported by the agent). */
@@ -151,7 +150,9 @@ export class AgentRecord implements SchedulableAgent {
 
   /** Schedulable at all: online, registered, not draining, breaker not open. */
   get available(): boolean {
-    return this.online && !this.deregistered && !this.draining && this.endpointCheck === 'verified' && (this.breaker.closed || this.breaker.allows(this.clock()));
+    return (
+      this.online && !this.deregistered && !this.draining && this.endpointCheck === 'verified' && (this.breaker.closed || this.breaker.allows(this.clock()))
+    );
   }
 
   /** Degraded or probing (half-open): scored lower. */

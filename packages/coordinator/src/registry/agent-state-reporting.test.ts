@@ -19,7 +19,14 @@ const finishedJobs = async () => {
 
 beforeAll(async () => {
   tc = await startTestCoordinator({ allowedModels: ['tiny'] });
-  agent = await startFakeAgent({ coordinatorAddress: `127.0.0.1:${tc.coordinator.port}`, joinToken: 'test-join-token', agentId: 'agent-d', maxJobs: 2, totalVramMb: 0, totalRamMb: 16_000 });
+  agent = await startFakeAgent({
+    coordinatorAddress: `127.0.0.1:${tc.coordinator.port}`,
+    joinToken: 'test-join-token',
+    agentId: 'agent-d',
+    maxJobs: 2,
+    totalVramMb: 0,
+    totalRamMb: 16_000,
+  });
   await waitFor(async () => (await grpcState()) === 'healthy', 10_000);
 });
 afterAll(async () => {

@@ -36,7 +36,10 @@ async function ask(t: TestCoordinator, clientId?: string) {
 }
 
 async function post(t: TestCoordinator, clientId = 'client-1') {
-  const res = await fetch(`${t.httpUrl}/api/v1/inference/request`, { method: 'POST', body: JSON.stringify({ client_id: clientId, model: 'tiny', prompt: 'hello' }) });
+  const res = await fetch(`${t.httpUrl}/api/v1/inference/request`, {
+    method: 'POST',
+    body: JSON.stringify({ client_id: clientId, model: 'tiny', prompt: 'hello' }),
+  });
   return { status: res.status, retryAfter: res.headers.get('retry-after'), json: (await res.json()) as Record<string, unknown> };
 }
 

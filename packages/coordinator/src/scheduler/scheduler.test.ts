@@ -45,8 +45,14 @@ describe('scheduler', () => {
 
   it('breaks ties by the smallest agent id, whatever the order', () => {
     const ids = ['c', 'a', 'b'];
-    const d1 = scheduler.select(ids.map((id) => agent(id)), { model: 'm' });
-    const d2 = scheduler.select([...ids].reverse().map((id) => agent(id)), { model: 'm' });
+    const d1 = scheduler.select(
+      ids.map((id) => agent(id)),
+      { model: 'm' },
+    );
+    const d2 = scheduler.select(
+      [...ids].reverse().map((id) => agent(id)),
+      { model: 'm' },
+    );
     expect(d1.outcome === 'scheduled' && d1.agent.agentId).toBe('a');
     expect(d2.outcome === 'scheduled' && d2.agent.agentId).toBe('a');
   });

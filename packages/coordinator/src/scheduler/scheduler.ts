@@ -143,5 +143,5 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
 }
 
 function clamp01(x: number): number {
-  return x < 0 ? 0 : x > 1 ? 1 : x;
+  return x < 0 ? 0 : Math.min(x, 1);
 }

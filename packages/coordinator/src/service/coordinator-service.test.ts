@@ -47,8 +47,17 @@ describe('CoordinatorService over gRPC', () => {
     );
     const impostor = createFakeAgent({ coordinatorAddress: `127.0.0.1:${tc.coordinator.port}`, joinToken: 'wrong', agentId: 'x' });
     await expect(impostor.register()).rejects.toBeInstanceOf(ClientError);
-    const stream = tc.client.reportHealth((async function* () { yield { agentId: 'x', timestamp: 1 }; })());
-    await expectGrpcError((async () => { for await (const _ of stream) void _; })(), Status.UNAUTHENTICATED);
+    const stream = tc.client.reportHealth(
+      (async function* () {
+        yield { agentId: 'x', timestamp: 1 };
+      })(),
+    );
+    await expectGrpcError(
+      (async () => {
+        for await (const _ of stream) void _;
+      })(),
+      Status.UNAUTHENTICATED,
+    );
     const status = await tc.client.querySystemStatus({ includeAgents: true });
     expect(status.totalAgents).toBe(0);
     await impostor.close();
@@ -107,10 +116,7 @@ describe('CoordinatorService over gRPC', () => {
     await addAgent('a1', { maxJobs: 1 });
     await tc.client.requestInference(request());
     let trailer: Metadata | undefined;
-    const err = await expectGrpcError(
-      tc.client.requestInference(request(), { onTrailer: (t) => (trailer = t) }),
-      Status.RESOURCE_EXHAUSTED,
-    );
+    const err = await expectGrpcError(tc.client.requestInference(request(), { onTrailer: (t) => (trailer = t) }), Status.RESOURCE_EXHAUSTED);
     expect(err.details).toMatch(/tiny/);
     expect(Number(trailer?.get('retry-after-ms'))).toBeGreaterThan(0);
   });
@@ -163,7 +169,10 @@ describe('CoordinatorService over gRPC', () => {
     let status = await tc.client.querySystemStatus({ includeAgents: true });
     expect(status.agents.find((s) => s.agentId === 'a-bad')).toMatchObject({ status: 'offline', breakerState: 'open' });
     for (let i = 0; i < 4; i++) expect((await tc.client.requestInference(request())).agentId).toBe('b-good');
-    await waitFor(async () => (await tc.client.querySystemStatus({ includeAgents: true })).agents.some((s) => s.agentId === 'a-bad' && s.status === 'half-open'), 2000);
+    await waitFor(
+      async () => (await tc.client.querySystemStatus({ includeAgents: true })).agents.some((s) => s.agentId === 'a-bad' && s.status === 'half-open'),
+      2000,
+    );
     const probe = await tc.client.requestInference(request({ excludeAgentIds: ['b-good'] }));
     expect(probe.agentId).toBe('a-bad');
     const probe2 = await tc.client.requestInference(request({ excludeAgentIds: ['b-good'] }));
@@ -202,7 +211,10 @@ describe('CoordinatorService over gRPC', () => {
     a.state.draining = true;
     await a.send();
     expect((await tc.client.requestInference(request())).agentId).toBe('b-leave');
-    const res = await b.client.deregisterAgent({ agentId: 'b-leave', reason: 'shutdown', agentCredential: b.credential }, { metadata: Metadata({ authorization: `Bearer ${JOIN}` }) });
+    const res = await b.client.deregisterAgent(
+      { agentId: 'b-leave', reason: 'shutdown', agentCredential: b.credential },
+      { metadata: Metadata({ authorization: `Bearer ${JOIN}` }) },
+    );
     expect(res.status).toBe('deregistered');
     await expectGrpcError(tc.client.requestInference(request()), Status.UNAVAILABLE);
     await expectGrpcError(tc.client.deregisterAgent({ agentId: 'b-leave' }), Status.UNAUTHENTICATED);

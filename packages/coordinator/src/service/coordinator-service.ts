@@ -105,8 +105,8 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
   /** Verifies the record's endpoint in the background and remembers it once verified. */
   const checkEndpoint = (record: AgentRecord) => {
     const { agentId, endpoint } = record;
-    void options.endpoints!
-      .verify(record)
+    void options
+      .endpoints!.verify(record)
       .then((outcome) => {
         if (outcome === 'verified') options.identities.rememberVerifiedEndpoint(agentId, endpoint);
       })
@@ -143,7 +143,16 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
       const checking = options.endpoints !== undefined && !keepCheck && !knownEndpoint;
       if (checking) checkEndpoint(record);
       logger.info(
-        { agentId: record.agentId, endpoint: record.endpoint, identity, endpointCheck: record.endpointCheck, models: request.supportedModels, maxJobs: record.maxJobs, totalVramMb: record.totalVramMb, totalRamMb: record.totalRamMb },
+        {
+          agentId: record.agentId,
+          endpoint: record.endpoint,
+          identity,
+          endpointCheck: record.endpointCheck,
+          models: request.supportedModels,
+          maxJobs: record.maxJobs,
+          totalVramMb: record.totalVramMb,
+          totalRamMb: record.totalRamMb,
+        },
         'agent registered',
       );
       const message = checking
@@ -253,4 +262,3 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
     },
   };
 }
-

@@ -56,7 +56,11 @@ export const DEFAULT_MAX_CLIENT_SHARE = 0.5;
  * otherwise only unclaimed reservations hold the slots, so the earliest end of their claim
  * windows (at least 1 ms).
  */
-export function busyRetryAfterMs(blocking: Iterable<Pick<AgentRecord, 'runningJobs' | 'queuedJobs' | 'earliestReservationExpiry'>>, nowMs: number, hintMs: number): number {
+export function busyRetryAfterMs(
+  blocking: Iterable<Pick<AgentRecord, 'runningJobs' | 'queuedJobs' | 'earliestReservationExpiry'>>,
+  nowMs: number,
+  hintMs: number,
+): number {
   let earliest: number | undefined;
   for (const agent of blocking) {
     if (agent.runningJobs + agent.queuedJobs > 0) return hintMs;
@@ -82,7 +86,7 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
   const share = options.maxClientShare ?? DEFAULT_MAX_CLIENT_SHARE;
   return async (input) => {
     const started = performance.now();
-    let request;
+    let request: ReturnType<typeof validate>;
     try {
       request = validate(input);
     } catch (err) {

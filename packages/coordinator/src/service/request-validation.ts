@@ -104,10 +104,9 @@ export function createRequestValidator(limits: RequestLimits): (input: Inference
       const issue = parsed.error.issues[0];
       const key = String(issue?.path[0] ?? 'request');
       // The full path, e.g. `parameters.top_p` or `exclude_agent_ids[2]`, not just the top-level field.
-      const field = (issue?.path ?? []).slice(1).reduce<string>(
-        (acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : `${acc}.${String(seg)}`),
-        FIELD_NAMES[key] ?? key,
-      );
+      const field = (issue?.path ?? [])
+        .slice(1)
+        .reduce<string>((acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : `${acc}.${String(seg)}`), FIELD_NAMES[key] ?? key);
       // A bad record key reports "Invalid key in record"; its own issue says what is wrong.
       const cause = issue?.code === 'invalid_key' ? (issue.issues[0] ?? issue) : issue;
       const message = cause?.code === 'invalid_type' ? `must be a ${String((cause as { expected?: unknown }).expected)}` : (cause?.message ?? 'is invalid');

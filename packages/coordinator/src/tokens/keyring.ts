@@ -110,7 +110,7 @@ async function readKeyringFile(file: string): Promise<StoredKey[] | undefined> {
 async function writeKeyringFile(file: string, keys: StoredKey[]): Promise<void> {
   await mkdir(join(file, '..'), { recursive: true, mode: 0o700 });
   const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-  await writeFile(tmp, JSON.stringify({ version: 1, keys }, null, 2) + '\n', { mode: 0o600 });
+  await writeFile(tmp, `${JSON.stringify({ version: 1, keys }, null, 2)}\n`, { mode: 0o600 });
   await rename(tmp, file);
 }
 
@@ -221,7 +221,9 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
           if (!next) return false;
           // Keep publishing keys this process signed with even if the file forgot them.
           const known = new Set(next.stored.map((k) => k.kid));
-          for (const k of state.stored) if (!known.has(k.kid) && (signedUntil.get(k.kid) ?? 0) > Math.floor(now() / 1000)) next.stored.push({ ...k, retireAt: signedUntil.get(k.kid) ?? 0 });
+          for (const k of state.stored)
+            if (!known.has(k.kid) && (signedUntil.get(k.kid) ?? 0) > Math.floor(now() / 1000))
+              next.stored.push({ ...k, retireAt: signedUntil.get(k.kid) ?? 0 });
           state = next;
           return true;
         } finally {

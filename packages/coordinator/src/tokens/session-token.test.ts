@@ -36,7 +36,12 @@ afterEach(async () => {
 
 async function coordinatorWithAgent(options: Parameters<typeof startTestCoordinator>[0] = {}): Promise<{ tc: TestCoordinator; agent: FakeAgent }> {
   const tc = await startTestCoordinator(options);
-  const agent = await startFakeAgent({ coordinatorAddress: `127.0.0.1:${tc.coordinator.port}`, joinToken: 'test-join-token', agentId: 'agent-a', totalVramMb: 8000 });
+  const agent = await startFakeAgent({
+    coordinatorAddress: `127.0.0.1:${tc.coordinator.port}`,
+    joinToken: 'test-join-token',
+    agentId: 'agent-a',
+    totalVramMb: 8000,
+  });
   cleanups.push(async () => {
     await agent.close();
     await tc.stop();
@@ -47,7 +52,14 @@ async function coordinatorWithAgent(options: Parameters<typeof startTestCoordina
 describe('session tokens', () => {
   it('verify with the published key and carry the agreed claims', async () => {
     const { tc } = await coordinatorWithAgent();
-    const grant = await tc.client.requestInference({ clientId: 'client-9', model: 'tiny', prompt: 'hi', maxTokens: 42, temperature: 0.5, parameters: { top_k: '5' } });
+    const grant = await tc.client.requestInference({
+      clientId: 'client-9',
+      model: 'tiny',
+      prompt: 'hi',
+      maxTokens: 42,
+      temperature: 0.5,
+      parameters: { top_k: '5' },
+    });
     const pub = await tc.client.getPublicKey({});
     expect(pub).toMatchObject({ algorithm: 'EdDSA', issuer: DEFAULT_ISSUER });
     expect(pub.publicKeyPem).toContain('BEGIN PUBLIC KEY');
@@ -57,9 +69,23 @@ describe('session tokens', () => {
     expect(verified).toMatchObject({ jobId: grant.jobId, clientId: 'client-9', model: 'tiny', maxTokens: 42, temperature: 0.5, parameters: { top_k: '5' } });
     // On the wire: exactly these claims, in the contract's schema.
     const claims = sessionTokenClaimsSchema.parse(decodeJwt(grant.sessionToken));
-    expect(Object.keys(decodeJwt(grant.sessionToken))).toEqual(
-      ['job_id', 'model', 'max_tokens', 'temperature', 'agent_id', 'client_id', 'parameters', 'prompt_sha256', 'iss', 'aud', 'sub', 'jti', 'iat', 'nbf', 'exp'],
-    );
+    expect(Object.keys(decodeJwt(grant.sessionToken))).toEqual([
+      'job_id',
+      'model',
+      'max_tokens',
+      'temperature',
+      'agent_id',
+      'client_id',
+      'parameters',
+      'prompt_sha256',
+      'iss',
+      'aud',
+      'sub',
+      'jti',
+      'iat',
+      'nbf',
+      'exp',
+    ]);
     expect(claims).toMatchObject({
       iss: DEFAULT_ISSUER,
       aud: 'agent-a',
@@ -183,7 +209,11 @@ describe('keyring persistence and rotation', () => {
     let now = 1_000_000_000_000;
     const ttl = 60_000;
     const keyring = await openKeyring({ dataDir, tokenTtlMs: ttl, now: () => now });
-    const signed = await signSessionToken(keyring, { agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 1, temperature: 0 }, { issuer: 'i', ttlMs: ttl, now });
+    const signed = await signSessionToken(
+      keyring,
+      { agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 1, temperature: 0 },
+      { issuer: 'i', ttlMs: ttl, now },
+    );
     const { kid } = await rotateKeyring({ dataDir, tokenTtlMs: ttl, now: () => now });
     await keyring.reload();
     expect(keyring.current().kid).toBe(kid);

@@ -127,10 +127,10 @@ export async function* streamInstanceUpdates(
         yield message(e, { sequence: e.sequence });
       }
       if (overflow) {
-        throw new SubscriberTooSlowError(
-          `subscriber fell more than ${maxQueue} events behind; resubscribe with from_sequence=${cursor}`,
-          { sequence: cursor, queued: maxQueue },
-        );
+        throw new SubscriberTooSlowError(`subscriber fell more than ${maxQueue} events behind; resubscribe with from_sequence=${cursor}`, {
+          sequence: cursor,
+          queued: maxQueue,
+        });
       }
       if (signal.aborted) break;
       await new Promise<void>((resolve) => {

@@ -13,7 +13,7 @@ const chain = new Map<string, Node>([
 
 describe('findAncestor (the registry’s one walk up a parent chain)', () => {
   it('returns the nearest matching ancestor, with sync and async lookups alike', async () => {
-    const dead = (_: string, n: Node | undefined) => !n || !n.live;
+    const dead = (_: string, n: Node | undefined) => !n?.live;
     expect(await findAncestor('c', (id) => chain.get(id), dead)).toBe('b');
     expect(await findAncestor('c', async (id) => chain.get(id), dead)).toBe('b');
     expect(await findAncestor('a', (id) => chain.get(id), dead)).toBeUndefined();
@@ -21,11 +21,35 @@ describe('findAncestor (the registry’s one walk up a parent chain)', () => {
   });
 
   it('matches by id before the chain ends (cycle check), and hands an unknown id to the predicate as undefined', async () => {
-    expect(await findAncestor('c', (id) => chain.get(id), (id) => id === 'a')).toBe('a');
-    expect(await findAncestor('c', (id) => chain.get(id), (id) => id === 'd')).toBeUndefined();
+    expect(
+      await findAncestor(
+        'c',
+        (id) => chain.get(id),
+        (id) => id === 'a',
+      ),
+    ).toBe('a');
+    expect(
+      await findAncestor(
+        'c',
+        (id) => chain.get(id),
+        (id) => id === 'd',
+      ),
+    ).toBeUndefined();
     const partial = new Map([['c', { parentId: 'gone', live: true }]]);
-    expect(await findAncestor('c', (id) => partial.get(id), (_, n) => n === undefined)).toBe('gone');
-    expect(await findAncestor('c', (id) => partial.get(id), () => false)).toBeUndefined();
+    expect(
+      await findAncestor(
+        'c',
+        (id) => partial.get(id),
+        (_, n) => n === undefined,
+      ),
+    ).toBe('gone');
+    expect(
+      await findAncestor(
+        'c',
+        (id) => partial.get(id),
+        () => false,
+      ),
+    ).toBeUndefined();
   });
 
   it('ends on a parent cycle in storage after MAX_ANCESTOR_DEPTH steps instead of looping forever', async () => {

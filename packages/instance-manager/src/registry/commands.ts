@@ -2,15 +2,7 @@ import { instanceManager } from '@titancompute/protocol';
 import type { Store } from '../store/store.js';
 import { findAncestor } from './ancestors.js';
 import type { Liveness } from './liveness.js';
-import {
-  addedEvent,
-  deathMessage,
-  linkEvents,
-  newInstanceRecord,
-  sameDescription,
-  sameService,
-  serviceAddedEvent,
-} from './proto-mapping.js';
+import { addedEvent, deathMessage, linkEvents, newInstanceRecord, sameDescription, sameService, serviceAddedEvent } from './proto-mapping.js';
 import type { TryResult } from './registry.js';
 
 const { RemovalReason } = instanceManager;
@@ -82,7 +74,13 @@ export function createCommands(store: Store, liveness: Liveness): Commands {
           return { success: false, message: `${childId} already has a parent (${child.record.parentId}); an instance has one parent` };
         }
         // Cycle: the child must not be the parent's ancestor.
-        if ((await findAncestor(parent.record.parentId, (id) => tx.getInstance(id), (id) => id === childId)) !== undefined) {
+        if (
+          (await findAncestor(
+            parent.record.parentId,
+            (id) => tx.getInstance(id),
+            (id) => id === childId,
+          )) !== undefined
+        ) {
           return { success: false, message: `${childId} is an ancestor of ${parentId}: that link would make a cycle` };
         }
         await tx.setParent(childId, parentId);

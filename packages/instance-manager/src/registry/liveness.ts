@@ -35,14 +35,7 @@ export interface Liveness {
    * With `onlyIfStaleBefore`, the root dies only if its last check is still older than that.
    * Returns the ids that died.
    */
-  killTree(
-    tx: StoreTx,
-    rootId: string,
-    reason: instanceManager.RemovalReason,
-    message: string,
-    nowMs: number,
-    onlyIfStaleBefore?: number,
-  ): Promise<string[]>;
+  killTree(tx: StoreTx, rootId: string, reason: instanceManager.RemovalReason, message: string, nowMs: number, onlyIfStaleBefore?: number): Promise<string[]>;
   /** Inside a transaction: the record if it is live; a stale one is killed on the spot. */
   liveInTx(tx: StoreTx, id: string, nowMs: number): Promise<LiveLookup>;
   /** See {@link Registry.sweep}. */

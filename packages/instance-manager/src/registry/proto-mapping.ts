@@ -12,8 +12,7 @@ export function sameDescription(r: InstanceRecord, i: instanceManager.Instance):
 }
 
 /** Whether two services are the same registration (type, port, url). */
-export const sameService = (a: instanceManager.Service, b: instanceManager.Service): boolean =>
-  a.type === b.type && a.port === b.port && a.url === b.url;
+export const sameService = (a: instanceManager.Service, b: instanceManager.Service): boolean => a.type === b.type && a.port === b.port && a.url === b.url;
 
 /** What a dead record means for the instance: stop (a kill, or a kill's cascade) or register again. */
 export function deathStatus(r: InstanceRecord): instanceManager.HealthStatus {
@@ -84,12 +83,7 @@ export function addedEvent(instance: instanceManager.Instance, nowMs: number): N
 }
 
 /** REMOVED for one death (of the root of a kill, or of a descendant with PARENT_DIED). */
-export function removedEvent(
-  id: string,
-  type: instanceManager.InstanceType,
-  reason: instanceManager.RemovalReason,
-  nowMs: number,
-): NewEvent {
+export function removedEvent(id: string, type: instanceManager.InstanceType, reason: instanceManager.RemovalReason, nowMs: number): NewEvent {
   return { type: EventType.EVENT_TYPE_REMOVED, instanceId: id, instanceType: type, relatedInstanceId: '', removalReason: reason, timestampMs: nowMs };
 }
 

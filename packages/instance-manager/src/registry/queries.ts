@@ -37,7 +37,11 @@ export function createQueries(store: Store, liveness: Liveness): Queries {
       throw new NotFoundError(rec ? deathMessageOrStale(rec) : `unknown instance ${id}`, { kind: 'instance', id });
     }
     // Ancestors could have gone stale since the sweep above: check the chain.
-    const deadAncestor = await findAncestor(rec.parentId, (p) => store.getInstance(p), (_, p) => !p || !isLive(p));
+    const deadAncestor = await findAncestor(
+      rec.parentId,
+      (p) => store.getInstance(p),
+      (_, p) => !p || !isLive(p),
+    );
     if (deadAncestor !== undefined) throw new NotFoundError(`instance ${id} is dead (its ancestor ${deadAncestor} died)`, { kind: 'instance', id });
     return rec;
   };
@@ -53,7 +57,14 @@ export function createQueries(store: Store, liveness: Liveness): Queries {
       // Live only when every ancestor is live (in `byId`) too.
       const live: InstanceRecord[] = [];
       for (const r of all) {
-        if ((await findAncestor(r.parentId, (p) => byId.get(p), (_, p) => !p)) === undefined) live.push(r);
+        if (
+          (await findAncestor(
+            r.parentId,
+            (p) => byId.get(p),
+            (_, p) => !p,
+          )) === undefined
+        )
+          live.push(r);
       }
       const children = new Map<string, string[]>();
       for (const r of live) {

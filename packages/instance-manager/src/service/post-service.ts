@@ -6,11 +6,7 @@ import { gpuMetricsSchema, instanceIdSchema, llmMetricsSchema, proxyMetricsSchem
 
 /** PostService: latest metrics per live instance; unknown or dead instance → NOT_FOUND. */
 export function createPostService(registry: Registry, store: Store): instanceManager.PostServiceImplementation {
-  const post = async <T extends { timestampMs: number }>(
-    kind: MetricsKind,
-    schema: z.ZodType<T>,
-    request: { instanceId: string; metrics?: unknown },
-  ) => {
+  const post = async <T extends { timestampMs: number }>(kind: MetricsKind, schema: z.ZodType<T>, request: { instanceId: string; metrics?: unknown }) => {
     const id = validate(instanceIdSchema, request.instanceId, 'instance_id');
     const metrics = validate(schema, request.metrics, 'metrics');
     await registry.getLive(id);

@@ -20,8 +20,7 @@ export function createMemoryStore(): Store {
   const mutex = createMutex();
   const listeners = createListenerSet();
 
-  const aliveIds = (pred: (r: InstanceRecord) => boolean) =>
-    [...instances.values()].filter((r) => r.alive && pred(r));
+  const aliveIds = (pred: (r: InstanceRecord) => boolean) => [...instances.values()].filter((r) => r.alive && pred(r));
   // A lower bound of the oldest live health check: health checks only move forward, so
   // "bound >= cutoff" proves nothing is stale without scanning every row.
   let oldestHealthBound = Infinity;

@@ -139,10 +139,14 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     }
   } catch (cause) {
     await pool.end().catch(() => undefined);
-    throw new StorageError(`cannot open PostgreSQL storage: ${(cause as Error).message}`, {
-      backend: 'postgres',
-      operation: 'open',
-    }, { cause });
+    throw new StorageError(
+      `cannot open PostgreSQL storage: ${(cause as Error).message}`,
+      {
+        backend: 'postgres',
+        operation: 'open',
+      },
+      { cause },
+    );
   }
 
   const listeners = createListenerSet();
@@ -187,10 +191,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
       return r.rows[0] ? rowToRecord(r.rows[0]) : undefined;
     },
     insertInstance: async (record) => {
-      await client.query(
-        UPSERT_INSTANCE,
-        recordToParams(record),
-      );
+      await client.query(UPSERT_INSTANCE, recordToParams(record));
     },
     touch: async (id, nowMs) => {
       await client.query('UPDATE instances SET last_health_ms = GREATEST(last_health_ms, $1) WHERE id = $2 AND alive', [nowMs, id]);
@@ -210,15 +211,11 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
       await client.query('UPDATE instances SET services = $1 WHERE id = $2', [JSON.stringify(services), id]);
     },
     aliveChildIds: async (parentId) =>
-      (await client.query<{ id: string }>('SELECT id FROM instances WHERE parent_id = $1 AND alive ORDER BY id', [parentId])).rows.map(
+      (await client.query<{ id: string }>('SELECT id FROM instances WHERE parent_id = $1 AND alive ORDER BY id', [parentId])).rows.map((r) => r.id),
+    staleAliveIds: async (cutoffMs) =>
+      (await client.query<{ id: string }>('SELECT id FROM instances WHERE alive AND last_health_ms < $1 ORDER BY last_health_ms, id', [cutoffMs])).rows.map(
         (r) => r.id,
       ),
-    staleAliveIds: async (cutoffMs) =>
-      (
-        await client.query<{ id: string }>('SELECT id FROM instances WHERE alive AND last_health_ms < $1 ORDER BY last_health_ms, id', [
-          cutoffMs,
-        ])
-      ).rows.map((r) => r.id),
     readPresence: async () => {
       const r = await client.query<PresenceRow>('SELECT up_since_ms, seen_ms FROM registry_presence WHERE id = 1');
       return r.rows[0] ? rowToPresence(r.rows[0]) : undefined;
@@ -361,11 +358,10 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
       return r.rows[0] ? (JSON.parse(r.rows[0].value) as unknown) : undefined;
     },
     async putStats(hostname, value) {
-      await query(
-        'write stats',
-        'INSERT INTO host_stats (hostname, value) VALUES ($1, $2) ON CONFLICT (hostname) DO UPDATE SET value = excluded.value',
-        [hostname, JSON.stringify(value)],
-      );
+      await query('write stats', 'INSERT INTO host_stats (hostname, value) VALUES ($1, $2) ON CONFLICT (hostname) DO UPDATE SET value = excluded.value', [
+        hostname,
+        JSON.stringify(value),
+      ]);
     },
     async getStats(hostname) {
       const r = await query<{ value: string }>('read stats', 'SELECT value FROM host_stats WHERE hostname = $1', [hostname]);

@@ -57,8 +57,20 @@ export function rowToRecord(row: InstanceRow): InstanceRecord {
 
 /** Columns of `instances`, in the order of {@link recordToParams}. */
 const INSTANCE_COLUMNS = [
-  'id', 'type', 'hostname', 'address', 'metadata', 'services', 'parent_id', 'alive', 'last_health_ms',
-  'created_at_ms', 'died_at_ms', 'removal_reason', 'removal_message', 'removal_root_reason',
+  'id',
+  'type',
+  'hostname',
+  'address',
+  'metadata',
+  'services',
+  'parent_id',
+  'alive',
+  'last_health_ms',
+  'created_at_ms',
+  'died_at_ms',
+  'removal_reason',
+  'removal_message',
+  'removal_root_reason',
 ] as const;
 
 /**

@@ -89,17 +89,19 @@ export function createSqliteStore(options: { dataDir: string }): Store {
       })();
     });
   } catch (cause) {
-    throw new StorageError(`cannot open SQLite database in ${options.dataDir}: ${(cause as Error).message}`, {
-      backend: 'sqlite',
-      operation: 'open',
-    }, { cause });
+    throw new StorageError(
+      `cannot open SQLite database in ${options.dataDir}: ${(cause as Error).message}`,
+      {
+        backend: 'sqlite',
+        operation: 'open',
+      },
+      { cause },
+    );
   }
 
   const s = {
     get: db.prepare('SELECT * FROM instances WHERE id = ?'),
-    insert: db.prepare(
-      upsertInstanceSql(() => '?'),
-    ),
+    insert: db.prepare(upsertInstanceSql(() => '?')),
     touch: db.prepare('UPDATE instances SET last_health_ms = ? WHERE id = ? AND alive = 1'),
     touchFresh: db.prepare('UPDATE instances SET last_health_ms = ? WHERE id = ? AND alive = 1 AND last_health_ms >= ?'),
     kill: db.prepare(
@@ -201,11 +203,9 @@ export function createSqliteStore(options: { dataDir: string }): Store {
         const row = s.get.get(id) as InstanceRow | undefined;
         return row ? rowToRecord(row) : undefined;
       }),
-    aliveChildren: (parentId) =>
-      outside(() => (s.childRows.all(parentId) as InstanceRow[]).map(rowToRecord)),
+    aliveChildren: (parentId) => outside(() => (s.childRows.all(parentId) as InstanceRow[]).map(rowToRecord)),
     listAlive: () => outside(() => (s.listAlive.all() as InstanceRow[]).map(rowToRecord)),
-    snapshot: () =>
-      outside(() => ({ instances: (s.listAlive.all() as InstanceRow[]).map(rowToRecord), sequence: latest() })),
+    snapshot: () => outside(() => ({ instances: (s.listAlive.all() as InstanceRow[]).map(rowToRecord), sequence: latest() })),
     readEvents: (afterSequence, limit) => outside(() => (s.readEvents.all(afterSequence, limit) as EventRow[]).map(rowToEvent)),
     eventBounds: () =>
       outside(() => {

@@ -86,7 +86,4 @@ export interface Store {
 }
 
 /** How to store the registry: `memory`, `sqlite` (in `dataDir`) or a `postgres://` URL. */
-export type StorageSpec =
-  | { kind: 'memory' }
-  | { kind: 'sqlite'; dataDir: string }
-  | { kind: 'postgres'; url: string; schema?: string };
+export type StorageSpec = { kind: 'memory' } | { kind: 'sqlite'; dataDir: string } | { kind: 'postgres'; url: string; schema?: string };

@@ -6,7 +6,7 @@ import pg from 'pg';
 import type { StorageSpec } from '../store/store.js';
 
 /** The PostgreSQL the project's machines run (override with TITAN_TEST_PG_URL). */
-export const TEST_PG_URL = process.env['TITAN_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const TEST_PG_URL = process.env.TITAN_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /**
  * Whether PostgreSQL answers. With CI=true an unreachable database throws (the tests are
@@ -20,7 +20,7 @@ export async function postgresAvailable(suite: string): Promise<boolean> {
     return true;
   } catch (err) {
     const why = `PostgreSQL at ${TEST_PG_URL} is unreachable: ${(err as Error).message}`;
-    if (process.env['CI'] === 'true') throw new Error(`${why} (required when CI=true)`);
+    if (process.env.CI === 'true') throw new Error(`${why} (required when CI=true)`);
     process.stdout.write(`[${suite}] PostgreSQL tests skipped: ${why}\n`);
     return false;
   } finally {

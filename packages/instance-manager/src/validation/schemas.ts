@@ -61,7 +61,10 @@ export const serviceSchema = z
     {
       type: serviceTypeSchema,
       port: z.number().int().min(0, 'must be 1-65535 (or 0 with url)').max(65535, 'must be 1-65535 (or 0 with url)'),
-      url: z.string().max(2048, 'at most 2048 characters').refine((u) => u === '' || URL.canParse(u), 'must be an absolute URL'),
+      url: z
+        .string()
+        .max(2048, 'at most 2048 characters')
+        .refine((u) => u === '' || URL.canParse(u), 'must be an absolute URL'),
     },
     { error: 'required' },
   )
@@ -121,10 +124,7 @@ export const gpuMetricsSchema = z
   .refine(usedWithinTotal, { message: 'must not exceed total_memory_bytes', path: ['usedMemoryBytes'] });
 
 /** LLM metrics. */
-export const llmMetricsSchema = z.object(
-  { requestCount: count, tokensReceived: count, tokensSent: count, timestampMs: timestamp },
-  { error: 'required' },
-);
+export const llmMetricsSchema = z.object({ requestCount: count, tokensReceived: count, tokensSent: count, timestampMs: timestamp }, { error: 'required' });
 
 /** Host stats (StatsService). */
 export const statsSchema = z
@@ -148,10 +148,7 @@ export function validate<T>(schema: z.ZodType<T>, value: unknown, field: string)
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
-  const path = [field, ...issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : snake(String(p))))]
-    .filter(Boolean)
-    .join('.')
-    .replace(/\.\[/g, '[');
+  const path = [field, ...issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : snake(String(p))))].filter(Boolean).join('.').replace(/\.\[/g, '[');
   const message = issue.code === 'invalid_type' && value === undefined ? 'required' : issue.message;
   throw new ValidationError(`${path}: ${message}`, { field: path });
 }

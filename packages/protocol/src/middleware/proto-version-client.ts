@@ -1,10 +1,5 @@
 import { Metadata, type ClientMiddleware } from 'nice-grpc-common';
-import {
-  COMPATIBLE_PROTO_VERSIONS,
-  PROTO_COMPATIBLE_METADATA_KEY,
-  PROTO_VERSION,
-  PROTO_VERSION_METADATA_KEY,
-} from '../proto-version.js';
+import { COMPATIBLE_PROTO_VERSIONS, PROTO_COMPATIBLE_METADATA_KEY, PROTO_VERSION, PROTO_VERSION_METADATA_KEY } from '../proto-version.js';
 
 /** Options of {@link createProtoVersionClientMiddleware}. */
 export interface ProtoVersionClientOptions {
@@ -29,9 +24,7 @@ export function createProtoVersionClientMiddleware(options: ProtoVersionClientOp
   const version = options.protoVersion ?? PROTO_VERSION;
   const compatible = (options.protoVersionCompatible ?? COMPATIBLE_PROTO_VERSIONS).join(',');
   return async function* protoVersionClientMiddleware(call, callOptions) {
-    const metadata = Metadata(callOptions.metadata)
-      .set(PROTO_VERSION_METADATA_KEY, version)
-      .set(PROTO_COMPATIBLE_METADATA_KEY, compatible);
+    const metadata = Metadata(callOptions.metadata).set(PROTO_VERSION_METADATA_KEY, version).set(PROTO_COMPATIBLE_METADATA_KEY, compatible);
     return yield* call.next(call.request, { ...callOptions, metadata });
   };
 }

@@ -75,10 +75,7 @@ export function createProtoVersionServerMiddleware(options: ProtoVersionServerOp
         .split(',')
         .map((v) => v.trim())
         .filter(Boolean);
-      const ok = areProtoVersionsCompatible(
-        { version: clientVersion, compatible: clientCompatible },
-        { version, compatible },
-      );
+      const ok = areProtoVersionsCompatible({ version: clientVersion, compatible: clientCompatible }, { version, compatible });
       if (!ok) {
         throw new ServerError(
           Status.FAILED_PRECONDITION,

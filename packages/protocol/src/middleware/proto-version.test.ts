@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { ClientError, createClientFactory, createServer, Metadata, Status, type Server } from 'nice-grpc';
+import { ClientError, createClientFactory, createServer, type Metadata, Status, type Server } from 'nice-grpc';
 import {
   AgentServiceDefinition,
   COMPATIBLE_PROTO_VERSIONS,
@@ -28,9 +28,7 @@ async function startServer(options: ProtoVersionServerOptions): Promise<{ server
 }
 
 function clientFor(address: string, version?: { protoVersion: string; protoVersionCompatible?: string[] }) {
-  const factory = version
-    ? createClientFactory().use(createProtoVersionClientMiddleware(version))
-    : createClientFactory();
+  const factory = version ? createClientFactory().use(createProtoVersionClientMiddleware(version)) : createClientFactory();
   return factory.create(AgentServiceDefinition, createTitanChannel(address));
 }
 
@@ -66,9 +64,7 @@ describe('proto_version middleware, strict policy', () => {
   });
 
   it('sends the version by default from the generated contract', async () => {
-    const client = createClientFactory()
-      .use(createProtoVersionClientMiddleware())
-      .create(AgentServiceDefinition, createTitanChannel(strict.address));
+    const client = createClientFactory().use(createProtoVersionClientMiddleware()).create(AgentServiceDefinition, createTitanChannel(strict.address));
     await expect(client.getStatus({})).resolves.toMatchObject({ status: 'healthy' });
   });
 

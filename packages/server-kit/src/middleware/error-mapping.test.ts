@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { ClientError, createClientFactory, Metadata, Status } from 'nice-grpc';
+import { ClientError, createClientFactory, type Metadata, Status } from 'nice-grpc';
 import { AgentServiceDefinition, createProtoVersionClientMiddleware, createTitanChannel, type AgentServiceImplementation } from '@titancompute/protocol';
 import { createLogger } from '../logger.js';
 import { createServiceServer, type ServiceServer } from '../server.js';
@@ -33,7 +33,9 @@ async function client() {
   server = createServiceServer({ logger: createLogger({ service: 'test', level: 'silent' }), host: '127.0.0.1', port: 0 });
   server.add(AgentServiceDefinition, impl);
   const { port } = await server.listen();
-  return createClientFactory().use(createProtoVersionClientMiddleware()).create(AgentServiceDefinition, createTitanChannel(`127.0.0.1:${port}`));
+  return createClientFactory()
+    .use(createProtoVersionClientMiddleware())
+    .create(AgentServiceDefinition, createTitanChannel(`127.0.0.1:${port}`));
 }
 
 /** Runs `call` with an `onTrailer` hook; returns the ClientError it fails with and the trailer. */

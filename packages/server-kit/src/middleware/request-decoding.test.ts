@@ -1,13 +1,7 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import {
-  AgentServiceDefinition,
-  CoordinatorServiceDefinition,
-  instanceManager,
-  PROTO_VERSION,
-  stats,
-} from '@titancompute/protocol';
+import { AgentServiceDefinition, CoordinatorServiceDefinition, instanceManager, PROTO_VERSION, stats } from '@titancompute/protocol';
 import { createLogger } from '../logger.js';
 import { createServiceServer, type ServiceServer } from '../server.js';
 
@@ -89,8 +83,18 @@ describe('int64 values JavaScript cannot hold', () => {
   // server stream, bidi stream) and nesting (top level, nested message, repeated message).
   const cases = [
     ['titancompute.v1.CoordinatorService/RegisterAgent', `{"agentId":"a","totalVramMb":"${TOO_BIG}"}`, 'total_vram_mb', TOO_BIG],
-    ['titancompute.v1.CoordinatorService/ReportHealth', `{"agentId":"a","gpus":[{"index":0},{"memoryTotalMb":"${TOO_BIG}"}]}`, 'gpus[1].memory_total_mb', TOO_BIG],
-    ['instance_manager.v1.PostService/PostSystemMetrics', `{"instanceId":"i","metrics":{"usedMemoryBytes":"${TOO_SMALL}"}}`, 'metrics.used_memory_bytes', TOO_SMALL],
+    [
+      'titancompute.v1.CoordinatorService/ReportHealth',
+      `{"agentId":"a","gpus":[{"index":0},{"memoryTotalMb":"${TOO_BIG}"}]}`,
+      'gpus[1].memory_total_mb',
+      TOO_BIG,
+    ],
+    [
+      'instance_manager.v1.PostService/PostSystemMetrics',
+      `{"instanceId":"i","metrics":{"usedMemoryBytes":"${TOO_SMALL}"}}`,
+      'metrics.used_memory_bytes',
+      TOO_SMALL,
+    ],
     ['instance_manager.v1.SubscribeService/SubscribeToInstanceUpdates', '{"fromSequence":"18446744073709551615"}', 'from_sequence', '18446744073709551615'],
     ['stats.v1.StatsService/UploadStats', `{"hostname":"h","stats":{"totalMemoryBytes":"${TOO_BIG}"}}`, 'stats.total_memory_bytes', TOO_BIG],
   ] as const;

@@ -87,7 +87,7 @@ function findUnsafeInteger(message: ReflectMessage, prefix: string): { path: str
 function explain(type: DescMessage | undefined, bytes: Uint8Array, err: unknown): string {
   const reason = err instanceof Error ? err.message : String(err);
   if (!type) return `request could not be decoded: ${reason}`;
-  let decoded;
+  let decoded: ReturnType<typeof fromBinary>;
   try {
     decoded = fromBinary(type, bytes);
   } catch (strictErr) {

@@ -42,7 +42,9 @@ async function startWithLog() {
   server.add(AgentServiceDefinition, impl);
   servers.push(server);
   const { port } = await server.listen();
-  const client = createClientFactory().use(createProtoVersionClientMiddleware()).create(AgentServiceDefinition, createTitanChannel(`127.0.0.1:${port}`));
+  const client = createClientFactory()
+    .use(createProtoVersionClientMiddleware())
+    .create(AgentServiceDefinition, createTitanChannel(`127.0.0.1:${port}`));
   const callLog = async (agentId: string) => {
     await client.getStatus({ agentId }).catch(() => undefined);
     const deadline = Date.now() + 5000;

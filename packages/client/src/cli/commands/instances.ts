@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { InstanceManagerClient } from '../../instance-manager-client.js';
 import { INSTANCE_TYPES, SERVICE_TYPES } from '../../instances/instance-mapping.js';
 import type { InstanceDetails, InstanceType, ServiceType } from '../../types.js';
@@ -117,8 +117,16 @@ export function registerInstances(program: Command, io: CliIo): void {
         })) {
           if (globals.json) io.stdout.write(jsonLine(event));
           else {
-            const extra = event.removalReason ? ` reason=${event.removalReason}` : event.relatedInstanceId ? ` related=${event.relatedInstanceId}` : event.service ? ` service=${event.service.type}` : '';
-            io.stdout.write(`${event.snapshot ? '=' : event.sequence} ${new Date(event.timestampMs).toISOString()} ${event.type} ${event.instanceId} (${event.instanceType})${extra}\n`);
+            const extra = event.removalReason
+              ? ` reason=${event.removalReason}`
+              : event.relatedInstanceId
+                ? ` related=${event.relatedInstanceId}`
+                : event.service
+                  ? ` service=${event.service.type}`
+                  : '';
+            io.stdout.write(
+              `${event.snapshot ? '=' : event.sequence} ${new Date(event.timestampMs).toISOString()} ${event.type} ${event.instanceId} (${event.instanceType})${extra}\n`,
+            );
           }
         }
       } finally {

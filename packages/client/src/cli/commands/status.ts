@@ -11,7 +11,11 @@ export function registerStatus(program: Command, io: CliIo): void {
     .action(async (_options: unknown, command: Command) => {
       const globals = command.optsWithGlobals<GlobalOptions>();
       const tls = tlsFromOptions(globals);
-      const client = new TitanClient({ coordinator: globals.coordinator, ...(tls ? { tls } : {}), ...(globals.timeout ? { requestTimeoutMs: globals.timeout } : {}) });
+      const client = new TitanClient({
+        coordinator: globals.coordinator,
+        ...(tls ? { tls } : {}),
+        ...(globals.timeout ? { requestTimeoutMs: globals.timeout } : {}),
+      });
       try {
         const status = await client.status(io.signal ? { signal: io.signal } : {});
         if (globals.json) {
