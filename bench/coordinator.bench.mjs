@@ -6,6 +6,7 @@
  * InferenceResponse of the same size, measured in the same run, with the same client and
  * concurrency. Both servers run as child processes on 127.0.0.1. Prints one markdown section.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,7 +74,7 @@ class PushQueue {
   }
 }
 
-async function registerAgents(client, niceGrpc, count) {
+async function registerAgents(client, niceGrpc, count, endpoint) {
   const metadata = niceGrpc.Metadata({ authorization: `Bearer ${JOIN_TOKEN}` });
   const agents = [];
   for (let start = 0; start < count; start += 100) {
@@ -84,7 +85,9 @@ async function registerAgents(client, niceGrpc, count) {
         const gpu = i % 4 !== 3;
         const reg = {
           agentId,
-          endpoint: `10.0.${Math.floor(i / 250)}.${i % 250}:50052`,
+          // One loopback server answers the coordinator's endpoint check for every simulated agent.
+          endpoint,
+          agentCredential: randomBytes(32).toString('base64url'),
           totalVramMb: gpu ? 24_000 * (1 + (i % 4)) : 0,
           totalRamMb: 64_000,
           maxJobs: 100_000,
@@ -94,8 +97,11 @@ async function registerAgents(client, niceGrpc, count) {
         await client.registerAgent(reg, { metadata });
         const queue = new PushQueue();
         const abort = new AbortController();
+        let first = true;
         const update = () => ({
           agentId,
+          // The first update of a stream proves the agent's identity.
+          ...(first ? ((first = false), { agentCredential: reg.agentCredential }) : {}),
           freeVramMb: Math.floor(reg.totalVramMb * (0.5 + (i % 7) / 14)),
           freeRamMb: 48_000,
           runningJobs: i % 3,
@@ -166,6 +172,11 @@ async function main() {
     const agentsProc = await startChild([fileURLToPath(import.meta.url), '--serve-agents', String(coord.port), String(count)]);
     const status = await c.client.querySystemStatus({});
     if (status.totalAgents !== count) throw new Error(`expected ${count} agents, have ${status.totalAgents}`);
+    // Routable once the coordinator has checked each endpoint (in the background).
+    for (let i = 0; (await c.client.querySystemStatus({})).healthyAgents < count; i++) {
+      if (i > 600) throw new Error(`agents not routable after 60 s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
     const sample = await c.client.requestInference(makeRequest(0));
     await load(c.client, WARMUP, makeRequest);
     log(`measuring coordinator with ${count} agents…`);
@@ -263,7 +274,24 @@ async function serveAgents() {
   const [, , , port, count] = process.argv;
   const channel = protocol.createTitanChannel(`127.0.0.1:${port}`);
   const client = niceGrpc.createClientFactory().use(protocol.createProtoVersionClientMiddleware()).create(protocol.CoordinatorServiceDefinition, channel);
-  const agents = await registerAgents(client, niceGrpc, Number(count));
+  // The coordinator checks every agent's endpoint (grpc health SERVING, GetStatus answering with
+  // its id) before routing to it: one loopback server answers for all simulated agents.
+  const { createServiceServer } = await import('@titancompute/server-kit');
+  const server = createServiceServer({
+    logger: (await import('@titancompute/server-kit')).createLogger({ service: 'bench-agents', level: 'silent' }),
+    host: '127.0.0.1',
+    port: 0,
+  });
+  server.add(protocol.AgentServiceDefinition, {
+    async *streamInference() {
+      throw new Error('simulated agents do not stream');
+    },
+    async getStatus(request) {
+      return { agentId: request.agentId, status: 'healthy' };
+    },
+  });
+  const { port: agentPort } = await server.listen();
+  const agents = await registerAgents(client, niceGrpc, Number(count), `127.0.0.1:${agentPort}`);
   process.stdout.write(`${JSON.stringify({ msg: 'listening', port: Number(port), agents: agents.length })}\n`);
   process.on('SIGTERM', async () => {
     await Promise.all(agents.map((a) => a.stop()));
