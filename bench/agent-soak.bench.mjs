@@ -12,7 +12,7 @@
  * per request), SOAK_CHANNEL_PER_REQUEST=1 (a new gRPC connection per request, like CLI calls).
  * Run with --expose-gc for steadier samples (bench/run.mjs does).
  */
-import { createHash, generateKeyPairSync, randomUUID, sign } from 'node:crypto';
+import { generateKeyPairSync, randomUUID, sign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,25 +37,30 @@ const ACK_DELAY_MS = Number(process.env.SOAK_ACK_DELAY_MS ?? 100);
 let maxCompletedPerUpdate = 0;
 const log = createLog();
 
-// ---- session tokens: Ed25519 JWTs like the coordinator's (prompt-bound), signed with node:crypto
+// ---- session tokens: the protocol's session-token contract, signed with node:crypto (Ed25519)
 const { publicKey, privateKey } = generateKeyPairSync('ed25519');
 const KID = 'soak-key';
 const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-const sha256 = (text) => createHash('sha256').update(text, 'utf8').digest('base64url');
-const PROMPT_SHA256 = sha256(PROMPT);
+/** The engine parameters every request sends (and so every token grants). */
+const PARAMETERS = { seed: '1' };
 function token(prompt = PROMPT) {
   const now = Math.floor(Date.now() / 1000);
-  const head = b64({ alg: 'EdDSA', typ: 'JWT', kid: KID });
+  const head = b64({ alg: protocol.SESSION_TOKEN_ALGORITHM, typ: protocol.SESSION_TOKEN_TYPE, kid: KID });
   const body = b64({
-    iss: 'titancompute-coordinator',
-    aud: AGENT_ID,
+    ...protocol.sessionTokenPayload({
+      agentId: AGENT_ID,
+      clientId: 'soak',
+      jobId: randomUUID(),
+      model: MODEL,
+      maxTokens: MAX_TOKENS,
+      temperature: 0,
+      parameters: PARAMETERS,
+      prompt,
+    }),
+    iss: protocol.SESSION_TOKEN_ISSUER,
+    aud: protocol.sessionTokenAudience(AGENT_ID),
     sub: 'soak',
     jti: randomUUID(),
-    job_id: randomUUID(),
-    model: MODEL,
-    max_tokens: MAX_TOKENS,
-    temperature: 0,
-    prompt_sha256: prompt === PROMPT ? PROMPT_SHA256 : sha256(prompt),
     iat: now,
     nbf: now,
     exp: now + 300,
@@ -156,7 +161,7 @@ async function one() {
       maxTokens: MAX_TOKENS,
       temperature: 0,
       stream: true,
-      options: { seed: '1' },
+      options: PARAMETERS,
     })) {
       if (msg.done) break;
     }
