@@ -18,7 +18,9 @@ import { createInterface } from 'node:readline';
  * @throws {Error} When the child exits, or does not listen within `timeoutMs`.
  */
 export function startListeningChild(args, options = {}) {
-  const child = spawn(process.execPath, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'inherit'] });
+  // TITAN_PARENT_PID: a service bin exits by itself when the bench dies (even by a crash or SIGKILL).
+  const env = { ...(options.env ?? process.env), TITAN_PARENT_PID: String(process.pid) };
+  const child = spawn(process.execPath, args, { cwd: options.cwd, env, stdio: ['ignore', 'pipe', 'inherit'] });
   const timeoutMs = options.timeoutMs ?? 20_000;
   return new Promise((resolve, reject) => {
     const onEarlyExit = (code, signal) => {
