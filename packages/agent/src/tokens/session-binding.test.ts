@@ -63,6 +63,7 @@ const request = (sessionToken: string, prompt: string, extra: Partial<StreamRequ
   temperature: 0,
   stream: true,
   options: {},
+  messages: [],
   ...extra,
 });
 

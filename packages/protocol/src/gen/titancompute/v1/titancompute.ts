@@ -36,11 +36,23 @@ export interface InferenceRequest {
   excludeAgentIds: string[];
   /** Added in v2: true when `temperature` was set on purpose (so 0 means greedy). */
   temperatureSet: boolean;
+  /**
+   * Added in v2: a chat conversation, in order. A request carries either `prompt` or
+   * `messages`, never both; the engine applies the model's own chat template to them.
+   */
+  messages: ChatMessage[];
 }
 
 export interface InferenceRequest_ParametersEntry {
   key: string;
   value: string;
+}
+
+/** ChatMessage is one turn of a chat conversation (added in v2). */
+export interface ChatMessage {
+  /** "system", "user" or "assistant". */
+  role: string;
+  content: string;
 }
 
 export interface InferenceResponse {
@@ -231,6 +243,11 @@ export interface StreamRequest {
   stream: boolean;
   /** Engine parameters (top_p, top_k, seed, stop, repeat_penalty, ...). */
   options: { [key: string]: string };
+  /**
+   * Added in v2: a chat conversation instead of `prompt` (either one, never both). The session
+   * token's `messages_sha256` claim must match them.
+   */
+  messages: ChatMessage[];
 }
 
 export interface StreamRequest_OptionsEntry {
@@ -356,6 +373,7 @@ function createBaseInferenceRequest(): InferenceRequest {
     parameters: {},
     excludeAgentIds: [],
     temperatureSet: false,
+    messages: [],
   };
 }
 
@@ -384,6 +402,9 @@ export const InferenceRequest: MessageFns<InferenceRequest> = {
     }
     if (message.temperatureSet !== false) {
       writer.uint32(64).bool(message.temperatureSet);
+    }
+    for (const v of message.messages) {
+      ChatMessage.encode(v!, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -468,6 +489,14 @@ export const InferenceRequest: MessageFns<InferenceRequest> = {
             message.temperatureSet = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.messages.push(ChatMessage.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -519,6 +548,9 @@ export const InferenceRequest: MessageFns<InferenceRequest> = {
         : isSet(object.temperature_set)
         ? globalThis.Boolean(object.temperature_set)
         : false,
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => ChatMessage.fromJSON(e))
+        : [],
     };
   },
 
@@ -554,6 +586,9 @@ export const InferenceRequest: MessageFns<InferenceRequest> = {
     if (message.temperatureSet !== false) {
       obj.temperatureSet = message.temperatureSet;
     }
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => ChatMessage.toJSON(e));
+    }
     return obj;
   },
 
@@ -578,6 +613,7 @@ export const InferenceRequest: MessageFns<InferenceRequest> = {
     );
     message.excludeAgentIds = object.excludeAgentIds?.map((e) => e) || [];
     message.temperatureSet = object.temperatureSet ?? false;
+    message.messages = object.messages?.map((e) => ChatMessage.fromPartial(e)) || [];
     return message;
   },
 };
@@ -663,6 +699,91 @@ export const InferenceRequest_ParametersEntry: MessageFns<InferenceRequest_Param
     const message = createBaseInferenceRequest_ParametersEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseChatMessage(): ChatMessage {
+  return { role: "", content: "" };
+}
+
+export const ChatMessage: MessageFns<ChatMessage> = {
+  encode(message: ChatMessage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.role !== "") {
+      writer.uint32(10).string(message.role);
+    }
+    if (message.content !== "") {
+      writer.uint32(18).string(message.content);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChatMessage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChatMessage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.role = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.content = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChatMessage {
+    return {
+      role: isSet(object.role) ? globalThis.String(object.role) : "",
+      content: isSet(object.content) ? globalThis.String(object.content) : "",
+    };
+  },
+
+  toJSON(message: ChatMessage): unknown {
+    const obj: any = {};
+    if (message.role !== "") {
+      obj.role = message.role;
+    }
+    if (message.content !== "") {
+      obj.content = message.content;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ChatMessage>): ChatMessage {
+    return ChatMessage.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ChatMessage>): ChatMessage {
+    const message = createBaseChatMessage();
+    message.role = object.role ?? "";
+    message.content = object.content ?? "";
     return message;
   },
 };
@@ -3248,7 +3369,16 @@ export const AgentStatus: MessageFns<AgentStatus> = {
 };
 
 function createBaseStreamRequest(): StreamRequest {
-  return { sessionToken: "", model: "", prompt: "", maxTokens: 0, temperature: 0, stream: false, options: {} };
+  return {
+    sessionToken: "",
+    model: "",
+    prompt: "",
+    maxTokens: 0,
+    temperature: 0,
+    stream: false,
+    options: {},
+    messages: [],
+  };
 }
 
 export const StreamRequest: MessageFns<StreamRequest> = {
@@ -3274,6 +3404,9 @@ export const StreamRequest: MessageFns<StreamRequest> = {
     globalThis.Object.entries(message.options).forEach(([key, value]: [string, string]) => {
       StreamRequest_OptionsEntry.encode({ key: key as any, value }, writer.uint32(58).fork()).join();
     });
+    for (const v of message.messages) {
+      ChatMessage.encode(v!, writer.uint32(66).fork()).join();
+    }
     return writer;
   },
 
@@ -3349,6 +3482,14 @@ export const StreamRequest: MessageFns<StreamRequest> = {
             }
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.messages.push(ChatMessage.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3391,6 +3532,9 @@ export const StreamRequest: MessageFns<StreamRequest> = {
           {},
         )
         : {},
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => ChatMessage.fromJSON(e))
+        : [],
     };
   },
 
@@ -3423,6 +3567,9 @@ export const StreamRequest: MessageFns<StreamRequest> = {
         });
       }
     }
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => ChatMessage.toJSON(e));
+    }
     return obj;
   },
 
@@ -3446,6 +3593,7 @@ export const StreamRequest: MessageFns<StreamRequest> = {
       },
       {},
     );
+    message.messages = object.messages?.map((e) => ChatMessage.fromPartial(e)) || [];
     return message;
   },
 };
