@@ -6,7 +6,7 @@
  * - `PROTO_VERSION` / `COMPATIBLE_PROTO_VERSIONS` and the client and server middlewares that
  *   carry and check them.
  * - `createTitanChannel` for plaintext, TLS and mTLS channels.
- * - The session-token contract (claims schema, issuer, audience rule, algorithm, `promptSha256`)
+ * - The session-token contract (claims schema, issuer, audience rule, algorithm, `promptSha256`, `messagesSha256`)
  *   shared by the coordinator's signer and the agent's verifier.
  *
  * @example
@@ -58,6 +58,8 @@ export {
 } from './channel.js';
 export { isBrandedInstance, ProtocolError, TlsConfigError } from './errors.js';
 export {
+  canonicalMessagesJson,
+  messagesSha256,
   parametersMismatch,
   promptSha256,
   SESSION_TOKEN_ALGORITHM,
@@ -69,6 +71,7 @@ export {
   sessionTokenAudience,
   sessionTokenClaimsSchema,
   sessionTokenPayload,
+  type SessionTokenChatMessage,
   type SessionTokenClaims,
   type SessionTokenGrant,
 } from './session-token.js';

@@ -1,6 +1,14 @@
 import { describe, expect, it } from '@jest/globals';
 import { createHash } from 'node:crypto';
-import { parametersMismatch, promptSha256, SESSION_TOKEN_CLAIMS, sessionTokenClaimsSchema, sessionTokenPayload } from './session-token.js';
+import {
+  canonicalMessagesJson,
+  messagesSha256,
+  parametersMismatch,
+  promptSha256,
+  SESSION_TOKEN_CLAIMS,
+  sessionTokenClaimsSchema,
+  sessionTokenPayload,
+} from './session-token.js';
 
 describe('session-token contract', () => {
   it('sessionTokenPayload: the private claims in signing order; parameters only when any, prompt only as its hash', () => {
@@ -18,6 +26,30 @@ describe('session-token contract', () => {
     expect(sessionTokenPayload({ ...grant, parameters: {} })).not.toHaveProperty(SESSION_TOKEN_CLAIMS.parameters);
     expect(sessionTokenPayload({ ...grant, prompt: 'hi' })).toMatchObject({ prompt_sha256: createHash('sha256').update('hi', 'utf8').digest('base64url') });
     expect(JSON.stringify(sessionTokenPayload({ ...grant, prompt: 'secret prompt' }))).not.toContain('secret prompt');
+  });
+
+  it('messages_sha256: signed only for messages, the SHA-256 of the canonical [role, content] JSON, order- and role-sensitive', () => {
+    const grant = { agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 8, temperature: 0.7 };
+    const messages = [
+      { role: 'system', content: 'Be "brief"\n' },
+      { role: 'user', content: 'héllo' },
+    ];
+    expect(canonicalMessagesJson(messages)).toBe('[["system","Be \\"brief\\"\\n"],["user","héllo"]]');
+    const payload = sessionTokenPayload({ ...grant, prompt: '', messages });
+    expect(Object.keys(payload).slice(-2)).toEqual(['prompt_sha256', 'messages_sha256']);
+    expect(payload).toMatchObject({
+      messages_sha256: createHash('sha256').update('[["system","Be \\"brief\\"\\n"],["user","héllo"]]', 'utf8').digest('base64url'),
+    });
+    expect(JSON.stringify(payload)).not.toContain('héllo');
+    expect(sessionTokenPayload({ ...grant, prompt: 'hi', messages: [] })).not.toHaveProperty(SESSION_TOKEN_CLAIMS.messagesSha256);
+    expect(sessionTokenPayload({ ...grant, prompt: 'hi' })).not.toHaveProperty(SESSION_TOKEN_CLAIMS.messagesSha256);
+    // Reordering, changing a role, or moving text between turns all change the hash.
+    expect(messagesSha256([messages[1]!, messages[0]!])).not.toBe(messagesSha256(messages));
+    expect(messagesSha256([{ ...messages[0]!, role: 'user' }, messages[1]!])).not.toBe(messagesSha256(messages));
+    expect(messagesSha256([{ role: 'user', content: 'ab' }])).not.toBe(messagesSha256([{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }]));
+    const claims = { jti: 'x', exp: 1, ...payload };
+    expect(sessionTokenClaimsSchema.parse(claims)).toMatchObject({ messages_sha256: messagesSha256(messages) });
+    expect(sessionTokenClaimsSchema.safeParse({ ...claims, messages_sha256: 'short' }).error?.issues[0]?.path).toEqual(['messages_sha256']);
   });
 
   it('the claims schema accepts what is signed and names what is wrong', () => {

@@ -46,6 +46,8 @@ export const SESSION_TOKEN_CLAIMS = {
   parameters: 'parameters',
   /** base64url SHA-256 of the UTF-8 prompt (see {@link promptSha256}). */
   promptSha256: 'prompt_sha256',
+  /** base64url SHA-256 of the canonical JSON of the chat messages (see {@link messagesSha256}); only when the grant has messages. */
+  messagesSha256: 'messages_sha256',
 } as const;
 
 /**
@@ -74,10 +76,46 @@ export function promptSha256(prompt: string): string {
   return createHash('sha256').update(prompt, 'utf8').digest('base64url');
 }
 
+/** One chat turn as the token contract sees it (the shape of the proto's `ChatMessage`). */
+export interface SessionTokenChatMessage {
+  role: string;
+  content: string;
+}
+
+/**
+ * The canonical JSON of chat messages that {@link messagesSha256} hashes: a JSON array of
+ * `[role, content]` pairs, in order, as `JSON.stringify` writes them (no whitespace; strings
+ * escaped per ECMA-262, so `"`, `\\` and control characters are escaped and everything else,
+ * non-ASCII included, is kept as is). Roles and contents are taken exactly as sent (no trimming
+ * or normalisation). Other fields a message may carry are not part of it.
+ *
+ * @example
+ * ```ts
+ * canonicalMessagesJson([{ role: 'user', content: 'hi' }]); // '[["user","hi"]]'
+ * ```
+ */
+export function canonicalMessagesJson(messages: readonly SessionTokenChatMessage[]): string {
+  return JSON.stringify(messages.map((m) => [m.role, m.content]));
+}
+
+/**
+ * The `messages_sha256` claim of chat messages: base64url (no padding) SHA-256 of the UTF-8
+ * bytes of {@link canonicalMessagesJson}. 43 characters.
+ *
+ * @example
+ * ```ts
+ * messagesSha256([{ role: 'user', content: 'hi' }]); // same as promptSha256('[["user","hi"]]')
+ * ```
+ */
+export function messagesSha256(messages: readonly SessionTokenChatMessage[]): string {
+  return createHash('sha256').update(canonicalMessagesJson(messages), 'utf8').digest('base64url');
+}
+
 /**
  * The claims an agent reads from a verified token. The coordinator always signs every one of
- * them except `parameters` (only when there are any) and `prompt_sha256` (only when the grant
- * had a prompt); `job_id`, `sub`, `client_id` are optional for tokens of older coordinators.
+ * them except `parameters` (only when there are any), `prompt_sha256` (only when the grant
+ * had a prompt; a chat grant signs the empty prompt's) and `messages_sha256` (only when the grant
+ * had messages); `job_id`, `sub`, `client_id` are optional for tokens of older coordinators.
  */
 export const sessionTokenClaimsSchema = z.object({
   iss: z.string().min(1).optional(),
@@ -95,6 +133,10 @@ export const sessionTokenClaimsSchema = z.object({
   [SESSION_TOKEN_CLAIMS.clientId]: z.string().optional(),
   [SESSION_TOKEN_CLAIMS.parameters]: z.record(z.string(), z.string()).optional(),
   [SESSION_TOKEN_CLAIMS.promptSha256]: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url SHA-256')
+    .optional(),
+  [SESSION_TOKEN_CLAIMS.messagesSha256]: z
     .string()
     .regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url SHA-256')
     .optional(),
@@ -117,12 +159,17 @@ export interface SessionTokenGrant {
   parameters?: Record<string, string> | undefined;
   /** The prompt the token is for. Only its hash is signed (claim `prompt_sha256`). */
   prompt?: string | undefined;
+  /**
+   * The chat messages the token is for, when the request has any. Only their hash is signed
+   * (claim `messages_sha256`, see {@link messagesSha256}); empty or absent signs no claim.
+   */
+  messages?: readonly SessionTokenChatMessage[] | undefined;
 }
 
 /**
  * The private claims (everything but `iss`, `aud`, `sub`, `jti`, `iat`, `nbf`, `exp`) of a grant,
  * in the order the coordinator signs them. `parameters` is left out when empty, `prompt_sha256`
- * when the grant has no prompt.
+ * when the grant has no prompt, `messages_sha256` when it has no messages.
  *
  * @example
  * ```ts
@@ -140,6 +187,7 @@ export function sessionTokenPayload(grant: SessionTokenGrant): Record<string, un
   };
   if (grant.parameters && Object.keys(grant.parameters).length > 0) payload[SESSION_TOKEN_CLAIMS.parameters] = grant.parameters;
   if (grant.prompt !== undefined) payload[SESSION_TOKEN_CLAIMS.promptSha256] = promptSha256(grant.prompt);
+  if (grant.messages && grant.messages.length > 0) payload[SESSION_TOKEN_CLAIMS.messagesSha256] = messagesSha256(grant.messages);
   return payload;
 }
 

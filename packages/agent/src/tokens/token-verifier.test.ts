@@ -4,7 +4,7 @@ import type { PublicKeyResponse } from '@titancompute/protocol';
 import { TokenError } from '../errors.js';
 import { createTestSigner, type TestSigner } from '../test-support/token-signer.js';
 import { createReplayCache } from './replay-cache.js';
-import { createTokenVerifier, promptSha256 } from './token-verifier.js';
+import { createTokenVerifier, messagesSha256, promptSha256 } from './token-verifier.js';
 
 const AGENT = 'agent-a';
 
@@ -172,6 +172,33 @@ describe('createTokenVerifier', () => {
     await expect(verifier.verify(unset, undefined, { prompt, temperature: 0 })).resolves.toBeDefined();
     const greedy = await signer.sign({ temperature: 0, prompt_sha256: promptSha256(prompt) });
     expect((await errorOf(verifier.verify(greedy, undefined, { prompt, temperature: 0.2 }))).grpcStatus).toBe(Status.PERMISSION_DENIED);
+  });
+
+  it('binds the messages: other messages, or messages on a prompt token, are PERMISSION_DENIED naming messages, without using the token up', async () => {
+    const signer = await createTestSigner({ aud: AGENT });
+    const verifier = createTokenVerifier({ agentId: AGENT, fetchKeys: async () => keysOf([signer]) });
+    const messages = [
+      { role: 'system', content: 'be brief' },
+      { role: 'user', content: 'hi' },
+    ];
+    const token = await signer.sign({ job_id: 'job-m', temperature: 0.7, prompt_sha256: promptSha256(''), messages_sha256: messagesSha256(messages) });
+    for (const other of [[], [messages[1]!], [{ role: 'user', content: 'be brief' }, messages[1]!], [messages[1]!, messages[0]!]]) {
+      const err = await errorOf(verifier.verify(token, undefined, { prompt: '', messages: other, temperature: 0 }));
+      expect(err.grpcStatus).toBe(Status.PERMISSION_DENIED);
+      expect(err.message).toMatch(/^messages do not match/);
+      expect(err.context).toMatchObject({ field: 'messages', jobId: 'job-m' });
+    }
+    // A prompt token grants no messages.
+    const promptToken = await signer.sign({ job_id: 'job-p2', temperature: 0.7, prompt_sha256: promptSha256('') });
+    const smuggled = await errorOf(verifier.verify(promptToken, undefined, { prompt: '', messages, temperature: 0 }));
+    expect(smuggled.grpcStatus).toBe(Status.PERMISSION_DENIED);
+    expect(smuggled.context).toMatchObject({ field: 'messages', jobId: 'job-p2' });
+    await expect(verifier.verify(promptToken, undefined, { prompt: '', temperature: 0 })).resolves.toMatchObject({ messagesSha256: undefined });
+    // Not used up by the refusals.
+    await expect(verifier.verify(token, undefined, { prompt: '', messages: messages.map((m) => ({ ...m })), temperature: 0 })).resolves.toMatchObject({
+      jobId: 'job-m',
+      messagesSha256: messagesSha256(messages),
+    });
   });
 
   it('accepts tokens without prompt_sha256 (older coordinator) unless requirePromptBinding, which refuses them without using them up', async () => {

@@ -1,6 +1,7 @@
 import { errors, importSPKI, jwtVerify, type CryptoKey, type JWTPayload } from 'jose';
 import { Status } from 'nice-grpc-common';
 import {
+  messagesSha256,
   parametersMismatch,
   promptSha256,
   SESSION_TOKEN_ALGORITHM,
@@ -9,6 +10,7 @@ import {
   SESSION_TOKEN_REQUIRED_CLAIMS,
   sessionTokenClaimsSchema,
   type PublicKeyResponse,
+  type SessionTokenChatMessage,
 } from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
 import { ReplayStoreError, TokenError } from '../errors.js';
@@ -30,6 +32,8 @@ export interface SessionGrant {
   parameters: Record<string, string>;
   /** The `prompt_sha256` claim (base64url SHA-256 of the UTF-8 prompt); undefined for tokens of an older coordinator. */
   promptSha256: string | undefined;
+  /** The `messages_sha256` claim (see the contract's `messagesSha256`); undefined for prompt tokens and tokens of an older coordinator. */
+  messagesSha256: string | undefined;
   /** Unix ms. */
   expiresAtMs: number;
 }
@@ -38,6 +42,11 @@ export interface SessionGrant {
 export interface RequestBinding {
   /** StreamRequest.prompt: must hash to the token's `prompt_sha256`. */
   prompt: string;
+  /**
+   * StreamRequest.messages: must hash to the token's `messages_sha256`; a token that binds a
+   * prompt (`prompt_sha256` without `messages_sha256`) grants none. Default none.
+   */
+  messages?: readonly SessionTokenChatMessage[];
   /** StreamRequest.temperature: 0 (unset) or the token's temperature (to float32 precision). */
   temperature: number;
   /** StreamRequest.options: empty (unset) or exactly the token's `parameters`. Default empty. */
@@ -76,10 +85,10 @@ export interface TokenVerifierOptions {
 export interface TokenVerifier {
   /**
    * Verifies a token (signature, iss, aud, exp/nbf, claims), checks the request against it
-   * (`binding`: prompt hash, temperature, engine options), runs `authorize`, and only then consumes its jti
+   * (`binding`: prompt and messages hashes, temperature, engine options), runs `authorize`, and only then consumes its jti
    * (durably, for a persistent replay cache, before this resolves). Throws {@link TokenError}:
-   * UNAUTHENTICATED (bad, expired, replayed), PERMISSION_DENIED (another agent, another prompt
-   * temperature or options, or whatever `authorize` refuses), UNAVAILABLE (no keys, replay store
+   * UNAUTHENTICATED (bad, expired, replayed), PERMISSION_DENIED (another agent, another prompt,
+   * messages, temperature or options, or whatever `authorize` refuses), UNAVAILABLE (no keys, replay store
    * unwritable). A request refused by the binding or by `authorize` does not burn the token.
    * Every refusal of a token whose signature is valid carries its `jobId`.
    */
@@ -92,6 +101,8 @@ export interface TokenVerifier {
 
 /** base64url SHA-256 of a prompt's UTF-8 bytes: the `prompt_sha256` claim (the contract's helper, re-exported). */
 export { promptSha256 };
+/** base64url SHA-256 of chat messages' canonical JSON: the `messages_sha256` claim (the contract's helper, re-exported). */
+export { messagesSha256 };
 
 /** Temperatures travel as float32 and are signed rounded to 6 decimals: compare at that precision. */
 const sameTemperature = (a: number, b: number) => Math.round(Math.fround(a) * 1e6) === Math.round(Math.fround(b) * 1e6);
@@ -114,6 +125,16 @@ function checkBinding(grant: SessionGrant, binding: RequestBinding, requirePromp
       Status.PERMISSION_DENIED,
       { field: 'prompt' },
     );
+  }
+  const messages = binding.messages ?? [];
+  if (grant.messagesSha256 !== undefined) {
+    if (messagesSha256(messages) !== grant.messagesSha256) {
+      throw new TokenError('messages do not match the session token (send the messages given to RequestInference)', Status.PERMISSION_DENIED, {
+        field: 'messages',
+      });
+    }
+  } else if (grant.promptSha256 !== undefined && messages.length > 0) {
+    throw new TokenError('messages were sent but the session token grants a prompt, not messages', Status.PERMISSION_DENIED, { field: 'messages' });
   }
   if (binding.temperature !== 0 && !sameTemperature(binding.temperature, grant.temperature)) {
     throw new TokenError(
@@ -272,6 +293,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
         temperature: c.temperature,
         parameters: c.parameters ?? {},
         promptSha256: c.prompt_sha256,
+        messagesSha256: c.messages_sha256,
         expiresAtMs,
       };
       const jobId = grant.jobId;

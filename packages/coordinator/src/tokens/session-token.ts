@@ -18,7 +18,8 @@ export const DEFAULT_ISSUER = SESSION_TOKEN_ISSUER;
 
 /**
  * What a session token grants (the contract's `SessionTokenGrant`). Only the prompt's hash is
- * signed (claim `prompt_sha256`); the agent refuses a StreamRequest whose prompt hashes differently.
+ * signed (claim `prompt_sha256`), and the chat messages' hash when there are any (claim
+ * `messages_sha256`); the agent refuses a StreamRequest whose prompt or messages hash differently.
  */
 export type SessionGrant = SessionTokenGrant;
 
