@@ -62,10 +62,13 @@ export {
 export { agentStatusOf, createCoordinatorService, formatUptime, type CoordinatorServiceOptions } from './service/coordinator-service.js';
 export { createRequestRouter, type InferenceGrant, type RequestRouterOptions } from './service/request-router.js';
 export {
+  CHAT_ROLES,
   createRequestValidator,
   DEFAULT_MAX_TOKENS,
+  MAX_CHAT_MESSAGES,
   DEFAULT_TEMPERATURE,
   REQUIRED_MEMORY_PARAMETER,
+  type ChatMessageInput,
   type InferenceInput,
   type RequestLimits,
   type ValidatedInference,

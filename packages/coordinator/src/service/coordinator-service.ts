@@ -121,6 +121,7 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
         clientId: request.clientId,
         model: request.model,
         prompt: request.prompt,
+        messages: request.messages,
         maxTokens: request.maxTokens,
         temperature: request.temperature,
         temperatureSet: request.temperatureSet,

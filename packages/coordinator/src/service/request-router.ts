@@ -133,6 +133,7 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
           temperature: request.temperature,
           parameters: request.parameters,
           prompt: request.prompt,
+          messages: request.messages,
         },
         { issuer: options.issuer, ttlMs: options.tokenTtlMs },
       );

@@ -33,3 +33,53 @@ describe('request validation of nested parameters', () => {
     expect(() => validate({ ...base, excludeAgentIds: ['a', 7 as never] })).toThrow('exclude_agent_ids[1]: must be a string');
   });
 });
+
+describe('request validation of chat messages', () => {
+  const chat = { clientId: 'c', model: 'm', prompt: '' };
+  const fieldOf = (input: Parameters<typeof validate>[0]): string => {
+    try {
+      validate(input);
+    } catch (err) {
+      if (err instanceof InvalidRequestError) return err.message;
+      throw err;
+    }
+    throw new Error('accepted');
+  };
+
+  it('accepts messages instead of a prompt, in order, and keeps the prompt empty', () => {
+    const messages = [
+      { role: 'system', content: 'be brief' },
+      { role: 'user', content: 'hi' },
+      { role: 'assistant', content: 'hello' },
+      { role: 'user', content: '' },
+    ];
+    expect(validate({ ...chat, messages })).toMatchObject({ prompt: '', messages, maxTokens: 100 });
+    expect(validate(base)).toMatchObject({ prompt: 'p', messages: [] });
+  });
+
+  it('requires exactly one of prompt or messages', () => {
+    expect(fieldOf({ ...chat })).toBe('prompt: is required (or send messages)');
+    expect(fieldOf({ ...chat, messages: [] })).toBe('prompt: is required (or send messages)');
+    expect(fieldOf({ ...base, messages: [{ role: 'user', content: 'hi' }] })).toBe('messages: must be empty when prompt is set (send either prompt or messages)');
+  });
+
+  it('names the message whose role is not system, user or assistant (tool included)', () => {
+    const messages = [
+      { role: 'user', content: 'hi' },
+      { role: 'tool', content: '{}' },
+    ];
+    expect(fieldOf({ ...chat, messages })).toBe('messages[1].role: must be one of system, user, assistant');
+    expect(fieldOf({ ...chat, messages: [{ role: 'User', content: 'hi' }] })).toBe('messages[0].role: must be one of system, user, assistant');
+    expect(fieldOf({ ...chat, messages: [{ role: 'user', content: 5 as never }] })).toBe('messages[0].content: must be a string');
+  });
+
+  it('limits the contents to maxPromptBytes in total (UTF-8 bytes), like the prompt', () => {
+    const half = 'é'.repeat(256); // 512 bytes
+    expect(validate({ ...chat, messages: [{ role: 'user', content: half }, { role: 'assistant', content: half }] }).messages).toHaveLength(2);
+    expect(fieldOf({ ...chat, messages: [{ role: 'user', content: half }, { role: 'assistant', content: `${half}x` }] })).toBe(
+      'messages: contents must total at most 1024 bytes',
+    );
+    const many = Array.from({ length: 1025 }, () => ({ role: 'user', content: '' }));
+    expect(fieldOf({ ...chat, messages: many })).toBe('messages: must have at most 1024 messages');
+  });
+});

@@ -8,11 +8,23 @@ export const DEFAULT_TEMPERATURE = 0.7;
 /** Parameter that states the free memory (MB) a job needs on the agent. */
 export const REQUIRED_MEMORY_PARAMETER = 'required_memory_mb';
 
+/** Chat roles a request's messages may carry. */
+export const CHAT_ROLES = ['system', 'user', 'assistant'] as const;
+/** Most chat messages one request may carry. */
+export const MAX_CHAT_MESSAGES = 1024;
+
+/** One chat turn of a request (the proto's `ChatMessage`). */
+export interface ChatMessageInput {
+  /** One of {@link CHAT_ROLES}. */
+  role: string;
+  content: string;
+}
+
 /** Limits applied to every inference request. */
 export interface RequestLimits {
   /** Largest max_tokens accepted. Default 4096. */
   maxTokensLimit: number;
-  /** Largest prompt in UTF-8 bytes. Default 32 KiB. */
+  /** Largest prompt in UTF-8 bytes, and largest total of the chat messages' contents. Default 32 KiB. */
   maxPromptBytes: number;
   /** Models clients may ask for; empty = any model some agent serves. */
   allowedModels: ReadonlySet<string>;
@@ -22,7 +34,10 @@ export interface RequestLimits {
 export interface InferenceInput {
   clientId: string;
   model: string;
+  /** The prompt; empty when the request carries `messages` instead. */
   prompt: string;
+  /** A chat conversation instead of a prompt (exactly one of the two). Absent = none. */
+  messages?: readonly ChatMessageInput[] | undefined;
   /** 0 or absent → 100. */
   maxTokens?: number | undefined;
   temperature?: number | undefined;
@@ -36,7 +51,10 @@ export interface InferenceInput {
 export interface ValidatedInference {
   clientId: string;
   model: string;
+  /** Empty when the request is a chat (`messages` not empty). */
   prompt: string;
+  /** The chat messages; empty for a prompt request. */
+  messages: ChatMessageInput[];
   maxTokens: number;
   temperature: number;
   parameters: Record<string, string>;
@@ -48,6 +66,7 @@ const FIELD_NAMES: Record<string, string> = {
   clientId: 'client_id',
   model: 'model',
   prompt: 'prompt',
+  messages: 'messages',
   maxTokens: 'max_tokens',
   temperature: 'temperature',
   parameters: 'parameters',
@@ -60,10 +79,19 @@ function schemaFor(limits: RequestLimits) {
   return z.object({
     clientId: z.string().trim().min(1, 'is required').max(256, 'must be at most 256 characters'),
     model: z.string().trim().min(1, 'is required').max(256, 'must be at most 256 characters'),
-    prompt: z
-      .string()
-      .min(1, 'is required')
-      .refine((p) => Buffer.byteLength(p, 'utf8') <= limits.maxPromptBytes, `must be at most ${limits.maxPromptBytes} bytes`),
+    prompt: z.string().refine((p) => Buffer.byteLength(p, 'utf8') <= limits.maxPromptBytes, `must be at most ${limits.maxPromptBytes} bytes`),
+    messages: z
+      .array(
+        z.object({
+          role: z.enum(CHAT_ROLES, { message: `must be one of ${CHAT_ROLES.join(', ')}` }),
+          content: z.string(),
+        }),
+      )
+      .max(MAX_CHAT_MESSAGES, `must have at most ${MAX_CHAT_MESSAGES} messages`)
+      .refine(
+        (ms) => ms.reduce((n, m) => n + Buffer.byteLength(m.content, 'utf8'), 0) <= limits.maxPromptBytes,
+        `contents must total at most ${limits.maxPromptBytes} bytes`,
+      ),
     maxTokens: z
       .number()
       .int('must be an integer')
@@ -78,8 +106,11 @@ function schemaFor(limits: RequestLimits) {
 
 /**
  * Validates an inference request and applies defaults (max_tokens 100; temperature 0.7 when
- * unset — 0 counts as unset unless `temperatureSet`). Throws {@link InvalidRequestError}
- * naming the first bad field by its path (`client_id`, `model`, `prompt`, `max_tokens`,
+ * unset — 0 counts as unset unless `temperatureSet`). A request carries exactly one of a
+ * non-empty `prompt` or non-empty `messages` (roles system, user, assistant; contents totalling
+ * at most `maxPromptBytes`). Throws {@link InvalidRequestError}
+ * naming the first bad field by its path (`client_id`, `model`, `prompt`, `messages`,
+ * `messages[i].role`, `messages[i].content`, `max_tokens`,
  * `temperature`, `parameters`, `parameters.<key>`, `exclude_agent_ids[i]`).
  *
  * @example
@@ -95,6 +126,7 @@ export function createRequestValidator(limits: RequestLimits): (input: Inference
       clientId: input.clientId,
       model: input.model,
       prompt: input.prompt,
+      messages: input.messages ?? [],
       maxTokens: input.maxTokens ?? 0,
       temperature: input.temperature ?? 0,
       parameters: input.parameters ?? {},
@@ -113,6 +145,8 @@ export function createRequestValidator(limits: RequestLimits): (input: Inference
       throw new InvalidRequestError(field, message);
     }
     const v = parsed.data;
+    if (v.prompt === '' && v.messages.length === 0) throw new InvalidRequestError('prompt', 'is required (or send messages)');
+    if (v.prompt !== '' && v.messages.length > 0) throw new InvalidRequestError('messages', 'must be empty when prompt is set (send either prompt or messages)');
     if (limits.allowedModels.size > 0 && !limits.allowedModels.has(v.model)) {
       throw new InvalidRequestError('model', `"${v.model}" is not allowed here (allowed: ${[...limits.allowedModels].join(', ')})`);
     }
@@ -131,6 +165,7 @@ export function createRequestValidator(limits: RequestLimits): (input: Inference
       clientId: v.clientId,
       model: v.model,
       prompt: v.prompt,
+      messages: v.messages.map((m) => ({ role: m.role, content: m.content })),
       maxTokens: v.maxTokens === 0 ? DEFAULT_MAX_TOKENS : v.maxTokens,
       temperature: !temperatureSet && temperature === 0 ? DEFAULT_TEMPERATURE : temperature,
       parameters: v.parameters,

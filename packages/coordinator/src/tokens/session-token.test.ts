@@ -7,7 +7,7 @@ import { statSync } from 'node:fs';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { Status } from 'nice-grpc-common';
 import { createTokenVerifier, TokenError, type TokenVerifier } from '@titancompute/agent';
-import { sessionTokenClaimsSchema, SESSION_TOKEN_ISSUER, type PublicKeyResponse } from '@titancompute/protocol';
+import { messagesSha256, sessionTokenClaimsSchema, SESSION_TOKEN_ISSUER, type PublicKeyResponse } from '@titancompute/protocol';
 import { startFakeAgent, type FakeAgent } from '../test-support/fake-agent.js';
 import { makeTempDir, startTestCoordinator, waitFor, type TestCoordinator } from '../test-support/test-coordinator.js';
 import { keyringPath, openKeyring, rotateKeyring } from './keyring.js';
@@ -105,6 +105,32 @@ describe('session tokens', () => {
     expect(claims.exp - claims.iat!).toBe(300);
     expect(claims.nbf).toBe(claims.iat);
     expect(claims.jti).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('of a chat request carry messages_sha256 (and the empty prompt hash); the agent accepts those messages only', async () => {
+    const { tc } = await coordinatorWithAgent();
+    const messages = [
+      { role: 'system', content: 'be brief' },
+      { role: 'user', content: 'hi' },
+    ];
+    const grant = await tc.client.requestInference({ clientId: 'c', model: 'tiny', prompt: '', messages });
+    const claims = sessionTokenClaimsSchema.parse(decodeJwt(grant.sessionToken));
+    expect(claims).toMatchObject({ prompt_sha256: promptSha256(''), messages_sha256: messagesSha256(messages) });
+    expect(JSON.stringify(decodeJwt(grant.sessionToken))).not.toContain('be brief');
+    const pub = await tc.client.getPublicKey({});
+    const verifier = agentVerifier(async () => pub);
+    expect(await refusal(verifier.verify(grant.sessionToken, undefined, { prompt: '', messages: [messages[1]!], temperature: 0 }))).toMatchObject({
+      code: Status.PERMISSION_DENIED,
+    });
+    await expect(verifier.verify(grant.sessionToken, undefined, { prompt: '', messages, temperature: 0 })).resolves.toMatchObject({ jobId: grant.jobId });
+    // A prompt request's token has no messages claim; a bad role is INVALID_ARGUMENT naming it.
+    const prompt = await tc.client.requestInference({ clientId: 'c', model: 'tiny', prompt: 'hi' });
+    expect(decodeJwt(prompt.sessionToken)).not.toHaveProperty('messages_sha256');
+    const bad = await tc.client.requestInference({ clientId: 'c', model: 'tiny', messages: [{ role: 'tool', content: 'x' }] }).then(
+      () => undefined,
+      (e: unknown) => e as { code: Status; details: string },
+    );
+    expect(bad).toMatchObject({ code: Status.INVALID_ARGUMENT, details: expect.stringContaining('messages[0].role') });
   });
 
   it('are refused by an agent for another audience, another issuer and after tampering', async () => {
