@@ -3,10 +3,29 @@ export const ENGINE_NAMES = ['llama-cpp', 'ollama', 'openai'] as const;
 /** A built-in engine name. */
 export type EngineName = (typeof ENGINE_NAMES)[number];
 
+/** Chat roles an engine accepts (the coordinator and the agent refuse any other). */
+export const CHAT_ROLES = ['system', 'user', 'assistant'] as const;
+/** A chat role: `system`, `user` or `assistant`. */
+export type ChatRole = (typeof CHAT_ROLES)[number];
+
+/** One turn of a chat conversation. */
+export interface EngineChatMessage {
+  role: ChatRole;
+  content: string;
+}
+
 /** One generation asked of an engine. Limits are already validated and defaulted. */
 export interface GenerateRequest {
   model: string;
+  /** The raw prompt, used as is (no chat template); empty when `messages` are given. */
   prompt: string;
+  /**
+   * A chat conversation instead of `prompt` (non-empty when given). The engine applies the
+   * model's own chat template: llama-cpp the chat wrapper resolved from the GGUF metadata,
+   * Ollama `/api/chat`, OpenAI-compatible servers `/v1/chat/completions`. A last `assistant`
+   * turn is continued; otherwise a new assistant reply is generated.
+   */
+  messages?: readonly EngineChatMessage[] | undefined;
   /** Upper bound on generated tokens (≥ 1). */
   maxTokens: number;
   /** 0 means greedy. */

@@ -1,10 +1,10 @@
 import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
-import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
+import type { ChatHistoryItem, ChatWrapper, Llama, LlamaContext, LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
 import { EngineError } from '../errors.js';
 import { createPushQueue } from '../util/push-queue.js';
 import { DEFAULT_MODEL_PATH } from './default-model.js';
-import type { Engine, EngineChunk, GenerateRequest } from './engine.js';
+import type { Engine, EngineChatMessage, EngineChunk, GenerateRequest } from './engine.js';
 import { parseGenerationParameters } from './parameters.js';
 
 /**
@@ -33,6 +33,29 @@ export interface LlamaCppEngineOptions {
   gpu?: 'auto' | false;
 }
 
+/** The embedded llama.cpp engine: an {@link Engine} that also says which chat template it applies. */
+export interface LlamaCppEngine extends Engine {
+  /**
+   * Name of the node-llama-cpp chat wrapper resolved from the GGUF's metadata (its Jinja chat
+   * template or architecture; `General` when it has neither) and applied to chat messages.
+   * Undefined before `load`.
+   */
+  readonly chatWrapperName: string | undefined;
+}
+
+/**
+ * node-llama-cpp's chat history of chat messages: system and user turns as they are, assistant
+ * turns as model responses. A new (empty) model response is appended unless the last turn is
+ * the assistant's, which is then continued.
+ */
+export function chatHistoryOf(messages: readonly EngineChatMessage[]): ChatHistoryItem[] {
+  const history: ChatHistoryItem[] = messages.map((m) =>
+    m.role === 'assistant' ? { type: 'model', response: [m.content] } : { type: m.role, text: m.content },
+  );
+  if (messages.at(-1)?.role !== 'assistant') history.push({ type: 'model', response: [] });
+  return history;
+}
+
 /** Model name a GGUF path is served under by default: its basename without `.gguf`. */
 export function modelNameFromPath(modelPath: string): string {
   return basename(modelPath).replace(/\.gguf$/i, '');
@@ -40,7 +63,9 @@ export function modelNameFromPath(modelPath: string): string {
 
 /**
  * The embedded llama.cpp engine (node-llama-cpp): loads one GGUF model once, with one context
- * holding a sequence per concurrent job, and streams tokens with cancellation.
+ * holding a sequence per concurrent job, and streams tokens with cancellation. A prompt is
+ * completed as is (`LlamaCompletion`); chat messages go through `LlamaChat` with the chat
+ * wrapper `resolveChatWrapper` picks from the GGUF's metadata (the model's own template).
  *
  * @example
  * ```ts
@@ -51,7 +76,7 @@ export function modelNameFromPath(modelPath: string): string {
  * }
  * ```
  */
-export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Engine {
+export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): LlamaCppEngine {
   const modelPath = options.modelPath ?? DEFAULT_MODEL_PATH;
   const models = options.modelNames?.length ? [...options.modelNames] : [modelNameFromPath(modelPath)];
   const sequenceCount = Math.max(1, options.sequences ?? 4);
@@ -61,6 +86,8 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Engin
   const free: LlamaContextSequence[] = [];
   const waiters: ((seq: LlamaContextSequence) => void)[] = [];
   let LlamaCompletionClass: typeof import('node-llama-cpp').LlamaCompletion | undefined;
+  let LlamaChatClass: typeof import('node-llama-cpp').LlamaChat | undefined;
+  let chatWrapper: ChatWrapper | undefined;
 
   const takeSequence = (): Promise<LlamaContextSequence> => {
     const seq = free.pop();
@@ -76,13 +103,18 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Engin
   return {
     name: 'llama-cpp',
     models,
+    get chatWrapperName() {
+      return chatWrapper?.wrapperName;
+    },
     async load() {
       if (model) return;
       try {
         const lib = await import('node-llama-cpp');
         LlamaCompletionClass = lib.LlamaCompletion;
+        LlamaChatClass = lib.LlamaChat;
         llama = await lib.getLlama({ gpu: options.gpu ?? 'auto', build: 'never', logLevel: lib.LlamaLogLevel.error, progressLogs: false });
         model = await llama.loadModel({ modelPath });
+        chatWrapper = lib.resolveChatWrapper(model);
         const contextSize = options.contextSize ?? Math.min(2048, model.trainContextSize);
         context = await model.createContext({ threads: options.threads ?? defaultLlamaThreads(), sequences: sequenceCount, contextSize });
         for (let i = 0; i < sequenceCount; i++) free.push(context.getSequence());
@@ -91,22 +123,28 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Engin
       }
     },
     async *generate(request: GenerateRequest): AsyncGenerator<EngineChunk> {
-      if (!model || !context || !LlamaCompletionClass) throw new EngineError('llama-cpp engine is not loaded', 'unavailable');
+      if (!model || !context || !LlamaCompletionClass || !LlamaChatClass || !chatWrapper) throw new EngineError('llama-cpp engine is not loaded', 'unavailable');
       if (!models.includes(request.model))
         throw new EngineError(`model ${request.model} is not served by this engine`, 'model_not_found', { model: request.model });
       const params = parseGenerationParameters(request.parameters);
-      const promptTokens = model.tokenize(request.prompt).length;
+      const history = request.messages !== undefined && request.messages.length > 0 ? chatHistoryOf(request.messages) : undefined;
+      // For chat: the tokens of the templated conversation, which is what the model evaluates.
+      const promptTokens = history
+        ? chatWrapper.generateContextState({ chatHistory: history }).contextText.tokenize(model.tokenizer).length
+        : model.tokenize(request.prompt).length;
       const seq = await takeSequence();
       const stop = new AbortController();
       const onAbort = () => stop.abort();
       request.signal.addEventListener('abort', onAbort, { once: true });
       const queue = createPushQueue<EngineChunk>(() => stop.abort());
-      const completion = new LlamaCompletionClass({ contextSequence: seq, autoDisposeSequence: false });
+      const completion = history
+        ? new LlamaChatClass({ contextSequence: seq, chatWrapper, autoDisposeSequence: false })
+        : new LlamaCompletionClass({ contextSequence: seq, autoDisposeSequence: false });
       let pendingTokens = 0;
       const done = (async () => {
         try {
           await seq.clearHistory();
-          const result = await completion.generateCompletionWithMeta(request.prompt, {
+          const generation = {
             maxTokens: request.maxTokens,
             temperature: request.temperature,
             ...(params.topK !== undefined ? { topK: params.topK } : {}),
@@ -125,14 +163,18 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Engin
             ...(params.stop?.length ? { customStopTriggers: params.stop } : {}),
             signal: stop.signal,
             stopOnAbortSignal: true,
-            onToken: (tokens) => {
+            onToken: (tokens: readonly unknown[]) => {
               pendingTokens += tokens.length;
             },
-            onTextChunk: (text) => {
+            onTextChunk: (text: string) => {
               queue.push({ text, tokens: pendingTokens, promptTokens });
               pendingTokens = 0;
             },
-          });
+          };
+          const result =
+            completion instanceof LlamaChatClass
+              ? await completion.generateResponse(history ?? [], generation)
+              : await completion.generateCompletionWithMeta(request.prompt, generation);
           const reason = result.metadata.stopReason;
           queue.push({
             text: '',

@@ -76,6 +76,42 @@ describe('ollama engine', () => {
     });
   });
 
+  it('sends chat messages to /api/chat and streams its NDJSON message contents', async () => {
+    const messages = [
+      { role: 'system' as const, content: 'Answer in one word.' },
+      { role: 'user' as const, content: 'Colour of the sky?' },
+      { role: 'assistant' as const, content: 'Blue.' },
+      { role: 'user' as const, content: 'And grass?' },
+    ];
+    server = await startTestHttpServer(async (req, res) => {
+      if (req.url !== '/api/chat') return void res.writeHead(404).end(JSON.stringify({ error: `no route ${req.url}` }));
+      res.setHeader('content-type', 'application/x-ndjson');
+      const lines = [
+        { model: 'llama3.2:1b', message: { role: 'assistant', content: 'Gr' }, done: false },
+        { model: 'llama3.2:1b', message: { role: 'assistant', content: 'een.' }, done: false },
+        { model: 'llama3.2:1b', message: { role: 'assistant', content: '' }, done: true, done_reason: 'stop', prompt_eval_count: 31, eval_count: 2 },
+      ].map((l) => `${JSON.stringify(l)}\n`);
+      await writeSlowly(res, lines, 1);
+      res.end();
+    });
+    const gen = runGeneration(createOllamaEngine({ host: server.url }), { ...request(), prompt: '', messages });
+    const texts: string[] = [];
+    let r = await gen.next();
+    while (!r.done) {
+      texts.push(r.value.text);
+      r = await gen.next();
+    }
+    expect(texts.join('')).toBe('Green.');
+    expect(r.value).toMatchObject({ tokensGenerated: 2, finishReason: 'stop', promptTokens: 31 });
+    expect(server.requests[0]).toMatchObject({ path: '/api/chat' });
+    expect(server.requests[0]?.body).toEqual({
+      model: 'llama3.2:1b',
+      messages,
+      stream: true,
+      options: { num_predict: 5, temperature: 0.3, top_k: 40, top_p: 0.9, seed: 7, stop: ['\n\n'] },
+    });
+  });
+
   it('turns an error line mid-stream into an engine error', async () => {
     server = await startTestHttpServer((_req, res) => {
       res.write(`${JSON.stringify({ response: 'a', done: false })}\n`);

@@ -22,6 +22,8 @@ export interface OllamaEngineOptions {
 
 interface OllamaLine {
   response?: string;
+  /** `/api/chat` lines carry the text here instead of `response`. */
+  message?: { role?: string; content?: string };
   done?: boolean;
   done_reason?: string;
   prompt_eval_count?: number;
@@ -35,8 +37,9 @@ function baseUrl(host: string): string {
 }
 
 /**
- * An engine backed by an Ollama server: `/api/generate` streaming NDJSON, `/api/tags` to list
- * models, `/api/pull` for preloads.
+ * An engine backed by an Ollama server: `/api/generate` (prompts) or `/api/chat` (chat
+ * messages, templated by Ollama with the model's own template) streaming NDJSON, `/api/tags`
+ * to list models, `/api/pull` for preloads.
  *
  * @example
  * ```ts
@@ -80,9 +83,10 @@ export function createOllamaEngine(options: OllamaEngineOptions = {}): Engine {
     },
     async *generate(request: GenerateRequest): AsyncGenerator<EngineChunk> {
       const p = parseGenerationParameters(request.parameters);
+      const chat = request.messages !== undefined && request.messages.length > 0;
       const body = {
         model: request.model,
-        prompt: request.prompt,
+        ...(chat ? { messages: request.messages?.map((m) => ({ role: m.role, content: m.content })) } : { prompt: request.prompt }),
         stream: true,
         options: {
           num_predict: request.maxTokens,
@@ -98,7 +102,7 @@ export function createOllamaEngine(options: OllamaEngineOptions = {}): Engine {
         },
       };
       const res = await fetchStream(
-        `${base}/api/generate`,
+        `${base}${chat ? '/api/chat' : '/api/generate'}`,
         { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) },
         timeouts,
         request.signal,
@@ -113,7 +117,8 @@ export function createOllamaEngine(options: OllamaEngineOptions = {}): Engine {
             throw new EngineError(`ollama sent a line that is not JSON: ${line.slice(0, 100)}`, 'engine_error', {}, { cause });
           }
           if (parsed.error) throw new EngineError(`ollama failed mid-stream: ${parsed.error}`, 'engine_error', { model: request.model });
-          if (parsed.response) yield { text: parsed.response, tokens: 1 };
+          const text = chat ? parsed.message?.content : parsed.response;
+          if (text) yield { text, tokens: 1 };
           if (parsed.done) {
             yield {
               text: '',

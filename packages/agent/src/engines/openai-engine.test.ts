@@ -69,6 +69,30 @@ describe('openai engine', () => {
     });
   });
 
+  it('sends chat messages as they are to /v1/chat/completions, whatever the default api; api=completions with messages is refused', async () => {
+    const messages = [
+      { role: 'system' as const, content: 'Be terse.' },
+      { role: 'user' as const, content: 'Hi' },
+    ];
+    server = await startTestHttpServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(sse({ choices: [{ delta: { role: 'assistant' } }] }));
+      res.write(sse({ choices: [{ delta: { content: 'Hey' } }] }));
+      res.write(sse({ choices: [{ delta: {}, finish_reason: 'stop' }], usage: { prompt_tokens: 21 } }));
+      res.end(sse('[DONE]'));
+    });
+    const engine = createOpenAiEngine({ url: server.url, api: 'completions' });
+    const chunks = await drain(engine.generate({ ...request({ top_p: '0.5' }), prompt: '', messages }));
+    expect(chunks.map((c) => c.text).join('')).toBe('Hey');
+    expect(chunks.at(-1)).toMatchObject({ finishReason: 'stop', promptTokens: 21 });
+    expect(server.requests[0]).toMatchObject({ path: '/v1/chat/completions' });
+    expect(server.requests[0]?.body).toEqual({ model: 'meta-llama/Llama-3.1-8B', messages, max_tokens: 8, temperature: 0, stream: true, top_p: 0.5 });
+    const refused = await drain(engine.generate({ ...request({ api: 'completions' }), prompt: '', messages })).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(EngineError);
+    expect(refused).toMatchObject({ code: 'invalid_parameters', context: { field: 'options.api' } });
+    expect(server.requests).toHaveLength(1);
+  });
+
   it('uses /v1/chat/completions when the api parameter says chat', async () => {
     server = await startTestHttpServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });

@@ -32,6 +32,8 @@ interface OpenAiChunk {
 /**
  * An engine backed by any OpenAI-compatible server (vLLM, llama.cpp server, LM Studio):
  * streaming SSE `/v1/completions` or `/v1/chat/completions`, `/v1/models` to list models.
+ * Chat messages always go to `/v1/chat/completions` as they are (the server applies the
+ * model's template); a prompt goes to the endpoint `api` names.
  *
  * @example
  * ```ts
@@ -62,10 +64,18 @@ export function createOpenAiEngine(options: OpenAiEngineOptions): Engine {
       if (apiParam !== undefined && apiParam !== 'chat' && apiParam !== 'completions') {
         throw new EngineError('options.api is invalid: expected chat or completions', 'invalid_parameters', { field: 'options.api' });
       }
-      const api: OpenAiApi = apiParam ?? options.api ?? DEFAULT_OPENAI_API;
+      const messages = request.messages !== undefined && request.messages.length > 0 ? request.messages : undefined;
+      if (messages && apiParam === 'completions') {
+        throw new EngineError('options.api is completions but the request has chat messages: use chat (or leave api unset)', 'invalid_parameters', {
+          field: 'options.api',
+        });
+      }
+      const api: OpenAiApi = messages ? 'chat' : (apiParam ?? options.api ?? DEFAULT_OPENAI_API);
       const body = {
         model: request.model,
-        ...(api === 'chat' ? { messages: [{ role: 'user', content: request.prompt }] } : { prompt: request.prompt }),
+        ...(api === 'chat'
+          ? { messages: messages ? messages.map((m) => ({ role: m.role, content: m.content })) : [{ role: 'user', content: request.prompt }] }
+          : { prompt: request.prompt }),
         max_tokens: request.maxTokens,
         temperature: request.temperature,
         stream: true,

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { AgentServiceImplementation, AgentStatusRequest, AgentStatusResponse, DeepPartial, StreamRequest, StreamResponse } from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
 import type { JobSlots, ReleaseSlot } from '../capacity/job-slots.js';
-import type { Engine } from '../engines/engine.js';
+import { CHAT_ROLES, type ChatRole, type Engine } from '../engines/engine.js';
 import { parseGenerationParameters } from '../engines/parameters.js';
 import { runGeneration, type GenerationStats } from '../engines/run-generation.js';
 import { coalesce } from './coalesce.js';
@@ -52,10 +52,13 @@ export interface AgentServiceHandle {
 function createRequestValidator(limits: RequestLimits): (request: StreamRequest) => void {
   const schema = z.object({
     model: z.string().max(256, 'model is too long'),
-    prompt: z
-      .string()
-      .min(1, 'prompt must not be empty (send the prompt given to RequestInference again)')
-      .refine((p) => Buffer.byteLength(p, 'utf8') <= limits.maxPromptBytes, `prompt is larger than ${limits.maxPromptBytes} bytes`),
+    prompt: z.string().refine((p) => Buffer.byteLength(p, 'utf8') <= limits.maxPromptBytes, `prompt is larger than ${limits.maxPromptBytes} bytes`),
+    messages: z
+      .array(z.object({ role: z.enum(CHAT_ROLES, { message: `role must be one of ${CHAT_ROLES.join(', ')}` }), content: z.string() }))
+      .refine(
+        (ms) => ms.reduce((n, m) => n + Buffer.byteLength(m.content, 'utf8'), 0) <= limits.maxPromptBytes,
+        `messages' contents are larger than ${limits.maxPromptBytes} bytes in total`,
+      ),
     maxTokens: z.number().int().min(0, 'max_tokens must be ≥ 0').max(limits.maxTokensLimit, `max_tokens must be ≤ ${limits.maxTokensLimit}`),
     temperature: z
       .number()
@@ -66,8 +69,18 @@ function createRequestValidator(limits: RequestLimits): (request: StreamRequest)
     const parsed = schema.safeParse(request);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
-      const field = String(issue?.path[0] ?? 'request').replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+      const [head, ...rest] = issue?.path ?? [];
+      const field = rest.reduce<string>(
+        (acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : `${acc}.${String(seg)}`),
+        String(head ?? 'request').replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`),
+      );
       throw new RequestValidationError(`${field}: ${issue?.message ?? 'invalid'}`, field);
+    }
+    if (request.prompt === '' && request.messages.length === 0) {
+      throw new RequestValidationError('prompt: prompt must not be empty (send the prompt or messages given to RequestInference again)', 'prompt');
+    }
+    if (request.prompt !== '' && request.messages.length > 0) {
+      throw new RequestValidationError('messages: send either prompt or messages, not both', 'messages');
     }
     parseGenerationParameters(request.options);
   };
@@ -195,7 +208,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
           throw err;
         }
       },
-      { prompt: request.prompt, temperature: request.temperature, options: request.options },
+      { prompt: request.prompt, messages: request.messages, temperature: request.temperature, options: request.options },
     );
   }
 
@@ -254,7 +267,8 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
     // Empty options = the granted parameters (the verifier refused any other non-empty set).
     const parameters = Object.keys(request.options).length === 0 ? grant.parameters : request.options;
     let stats: GenerationStats | undefined;
-    const gen = runGeneration(engine, { model: grant.model, prompt: request.prompt, maxTokens, temperature, parameters, signal: controller.signal });
+    const messages = request.messages.length > 0 ? request.messages.map((m) => ({ role: m.role as ChatRole, content: m.content })) : undefined;
+    const gen = runGeneration(engine, { model: grant.model, prompt: request.prompt, messages, maxTokens, temperature, parameters, signal: controller.signal });
     const batches = coalesce(gen);
     try {
       for (;;) {

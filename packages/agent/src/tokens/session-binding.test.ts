@@ -14,7 +14,7 @@ import { collect, createAgentClient, statusOf } from '../test-support/agent-clie
 import { startFakeCoordinator, type FakeCoordinator } from '../test-support/fake-coordinator.js';
 import { createFakeEngine } from '../test-support/fake-engine.js';
 import { createTestSigner, type TestSigner } from '../test-support/token-signer.js';
-import { promptSha256 } from './token-verifier.js';
+import { messagesSha256, promptSha256 } from './token-verifier.js';
 
 const AGENT_ID = 'binding-agent';
 const MODEL = 'llama-2-tiny-random';
@@ -141,6 +141,26 @@ describe('a token is bound to its prompt and temperature (real llama.cpp engine,
     expect(wrong.details).toMatch(/^prompt does not match the session token/);
     const right = await collect(client.streamInference(request(token, 'Once upon a time')));
     expect(right.at(-1)?.stats).toMatchObject({ tokensGenerated: 4, finishReason: 'length' });
+  });
+
+  it('chat messages stream through the chat template only with the messages the token binds; other messages or a bad role are refused without using it up', async () => {
+    const messages = [
+      { role: 'system', content: 'be brief' },
+      { role: 'user', content: 'hi' },
+    ];
+    const token = await signer.sign({ max_tokens: 4, temperature: 0.7, prompt_sha256: promptSha256(''), messages_sha256: messagesSha256(messages) });
+    const other = await statusOf(() => collect(client.streamInference(request(token, '', { messages: [{ role: 'user', content: 'hi' }] }))));
+    expect(other.code).toBe(Status.PERMISSION_DENIED);
+    expect(other.details).toMatch(/^messages do not match the session token/);
+    const tool = await statusOf(() => collect(client.streamInference(request(token, '', { messages: [messages[0]!, { role: 'tool', content: 'hi' }] }))));
+    expect(tool.code).toBe(Status.INVALID_ARGUMENT);
+    expect(tool.details).toMatch(/^messages\[1\]\.role: role must be one of system, user, assistant/);
+    const both = await statusOf(() => collect(client.streamInference(request(token, 'hi', { messages }))));
+    expect(both.code).toBe(Status.INVALID_ARGUMENT);
+    const done = (await collect(client.streamInference(request(token, '', { messages })))).at(-1);
+    expect(done?.stats).toMatchObject({ tokensGenerated: 4, finishReason: 'length' });
+    // The templated conversation ("### Human" / "### Assistant" headers) is what the model evaluated.
+    expect(Number(done?.metadata?.prompt_tokens)).toBeGreaterThan(10);
   });
 
   it('a temperature above or below the grant is PERMISSION_DENIED naming temperature, and does not use the token up', async () => {
