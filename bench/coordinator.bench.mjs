@@ -97,11 +97,11 @@ async function registerAgents(client, niceGrpc, count, endpoint) {
         await client.registerAgent(reg, { metadata });
         const queue = new PushQueue();
         const abort = new AbortController();
-        let first = true;
+        let sent = 0;
         const update = () => ({
           agentId,
           // The first update of a stream proves the agent's identity.
-          ...(first ? ((first = false), { agentCredential: reg.agentCredential }) : {}),
+          ...(sent++ === 0 ? { agentCredential: reg.agentCredential } : {}),
           freeVramMb: Math.floor(reg.totalVramMb * (0.5 + (i % 7) / 14)),
           freeRamMb: 48_000,
           runningJobs: i % 3,
