@@ -23,9 +23,25 @@
  * @packageDocumentation
  */
 export { startAgent, type RunningAgent, type StartAgentOptions } from './agent.js';
-export { CHAT_ROLES, ENGINE_NAMES, type ChatRole, type Engine, type EngineChatMessage, type EngineChunk, type EngineName, type GenerateRequest } from './engines/engine.js';
+export {
+  CHAT_ROLES,
+  ENGINE_NAMES,
+  type ChatRole,
+  type Engine,
+  type EngineChatMessage,
+  type EngineChunk,
+  type EngineName,
+  type GenerateRequest,
+} from './engines/engine.js';
 export { createEngine, type EngineSettings } from './engines/create-engine.js';
-export { chatHistoryOf, createLlamaCppEngine, defaultLlamaThreads, modelNameFromPath, type LlamaCppEngine, type LlamaCppEngineOptions } from './engines/llama-cpp-engine.js';
+export {
+  chatHistoryOf,
+  createLlamaCppEngine,
+  defaultLlamaThreads,
+  modelNameFromPath,
+  type LlamaCppEngine,
+  type LlamaCppEngineOptions,
+} from './engines/llama-cpp-engine.js';
 export { createOllamaEngine, type OllamaEngineOptions } from './engines/ollama-engine.js';
 export { createOpenAiEngine, type OpenAiApi, type OpenAiEngineOptions } from './engines/openai-engine.js';
 export { DEFAULT_MODEL_PATH } from './engines/default-model.js';

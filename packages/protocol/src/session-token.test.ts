@@ -46,7 +46,12 @@ describe('session-token contract', () => {
     // Reordering, changing a role, or moving text between turns all change the hash.
     expect(messagesSha256([messages[1]!, messages[0]!])).not.toBe(messagesSha256(messages));
     expect(messagesSha256([{ ...messages[0]!, role: 'user' }, messages[1]!])).not.toBe(messagesSha256(messages));
-    expect(messagesSha256([{ role: 'user', content: 'ab' }])).not.toBe(messagesSha256([{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }]));
+    expect(messagesSha256([{ role: 'user', content: 'ab' }])).not.toBe(
+      messagesSha256([
+        { role: 'user', content: 'a' },
+        { role: 'user', content: 'b' },
+      ]),
+    );
     const claims = { jti: 'x', exp: 1, ...payload };
     expect(sessionTokenClaimsSchema.parse(claims)).toMatchObject({ messages_sha256: messagesSha256(messages) });
     expect(sessionTokenClaimsSchema.safeParse({ ...claims, messages_sha256: 'short' }).error?.issues[0]?.path).toEqual(['messages_sha256']);

@@ -17,7 +17,14 @@ afterAll(async () => {
 });
 
 async function run(extra: { prompt: string; messages?: EngineChatMessage[] }): Promise<{ pieces: GenerationPiece[]; stats: GenerationStats }> {
-  const gen = runGeneration(engine, { model: engine.models[0]!, maxTokens: 6, temperature: 0.7, parameters: { seed: '1' }, signal: AbortSignal.timeout(60_000), ...extra });
+  const gen = runGeneration(engine, {
+    model: engine.models[0]!,
+    maxTokens: 6,
+    temperature: 0.7,
+    parameters: { seed: '1' },
+    signal: AbortSignal.timeout(60_000),
+    ...extra,
+  });
   const pieces: GenerationPiece[] = [];
   for (;;) {
     const r = await gen.next();
@@ -33,12 +40,22 @@ describe('llama-cpp engine chat', () => {
   });
 
   it('maps messages to a chat history ending in a new model response (an assistant turn last is continued)', () => {
-    expect(chatHistoryOf([{ role: 'system', content: 's' }, { role: 'user', content: 'u' }])).toEqual([
+    expect(
+      chatHistoryOf([
+        { role: 'system', content: 's' },
+        { role: 'user', content: 'u' },
+      ]),
+    ).toEqual([
       { type: 'system', text: 's' },
       { type: 'user', text: 'u' },
       { type: 'model', response: [] },
     ]);
-    expect(chatHistoryOf([{ role: 'user', content: 'u' }, { role: 'assistant', content: 'a' }])).toEqual([
+    expect(
+      chatHistoryOf([
+        { role: 'user', content: 'u' },
+        { role: 'assistant', content: 'a' },
+      ]),
+    ).toEqual([
       { type: 'user', text: 'u' },
       { type: 'model', response: ['a'] },
     ]);

@@ -123,7 +123,8 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
       }
     },
     async *generate(request: GenerateRequest): AsyncGenerator<EngineChunk> {
-      if (!model || !context || !LlamaCompletionClass || !LlamaChatClass || !chatWrapper) throw new EngineError('llama-cpp engine is not loaded', 'unavailable');
+      if (!model || !context || !LlamaCompletionClass || !LlamaChatClass || !chatWrapper)
+        throw new EngineError('llama-cpp engine is not loaded', 'unavailable');
       if (!models.includes(request.model))
         throw new EngineError(`model ${request.model} is not served by this engine`, 'model_not_found', { model: request.model });
       const params = parseGenerationParameters(request.parameters);

@@ -60,7 +60,9 @@ describe('request validation of chat messages', () => {
   it('requires exactly one of prompt or messages', () => {
     expect(fieldOf({ ...chat })).toBe('prompt: is required (or send messages)');
     expect(fieldOf({ ...chat, messages: [] })).toBe('prompt: is required (or send messages)');
-    expect(fieldOf({ ...base, messages: [{ role: 'user', content: 'hi' }] })).toBe('messages: must be empty when prompt is set (send either prompt or messages)');
+    expect(fieldOf({ ...base, messages: [{ role: 'user', content: 'hi' }] })).toBe(
+      'messages: must be empty when prompt is set (send either prompt or messages)',
+    );
   });
 
   it('names the message whose role is not system, user or assistant (tool included)', () => {
@@ -75,10 +77,24 @@ describe('request validation of chat messages', () => {
 
   it('limits the contents to maxPromptBytes in total (UTF-8 bytes), like the prompt', () => {
     const half = 'é'.repeat(256); // 512 bytes
-    expect(validate({ ...chat, messages: [{ role: 'user', content: half }, { role: 'assistant', content: half }] }).messages).toHaveLength(2);
-    expect(fieldOf({ ...chat, messages: [{ role: 'user', content: half }, { role: 'assistant', content: `${half}x` }] })).toBe(
-      'messages: contents must total at most 1024 bytes',
-    );
+    expect(
+      validate({
+        ...chat,
+        messages: [
+          { role: 'user', content: half },
+          { role: 'assistant', content: half },
+        ],
+      }).messages,
+    ).toHaveLength(2);
+    expect(
+      fieldOf({
+        ...chat,
+        messages: [
+          { role: 'user', content: half },
+          { role: 'assistant', content: `${half}x` },
+        ],
+      }),
+    ).toBe('messages: contents must total at most 1024 bytes');
     const many = Array.from({ length: 1025 }, () => ({ role: 'user', content: '' }));
     expect(fieldOf({ ...chat, messages: many })).toBe('messages: must have at most 1024 messages');
   });

@@ -146,7 +146,8 @@ export function createRequestValidator(limits: RequestLimits): (input: Inference
     }
     const v = parsed.data;
     if (v.prompt === '' && v.messages.length === 0) throw new InvalidRequestError('prompt', 'is required (or send messages)');
-    if (v.prompt !== '' && v.messages.length > 0) throw new InvalidRequestError('messages', 'must be empty when prompt is set (send either prompt or messages)');
+    if (v.prompt !== '' && v.messages.length > 0)
+      throw new InvalidRequestError('messages', 'must be empty when prompt is set (send either prompt or messages)');
     if (limits.allowedModels.size > 0 && !limits.allowedModels.has(v.model)) {
       throw new InvalidRequestError('model', `"${v.model}" is not allowed here (allowed: ${[...limits.allowedModels].join(', ')})`);
     }
