@@ -94,4 +94,23 @@ describe('TitanClient against a real coordinator and agents', () => {
     expect(texts).toEqual(texts.map((_, i) => `word${i} `)); // one stream, in order, never restarted
     expect((await cluster.client.agentStatus(cluster.agents[1]!.endpoint)).totalRequestsProcessed).toBe(0);
   });
+
+  it('chat: the messages reach the coordinator and the agent, which only stream for the messages the token was signed for', async () => {
+    cluster = await startRealCluster([{ agentId: 'agent-a' }]);
+    const messages = [
+      { role: 'system' as const, content: 'Be brief.' },
+      { role: 'user' as const, content: 'Count.' },
+    ];
+    // The coordinator refuses an empty prompt without messages, and the agent refuses (PERMISSION_DENIED)
+    // messages other than the hashed ones: a completed chat proves both legs carried them.
+    let text = '';
+    let stats: GenerationStats | undefined;
+    for await (const chunk of cluster.client.chat({ model: SCRIPTED_MODEL, messages, maxTokens: 3, temperature: 0 })) {
+      if (chunk.done) stats = chunk.stats;
+      else text += chunk.text;
+    }
+    expect(text).toBe('word0 word1 word2 ');
+    expect(stats).toMatchObject({ tokens: 3, agentId: 'agent-a', attempts: 1 });
+    expect(() => cluster!.client.chat({ model: SCRIPTED_MODEL, messages: [{ role: 'tool' as never, content: 'x' }] })).toThrow(InvalidArgumentError);
+  });
 });

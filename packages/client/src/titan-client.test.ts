@@ -78,6 +78,31 @@ describe('TitanClient.generate (zero-proxy streaming)', () => {
     expect(() => new TitanClient({ coordinator: 'nope' })).toThrow(/coordinator/);
   });
 
+  it('chat sends the messages (and no prompt) to the coordinator and streams the reply; bad messages are InvalidArgumentError naming the path', async () => {
+    const { client, coordinator } = await cluster([{ agentId: 'a1' }]);
+    const messages = [
+      { role: 'system' as const, content: 'Be brief.' },
+      { role: 'user' as const, content: 'Hi' },
+    ];
+    let text = '';
+    for await (const chunk of client.chat({ model: MODEL, messages, maxTokens: 2 })) if (!chunk.done) text += chunk.text;
+    expect(text).not.toBe('');
+    expect(coordinator.requests.at(-1)).toMatchObject({ prompt: '', messages, maxTokens: 2 });
+    const fieldOf = (request: unknown) => {
+      try {
+        client.chat(request as never);
+      } catch (error) {
+        expect(error).toBeInstanceOf(InvalidArgumentError);
+        return (error as InvalidArgumentError).message;
+      }
+      throw new Error('accepted');
+    };
+    expect(fieldOf({ model: MODEL, messages: [] })).toBe('messages: must have at least one message');
+    expect(fieldOf({ model: MODEL, messages: [messages[0], { role: 'tool', content: 'x' }] })).toBe('messages[1].role: must be system, user or assistant');
+    expect(fieldOf({ model: MODEL, messages: [{ role: 'user', content: 7 }] })).toBe('messages[0].content: must be a string');
+    expect(fieldOf({ model: MODEL, prompt: 'x' })).toBe('messages: must be an array of messages');
+  });
+
   it('maps the coordinator INVALID_ARGUMENT to InvalidArgumentError with the field', async () => {
     const { client } = await cluster([{ agentId: 'a1' }]);
     const error = await client.complete({ model: MODEL, prompt: 'x', maxTokens: 999_999 }).catch((e: unknown) => e);

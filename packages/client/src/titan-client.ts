@@ -4,10 +4,19 @@ import { AgentServiceDefinition, CoordinatorServiceDefinition, type AgentService
 import { InvalidArgumentError, TitanError, type CallTarget } from './errors.js';
 import { DEFAULT_BUSY_RETRIES, DEFAULT_BUSY_RETRY_MAX_WAIT_MS, runGeneration } from './inference/run-generation.js';
 import { toAgentSelfStatus, toClusterStatus } from './inference/status-mapping.js';
-import { validateGenerateRequest } from './inference/validate-request.js';
+import { validateChatRequest, validateGenerateRequest, type ValidatedRequest } from './inference/validate-request.js';
 import { createChannelPool, type ChannelPool } from './transport/channel-pool.js';
 import { callUnary, type UnaryCallOptions } from './transport/unary-call.js';
-import type { AgentSelfStatus, ClusterStatus, Completion, GenerateRequest, GenerationChunk, GenerationStats, TitanClientOptions } from './types.js';
+import type {
+  AgentSelfStatus,
+  ChatRequest,
+  ClusterStatus,
+  Completion,
+  GenerateRequest,
+  GenerationChunk,
+  GenerationStats,
+  TitanClientOptions,
+} from './types.js';
 
 /** Default coordinator address. */
 export const DEFAULT_COORDINATOR = '127.0.0.1:50051';
@@ -127,7 +136,27 @@ export class TitanClient {
    * {@link TitanError} subclass.
    */
   generate(request: GenerateRequest): Generation {
-    const validated = validateGenerateRequest(request, this.#maxAttempts);
+    return this.#start(validateGenerateRequest(request, this.#maxAttempts));
+  }
+
+  /**
+   * Chats: like {@link TitanClient.generate}, with `messages` (system, user, assistant turns)
+   * instead of a prompt; the engine applies the model's own chat template and generates the
+   * assistant's reply. Throws {@link InvalidArgumentError} synchronously for a bad request
+   * (naming e.g. `messages[1].role`).
+   *
+   * @example
+   * ```ts
+   * for await (const chunk of client.chat({ model: 'llama-2-tiny-random', messages: [{ role: 'user', content: 'Hi' }] })) {
+   *   if (!chunk.done) process.stdout.write(chunk.text);
+   * }
+   * ```
+   */
+  chat(request: ChatRequest): Generation {
+    return this.#start(validateChatRequest(request, this.#maxAttempts));
+  }
+
+  #start(validated: ValidatedRequest): Generation {
     const deps = {
       coordinatorAddress: this.coordinatorAddress,
       clientId: this.clientId,

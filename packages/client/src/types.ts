@@ -47,6 +47,24 @@ export interface GenerateRequest {
   maxAttempts?: number;
 }
 
+/** Roles a chat message may have. */
+export type ChatRole = 'system' | 'user' | 'assistant';
+
+/** One turn of a chat conversation. */
+export interface ChatMessage {
+  role: ChatRole;
+  content: string;
+}
+
+/**
+ * What `chat()` takes: a {@link GenerateRequest} with `messages` instead of `prompt`. The
+ * engine applies the model's own chat template to them.
+ */
+export interface ChatRequest extends Omit<GenerateRequest, 'prompt'> {
+  /** The conversation, in order (at least one message). */
+  messages: ChatMessage[];
+}
+
 /** Statistics of a finished generation. */
 export interface GenerationStats {
   /** Tokens generated. */

@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { runCli } from './main.js';
 import { EXIT } from './exit-codes.js';
 import {
@@ -114,6 +117,59 @@ describe('titan generate', () => {
     expect(r.code).toBe(EXIT.INTERRUPTED);
     expect(r.stdout).toBe('a\n');
     expect(r.stderr).toMatch(/broke after 1 token/);
+  });
+});
+
+describe('titan chat', () => {
+  it('sends --system then the MESSAGE words as one user turn, streams the reply; --json like generate', async () => {
+    const r = await run(['--coordinator', coordinator.address, 'chat', '-m', 'tiny', '--system', 'Be brief.', 'say', 'hi']);
+    expect(r.code).toBe(EXIT.OK);
+    expect(r.stdout).toBe('Hello, world\n');
+    expect(r.stderr).toMatch(/3 tokens · TTFT [\d.]+ ms .* agent gpu-1/);
+    expect(coordinator.requests.at(-1)).toMatchObject({
+      prompt: '',
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'say hi' },
+      ],
+    });
+    const json = await run(['--coordinator', coordinator.address, '--json', 'chat', '-m', 'tiny', '--max-tokens', '2', 'x']);
+    expect(json.code).toBe(EXIT.OK);
+    expect(JSON.parse(json.stdout)).toMatchObject({ text: 'Hello,', stats: { tokens: 2, agentId: 'gpu-1' } });
+  });
+
+  it('--messages FILE.json gives the conversation; a MESSAGE is appended as a user turn', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'titan-chat-'));
+    const file = join(dir, 'messages.json');
+    const conversation = [
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello!' },
+    ];
+    writeFileSync(file, JSON.stringify(conversation));
+    try {
+      const r = await run(['--coordinator', coordinator.address, 'chat', '-m', 'tiny', '--messages', file, 'And', 'now?']);
+      expect(r.code).toBe(EXIT.OK);
+      expect(coordinator.requests.at(-1)?.messages).toEqual([...conversation, { role: 'user', content: 'And now?' }]);
+      writeFileSync(file, JSON.stringify([{ role: 'tool', content: 'x' }]));
+      const bad = await run(['--coordinator', coordinator.address, 'chat', '-m', 'tiny', '--messages', file]);
+      expect(bad.code).toBe(EXIT.USAGE);
+      expect(bad.stderr).toMatch(/^titan: messages\[0\]\.role: must be system, user or assistant/);
+      writeFileSync(file, '{"role": "user"}');
+      const notArray = await run(['--coordinator', coordinator.address, 'chat', '-m', 'tiny', '--messages', file]);
+      expect(notArray.code).toBe(EXIT.USAGE);
+      expect(notArray.stderr).toMatch(/must hold a JSON array/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('exit 2 without a MESSAGE or --messages, or with an unreadable file', async () => {
+    const none = await run(['--coordinator', coordinator.address, 'chat', '-m', 'tiny']);
+    expect(none.code).toBe(EXIT.USAGE);
+    expect(none.stderr).toMatch(/^titan: messages: give a MESSAGE or --messages FILE.json/);
+    const missing = await run(['--coordinator', coordinator.address, 'chat', '-m', 'tiny', '--messages', '/nonexistent/m.json']);
+    expect(missing.code).toBe(EXIT.USAGE);
+    expect(missing.stderr).toMatch(/^titan: messages: cannot read \/nonexistent\/m.json/);
   });
 });
 

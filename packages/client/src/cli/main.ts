@@ -2,6 +2,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { TitanAbortError, TitanError } from '../errors.js';
 import { DEFAULT_INSTANCE_MANAGER } from '../instance-manager-client.js';
 import { DEFAULT_COORDINATOR } from '../titan-client.js';
+import { registerChat } from './commands/chat.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerInstances } from './commands/instances.js';
 import { registerStatus } from './commands/status.js';
@@ -39,11 +40,12 @@ export function createProgram(io: CliIo): Command {
     .configureHelp({ showGlobalOptions: true })
     .addHelpText(
       'after',
-      `\nExamples:\n  titan generate --model llama-2-tiny-random "Once upon a time"\n  titan status --json\n  titan instances watch --type INFERENCE_AGENT\n\n${EXIT_CODES_HELP}\n`,
+      `\nExamples:\n  titan generate --model llama-2-tiny-random "Once upon a time"\n  titan chat --model llama-2-tiny-random --system "Be brief." "Hello"\n  titan status --json\n  titan instances watch --type INFERENCE_AGENT\n\n${EXIT_CODES_HELP}\n`,
     )
     .exitOverride()
     .configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) });
   registerGenerate(program, io);
+  registerChat(program, io);
   registerStatus(program, io);
   registerInstances(program, io);
   for (const command of program.commands) {

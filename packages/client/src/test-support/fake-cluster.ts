@@ -188,7 +188,15 @@ export interface FakeCoordinatorOptions {
 export interface FakeCoordinator {
   readonly address: string;
   /** Every InferenceRequest received. */
-  readonly requests: Array<{ excludeAgentIds: string[]; maxTokens: number; temperature: number; temperatureSet: boolean; parameters: Record<string, string> }>;
+  readonly requests: Array<{
+    excludeAgentIds: string[];
+    maxTokens: number;
+    temperature: number;
+    temperatureSet: boolean;
+    parameters: Record<string, string>;
+    prompt: string;
+    messages: { role: string; content: string }[];
+  }>;
   stop(): Promise<void>;
 }
 
@@ -203,6 +211,8 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions): Pro
         temperature: request.temperature,
         temperatureSet: request.temperatureSet,
         parameters: { ...request.parameters },
+        prompt: request.prompt,
+        messages: request.messages.map((m) => ({ role: m.role, content: m.content })),
       });
       if (!request.model) throw new ServerError(Status.INVALID_ARGUMENT, 'model: must not be empty');
       const maxTokens = request.maxTokens || 100;

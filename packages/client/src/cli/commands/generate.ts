@@ -1,12 +1,13 @@
 import type { Command } from 'commander';
-import { TitanClient } from '../../titan-client.js';
+import { type Generation, TitanClient } from '../../titan-client.js';
 import type { GenerationStats } from '../../types.js';
 import { tlsFromOptions, type CliIo, type GlobalOptions } from '../context.js';
 import { formatNumber, jsonLine, shortestFloat32 } from '../format.js';
 import { parseIntArg, parseNumberArg, parseParam } from '../parsers.js';
 import { startWaitSpinner } from '../spinner.js';
 
-interface GenerateOptions {
+/** Options `generate` and `chat` share. */
+export interface GenerateOptions {
   model: string;
   maxTokens?: number;
   temperature?: number;
@@ -23,6 +24,51 @@ function summary(stats: GenerationStats): string {
   );
 }
 
+/**
+ * Runs one generation for `generate` or `chat`: a spinner until the first token, the text
+ * streamed to stdout and a summary to stderr, or one JSON object with `--json`.
+ */
+export async function streamGeneration(
+  io: CliIo,
+  command: Command,
+  options: GenerateOptions,
+  start: (client: TitanClient, signal: AbortSignal | undefined) => Generation,
+): Promise<void> {
+  const globals = command.optsWithGlobals<GlobalOptions & GenerateOptions>();
+  const tls = tlsFromOptions(globals);
+  const client = new TitanClient({
+    coordinator: globals.coordinator,
+    ...(tls ? { tls } : {}),
+    ...(globals.timeout ? { requestTimeoutMs: globals.timeout, streamTimeoutMs: globals.timeout } : {}),
+    ...(options.attempts ? { maxAttempts: options.attempts } : {}),
+  });
+  let spinner: Awaited<ReturnType<typeof startWaitSpinner>> | undefined;
+  let text = '';
+  try {
+    const generation = start(client, io.signal);
+    spinner = globals.json ? undefined : await startWaitSpinner(io, `waiting for ${options.model}…`);
+    for await (const chunk of generation) {
+      spinner?.stop(); // once: only the first call clears the line (see startWaitSpinner)
+      if (chunk.done) {
+        if (globals.json) io.stdout.write(jsonLine({ text, stats: { ...chunk.stats, temperature: shortestFloat32(chunk.stats.temperature) } }));
+        else {
+          if (!text.endsWith('\n')) io.stdout.write('\n');
+          io.stderr.write(summary(chunk.stats));
+        }
+      } else {
+        text += chunk.text;
+        if (!globals.json) io.stdout.write(chunk.text);
+      }
+    }
+  } catch (error) {
+    spinner?.stop();
+    if (text !== '' && !globals.json) io.stdout.write('\n');
+    throw error;
+  } finally {
+    client.close();
+  }
+}
+
 /** `titan generate --model M "prompt"`: streams text to stdout, summary to stderr. */
 export function registerGenerate(program: Command, io: CliIo): void {
   program
@@ -35,44 +81,15 @@ export function registerGenerate(program: Command, io: CliIo): void {
     .option('-p, --param <key=value>', 'engine parameter (top_p, top_k, seed, stop, repeat_penalty …); repeatable', parseParam)
     .option('--attempts <n>', 'agents to try before the first token (default 3)', parseIntArg('--attempts'))
     .action(async (words: string[], options: GenerateOptions, command: Command) => {
-      const globals = command.optsWithGlobals<GlobalOptions & GenerateOptions>();
-      const tls = tlsFromOptions(globals);
-      const client = new TitanClient({
-        coordinator: globals.coordinator,
-        ...(tls ? { tls } : {}),
-        ...(globals.timeout ? { requestTimeoutMs: globals.timeout, streamTimeoutMs: globals.timeout } : {}),
-        ...(options.attempts ? { maxAttempts: options.attempts } : {}),
-      });
-      const spinner = globals.json ? undefined : await startWaitSpinner(io, `waiting for ${options.model}…`);
-      let text = '';
-      try {
-        const generation = client.generate({
+      await streamGeneration(io, command, options, (client, signal) =>
+        client.generate({
           model: options.model,
           prompt: words.join(' '),
           ...(options.maxTokens !== undefined ? { maxTokens: options.maxTokens } : {}),
           ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
           parameters: options.param ?? {},
-          ...(io.signal ? { signal: io.signal } : {}),
-        });
-        for await (const chunk of generation) {
-          spinner?.stop(); // once: only the first call clears the line (see startWaitSpinner)
-          if (chunk.done) {
-            if (globals.json) io.stdout.write(jsonLine({ text, stats: { ...chunk.stats, temperature: shortestFloat32(chunk.stats.temperature) } }));
-            else {
-              if (!text.endsWith('\n')) io.stdout.write('\n');
-              io.stderr.write(summary(chunk.stats));
-            }
-          } else {
-            text += chunk.text;
-            if (!globals.json) io.stdout.write(chunk.text);
-          }
-        }
-      } catch (error) {
-        spinner?.stop();
-        if (text !== '' && !globals.json) io.stdout.write('\n');
-        throw error;
-      } finally {
-        client.close();
-      }
+          ...(signal ? { signal } : {}),
+        }),
+      );
     });
 }
