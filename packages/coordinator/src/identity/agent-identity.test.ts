@@ -2,12 +2,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
-import { ClientError, Metadata, Status } from 'nice-grpc';
+import { Metadata, Status } from 'nice-grpc';
 import type { DeepPartial, HealthUpdate } from '@titancompute/protocol';
 import { startAgent, type Engine, type RunningAgent } from '@titancompute/agent';
 import { createFakeAgent, startFakeAgent, waitUntilVerified, type FakeAgent, type FakeAgentOptions } from '../test-support/fake-agent.js';
 import { startTestCoordinator, waitFor, type TestCoordinator } from '../test-support/test-coordinator.js';
 import { openIdentityStore } from './identity-store.js';
+import { expectGrpcError } from '../test-support/expect-grpc-error.js';
 
 const JOIN = 'test-join-token';
 const auth = () => ({ metadata: Metadata({ authorization: `Bearer ${JOIN}` }) });
@@ -41,18 +42,6 @@ async function addAgent(agentId: string, over: Partial<FakeAgentOptions> = {}): 
   return a;
 }
 
-async function grpcError(p: Promise<unknown>, code: Status, pattern?: RegExp): Promise<ClientError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(ClientError);
-  const ce = err as ClientError;
-  expect(Status[ce.code]).toBe(Status[code]);
-  if (pattern) expect(ce.details).toMatch(pattern);
-  return ce;
-}
-
 /** Opens a health stream, sends `updates`, and drains the acks (rejects with the stream's error). */
 async function healthStream(updates: DeepPartial<HealthUpdate>[]): Promise<void> {
   const stream = tc.client.reportHealth(
@@ -80,7 +69,7 @@ describe('agent identity, validated health and reachable endpoints', () => {
     const victim = await addAgent('victim');
     // The attacker even serves an AgentService that answers GetStatus as "victim".
     const attacker = fake('victim', { credential: OTHER_CREDENTIAL });
-    const err = await grpcError(attacker.register(), Status.PERMISSION_DENIED, /victim/);
+    const err = await expectGrpcError(attacker.register(), Status.PERMISSION_DENIED, /victim/);
     expect(err.details).toMatch(/forget-agent victim/);
     expect(attacker.endpoint).not.toBe(victim.endpoint);
     expect(await agentStatus('victim')).toMatchObject({ endpoint: victim.endpoint, status: 'healthy' });
@@ -91,22 +80,22 @@ describe('agent identity, validated health and reachable endpoints', () => {
 
   it('(b) refuses DeregisterAgent for another agent: wrong credential PERMISSION_DENIED, none INVALID_ARGUMENT; the agent stays routable', async () => {
     const victim = await addAgent('victim');
-    await grpcError(
+    await expectGrpcError(
       tc.client.deregisterAgent({ agentId: 'victim', reason: 'evil', agentCredential: OTHER_CREDENTIAL }, auth()),
       Status.PERMISSION_DENIED,
       /victim/,
     );
-    await grpcError(tc.client.deregisterAgent({ agentId: 'victim', reason: 'evil' }, auth()), Status.INVALID_ARGUMENT, /agent_credential/);
+    await expectGrpcError(tc.client.deregisterAgent({ agentId: 'victim', reason: 'evil' }, auth()), Status.INVALID_ARGUMENT, /agent_credential/);
     expect((await tc.client.requestInference(request())).agentId).toBe('victim');
     await expect(victim.deregister()).resolves.toMatchObject({ status: 'deregistered' });
-    await grpcError(tc.client.requestInference(request()), Status.UNAVAILABLE);
+    await expectGrpcError(tc.client.requestInference(request()), Status.UNAVAILABLE);
   });
 
   it('(c) refuses a health stream for another agent; nothing it sends is stored', async () => {
     await addAgent('victim', { maxJobs: 4 });
     const forged = { agentId: 'victim', runningJobs: 0, queuedJobs: 0, freeVramMb: 0, timestamp: 1 };
-    await grpcError(healthStream([{ ...forged, agentCredential: OTHER_CREDENTIAL }]), Status.PERMISSION_DENIED, /victim/);
-    await grpcError(healthStream([forged]), Status.INVALID_ARGUMENT, /agent_credential/);
+    await expectGrpcError(healthStream([{ ...forged, agentCredential: OTHER_CREDENTIAL }]), Status.PERMISSION_DENIED, /victim/);
+    await expectGrpcError(healthStream([forged]), Status.INVALID_ARGUMENT, /agent_credential/);
     expect(await agentStatus('victim')).toMatchObject({ status: 'healthy', freeVramMb: 24_000, runningJobs: 0 });
   });
 
@@ -123,7 +112,7 @@ describe('agent identity, validated health and reachable endpoints', () => {
       [{ completedJobs: [{ jobId: granted.jobId, tokensPerSecond: 1e308, tokensGenerated: 1 }] }, /completed_jobs\[0\]\.tokens_per_second/],
       [{ completedJobs: [{ jobId: granted.jobId, timeToFirstTokenMs: -5 }] }, /completed_jobs\[0\]\.time_to_first_token_ms/],
     ];
-    for (const [bad, field] of cases) await grpcError(healthStream([{ ...base, ...bad }]), Status.INVALID_ARGUMENT, field);
+    for (const [bad, field] of cases) await expectGrpcError(healthStream([{ ...base, ...bad }]), Status.INVALID_ARGUMENT, field);
     expect(await agentStatus('a1')).toMatchObject({ status: 'healthy', runningJobs: 0, queuedJobs: 0, freeVramMb: 24_000, cpuPercent: 10, tokensPerSecond: 0 });
     // The grant is still claimable: its real outcome counts.
     a.finishJob(granted.jobId, { tokensPerSecond: 40 });
@@ -160,7 +149,7 @@ describe('agent identity, validated health and reachable endpoints', () => {
     dead.connect();
     await dead.send();
     expect((await agentStatus('dead'))?.status).toBe('unverified');
-    await grpcError(tc.client.requestInference(request()), Status.UNAVAILABLE, /tiny/);
+    await expectGrpcError(tc.client.requestInference(request()), Status.UNAVAILABLE, /tiny/);
     const victim = await addAgent('victim');
     const impostor = fake('impostor', { serve: false, endpoint: victim.endpoint });
     await impostor.register();
@@ -168,7 +157,7 @@ describe('agent identity, validated health and reachable endpoints', () => {
     await impostor.send();
     const grants = await Promise.all([1, 2, 3, 4].map(() => tc.client.requestInference(request())));
     expect(new Set(grants.map((g) => g.agentId))).toEqual(new Set(['victim']));
-    await grpcError(tc.client.requestInference(request({ excludeAgentIds: ['victim'] })), Status.UNAVAILABLE);
+    await expectGrpcError(tc.client.requestInference(request({ excludeAgentIds: ['victim'] })), Status.UNAVAILABLE);
     expect((await agentStatus('dead'))?.status).toBe('unverified');
     expect((await agentStatus('impostor'))?.status).toBe('unverified');
   });
@@ -178,7 +167,7 @@ describe('agent identity, validated health and reachable endpoints', () => {
     const moved = fake('mover', { credential: a.credential, serve: false, endpoint: '127.0.0.1:1' });
     await moved.register();
     expect((await agentStatus('mover'))?.status).toBe('unverified');
-    await grpcError(tc.client.requestInference(request()), Status.UNAVAILABLE);
+    await expectGrpcError(tc.client.requestInference(request()), Status.UNAVAILABLE);
     await a.register();
     await waitUntilVerified(tc.client, 'mover');
     expect((await tc.client.requestInference(request())).agentEndpoint).toBe(a.endpoint);
@@ -199,7 +188,7 @@ describe('agent identity, validated health and reachable endpoints', () => {
       [{ agentCredential: 'short' }, /agent_credential: must be at least 32/],
       [{ totalRamMb: -1 }, /total_ram_mb/],
     ];
-    for (const [bad, field] of cases) await grpcError(tc.client.registerAgent({ ...reg, ...bad }, auth()), Status.INVALID_ARGUMENT, field);
+    for (const [bad, field] of cases) await expectGrpcError(tc.client.registerAgent({ ...reg, ...bad }, auth()), Status.INVALID_ARGUMENT, field);
     expect((await tc.client.querySystemStatus({})).totalAgents).toBe(0);
     for (const endpoint of ['[::1]:50052', 'gpu-node-1.cluster.local:50052', 'agent_1:50052']) {
       await expect(tc.client.registerAgent({ ...reg, agentId: `ok-${endpoint.length}`, endpoint }, auth())).resolves.toMatchObject({ status: 'registered' });
@@ -214,7 +203,7 @@ describe('agent identity, validated health and reachable endpoints', () => {
     await tc.stop(false);
     tc = await startTc(dataDir);
     const replacement = fake('gpu-1', { credential: OTHER_CREDENTIAL });
-    await grpcError(replacement.register(), Status.PERMISSION_DENIED, /gpu-1/);
+    await expectGrpcError(replacement.register(), Status.PERMISSION_DENIED, /gpu-1/);
     const back = fake('gpu-1', { credential: original.credential });
     await expect(back.register()).resolves.toMatchObject({ status: 'registered' });
     // The operator releases the id (what `titan-coordinator forget-agent gpu-1` does), with the coordinator running.
@@ -223,7 +212,7 @@ describe('agent identity, validated health and reachable endpoints', () => {
     expect(store.forget('gpu-1')).toBe(false);
     store.close();
     await expect(replacement.register()).resolves.toMatchObject({ status: 'registered' });
-    await grpcError(back.register(), Status.PERMISSION_DENIED, /gpu-1/);
+    await expectGrpcError(back.register(), Status.PERMISSION_DENIED, /gpu-1/);
   });
 
   it('after a coordinator restart, an agent registering again from the endpoint verified before is routed at once (no new check)', async () => {
@@ -297,7 +286,7 @@ describe('agent identity, validated health and reachable endpoints', () => {
     const intruder = await start(otherDir);
     cleanups.push(() => intruder.stop());
     expect(readFileSync(join(otherDir, 'agent-credential'), 'utf8').trim()).not.toBe(credential);
-    await grpcError(
+    await expectGrpcError(
       tc.client.registerAgent(
         {
           agentId: 'real-1',

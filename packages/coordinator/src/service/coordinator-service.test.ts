@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { ClientError, Metadata, Status } from 'nice-grpc';
 import { createFakeAgent, startFakeAgent, type FakeAgent } from '../test-support/fake-agent.js';
 import { startTestCoordinator, waitFor, type TestCoordinator } from '../test-support/test-coordinator.js';
+import { expectGrpcError } from '../test-support/expect-grpc-error.js';
 
 const JOIN = 'test-join-token';
 let tc: TestCoordinator;
@@ -11,18 +12,6 @@ async function addAgent(agentId: string, over: Partial<Parameters<typeof startFa
   const a = await startFakeAgent({ coordinatorAddress: `127.0.0.1:${tc.coordinator.port}`, joinToken: JOIN, agentId, totalVramMb: 24_000, ...over });
   agents.push(a);
   return a;
-}
-
-async function expectGrpcError(p: Promise<unknown>, code: Status, pattern?: RegExp): Promise<ClientError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(ClientError);
-  const ce = err as ClientError;
-  expect(Status[ce.code]).toBe(Status[code]);
-  if (pattern) expect(ce.details).toMatch(pattern);
-  return ce;
 }
 
 const request = (over: Record<string, unknown> = {}) => ({ clientId: 'client-1', model: 'tiny', prompt: 'hello', ...over });
