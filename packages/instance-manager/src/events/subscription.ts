@@ -104,7 +104,10 @@ export async function* streamInstanceUpdates(
       }
       cursor = filter.fromSequence;
     } else {
-      cursor = Math.max(deps.hub.sequence, 0);
+      // Live from now: the store's latest sequence, not the hub's (which lags while a PostgreSQL
+      // NOTIFY is on its way) — else events committed before this call would be replayed as live.
+      // The listener above is already registered, so nothing after this sequence is missed.
+      cursor = Math.max((await deps.store.eventBounds()).latest, deps.hub.sequence, 0);
     }
     // Replay what is stored after the cursor (also covers events committed while the snapshot was sent).
     if (filter.includeSnapshot || filter.fromSequence > 0) {
