@@ -62,6 +62,9 @@ describe('titan generate', () => {
     expect(r.code).toBe(EXIT.OK);
     expect(r.stdout).toContain('"temperature":0.7}');
     expect((JSON.parse(r.stdout) as { stats: { temperature: number } }).stats.temperature).toBe(0.7);
+    // Measured times come out in whole microseconds, not as float noise (80.24634700000001).
+    const ttft = (JSON.parse(r.stdout) as { stats: { clientTimeToFirstTokenMs: number } }).stats.clientTimeToFirstTokenMs;
+    expect(String(ttft)).toMatch(/^\d+(\.\d{1,3})?$/);
   });
 
   it('a busy cluster: the busy message and its retry hint are said once, with what to do', async () => {

@@ -74,7 +74,8 @@ function finalStats(message: StreamResponse, grant: InferenceResponse, extra: { 
   return {
     tokens: s?.tokensGenerated ?? numberOr(md.tokens_generated, extra.tokensSeen),
     timeToFirstTokenMs: s?.timeToFirstTokenMs ?? numberOr(md.time_to_first_token_ms, 0),
-    clientTimeToFirstTokenMs: extra.clientTtftMs,
+    // Microseconds are all a clock on the client can tell; more digits are float noise in --json.
+    clientTimeToFirstTokenMs: Math.round(extra.clientTtftMs * 1000) / 1000,
     tokensPerSecond: s?.tokensPerSecond ?? numberOr(md.tokens_per_second, 0),
     agentId: s?.agentId || md.agent_id || grant.agentId,
     jobId: s?.jobId || md.job_id || grant.jobId,
