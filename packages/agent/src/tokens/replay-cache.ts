@@ -69,12 +69,6 @@ export const REPLAY_DB_FILE = 'used-tokens.sqlite';
 export interface PersistentReplayCacheOptions extends ReplayCacheOptions {
   /** The agent's data dir (must exist); the database is `<dataDir>/used-tokens.sqlite`, mode 0600. */
   dataDir: string;
-  /**
-   * SQLite `synchronous` level. `full` (default): a recorded jti survives a crash of the process
-   * and of the machine (one fsync per accepted token); `normal`: it survives the process being
-   * killed (SIGKILL) but maybe not a power loss.
-   */
-  synchronous?: 'full' | 'normal';
 }
 
 /**
@@ -104,7 +98,8 @@ export function openPersistentReplayCache(options: PersistentReplayCacheOptions)
     chmodSync(file, 0o600);
     db = new Database(file);
     db.pragma('journal_mode = WAL');
-    db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+    // FULL: a recorded jti survives a crash of the process and of the machine (one fsync per accepted token).
+    db.pragma('synchronous = FULL');
     db.pragma('busy_timeout = 5000');
     db.exec(
       'CREATE TABLE IF NOT EXISTS used_tokens (jti TEXT PRIMARY KEY, expires_at_ms INTEGER NOT NULL) WITHOUT ROWID;' +
