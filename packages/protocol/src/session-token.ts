@@ -108,8 +108,11 @@ export function canonicalMessagesJson(messages: readonly SessionTokenChatMessage
  * ```
  */
 export function messagesSha256(messages: readonly SessionTokenChatMessage[]): string {
-  return createHash('sha256').update(canonicalMessagesJson(messages), 'utf8').digest('base64url');
+  return promptSha256(canonicalMessagesJson(messages));
 }
+
+/** A base64url (no padding) SHA-256 claim: 43 characters. */
+const sha256Claim = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url SHA-256');
 
 /**
  * The claims an agent reads from a verified token. The coordinator always signs every one of
@@ -132,14 +135,8 @@ export const sessionTokenClaimsSchema = z.object({
   [SESSION_TOKEN_CLAIMS.agentId]: z.string().optional(),
   [SESSION_TOKEN_CLAIMS.clientId]: z.string().optional(),
   [SESSION_TOKEN_CLAIMS.parameters]: z.record(z.string(), z.string()).optional(),
-  [SESSION_TOKEN_CLAIMS.promptSha256]: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url SHA-256')
-    .optional(),
-  [SESSION_TOKEN_CLAIMS.messagesSha256]: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url SHA-256')
-    .optional(),
+  [SESSION_TOKEN_CLAIMS.promptSha256]: sha256Claim.optional(),
+  [SESSION_TOKEN_CLAIMS.messagesSha256]: sha256Claim.optional(),
 });
 
 /** Claims of a session token (see {@link sessionTokenClaimsSchema}). */
