@@ -18,6 +18,8 @@ export interface ValidatedRequest {
   maxAttempts: number;
 }
 
+const modelField = z.string({ error: 'must be a non-empty string' }).refine((m) => m.trim() !== '', 'must be a non-empty string');
+
 const commonFields = {
   maxTokens: z.number({ error: 'must be an integer >= 1' }).int('must be an integer >= 1').min(1, 'must be an integer >= 1').optional(),
   temperature: z
@@ -34,7 +36,7 @@ const commonFields = {
 
 const generateRequestSchema = z.object(
   {
-    model: z.string({ error: 'must be a non-empty string' }).refine((m) => m.trim() !== '', 'must be a non-empty string'),
+    model: modelField,
     prompt: z.string({ error: 'must be a non-empty string' }).min(1, 'must be a non-empty string'),
     ...commonFields,
   },
@@ -43,7 +45,7 @@ const generateRequestSchema = z.object(
 
 const chatRequestSchema = z.object(
   {
-    model: z.string({ error: 'must be a non-empty string' }).refine((m) => m.trim() !== '', 'must be a non-empty string'),
+    model: modelField,
     messages: z
       .array(
         z.object(

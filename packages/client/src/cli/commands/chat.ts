@@ -3,8 +3,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from '../../errors.js';
 import type { ChatMessage } from '../../types.js';
 import type { CliIo } from '../context.js';
-import { parseIntArg, parseNumberArg, parseParam } from '../parsers.js';
-import { streamGeneration, type GenerateOptions } from './generate.js';
+import { addGenerationOptions, streamGeneration, type GenerateOptions } from './generate.js';
 
 interface ChatOptions extends GenerateOptions {
   system?: string;
@@ -39,35 +38,32 @@ export function readMessagesFile(file: string): ChatMessage[] {
  * user turn (several words are joined with spaces). Output like `generate`.
  */
 export function registerChat(program: Command, io: CliIo): void {
-  program
-    .command('chat')
-    .description("chat: the model's own chat template is applied to the messages; the reply streams to stdout, a summary goes to stderr")
-    .argument('[message...]', 'the user message (several words are joined with spaces); optional with --messages')
-    .requiredOption('-m, --model <name>', 'model name, e.g. llama-2-tiny-random')
-    .option('-s, --system <text>', 'a system message, put first')
-    .option('--messages <file>', 'a JSON file holding an array of {"role": "system"|"user"|"assistant", "content": "..."}')
-    .option('--max-tokens <n>', 'most tokens to generate (default: the coordinator default, 100)', parseIntArg('--max-tokens'))
-    .option('--temperature <t>', 'sampling temperature 0..2 (0 = greedy; default 0.7)', parseNumberArg('--temperature'))
-    .option('-p, --param <key=value>', 'engine parameter (top_p, top_k, seed, stop, repeat_penalty …); repeatable', parseParam)
-    .option('--attempts <n>', 'agents to try before the first token (default 3)', parseIntArg('--attempts'))
-    .action(async (words: string[], options: ChatOptions, command: Command) => {
-      const messages: ChatMessage[] = [
-        ...(options.system !== undefined ? [{ role: 'system' as const, content: options.system }] : []),
-        ...(options.messages !== undefined ? readMessagesFile(options.messages) : []),
-        ...(words.length > 0 ? [{ role: 'user' as const, content: words.join(' ') }] : []),
-      ];
-      if (options.messages === undefined && words.length === 0) {
-        throw new InvalidArgumentError('messages: give a MESSAGE or --messages FILE.json', 'messages');
-      }
-      await streamGeneration(io, command, options, (client, signal) =>
-        client.chat({
-          model: options.model,
-          messages,
-          ...(options.maxTokens !== undefined ? { maxTokens: options.maxTokens } : {}),
-          ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
-          parameters: options.param ?? {},
-          ...(signal ? { signal } : {}),
-        }),
-      );
-    });
+  addGenerationOptions(
+    program
+      .command('chat')
+      .description("chat: the model's own chat template is applied to the messages; the reply streams to stdout, a summary goes to stderr")
+      .argument('[message...]', 'the user message (several words are joined with spaces); optional with --messages')
+      .requiredOption('-m, --model <name>', 'model name, e.g. llama-2-tiny-random')
+      .option('-s, --system <text>', 'a system message, put first')
+      .option('--messages <file>', 'a JSON file holding an array of {"role": "system"|"user"|"assistant", "content": "..."}'),
+  ).action(async (words: string[], options: ChatOptions, command: Command) => {
+    const messages: ChatMessage[] = [
+      ...(options.system !== undefined ? [{ role: 'system' as const, content: options.system }] : []),
+      ...(options.messages !== undefined ? readMessagesFile(options.messages) : []),
+      ...(words.length > 0 ? [{ role: 'user' as const, content: words.join(' ') }] : []),
+    ];
+    if (options.messages === undefined && words.length === 0) {
+      throw new InvalidArgumentError('messages: give a MESSAGE or --messages FILE.json', 'messages');
+    }
+    await streamGeneration(io, command, options, (client, signal) =>
+      client.chat({
+        model: options.model,
+        messages,
+        ...(options.maxTokens !== undefined ? { maxTokens: options.maxTokens } : {}),
+        ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
+        parameters: options.param ?? {},
+        ...(signal ? { signal } : {}),
+      }),
+    );
+  });
 }

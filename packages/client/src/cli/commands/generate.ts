@@ -69,27 +69,33 @@ export async function streamGeneration(
   }
 }
 
-/** `titan generate --model M "prompt"`: streams text to stdout, summary to stderr. */
-export function registerGenerate(program: Command, io: CliIo): void {
-  program
-    .command('generate')
-    .description('generate text: tokens stream to stdout, a summary (tokens, TTFT, tokens/s, agent) goes to stderr')
-    .argument('<prompt...>', 'the prompt (several words are joined with spaces)')
-    .requiredOption('-m, --model <name>', 'model name, e.g. llama-2-tiny-random')
+/** Adds the options `generate` and `chat` share (`--max-tokens`, `--temperature`, `--param`, `--attempts`) to `command`. */
+export function addGenerationOptions(command: Command): Command {
+  return command
     .option('--max-tokens <n>', 'most tokens to generate (default: the coordinator default, 100)', parseIntArg('--max-tokens'))
     .option('--temperature <t>', 'sampling temperature 0..2 (0 = greedy; default 0.7)', parseNumberArg('--temperature'))
     .option('-p, --param <key=value>', 'engine parameter (top_p, top_k, seed, stop, repeat_penalty …); repeatable', parseParam)
-    .option('--attempts <n>', 'agents to try before the first token (default 3)', parseIntArg('--attempts'))
-    .action(async (words: string[], options: GenerateOptions, command: Command) => {
-      await streamGeneration(io, command, options, (client, signal) =>
-        client.generate({
-          model: options.model,
-          prompt: words.join(' '),
-          ...(options.maxTokens !== undefined ? { maxTokens: options.maxTokens } : {}),
-          ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
-          parameters: options.param ?? {},
-          ...(signal ? { signal } : {}),
-        }),
-      );
-    });
+    .option('--attempts <n>', 'agents to try before the first token (default 3)', parseIntArg('--attempts'));
+}
+
+/** `titan generate --model M "prompt"`: streams text to stdout, summary to stderr. */
+export function registerGenerate(program: Command, io: CliIo): void {
+  addGenerationOptions(
+    program
+      .command('generate')
+      .description('generate text: tokens stream to stdout, a summary (tokens, TTFT, tokens/s, agent) goes to stderr')
+      .argument('<prompt...>', 'the prompt (several words are joined with spaces)')
+      .requiredOption('-m, --model <name>', 'model name, e.g. llama-2-tiny-random'),
+  ).action(async (words: string[], options: GenerateOptions, command: Command) => {
+    await streamGeneration(io, command, options, (client, signal) =>
+      client.generate({
+        model: options.model,
+        prompt: words.join(' '),
+        ...(options.maxTokens !== undefined ? { maxTokens: options.maxTokens } : {}),
+        ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
+        parameters: options.param ?? {},
+        ...(signal ? { signal } : {}),
+      }),
+    );
+  });
 }
