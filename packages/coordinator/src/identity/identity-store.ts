@@ -73,7 +73,7 @@ export interface IdentityStoreOptions {
 }
 
 /** The PERMISSION_DENIED message for an id bound to another credential. */
-export function identityMismatchMessage(agentId: string): string {
+function identityMismatchMessage(agentId: string): string {
   return (
     `agent_id "${agentId}" is bound to another agent's credential; an agent can only act for its own id. ` +
     `If this is a replacement machine, release the id on the coordinator (titan-coordinator forget-agent ${agentId} --data-dir <dir>), ` +
