@@ -169,47 +169,45 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
   }
 
   /**
-   * Verifies the request's token. Any refusal of a token whose signature verified (its checks
-   * here, or the verifier's: prompt or temperature binding, expiry, replay) reports the job as
-   * rejected, so the coordinator frees its reservation at once instead of after the claim window.
+   * Verifies the request's token. Any refusal of a token whose signature verified (the checks
+   * below, or the verifier's: prompt, messages, temperature or options binding, expiry, replay)
+   * reports the job as rejected, once, so the coordinator frees its reservation at once instead
+   * of after the claim window. A forged token has no trusted job id and reports nothing.
    */
   async function verifyReportingRejection(request: StreamRequest): Promise<SessionGrant> {
+    let authorizedJobId: string | undefined;
     try {
-      return await verifyToken(request);
+      return await verifier.verify(
+        request.sessionToken,
+        (g) => {
+          authorizedJobId = g.jobId;
+          authorize(request, g);
+        },
+        { prompt: request.prompt, messages: request.messages, temperature: request.temperature, options: request.options },
+      );
     } catch (err) {
-      if (err instanceof TokenError && err.jobId !== undefined) tracker.reject(err.jobId);
+      const jobId = (err instanceof TokenError ? err.jobId : undefined) ?? authorizedJobId;
+      if (jobId !== undefined) tracker.reject(jobId);
       throw err;
     }
   }
 
-  function verifyToken(request: StreamRequest): Promise<SessionGrant> {
-    return verifier.verify(
-      request.sessionToken,
-      (g) => {
-        // The token's signature and audience verified (a forged token never gets here): when it is
-        // refused, report its job as rejected so the coordinator frees the slot at once.
-        try {
-          if (request.model !== '' && request.model !== g.model) {
-            throw new TokenError(
-              `model ${JSON.stringify(request.model)} does not match the session token's model ${JSON.stringify(g.model)}`,
-              Status.PERMISSION_DENIED,
-            );
-          }
-          if (request.maxTokens > g.maxTokens) {
-            throw new TokenError(`max_tokens ${request.maxTokens} is above the session token's limit of ${g.maxTokens}`, Status.PERMISSION_DENIED);
-          }
-          // No options sent: the granted parameters are used, so they must parse here (before the token is used up).
-          if (Object.keys(request.options).length === 0) parseGenerationParameters(g.parameters);
-          if (!engine.models.includes(g.model)) {
-            throw new EngineError(`model ${g.model} is not served by this agent (serves ${engine.models.join(', ')})`, 'model_not_found', { model: g.model });
-          }
-        } catch (err) {
-          tracker.reject(g.jobId);
-          throw err;
-        }
-      },
-      { prompt: request.prompt, messages: request.messages, temperature: request.temperature, options: request.options },
-    );
+  /** The agent's own checks of a verified grant against the request. */
+  function authorize(request: StreamRequest, g: SessionGrant): void {
+    if (request.model !== '' && request.model !== g.model) {
+      throw new TokenError(
+        `model ${JSON.stringify(request.model)} does not match the session token's model ${JSON.stringify(g.model)}`,
+        Status.PERMISSION_DENIED,
+      );
+    }
+    if (request.maxTokens > g.maxTokens) {
+      throw new TokenError(`max_tokens ${request.maxTokens} is above the session token's limit of ${g.maxTokens}`, Status.PERMISSION_DENIED);
+    }
+    // No options sent: the granted parameters are used, so they must parse here (before the token is used up).
+    if (Object.keys(request.options).length === 0) parseGenerationParameters(g.parameters);
+    if (!engine.models.includes(g.model)) {
+      throw new EngineError(`model ${g.model} is not served by this agent (serves ${engine.models.join(', ')})`, 'model_not_found', { model: g.model });
+    }
   }
 
   /** Starts tracking an admitted job: its abort controller follows the call's signal and `abortAll`. */
