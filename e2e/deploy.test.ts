@@ -101,6 +101,12 @@ describe.each(['instance-manager', 'coordinator', 'agent'])('deployed %s', (serv
         }
       }
       expect(last.trim()).toBe(`127.0.0.1:${port}: SERVING`);
+      if (service === 'coordinator') {
+        // The dashboard's built files ship in the image: / serves the app.
+        const res = await fetch(`http://127.0.0.1:${env.TITAN_HTTP_PORT}/`);
+        expect(res.status).toBe(200);
+        expect(await res.text()).toContain('<div id="app"></div>');
+      }
     } finally {
       child.kill('SIGTERM');
     }

@@ -142,6 +142,10 @@ describe('every RPC survives hostile and random messages', () => {
     await fuzzService('titancompute.v1.CoordinatorService', () => `127.0.0.1:${coord.coordinator.port}`, JOIN_TOKEN);
   }, 240_000);
 
+  it('AdminService (with and without the admin token)', async () => {
+    await fuzzService('titancompute.v1.AdminService', () => `127.0.0.1:${coord.coordinator.port}`, coord.coordinator.adminToken);
+  }, 240_000);
+
   it('AgentService', async () => {
     await fuzzService('titancompute.v1.AgentService', () => `127.0.0.1:${agent.port}`);
   }, 240_000);
@@ -216,6 +220,110 @@ describe('REST routes survive hostile requests', () => {
     );
     expect(bad).toEqual([]);
   }, 120_000);
+});
+
+describe('OpenAI-compatible and admin routes survive hostile requests (coordinator and agent)', () => {
+  const coordinatorPaths = [
+    '/v1/chat/completions',
+    '/v1/completions',
+    '/v1/embeddings',
+    '/v1/models',
+    '/v1/models/x%00y',
+    '/v1',
+    '/admin/keys',
+    '/admin/keys/x',
+  ];
+  const agentPaths = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/models', '/health', '/v1/completions?session_token=%zz'];
+  const anyValue = fc.oneof(fc.anything(), fc.integer(), fc.double(), fc.string(), fc.boolean(), fc.constant(null));
+  const message = fc.record(
+    {
+      role: fc.oneof(fc.constantFrom('system', 'developer', 'user', 'assistant', 'tool', 'function', ''), fc.string()),
+      content: fc.oneof(
+        fc.string(),
+        fc.constant(null),
+        fc.array(fc.oneof(fc.record({ type: fc.constantFrom('text', 'image_url'), text: anyValue }), anyValue), { maxLength: 3 }),
+      ),
+      tool_calls: anyValue,
+    },
+    { requiredKeys: [] },
+  );
+  const openAiBody = fc
+    .record(
+      {
+        model: fc.oneof(fc.constant(MODEL), fc.string(), anyValue),
+        messages: fc.oneof(fc.array(message, { maxLength: 4 }), anyValue),
+        prompt: fc.oneof(fc.string(), fc.array(fc.oneof(fc.string(), fc.integer()), { maxLength: 3 }), anyValue),
+        input: fc.oneof(fc.string(), fc.array(fc.string(), { maxLength: 3 }), anyValue),
+        max_tokens: fc.oneof(fc.integer({ min: -5, max: 8 }), fc.integer(), fc.double(), fc.string()),
+        max_completion_tokens: anyValue,
+        temperature: fc.oneof(fc.double(), anyValue),
+        top_p: anyValue,
+        seed: fc.oneof(fc.integer(), anyValue),
+        stop: fc.oneof(fc.string(), fc.array(fc.string(), { maxLength: 20 }), anyValue),
+        stream: fc.oneof(fc.boolean(), anyValue),
+        stream_options: anyValue,
+        n: fc.oneof(fc.integer({ min: -1, max: 3 }), anyValue),
+        tools: anyValue,
+        response_format: anyValue,
+        logprobs: anyValue,
+        encoding_format: fc.oneof(fc.constantFrom('float', 'base64', 'int8'), anyValue),
+        name: fc.string(),
+        requests_per_minute: anyValue,
+      },
+      { requiredKeys: [] },
+    )
+    .map((o) => ({ body: JSON.stringify(o), type: 'application/json' }));
+  const bodies = fc.oneof(
+    openAiBody,
+    fc.string({ maxLength: 200 }).map((s) => ({ body: s, type: 'application/json' })),
+  );
+  const headers = fc.constantFrom<Record<string, string>>(
+    {},
+    { authorization: 'Bearer tk-nope' },
+    { authorization: 'Bearer x.y.z' },
+    { authorization: 'Basic Zm9v' },
+  );
+
+  it('never answers 5xx other than 503, and every error is JSON in its API’s shape', async () => {
+    const bad: string[] = [];
+    const targets = [
+      { base: coord.httpUrl, paths: coordinatorPaths },
+      { base: `http://${agent.httpEndpoint}`, paths: agentPaths },
+    ];
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(...targets),
+        fc.nat(),
+        fc.constantFrom('GET', 'POST', 'DELETE'),
+        bodies,
+        headers,
+        async (target, pick, method, { body, type }, extra) => {
+          const path = target.paths[pick % target.paths.length]!;
+          const res = await fetch(`${target.base}${path}`, {
+            method,
+            headers: { 'content-type': type, ...extra },
+            ...(method === 'GET' ? {} : { body }),
+            signal: AbortSignal.timeout(10_000),
+          });
+          const text = await res.text();
+          const where = `${method} ${target.base}${path} ${body.slice(0, 120)}`;
+          if (res.status >= 500 && res.status !== 503) bad.push(`${where} → ${res.status} ${text.slice(0, 200)}`);
+          if (res.status >= 400) {
+            try {
+              const json = JSON.parse(text) as { error?: unknown };
+              const openAiShape = typeof json.error === 'object' && json.error !== null && typeof (json.error as { message?: unknown }).message === 'string';
+              if (path.startsWith('/v1') && !openAiShape) bad.push(`${where} → ${res.status} not OpenAI's error shape: ${text.slice(0, 200)}`);
+            } catch {
+              bad.push(`${where} → ${res.status} not JSON: ${text.slice(0, 200)}`);
+            }
+          }
+          return true;
+        },
+      ),
+      { numRuns: RUNS * 4 },
+    );
+    expect(bad).toEqual([]);
+  }, 240_000);
 });
 
 describe('after the fuzzing', () => {

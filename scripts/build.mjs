@@ -2,7 +2,8 @@
 /**
  * `pnpm build`: compiles every package (`tsc -b`, incremental: only what changed since the last
  * build), then the CommonJS flavour of the published packages (scripts/build-cjs.mjs, also
- * incremental), printing one line per package it builds and the time taken.
+ * incremental), then the dashboard the coordinator serves (packages/dashboard/build.mjs: tsc and
+ * Vite, skipped when up to date), printing one line per package it builds and the time taken.
  *
  * `--from-install` (the root `prepare` script, run by `pnpm install`): a failed build only
  * warns and exits 0, so the dependencies stay installed; the bins then say to run `pnpm build`.
@@ -12,6 +13,7 @@ import { createInterface } from 'node:readline';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildCjs } from './build-cjs.mjs';
+import { buildDashboard } from '../packages/dashboard/build.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const tsc = join(root, 'node_modules/typescript/bin/tsc');
@@ -51,11 +53,13 @@ function tscBuild() {
 
 const started = Date.now();
 say('build: compiling the packages (tsc -b, incremental)…');
-const { code, built } = await tscBuild();
+const { code, built: tscBuilt } = await tscBuild();
+let built = tscBuilt;
 let ok = code === 0;
 if (ok) {
   try {
     await buildCjs({ say });
+    if (await buildDashboard({ say })) built += 1;
   } catch (err) {
     process.stderr.write(`${err.message}\n`);
     ok = false;

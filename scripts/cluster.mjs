@@ -15,7 +15,7 @@
  * reported and started again on the same port with backoff; only a signal stops the cluster.
  */
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { repoRoot, startCluster, stopAllServices, waitForAgents } from './lib/launch.mjs';
 
 const demo = process.argv.includes('--demo');
@@ -73,7 +73,11 @@ const { instanceManager, coordinator, agents } = cluster;
 say('TitanCompute local cluster is up:');
 say(`  instance manager  grpc ${instanceManager.address}   (SQLite in ${join(dataDir, 'instance-manager')})`);
 say(`  coordinator       grpc ${coordinator.address}   http http://127.0.0.1:${coordinator.httpPort}/api/v1/status`);
-for (const agent of agents) say(`  ${agent.name.padEnd(17)} grpc ${agent.address}   (llama.cpp, ${MODEL})`);
+say(`  OpenAI API        http://127.0.0.1:${coordinator.httpPort}/v1   (any OpenAI client; try: curl http://127.0.0.1:${coordinator.httpPort}/v1/models)`);
+say(
+  `  dashboard         http://127.0.0.1:${coordinator.httpPort}/   (once API keys exist, log in with the token in ${relative(process.cwd(), join(dataDir, 'coordinator', 'admin-token')) || 'admin-token'})`,
+);
+for (const agent of agents) say(`  ${agent.name.padEnd(17)} grpc ${agent.address}   http 127.0.0.1:${agent.httpPort}   (llama.cpp, ${MODEL})`);
 say();
 
 cluster.supervise({

@@ -57,6 +57,7 @@ export const BINS = {
  * @property {(pred: (line: object) => boolean, timeoutMs?: number) => Promise<object>} waitForLog
  * @property {(signal?: NodeJS.Signals, timeoutMs?: number) => Promise<number | null>} stop
  * @property {Promise<number | null>} exited resolves with the exit code
+ * @property {number} [httpPort] HTTP port (coordinator: REST and OpenAI API; agent: OpenAI-compatible routes), set by startCluster
  */
 
 /**
@@ -193,7 +194,8 @@ export async function startCluster(options) {
         join(dataDir, 'coordinator'),
         ...(options.coordinatorArgs ?? []),
       ],
-      env: common,
+      // The dashboard's Instances page watches the instance manager.
+      env: { ...common, TITAN_INSTANCE_MANAGER: im.address },
       echo,
     });
     started.push(coordinator);
@@ -208,6 +210,9 @@ export async function startCluster(options) {
         args: [
           '--port',
           String(ports.agents?.[i] ?? 0),
+          // The OpenAI-compatible HTTP port: --port + 10 with fixed ports (50062, 50063), else a free one.
+          '--http-port',
+          String(ports.agents?.[i] ? ports.agents[i] + 10 : 0),
           '--agent-id',
           agentId,
           '--public-host',
@@ -220,6 +225,8 @@ export async function startCluster(options) {
         echo,
       });
       started.push(agent);
+      const httpLine = await agent.waitForLog((l) => l.msg === 'http listening' && typeof l.httpPort === 'number', 15_000);
+      agent.httpPort = httpLine.httpPort;
       agentProcs.push(agent);
     }
     // What it takes to start each service again on the port it has now (see supervise()).
@@ -248,7 +255,7 @@ export async function startCluster(options) {
             join(dataDir, 'coordinator'),
             ...(options.coordinatorArgs ?? []),
           ],
-          env: common,
+          env: { ...common, TITAN_INSTANCE_MANAGER: im.address },
           echo,
         },
       ],
@@ -260,6 +267,8 @@ export async function startCluster(options) {
           args: [
             '--port',
             String(agent.port),
+            '--http-port',
+            String(agent.httpPort),
             '--agent-id',
             agent.name,
             '--public-host',
@@ -314,7 +323,10 @@ export async function startCluster(options) {
             cluster.coordinator = next;
           }
           const i = agentProcs.indexOf(old);
-          if (i >= 0) agentProcs[i] = next;
+          if (i >= 0) {
+            next.httpPort = old.httpPort;
+            agentProcs[i] = next;
+          }
         };
         const schedule = (proc, spec, st) => {
           st.attempt = Date.now() - st.startedAt >= stableMs ? 0 : st.attempt + 1;

@@ -1,17 +1,21 @@
 import { mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import { AgentServiceDefinition } from '@titancompute/protocol';
-import { createLogger, createServiceServer, type Logger } from '@titancompute/server-kit';
+import Fastify from 'fastify';
+import { closeHttpServer, createLogger, createServiceServer, type Logger } from '@titancompute/server-kit';
 import { createJobSlots, type JobSlots } from './capacity/job-slots.js';
 import { startAgentOptionsSchema, type ResolvedAgentOptions, type StartAgentOptions } from './config.js';
 import { defaultAgentId, resolveEndpoint } from './endpoint.js';
 import { createEngine } from './engines/create-engine.js';
 import type { Engine } from './engines/engine.js';
 import { AgentConfigError } from './errors.js';
+import { createAgentHttpServer, metricsRoute } from './http/http-server.js';
 import { loadAgentCredential } from './identity/agent-credential.js';
 import { createCoordinatorLink, type CoordinatorLink } from './links/coordinator-link.js';
 import { createInstanceManagerLink, type InstanceManagerLink } from './links/instance-manager-link.js';
+import { createAgentMetrics } from './metrics/agent-metrics.js';
 import { createAgentService } from './service/agent-service.js';
+import { createJobRunner } from './service/job-runner.js';
 import { createJobTracker, type JobTracker } from './service/job-tracker.js';
 import { createShutdown } from './shutdown.js';
 import { createStatsSampler, type StatsSampler } from './stats/system-stats.js';
@@ -26,6 +30,12 @@ export interface RunningAgent {
   agentId: string;
   /** `host:port` clients dial. */
   endpoint: string;
+  /** Port of the OpenAI-compatible HTTP routes (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`, `/health`). */
+  httpPort: number;
+  /** `host:port` of those routes as advertised to the coordinator (AgentRegistration.http_endpoint). */
+  httpEndpoint: string;
+  /** Port of `GET /metrics` (Prometheus): `httpPort` unless `metricsPort` named another. */
+  metricsPort: number;
   /** Drains (no new work, in-flight streams finish up to the drain timeout), deregisters, stops. Idempotent. */
   stop(reason?: string): Promise<void>;
   /** Resolves with the reason once the agent has stopped (by `stop()` or the instance manager). */
@@ -68,6 +78,7 @@ function engineFor(o: ResolvedAgentOptions): Engine {
 interface AgentView {
   agentId: string;
   endpoint: string;
+  httpEndpoint: string;
   credential: string;
   engine: Engine;
   stats: StatsSampler;
@@ -96,12 +107,20 @@ function linkToCoordinator(o: ResolvedAgentOptions, a: AgentView): CoordinatorLi
       return {
         agentId: a.agentId,
         endpoint: a.endpoint,
+        // Where the coordinator relays or redirects OpenAI-compatible requests.
+        httpEndpoint: a.httpEndpoint,
         totalVramMb: m.totalVramMb,
         totalRamMb: m.totalRamMb,
         maxJobs: o.maxConcurrentJobs,
         maxQueue: o.maxQueue,
         supportedModels: [...engine.models],
-        capabilities: { engine: engine.name, gpus: String(m.gpus.length), cpus: String(os.cpus().length) },
+        capabilities: {
+          engine: engine.name,
+          gpus: String(m.gpus.length),
+          cpus: String(os.cpus().length),
+          // The coordinator sends /v1/embeddings only to agents whose engine can embed.
+          ...(engine.embed ? { embeddings: 'true' } : {}),
+        },
         gpus: m.gpus,
         engine: engine.name,
       };
@@ -128,14 +147,15 @@ function linkToCoordinator(o: ResolvedAgentOptions, a: AgentView): CoordinatorLi
 }
 
 /**
- * Starts an agent: loads the engine, serves AgentService (plus health and reflection),
+ * Starts an agent: loads the engine, serves AgentService (plus health and reflection) and, on
+ * its HTTP port, the OpenAI-compatible `/v1/*` routes (same jobs, same session tokens),
  * registers with the coordinator and keeps its health stream, and, when configured, reports to
  * the instance manager (whose healthy=false drains and stops the agent: `closed` resolves).
  *
  * @example
  * ```ts
  * const agent = await startAgent({ port: 0, coordinator: '127.0.0.1:50051', joinToken: 'secret' });
- * console.log(agent.endpoint, agent.agentId);
+ * console.log(agent.endpoint, agent.httpEndpoint, agent.agentId);
  * await agent.stop();
  * ```
  */
@@ -172,20 +192,34 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     ...(o.requirePromptBinding !== undefined ? { requirePromptBinding: o.requirePromptBinding } : {}),
     logger,
   });
-  const service = createAgentService({
-    agentId: () => agentId,
+  const metrics = createAgentMetrics({ engine: engine.name });
+  // One job pipeline for every transport: gRPC StreamInference and the HTTP /v1 routes adapt it.
+  const runner = createJobRunner({
+    metrics,
     engine,
     verifier,
     slots,
     tracker,
-    stats,
     limits: { maxPromptBytes: o.maxPromptBytes, maxTokensLimit: o.maxTokensLimit },
     state: () => state,
     jobEndReported: () => link?.whenAcked(250) ?? Promise.resolve(),
     logger,
   });
+  const service = createAgentService({ agentId: () => agentId, engine, runner, slots, tracker, stats, state: () => state });
   const server = createServiceServer({ logger, host: o.host, port: o.port, tls: o.tls, protoVersionPolicy: o.protoVersionPolicy, shutdownTimeoutMs: 2000 });
   server.add(AgentServiceDefinition, service.implementation);
+  const http = createAgentHttpServer({
+    runner,
+    engine,
+    agentId: () => agentId,
+    state: () => state,
+    limits: { maxPromptBytes: o.maxPromptBytes, maxTokensLimit: o.maxTokensLimit },
+    logger,
+    ...(o.metricsPort === undefined ? { metrics: metrics.prometheus } : {}),
+  });
+  // A separate listener only when --metrics-port names another port than the HTTP routes'.
+  const metricsHttp = o.metricsPort === undefined ? undefined : Fastify({ logger: false });
+  metricsHttp?.register(metricsRoute(metrics.prometheus));
 
   await Promise.all([engine.load(), stats.refreshGpus()]).catch((err: unknown) => {
     replayCache?.close();
@@ -199,15 +233,45 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     replayCache?.close();
     throw err;
   }
+  let httpPort: number;
+  try {
+    await http.listen({ host: o.host, port: o.httpPort });
+    const address = http.server.address();
+    httpPort = typeof address === 'object' && address ? address.port : o.httpPort;
+    logger.info({ host: o.host, httpPort }, 'http listening');
+  } catch (err) {
+    await server.shutdown();
+    await engine.close();
+    replayCache?.close();
+    throw err;
+  }
+  // Every served model shows in /metrics from the first scrape.
+  for (const model of engine.models) metrics.model(model);
+  let metricsPort = httpPort;
+  try {
+    if (metricsHttp) {
+      await metricsHttp.listen({ host: o.host, port: o.metricsPort });
+      const address = metricsHttp.server.address();
+      metricsPort = typeof address === 'object' && address ? address.port : (o.metricsPort ?? 0);
+      logger.info({ host: o.host, metricsPort }, 'metrics listening');
+    }
+  } catch (err) {
+    await Promise.all([server.shutdown(), closeHttpServer(http)]);
+    await engine.close();
+    replayCache?.close();
+    throw err;
+  }
   const port = listened.port;
   if (!agentId) agentId = defaultAgentId(port);
   const endpoint = resolveEndpoint({ host: o.host, port, publicHost: o.publicHost, coordinator: o.coordinator });
+  const httpEndpoint = o.httpEndpoint ?? resolveEndpoint({ host: o.host, port: httpPort, publicHost: o.publicHost, coordinator: o.coordinator });
   state = 'healthy';
   stats.start(Math.max(1000, o.heartbeatIntervalMs));
 
   link = linkToCoordinator(o, {
     agentId,
     endpoint,
+    httpEndpoint,
     credential: credential.value,
     engine,
     stats,
@@ -230,7 +294,13 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     markDraining: () => {
       state = 'draining';
     },
-    server,
+    // Both servers: NOT_SERVING and draining answers first, closed together at the end.
+    server: {
+      setServing: (serving) => server.setServing(serving),
+      shutdown: async () => {
+        await Promise.all([server.shutdown(), closeHttpServer(http), metricsHttp ? closeHttpServer(metricsHttp) : undefined]);
+      },
+    },
     coordinatorLink,
     instanceManagerLink: () => im,
     service,
@@ -260,6 +330,9 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
   }
   if (credential.source === 'generated')
     logger.info({ file: credential.file }, "generated this agent's credential; keep the data dir (a new credential for the same agent id is refused)");
-  logger.info({ agentId, endpoint, engine: engine.name, models: engine.models, maxConcurrentJobs: o.maxConcurrentJobs, maxQueue: o.maxQueue }, 'agent ready');
-  return { port, agentId, endpoint, stop, closed };
+  logger.info(
+    { agentId, endpoint, httpEndpoint, engine: engine.name, models: engine.models, maxConcurrentJobs: o.maxConcurrentJobs, maxQueue: o.maxQueue },
+    'agent ready',
+  );
+  return { port, agentId, endpoint, httpPort, httpEndpoint, metricsPort, stop, closed };
 }

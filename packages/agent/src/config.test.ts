@@ -72,4 +72,31 @@ describe('titan-agent config', () => {
       nvidiaSmiPath: D.nvidiaSmiPath,
     });
   });
+
+  it('the HTTP port is the gRPC port + 10 unless set (0 follows 0); --http-port / TITAN_HTTP_PORT / AGENT_HTTP_PORT and --http-endpoint set it', () => {
+    const parse = (argv: string[], env: Record<string, string> = {}) =>
+      startAgentOptionsSchema.parse(agentOptionsFromConfig(load(['--join-token', 't', ...argv], env)));
+    expect(parse([])).toMatchObject({ port: 50052, httpPort: 50062 });
+    expect(parse(['--port', '6000'])).toMatchObject({ httpPort: 6010 });
+    expect(parse(['--port', '0'])).toMatchObject({ httpPort: 0 });
+    expect(parse(['--port', '65530'])).toMatchObject({ httpPort: 0 });
+    expect(parse(['--port', '0', '--http-port', '8000'])).toMatchObject({ httpPort: 8000 });
+    expect(parse([], { AGENT_HTTP_PORT: '7001' })).toMatchObject({ httpPort: 7001 });
+    expect(parse(['--http-port', '0'], { TITAN_HTTP_PORT: '7000' })).toMatchObject({ httpPort: 0 });
+    expect(parse(['--http-endpoint', 'gpu-1.example:443'])).toMatchObject({ httpEndpoint: 'gpu-1.example:443' });
+    expect(() => load(['--http-port', '70000'])).toThrow(/--http-port.*expected an integer from 0 to 65535, got "70000"/);
+    expect(startAgentOptionsSchema.safeParse({ joinToken: 't', httpEndpoint: 'http://gpu-1:8000' }).success).toBe(false);
+    expect(startAgentOptionsSchema.parse({ joinToken: 't', httpEndpoint: '[::1]:8000' })).toMatchObject({ httpEndpoint: '[::1]:8000' });
+  });
+
+  it('--metrics-port / TITAN_METRICS_PORT: unset or the HTTP port serves /metrics on the HTTP server; another port (0 too) a listener of its own', () => {
+    const parse = (argv: string[], env: Record<string, string> = {}) =>
+      startAgentOptionsSchema.parse(agentOptionsFromConfig(load(['--join-token', 't', ...argv], env)));
+    expect(parse([]).metricsPort).toBeUndefined();
+    expect(parse(['--metrics-port', '50062']).metricsPort).toBeUndefined();
+    expect(parse(['--metrics-port', '9400'])).toMatchObject({ metricsPort: 9400, httpPort: 50062 });
+    expect(parse([], { TITAN_METRICS_PORT: '9401' })).toMatchObject({ metricsPort: 9401 });
+    expect(parse(['--port', '0', '--metrics-port', '0'])).toMatchObject({ httpPort: 0, metricsPort: 0 });
+    expect(() => load(['--metrics-port', 'x'])).toThrow(/--metrics-port.*expected an integer from 0 to 65535/);
+  });
 });

@@ -17,6 +17,7 @@ import {
   type ConfigOf,
   type LOG_LEVELS,
   type Logger,
+  type OptionSpec,
   type ServerTlsOptions,
 } from '@titancompute/server-kit';
 import { ENGINE_NAMES, type Engine, type EngineName } from './engines/engine.js';
@@ -35,6 +36,11 @@ import { NVIDIA_SMI_DEFAULTS } from './stats/nvidia-smi.js';
 export const AGENT_DEFAULTS = {
   host: COMMON_DEFAULTS.host,
   port: 50052,
+  /**
+   * The HTTP port (OpenAI-compatible `/v1/*` routes) is the gRPC port plus this (50062 for the
+   * default 50052), or 0 (any free port) when the gRPC port is 0 or the sum is not a port.
+   */
+  httpPortOffset: 10,
   coordinator: 'localhost:50051',
   engine: 'llama-cpp',
   ollamaHost: DEFAULT_OLLAMA_HOST,
@@ -68,6 +74,23 @@ export interface StartAgentOptions {
   port?: number;
   /** Host clients dial (endpoint = publicHost:port). Default: the listen host, or for a wildcard host 127.0.0.1 when the coordinator is on loopback, else the machine's hostname. */
   publicHost?: string;
+  /**
+   * HTTP port of the OpenAI-compatible `/v1/*` routes; 0 picks a free one. Default: `port` + 10
+   * (50062), or 0 when `port` is 0.
+   */
+  httpPort?: number;
+  /**
+   * `host:port` advertised for the HTTP routes (AgentRegistration.http_endpoint; the
+   * coordinator relays or redirects OpenAI requests there). Default `publicHost:httpPort`
+   * (derived like `endpoint`). Set it when clients reach the HTTP port by another name or port
+   * (a proxy, a port mapping).
+   */
+  httpEndpoint?: string;
+  /**
+   * Port of the Prometheus `GET /metrics`: unset (or equal to the HTTP port) serves it on the
+   * HTTP routes' server; another port (0 = a free one) starts a listener of its own.
+   */
+  metricsPort?: number;
   /** Coordinator `host:port`. Default `localhost:50051`. */
   coordinator?: string;
   /** Join token sent as `authorization: Bearer …` to RegisterAgent/ReportHealth/DeregisterAgent. */
@@ -160,6 +183,12 @@ export const startAgentOptionsSchema = z
     host: z.string().min(1).default(D.host),
     port: z.number().int().min(0).max(65535).default(D.port),
     publicHost: z.string().min(1).optional(),
+    httpPort: z.number().int().min(0).max(65535).optional(),
+    metricsPort: z.number().int().min(0).max(65535).optional(),
+    httpEndpoint: z
+      .string()
+      .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$/, 'httpEndpoint must be host:port (no scheme, no path)')
+      .optional(),
     coordinator: z.string().min(1).default(D.coordinator),
     joinToken: z.string().min(1, 'joinToken is required'),
     // Not validated here: createEngine names the bad engine (and an Engine object is the caller's).
@@ -174,7 +203,27 @@ export const startAgentOptionsSchema = z
     protoVersionPolicy: z.custom<ProtoVersionPolicy>().default(D.protoVersionPolicy),
     logLevel: z.custom<(typeof LOG_LEVELS)[number]>().default(D.logLevel),
   })
-  .transform((o) => ({ ...o, maxQueue: o.maxQueue ?? D.queuedJobsPerSlot * o.maxConcurrentJobs }));
+  .transform((o) => ({ ...o, maxQueue: o.maxQueue ?? D.queuedJobsPerSlot * o.maxConcurrentJobs, httpPort: o.httpPort ?? defaultHttpPort(o.port) }))
+  // The HTTP routes' own port (when not 0) serves /metrics itself: no second listener.
+  .transform((o) => ({ ...o, metricsPort: o.metricsPort === o.httpPort && o.httpPort !== 0 ? undefined : o.metricsPort }));
+
+/** The HTTP port an agent takes when none is given: `port` + {@link AGENT_DEFAULTS}.httpPortOffset, or 0 (any free port) for port 0. */
+export function defaultHttpPort(port: number): number {
+  const http = port + D.httpPortOffset;
+  return port === 0 || http > 65535 ? 0 : http;
+}
+
+/** An optional port flag: unset means "derive it" (see {@link defaultHttpPort}). */
+function optionalPortOption(base: Omit<OptionSpec, 'schema' | 'expected'>): OptionSpec<number | undefined> {
+  return {
+    ...base,
+    expected: 'an integer from 0 to 65535',
+    schema: z.string().trim().regex(/^\d+$/).transform(Number).pipe(z.number().int().max(65535)).optional() as unknown as z.ZodType<
+      number | undefined,
+      string | undefined
+    >,
+  };
+}
 
 /** `startAgent`'s options with every default applied. */
 export type ResolvedAgentOptions = Omit<StartAgentOptions, keyof z.output<typeof startAgentOptionsSchema>> & z.output<typeof startAgentOptionsSchema>;
@@ -193,6 +242,21 @@ export function agentConfigSpec() {
       env: ['TITAN_PUBLIC_HOST', 'PUBLIC_HOST'],
       description:
         'Host clients dial (endpoint = host:port). Default: --host, or for 0.0.0.0 127.0.0.1 when the coordinator is on loopback, else the hostname.',
+    }),
+    httpPort: optionalPortOption({
+      flag: 'http-port',
+      env: ['TITAN_HTTP_PORT', 'AGENT_HTTP_PORT'],
+      description: `HTTP port of the OpenAI-compatible /v1 routes (0 picks a free port). Default --port + ${D.httpPortOffset} (${D.port + D.httpPortOffset}), or 0 when --port is 0.`,
+    }),
+    metricsPort: optionalPortOption({
+      flag: 'metrics-port',
+      env: ['TITAN_METRICS_PORT', 'AGENT_METRICS_PORT'],
+      description: 'Port of the Prometheus GET /metrics. Default: the --http-port server itself; another port (0 = a free one) starts a listener of its own.',
+    }),
+    httpEndpoint: stringOption({
+      flag: 'http-endpoint',
+      env: ['TITAN_HTTP_ENDPOINT'],
+      description: 'host:port advertised for the HTTP routes (the coordinator relays or redirects OpenAI requests there). Default --public-host:--http-port.',
     }),
     coordinator: requiredStringOption({
       flag: 'coordinator',
@@ -363,6 +427,9 @@ export function agentOptionsFromConfig(config: AgentConfig): Omit<StartAgentOpti
     host: config.host,
     port: config.port,
     ...when('publicHost', config.publicHost),
+    ...when('httpPort', config.httpPort),
+    ...when('httpEndpoint', config.httpEndpoint),
+    ...when('metricsPort', config.metricsPort),
     coordinator: config.coordinator,
     joinToken: config.joinToken,
     dataDir: config.dataDir,

@@ -89,6 +89,8 @@ export class RequestValidationError extends AgentError {
   constructor(
     message: string,
     readonly field: string,
+    /** A short code for the HTTP routes' OpenAI error body (`invalid_value`, `model_not_supported`). */
+    readonly code: string = 'invalid_value',
   ) {
     super(message, { field }, { grpcStatus: Status.INVALID_ARGUMENT });
   }

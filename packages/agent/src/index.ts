@@ -2,7 +2,7 @@
  * `@titancompute/agent`: the TitanCompute agent. It runs an inference engine (embedded
  * llama.cpp by default, or Ollama, or any OpenAI-compatible server), verifies the
  * coordinator's session tokens and streams tokens straight to clients over gRPC
- * (AgentService), while reporting its health to the coordinator and, optionally, to the
+ * (AgentService) and over HTTP (the OpenAI-compatible `/v1/*` routes), while reporting its health to the coordinator and, optionally, to the
  * instance manager.
  *
  * @example
@@ -67,6 +67,26 @@ export {
   type ReplayCacheOptions,
 } from './tokens/replay-cache.js';
 export { createJobSlots, type JobSlots, type ReleaseSlot } from './capacity/job-slots.js';
+export {
+  createJobRunner,
+  type AgentState,
+  type EmbeddingsJobRequest,
+  type EmbeddingsJobResult,
+  type GenerationJob,
+  type GenerationJobRequest,
+  type JobRunner,
+  type JobRunnerDeps,
+  type RequestLimits,
+} from './service/job-runner.js';
+export { createJobTracker, type JobChange, type JobTotals, type JobTracker } from './service/job-tracker.js';
+export {
+  createAgentHttpServer,
+  DEFAULT_AGENT_HTTP_HEADERS_TIMEOUT_MS,
+  DEFAULT_AGENT_HTTP_REQUEST_TIMEOUT_MS,
+  SESSION_TOKEN_QUERY_PARAMETER,
+  type AgentHttpServerOptions,
+} from './http/http-server.js';
+export { OPENAI_ERROR_BY_GRPC_STATUS } from './http/openai-errors.js';
 export { NVIDIA_SMI_ARGS, NVIDIA_SMI_QUERY, parseNvidiaSmi, queryNvidiaSmi, type NvidiaSmiOptions } from './stats/nvidia-smi.js';
 export { createStatsSampler, type MachineStats, type StatsSampler } from './stats/system-stats.js';
 export {

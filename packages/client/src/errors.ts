@@ -70,7 +70,7 @@ export class NoAgentsError extends TitanError {
 
 /** Every suitable agent is busy (gRPC RESOURCE_EXHAUSTED). Retry after `retryAfterMs`. */
 export class CapacityError extends TitanError {
-  override readonly name = 'CapacityError';
+  override readonly name: string = 'CapacityError';
   constructor(
     message: string,
     /** The server's hint (trailer `retry-after-ms`), or undefined when it gave none. */
@@ -81,7 +81,33 @@ export class CapacityError extends TitanError {
   }
 }
 
-/** A credential was refused: bad, expired or replayed session token, or not allowed (UNAUTHENTICATED / PERMISSION_DENIED). */
+/** The API-key limits a {@link QuotaExceededError} names. */
+export type QuotaKind = 'rpm' | 'tpm' | 'concurrency' | 'budget';
+
+/**
+ * An API key's quota is used up (RESOURCE_EXHAUSTED with trailer `titan-quota`): `rpm`
+ * (requests per minute), `tpm` (tokens per minute) or `concurrency` (jobs at once) are retried
+ * after `retryAfterMs` like a busy answer; `budget` (the key's lifetime tokens) never refills,
+ * so `retryAfterMs` is undefined and it is never retried.
+ */
+export class QuotaExceededError extends CapacityError {
+  override readonly name: string = 'QuotaExceededError';
+  constructor(
+    message: string,
+    /** Which limit. */
+    readonly quota: QuotaKind,
+    retryAfterMs: number | undefined,
+    options: TitanErrorOptions = {},
+  ) {
+    super(message, retryAfterMs, options);
+  }
+}
+
+/**
+ * A credential was refused (UNAUTHENTICATED / PERMISSION_DENIED): a missing, unknown, revoked or
+ * expired API key, a model the key may not use, a wrong admin token, or a bad, expired or
+ * replayed session token at an agent. `context.target` says which server refused it.
+ */
 export class AuthError extends TitanError {
   override readonly name = 'AuthError';
 }
@@ -307,6 +333,12 @@ export function toTitanError(error: unknown, ctx: MapErrorContext): TitanError {
       }
       return new RequestFailedError(`${where} refused the request: ${details}`, error.code, { cause: error, context });
     case Status.RESOURCE_EXHAUSTED: {
+      const quota = ctx.trailer?.get('titan-quota');
+      if (quota === 'rpm' || quota === 'tpm' || quota === 'concurrency' || quota === 'budget') {
+        // An API key's own limit: the coordinator's message names the key, the limit and the wait.
+        const retryAfterMs = quota === 'budget' ? undefined : parseRetryAfter(ctx.trailer, details);
+        return new QuotaExceededError(`${details} (${where})`, quota, retryAfterMs, { cause: error, context: { ...context, quota } });
+      }
       const retryAfterMs = parseRetryAfter(ctx.trailer, details);
       // The server's text usually says it already ("… are busy; retry after 500 ms"): say it once.
       const retryNote = retryAfterMs !== undefined && !/\bretry\b/i.test(details) ? ` (retry after ${retryAfterMs} ms)` : '';

@@ -10,7 +10,8 @@
  * ```ts
  * import { TitanClient, NoAgentsError } from '@titancompute/client';
  *
- * const client = new TitanClient({ coordinator: '127.0.0.1:50051' });
+ * // apiKey defaults to the TITAN_API_KEY environment variable (needed when the coordinator requires keys)
+ * const client = new TitanClient({ coordinator: '127.0.0.1:50051', apiKey: process.env.TITAN_API_KEY });
  * try {
  *   for await (const chunk of client.generate({ model: 'llama-2-tiny-random', prompt: 'Once upon a time', maxTokens: 32 })) {
  *     if (chunk.done) console.error(`\n${chunk.stats.tokens} tokens, ${chunk.stats.tokensPerSecond.toFixed(1)} tok/s`);
@@ -28,6 +29,7 @@
  * @packageDocumentation
  */
 export { DEFAULT_COORDINATOR, Generation, TitanClient } from './titan-client.js';
+export { TitanAdminClient, toApiKeyInfo } from './admin-client.js';
 export { DEFAULT_INSTANCE_MANAGER, InstanceManagerClient, type CallOptions } from './instance-manager-client.js';
 export {
   AuthError,
@@ -38,6 +40,7 @@ export {
   NoAgentsError,
   NotFoundError,
   ProtocolVersionError,
+  QuotaExceededError,
   RequestFailedError,
   StreamInterruptedError,
   TimeoutError,
@@ -48,6 +51,7 @@ export {
   type CallTarget,
   type ErrorContext,
   type MapErrorContext,
+  type QuotaKind,
   type TitanErrorOptions,
 } from './errors.js';
 export { INSTANCE_TYPES, SERVICE_TYPES } from './instances/instance-mapping.js';

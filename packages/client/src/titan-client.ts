@@ -97,6 +97,7 @@ export class TitanClient {
   readonly #streamTimeoutMs: number;
   readonly #busyRetries: number;
   readonly #busyRetryMaxWaitMs: number;
+  readonly #apiKey: string | undefined;
   #coordinator: CoordinatorServiceClient | undefined;
   readonly #agents = new Map<string, AgentServiceClient>();
 
@@ -112,6 +113,9 @@ export class TitanClient {
     this.#streamTimeoutMs = positiveInt('streamTimeoutMs', options.streamTimeoutMs, 300_000);
     this.#busyRetries = nonNegativeInt('busyRetries', options.busyRetries, DEFAULT_BUSY_RETRIES);
     this.#busyRetryMaxWaitMs = nonNegativeInt('busyRetryMaxWaitMs', options.busyRetryMaxWaitMs, DEFAULT_BUSY_RETRY_MAX_WAIT_MS);
+    const apiKey = options.apiKey ?? process.env.TITAN_API_KEY ?? '';
+    if (typeof apiKey !== 'string' || /\s/.test(apiKey)) throw new InvalidArgumentError('apiKey: must be a string without spaces (tk-…)', 'apiKey');
+    this.#apiKey = apiKey || undefined;
     this.#pool = createChannelPool(options.tls);
   }
 
@@ -166,6 +170,7 @@ export class TitanClient {
       streamTimeoutMs: this.#streamTimeoutMs,
       busyRetries: this.#busyRetries,
       busyRetryMaxWaitMs: this.#busyRetryMaxWaitMs,
+      apiKey: this.#apiKey,
     };
     return new Generation((signal, onStats) => runGeneration(deps, { ...validated, signal }, onStats), validated.signal);
   }

@@ -11,6 +11,12 @@ export interface TitanClientOptions {
   tls?: TlsOptions;
   /** Identifies this client to the coordinator (the token's `sub`). Default `titan-client-<random>`. */
   clientId?: string;
+  /**
+   * API key (`tk-…`) sent to the coordinator as `authorization: Bearer …` on every
+   * RequestInference (never to agents); with keys in force the coordinator uses the key's name as
+   * the client id. Default: the `TITAN_API_KEY` environment variable; `''` sends none.
+   */
+  apiKey?: string;
   /** Attempts (coordinator pick + agent stream) before giving up, counting the first. Default 3. */
   maxAttempts?: number;
   /** Deadline of each unary call (RequestInference, QuerySystemStatus, GetStatus), ms. Default 10 000. */
@@ -362,4 +368,70 @@ export interface InstanceManagerClientOptions {
   tls?: TlsOptions;
   /** Deadline of each unary call, ms. Default 10 000. */
   requestTimeoutMs?: number;
+}
+
+/** Options of `new TitanAdminClient(...)`. */
+export interface TitanAdminClientOptions {
+  /** Coordinator gRPC address, `host:port`. Default `127.0.0.1:50051`. */
+  coordinator?: string;
+  /** The coordinator's admin token (its data dir's `admin-token` file, or its `--admin-token`). */
+  adminToken: string;
+  /** TLS (or mTLS) for the coordinator. Plaintext when absent. */
+  tls?: TlsOptions;
+  /** Deadline of each call, ms. Default 10 000. */
+  requestTimeoutMs?: number;
+}
+
+/** A new API key's name and limits; a limit left out (or 0) is unlimited. */
+export interface CreateApiKeyOptions {
+  /** Unique among active keys; becomes the client id of the key's requests. */
+  name: string;
+  /** Requests granted per sliding minute. */
+  requestsPerMinute?: number;
+  /** Tokens (prompt + generated, as agents report them) per sliding minute. */
+  tokensPerMinute?: number;
+  /** Reservations plus running jobs at once. */
+  maxConcurrent?: number;
+  /** Tokens over the key's lifetime. */
+  budgetTokens?: number;
+  /** Models the key may use; empty or absent: every model. */
+  models?: string[];
+  /** Lifetime in seconds from now; absent or 0: never expires. */
+  expiresInSeconds?: number;
+}
+
+/** Whether a key works now. */
+export type ApiKeyState = 'active' | 'revoked' | 'expired';
+
+/** An API key as the coordinator lists it (never its secret). Limits of 0 are unlimited. */
+export interface ApiKeyInfo {
+  id: string;
+  name: string;
+  /** The secret's first characters (`tk-ab12cd3`), to tell keys apart. */
+  prefix: string;
+  state: ApiKeyState;
+  requestsPerMinute: number;
+  tokensPerMinute: number;
+  maxConcurrent: number;
+  budgetTokens: number;
+  /** Empty: every model. */
+  models: string[];
+  /** Unix ms. */
+  createdAtMs: number;
+  /** Unix ms; undefined: never expires. */
+  expiresAtMs: number | undefined;
+  /** Unix ms; undefined: not revoked. */
+  revokedAtMs: number | undefined;
+  /** Tokens charged so far. */
+  tokensUsed: number;
+  requestsTotal: number;
+  /** Unix ms; undefined: never used. */
+  lastUsedAtMs: number | undefined;
+}
+
+/** A new key: its description and its secret, which the coordinator shows only this once. */
+export interface CreatedApiKey {
+  key: ApiKeyInfo;
+  /** `tk-…`. */
+  secret: string;
 }

@@ -46,11 +46,20 @@ describe('titan-coordinator config', () => {
   it('gives startCoordinator the same defaults as the flags (one source: COORDINATOR_DEFAULTS)', () => {
     const fromFlags = coordinatorOptionsFromConfig(load([]));
     const programmatic = resolveCoordinatorOptions({ dataDir: fromFlags.dataDir });
-    const { weights, breaker, tls, clientTls, joinToken, ...rest } = fromFlags;
+    const { weights, breaker, tls, clientTls, joinToken, adminToken, instanceManager, ...rest } = fromFlags;
     expect(programmatic).toMatchObject(rest);
     expect(weights).toEqual(COORDINATOR_DEFAULTS.weights);
     expect(breaker).toEqual(COORDINATOR_DEFAULTS.breaker);
-    expect([tls, clientTls, joinToken]).toEqual([undefined, undefined, undefined]);
+    expect([tls, clientTls, joinToken, adminToken, instanceManager]).toEqual([undefined, undefined, undefined, undefined, undefined]);
+  });
+
+  it('--auth takes auto (default), none or keys; --admin-token and TITAN_ADMIN_TOKEN set the admin credential', () => {
+    expect(coordinatorOptionsFromConfig(load([])).auth).toBe('auto');
+    expect(coordinatorOptionsFromConfig(load(['--auth', 'keys'])).auth).toBe('keys');
+    expect(coordinatorOptionsFromConfig(load([], { TITAN_AUTH: 'none' })).auth).toBe('none');
+    expect(() => load(['--auth', 'maybe'])).toThrow(/auth/);
+    expect(coordinatorOptionsFromConfig(load(['--admin-token', 'a-secret'])).adminToken).toBe('a-secret');
+    expect(coordinatorOptionsFromConfig(load([], { TITAN_ADMIN_TOKEN: 'from-env' })).adminToken).toBe('from-env');
   });
 
   it('treats options given as undefined as absent, and keeps the ones given', () => {

@@ -4,6 +4,7 @@ import {
   COMMON_DEFAULTS,
   commonOptions,
   durationOption,
+  enumOption,
   formatDuration,
   intOption,
   listOption,
@@ -18,10 +19,13 @@ import {
   type ServerTlsOptions,
 } from '@titancompute/server-kit';
 import { DEFAULT_HTTP_REQUEST_TIMEOUT_MS } from './http/http-server.js';
+import { OPENAI_MODES, type OpenAiMode } from './http/openai-routes.js';
 import type { EndpointVerifierOptions } from './identity/endpoint-verifier.js';
+import { AUTH_SETTINGS, type AuthSetting } from './keys/api-keys.js';
 import { DEFAULT_CLAIM_WINDOW_MS } from './registry/agent-registry.js';
 import { DEFAULT_BREAKER_OPTIONS, type CircuitBreakerOptions } from './scheduler/circuit-breaker.js';
-import { DEFAULT_WEIGHTS, type SchedulerWeights } from './scheduler/scheduler.js';
+import type { PrefixRoutingMode } from './scheduler/prefix-affinity.js';
+import { DEFAULT_PREFIX_LOAD_CAP, DEFAULT_WEIGHTS, type SchedulerWeights } from './scheduler/scheduler.js';
 import { DEFAULT_BUSY_RETRY_HINT_MS, DEFAULT_MAX_CLIENT_SHARE } from './service/request-router.js';
 import { DEFAULT_ISSUER } from './tokens/session-token.js';
 
@@ -52,6 +56,8 @@ export const COORDINATOR_DEFAULTS = {
   /** Empty: any model some agent serves. */
   allowedModels: [] as readonly string[],
   weights: DEFAULT_WEIGHTS,
+  prefixRouting: 'approximate',
+  prefixLoadCap: DEFAULT_PREFIX_LOAD_CAP,
   breaker: DEFAULT_BREAKER_OPTIONS,
   /** How often the keyring file is re-read for rotations (ms). */
   keyReloadIntervalMs: 1000,
@@ -59,6 +65,9 @@ export const COORDINATOR_DEFAULTS = {
   shutdownTimeoutMs: COMMON_DEFAULTS.shutdownTimeoutMs,
   logLevel: COMMON_DEFAULTS.logLevel,
   verifyAgentEndpoints: true,
+  /** `keys` while at least one active API key exists, else `none` (evaluated live). */
+  auth: 'auto',
+  openAiMode: 'relay',
 } as const satisfies { [K in keyof CoordinatorOptions]?: CoordinatorOptions[K] };
 
 /** Options of `startCoordinator`. Every field but `dataDir` has a default ({@link COORDINATOR_DEFAULTS}). */
@@ -75,6 +84,17 @@ export interface CoordinatorOptions {
   dataDir: string;
   /** Join token; when absent it is read from (or generated into) `<dataDir>/join-token`. */
   joinToken?: string | undefined;
+  /**
+   * Admin credential of the AdminService and `/admin/keys` (managing API keys); when absent it is
+   * read from (or generated into) `<dataDir>/admin-token`.
+   */
+  adminToken?: string | undefined;
+  /**
+   * Authentication of inference requests: `keys` (an API key, `authorization: Bearer tk-…`, on
+   * RequestInference, `POST /api/v1/inference/request` and `/v1/*`), `none` (credentials ignored,
+   * client_id as given) or `auto`: `keys` whenever at least one active key exists. Default `auto`.
+   */
+  auth?: AuthSetting;
   /** Default 30 s. */
   heartbeatTimeoutMs?: number;
   /** Interval agents are told to use. Default 2 s. */
@@ -85,6 +105,12 @@ export interface CoordinatorOptions {
   claimWindowMs?: number;
   /** Share (0-1] of the fleet's slots one client_id may hold (at least 1 slot). Default 0.5. */
   maxClientShare?: number;
+  /**
+   * How the OpenAI-compatible `/v1/*` routes carry tokens: `relay` (the coordinator relays the
+   * agent's stream; every client works) or `redirect` (307 to the agent's own route with the
+   * session token; zero-proxy for clients that follow redirects). Default `relay`.
+   */
+  openAiMode?: OpenAiMode;
   /** Retry hint (ms) of busy answers when running jobs block. Default 250 ms. */
   busyRetryHintMs?: number;
   /** Token issuer. Default "titancompute-coordinator". */
@@ -97,6 +123,13 @@ export interface CoordinatorOptions {
   allowedModels?: readonly string[];
   /** Score weights; missing ones keep their default (0.4 / 0.3 / 0.2 / 0.1). */
   weights?: Partial<SchedulerWeights>;
+  /**
+   * Prefix-aware routing: `approximate` (default) scores each agent by the share of the request's
+   * prompt prefix it was sent before (its KV cache likely still holds it); `off`: load only.
+   */
+  prefixRouting?: Exclude<PrefixRoutingMode, 'precise'>;
+  /** Load (share of max_jobs) at or above which prefix affinity stops counting for an agent. Default 0.9. */
+  prefixLoadCap?: number;
   /** Breaker thresholds; missing ones keep their default (3 failures, 30 s open, 2 successes). */
   breaker?: CircuitBreakerOptions;
   /** How often the keyring file is re-read for rotations. Default 1 s. */
@@ -119,6 +152,11 @@ export interface CoordinatorOptions {
   verifyAgentEndpoints?: boolean;
   /** Retries and deadlines of the endpoint checks (defaults: 5 attempts, 250 ms → 4 s backoff, 3 s each, recheck after 30 s). */
   endpointVerification?: Omit<EndpointVerifierOptions, 'logger' | 'tls'>;
+  /**
+   * `host:port` of an instance manager: the dashboard's Instances page shows its instances and
+   * relays its events (read-only; TLS as `clientTls`). Absent: that page says so.
+   */
+  instanceManager?: string | undefined;
 }
 
 /** The keys of {@link CoordinatorOptions} that {@link COORDINATOR_DEFAULTS} fills in. */
@@ -203,6 +241,16 @@ export function coordinatorConfigSpec() {
       100,
       3_600_000,
     ),
+    openAiMode: enumOption(
+      {
+        flag: 'openai-mode',
+        env: ['TITAN_OPENAI_MODE'],
+        default: D.openAiMode,
+        description:
+          'How /v1/* (OpenAI-compatible) requests get their tokens: relay (the coordinator relays the agent stream) or redirect (307 to the agent, which streams directly).',
+      },
+      OPENAI_MODES,
+    ),
     maxClientShare: numberOption(
       {
         flag: 'max-client-share',
@@ -213,6 +261,27 @@ export function coordinatorConfigSpec() {
       0.01,
       1,
     ),
+    adminToken: stringOption({
+      flag: 'admin-token',
+      env: ['TITAN_ADMIN_TOKEN'],
+      description:
+        'Admin credential for managing API keys (AdminService, /admin/keys, `titan keys`). When unset, one is generated into <data-dir>/admin-token (mode 0600) and reused.',
+    }),
+    auth: enumOption(
+      {
+        flag: 'auth',
+        env: ['TITAN_AUTH'],
+        default: D.auth,
+        description:
+          'Authentication of inference requests: keys (an API key, Authorization: Bearer tk-…, is required), none (credentials ignored), or auto: keys whenever at least one active key exists.',
+      },
+      AUTH_SETTINGS,
+    ),
+    instanceManager: stringOption({
+      flag: 'instance-manager',
+      env: ['TITAN_INSTANCE_MANAGER'],
+      description: "Instance manager host:port whose instances and events the dashboard shows (read-only; the coordinator's TLS files when --tls-* is set).",
+    }),
     joinToken: stringOption({
       flag: 'join-token',
       env: ['TITAN_JOIN_TOKEN'],
@@ -258,6 +327,35 @@ export function coordinatorConfigSpec() {
       { flag: 'weight-rtt', env: ['TITAN_WEIGHT_RTT'], default: String(D.weights.rtt), description: 'Score weight of the RTT term.' },
       0,
       100,
+    ),
+    prefixRouting: enumOption(
+      {
+        flag: 'prefix-routing',
+        env: ['TITAN_PREFIX_ROUTING'],
+        default: D.prefixRouting,
+        description: 'Prefix-aware routing: approximate (prefer the agent a prompt prefix was last sent to, its KV cache likely holds it) or off (load only).',
+      },
+      ['approximate', 'off'] as const,
+    ),
+    weightPrefix: numberOption(
+      {
+        flag: 'weight-prefix',
+        env: ['TITAN_WEIGHT_PREFIX'],
+        default: String(D.weights.prefix),
+        description: 'Score weight of the prefix-affinity term (share of the prompt prefix an agent holds), counted under --prefix-load-cap.',
+      },
+      0,
+      100,
+    ),
+    prefixLoadCap: numberOption(
+      {
+        flag: 'prefix-load-cap',
+        env: ['TITAN_PREFIX_LOAD_CAP'],
+        default: String(D.prefixLoadCap),
+        description: 'Load (share of max_jobs) at or above which prefix affinity stops counting, so a hot prefix spills to other agents.',
+      },
+      0,
+      1.01,
     ),
     weightPerformance: numberOption(
       {
@@ -313,20 +411,32 @@ export function coordinatorOptionsFromConfig(config: CoordinatorConfig): Omit<Co
     httpRequestTimeoutMs: config.httpRequestTimeoutMs,
     dataDir: config.dataDir,
     joinToken: config.joinToken,
+    adminToken: config.adminToken,
+    auth: config.auth,
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     tokenTtlMs: config.tokenTtlMs,
     claimWindowMs: config.claimWindowMs,
     maxClientShare: config.maxClientShare,
+    openAiMode: config.openAiMode,
     issuer: config.issuer,
     maxTokensLimit: config.maxTokensLimit,
     maxPromptBytes: config.maxPromptBytes,
     allowedModels: config.allowedModels,
-    weights: { memory: config.weightMemory, load: config.weightLoad, rtt: config.weightRtt, performance: config.weightPerformance },
+    weights: {
+      memory: config.weightMemory,
+      load: config.weightLoad,
+      rtt: config.weightRtt,
+      performance: config.weightPerformance,
+      prefix: config.weightPrefix,
+    },
+    prefixRouting: config.prefixRouting,
+    prefixLoadCap: config.prefixLoadCap,
     breaker: { failureThreshold: config.breakerFailures, openDurationMs: config.breakerOpenMs, successThreshold: config.breakerSuccesses },
     protoVersionPolicy: config.protoVersionPolicy,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
     tls: serverTlsFromConfig(config),
     clientTls: clientTlsFromConfig(config),
+    instanceManager: config.instanceManager,
   };
 }

@@ -1,14 +1,23 @@
 import { mkdir } from 'node:fs/promises';
-import { CoordinatorServiceDefinition } from '@titancompute/protocol';
-import { createLogger, createServiceServer } from '@titancompute/server-kit';
+import { AdminServiceDefinition, CoordinatorServiceDefinition } from '@titancompute/protocol';
+import { closeHttpServer, createLogger, createServiceServer } from '@titancompute/server-kit';
 import { resolveCoordinatorOptions, SERVICE_NAME, type CoordinatorOptions } from './config.js';
+import { createDashboard } from './dashboard/dashboard.js';
+import { createTrafficRecorder, fleetLoad, recordTraffic } from './dashboard/traffic-recorder.js';
+import { createAgentRelay } from './http/agent-relay.js';
+import { registerAdminRoutes } from './http/admin-routes.js';
 import { createHttpServer } from './http/http-server.js';
 import { createEndpointVerifier } from './identity/endpoint-verifier.js';
 import { createGrantLedger, recordGrants } from './identity/grant-ledger.js';
 import { openIdentityStore } from './identity/identity-store.js';
 import { resolveJoinToken } from './join-token.js';
+import { createAdminService } from './keys/admin-service.js';
+import { resolveAdminToken } from './keys/admin-token.js';
+import { createApiKeys, type AuthMode } from './keys/api-keys.js';
+import { openSqliteApiKeyStore } from './keys/sqlite-api-key-store.js';
 import { createCoordinatorMetrics } from './metrics.js';
 import { createAgentRegistry } from './registry/agent-registry.js';
+import { createPrefixAffinity } from './scheduler/prefix-affinity.js';
 import { createScheduler } from './scheduler/scheduler.js';
 import { createCoordinatorService } from './service/coordinator-service.js';
 import { createRequestRouter } from './service/request-router.js';
@@ -23,6 +32,10 @@ export interface RunningCoordinator {
   /** `host:port` of the gRPC server. */
   address: string;
   joinToken: string;
+  /** The admin credential (AdminService, `/admin/keys`, `titan keys --admin-token`). */
+  adminToken: string;
+  /** The auth mode in force now (`--auth`; `auto` follows whether an active API key exists). */
+  authMode(): AuthMode;
   /** Re-reads the keyring now (the bin calls it on SIGHUP). */
   reloadKeys(): Promise<boolean>;
   /** Ends health streams, drains calls, closes HTTP. Idempotent. */
@@ -49,6 +62,12 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   const join = await resolveJoinToken(o.dataDir, o.joinToken);
   if (join.source === 'generated') logger.info({ file: join.file }, 'generated a join token; agents need it (TITAN_JOIN_TOKEN)');
   else if (join.source === 'file') logger.info({ file: join.file }, 'using the join token from the data directory');
+  const admin = await resolveAdminToken(o.dataDir, o.adminToken);
+  if (admin.source === 'generated') logger.info({ file: admin.file }, 'generated an admin token; `titan keys` needs it (TITAN_ADMIN_TOKEN)');
+  else if (admin.source === 'file') logger.info({ file: admin.file }, 'using the admin token from the data directory');
+  // API keys and their usage (<dataDir>/coordinator.db); the auth mode follows them live under --auth auto.
+  const keys = createApiKeys({ store: openSqliteApiKeyStore({ dataDir: o.dataDir }), auth: o.auth, logger });
+  await keys.start();
 
   // Agent id → credential bindings (<dataDir>/coordinator.db); they survive restarts.
   const identities = openIdentityStore({ dataDir: o.dataDir });
@@ -59,23 +78,37 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   logger.info({ kid: keyring.current().kid, file: keyring.file }, 'signing key loaded');
 
   let metricsRef: ReturnType<typeof createCoordinatorMetrics> | undefined;
+  // The dashboard's per-second traffic (15 minutes): requests and decisions via the metrics sink, outcomes below.
+  const traffic = createTrafficRecorder({ load: () => fleetLoad(registry.list()) });
   const registry = createAgentRegistry({
     heartbeatTimeoutMs: o.heartbeatTimeoutMs,
     claimWindowMs: o.claimWindowMs,
     breaker: o.breaker,
-    onJobOutcome: (_record, outcome) => metricsRef?.jobFinished(outcome.error),
-    onReservationReleased: (_record, _jobId, reason) => metricsRef?.reservationReleased(reason),
+    onJobOutcome: (_record, outcome) => {
+      metricsRef?.jobFinished(outcome.error);
+      traffic.jobFinished(outcome);
+      // Only outcomes of jobs granted to this very agent get here: charge their tokens to the job's API key.
+      keys.charge(outcome);
+    },
+    onReservationReleased: (_record, jobId, reason) => {
+      metricsRef?.reservationReleased(reason);
+      if (reason === 'rejected') keys.forgetJob(jobId);
+    },
     onEvicted: (record) => logger.warn({ agentId: record.agentId, heartbeatTimeoutMs: o.heartbeatTimeoutMs }, 'agent evicted: no heartbeat'),
   });
-  const metrics = createCoordinatorMetrics(registry);
+  const metrics = recordTraffic(createCoordinatorMetrics(registry), traffic);
   metricsRef = metrics;
   registry.startSweeper();
+
+  // Where prompt prefixes were sent (--prefix-routing); an agent that leaves is forgotten.
+  const prefixAffinity = createPrefixAffinity({ mode: o.prefixRouting });
+  registry.watch((record, removed) => removed && prefixAffinity.forget(record.agentId));
 
   // Every grant is recorded, so only outcomes of jobs really handed to an agent count.
   const route = recordGrants(
     createRequestRouter({
       registry,
-      scheduler: createScheduler({ weights: o.weights }),
+      scheduler: createScheduler({ weights: o.weights, prefixLoadCap: o.prefixLoadCap }),
       keyring,
       metrics,
       limits: { maxTokensLimit: o.maxTokensLimit, maxPromptBytes: o.maxPromptBytes, allowedModels: new Set(o.allowedModels) },
@@ -83,6 +116,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       tokenTtlMs: o.tokenTtlMs,
       busyRetryHintMs: o.busyRetryHintMs,
       maxClientShare: o.maxClientShare,
+      keys,
+      prefixAffinity,
     }),
     grants,
   );
@@ -113,7 +148,35 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       endpoints,
     }),
   );
-  const http = createHttpServer({ registry, metrics, route, logger, requestTimeoutMs: o.httpRequestTimeoutMs });
+  server.add(AdminServiceDefinition, createAdminService({ keys, adminToken: admin.token }));
+  // OpenAI requests relayed to agents (relay mode); stop() waits for streams in progress.
+  const relay = createAgentRelay();
+  const http = createHttpServer({
+    registry,
+    metrics,
+    route,
+    logger,
+    requestTimeoutMs: o.httpRequestTimeoutMs,
+    openAiMode: o.openAiMode,
+    openAiDefaultMaxTokens: o.maxTokensLimit,
+    openAiRelay: relay,
+    openAiAuthenticate: (authorization) => keys.authenticate(authorization),
+  });
+
+  registerAdminRoutes(http, { keys, adminToken: admin.token, logger });
+  // The fleet dashboard at / (read-only; behind the admin credential while auth is on).
+  const dashboard = createDashboard({
+    registry,
+    keys,
+    adminToken: admin.token,
+    traffic,
+    heartbeatTimeoutMs: o.heartbeatTimeoutMs,
+    logger,
+    instanceManager: o.instanceManager,
+    instanceManagerTls: o.clientTls,
+  });
+  dashboard.register(http);
+  dashboard.start();
 
   let stopping: Promise<void> | undefined;
   /** Stops everything started above, once: timers and watchers, then gRPC and HTTP, then the store. */
@@ -123,8 +186,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       keyring.close();
       endpoints?.stop();
       grants.stop();
-      await Promise.all([server.shutdown(), http.close()]);
+      await Promise.all([dashboard.stop(), server.shutdown(), closeHttpServer(http, { graceMs: o.shutdownTimeoutMs, busy: () => relay.active > 0 })]);
+      relay.close();
       identities.close();
+      await keys.stop();
     })());
 
   let listened: { port: number; address: string };
@@ -145,6 +210,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     httpPort,
     address: listened.address,
     joinToken: join.token,
+    adminToken: admin.token,
+    authMode: () => keys.mode(),
     reloadKeys: () => keyring.reload(),
     stop,
   };

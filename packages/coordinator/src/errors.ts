@@ -13,6 +13,11 @@ export class CoordinatorError extends Error {
   readonly grpcStatus: Status | undefined = undefined;
   /** Trailing metadata sent with the status (e.g. `retry-after-ms`). Default: none. */
   readonly grpcTrailers: Readonly<Record<string, string>> | undefined = undefined;
+  /**
+   * The REST `error` code when it is more specific than the one of the status
+   * (`src/http/http-errors.ts`), e.g. `invalid_api_key` or `budget_exhausted`. Default: the status's.
+   */
+  readonly restErrorCode: string | undefined = undefined;
   /** Structured details for logs. */
   readonly context: Readonly<Record<string, unknown>>;
   override readonly cause: unknown;
@@ -56,11 +61,14 @@ export class AgentsBusyError extends CoordinatorError {
   constructor(
     readonly model: string,
     readonly retryAfterMs: number,
-    /** A message other than "all agents … are busy" (subclasses), and extra context. */
-    detail?: { message: string; context?: Readonly<Record<string, unknown>> },
+    /**
+     * A message other than "all agents … are busy" (subclasses), extra context, and extra trailers
+     * (e.g. the API key's `x-ratelimit-*`, which OpenAI clients read on every 429).
+     */
+    detail?: { message?: string; context?: Readonly<Record<string, unknown>>; trailers?: Readonly<Record<string, string>> },
   ) {
     super(detail?.message ?? `all agents serving model "${model}" are busy; retry after ${retryAfterMs} ms`, { model, retryAfterMs, ...detail?.context });
-    this.grpcTrailers = { 'retry-after-ms': String(retryAfterMs) };
+    this.grpcTrailers = { ...detail?.trailers, 'retry-after-ms': String(retryAfterMs) };
   }
 }
 
@@ -125,5 +133,128 @@ export class AgentIdentityError extends CoordinatorError {
 /** The identity store (`<data-dir>/coordinator.db`) could not be opened, read or written. */
 export class IdentityStoreError extends CoordinatorError {
   override readonly name = 'IdentityStoreError';
+  override readonly grpcStatus = Status.INTERNAL;
+}
+
+/** Why an API key was refused ({@link ApiKeyAuthError}). */
+export type ApiKeyRefusal = 'missing' | 'malformed' | 'unknown' | 'revoked' | 'expired';
+
+/**
+ * The request's API key is missing, malformed, unknown, revoked or expired (auth mode `keys`):
+ * UNAUTHENTICATED (gRPC) or 401 `missing_api_key` / `invalid_api_key` (REST). The message names
+ * the key (its name and prefix) when it is known.
+ */
+export class ApiKeyAuthError extends CoordinatorError {
+  override readonly name = 'ApiKeyAuthError';
+  override readonly grpcStatus = Status.UNAUTHENTICATED;
+  /** The REST `error` code (`missing_api_key` when none was sent, else `invalid_api_key`). */
+  override readonly restErrorCode: 'missing_api_key' | 'invalid_api_key';
+  constructor(
+    readonly reason: ApiKeyRefusal,
+    message: string,
+    /** The key's name, when the secret matched a (revoked or expired) key. */
+    readonly keyName?: string,
+  ) {
+    super(message, { reason, ...(keyName !== undefined ? { keyName } : {}) });
+    this.restErrorCode = reason === 'missing' ? 'missing_api_key' : 'invalid_api_key';
+  }
+}
+
+/** The API key may not use the requested model: PERMISSION_DENIED (gRPC) or 403 `model_not_allowed` (REST). */
+export class ModelNotAllowedError extends CoordinatorError {
+  override readonly name = 'ModelNotAllowedError';
+  override readonly grpcStatus = Status.PERMISSION_DENIED;
+  /** The REST `error` code. */
+  override readonly restErrorCode = 'model_not_allowed';
+  constructor(
+    readonly keyName: string,
+    readonly model: string,
+    readonly allowedModels: readonly string[],
+  ) {
+    super(`API key "${keyName}" may not use model "${model}" (allowed: ${allowedModels.join(', ')})`, { keyName, model, allowedModels });
+  }
+}
+
+/** The limits of an API key a request can exceed: requests or tokens per minute, concurrent jobs, lifetime token budget. */
+export type QuotaKind = 'rpm' | 'tpm' | 'concurrency' | 'budget';
+
+/** REST/trailer name of each {@link QuotaKind} in messages. */
+const QUOTA_LABELS: Record<QuotaKind, string> = {
+  rpm: 'requests per minute',
+  tpm: 'tokens per minute',
+  concurrency: 'concurrent jobs',
+  budget: 'token budget',
+};
+
+/**
+ * An API key's quota is used up: RESOURCE_EXHAUSTED (gRPC) or 429 (REST): `rate_limited` for
+ * `rpm`, `tpm` and `concurrency` (with trailer/header `retry-after-ms`, the true time until the
+ * sliding window or a running job lets the next request through), `budget_exhausted` for
+ * `budget` (no retry: the lifetime budget never refills). Trailers also carry `titan-quota` (the
+ * {@link QuotaKind}) and the key's `x-ratelimit-*` values. The message names the key, the limit
+ * and its value.
+ */
+export class QuotaExceededError extends CoordinatorError {
+  override readonly name = 'QuotaExceededError';
+  override readonly grpcStatus = Status.RESOURCE_EXHAUSTED;
+  override readonly grpcTrailers: Readonly<Record<string, string>>;
+  /** The REST `error` code. */
+  override readonly restErrorCode: 'rate_limited' | 'budget_exhausted';
+  constructor(
+    readonly keyName: string,
+    readonly quota: QuotaKind,
+    /** The key's limit and what it has used (window or lifetime). */
+    readonly usage: { limit: number; used: number },
+    /** When to retry (ms); undefined for `budget`. */
+    readonly retryAfterMs: number | undefined,
+    /** The key's `x-ratelimit-*` values. */
+    rateLimitHeaders: Readonly<Record<string, string>> = {},
+  ) {
+    const when = retryAfterMs === undefined ? 'it does not refill; ask for a new key' : `retry after ${retryAfterMs} ms`;
+    super(`API key "${keyName}" exceeded its ${QUOTA_LABELS[quota]} limit of ${usage.limit} (used ${usage.used}); ${when}`, {
+      keyName,
+      quota,
+      ...usage,
+      retryAfterMs,
+    });
+    this.restErrorCode = quota === 'budget' ? 'budget_exhausted' : 'rate_limited';
+    this.grpcTrailers = {
+      'titan-quota': quota,
+      ...(retryAfterMs !== undefined ? { 'retry-after-ms': String(retryAfterMs) } : {}),
+      ...rateLimitHeaders,
+    };
+  }
+}
+
+/** An admin call without the admin credential (or with a wrong one): UNAUTHENTICATED (gRPC) or 401 `unauthorized` (REST). */
+export class AdminAuthError extends CoordinatorError {
+  override readonly name = 'AdminAuthError';
+  override readonly grpcStatus = Status.UNAUTHENTICATED;
+  constructor(message: string) {
+    super(message);
+  }
+}
+
+/** No API key has that id or name: NOT_FOUND (gRPC) or 404 `not_found` (REST). */
+export class ApiKeyNotFoundError extends CoordinatorError {
+  override readonly name = 'ApiKeyNotFoundError';
+  override readonly grpcStatus = Status.NOT_FOUND;
+  constructor(readonly key: string) {
+    super(`no API key with id or name "${key}"`, { key });
+  }
+}
+
+/** An active API key already has that name: ALREADY_EXISTS (gRPC) or 409 `already_exists` (REST). */
+export class ApiKeyExistsError extends CoordinatorError {
+  override readonly name = 'ApiKeyExistsError';
+  override readonly grpcStatus = Status.ALREADY_EXISTS;
+  constructor(readonly keyName: string) {
+    super(`an active API key is already named "${keyName}"; revoke it first or pick another name`, { keyName });
+  }
+}
+
+/** The API key store could not be opened, read or written (INTERNAL). */
+export class ApiKeyStoreError extends CoordinatorError {
+  override readonly name = 'ApiKeyStoreError';
   override readonly grpcStatus = Status.INTERNAL;
 }

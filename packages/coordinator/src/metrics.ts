@@ -3,8 +3,24 @@ import type { CoordinatorMetrics } from '@titancompute/protocol';
 import { AGENT_STATES } from './registry/agent-record.js';
 import { RELEASE_REASONS, type AgentRegistry, type ReleaseReason } from './registry/agent-registry.js';
 
-/** Outcomes of a scheduling decision. */
-export type DecisionOutcome = 'scheduled' | 'no_agent' | 'busy' | 'client_limit' | 'invalid' | 'error';
+/**
+ * Outcomes of a scheduling decision; `unauthenticated` (API key missing or refused), `forbidden`
+ * (model not allowed for the key) and `quota` (a key's limit) come from API-key checks.
+ */
+export type DecisionOutcome = 'scheduled' | 'no_agent' | 'busy' | 'client_limit' | 'invalid' | 'error' | 'unauthenticated' | 'forbidden' | 'quota';
+
+/** Every {@link DecisionOutcome}, for metrics. */
+export const DECISION_OUTCOMES: readonly DecisionOutcome[] = [
+  'scheduled',
+  'no_agent',
+  'busy',
+  'client_limit',
+  'invalid',
+  'error',
+  'unauthenticated',
+  'forbidden',
+  'quota',
+];
 
 /** The coordinator's metrics: Prometheus (`/metrics`) and the counters of QuerySystemStatus. */
 export interface CoordinatorMetricsSink {
@@ -94,7 +110,11 @@ export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMe
     registers: [prometheus],
   });
   for (const reason of RELEASE_REASONS) released.inc({ reason }, 0);
-  for (const outcome of ['scheduled', 'no_agent', 'busy', 'client_limit', 'invalid', 'error']) decisions.inc({ outcome }, 0);
+  // Labelled children bound once: inc() on a child skips hashing the labels on every call.
+  const decisionCounters = new Map(DECISION_OUTCOMES.map((outcome) => [outcome, decisions.labels({ outcome })]));
+  for (const counter of decisionCounters.values()) counter.inc(0);
+  const requestCounters = { grpc: requests.labels({ transport: 'grpc' }), http: requests.labels({ transport: 'http' }) };
+  const releasedCounters = new Map(RELEASE_REASONS.map((reason) => [reason, released.labels({ reason })]));
 
   const counts = { requests: 0, scheduled: 0, noAgent: 0, busy: 0, invalid: 0, completed: 0, failed: 0, cancelled: 0 };
   const samples = new Float64Array(LATENCY_SAMPLES);
@@ -111,10 +131,10 @@ export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMe
     prometheus,
     request(transport) {
       counts.requests += 1;
-      requests.inc({ transport });
+      requestCounters[transport].inc();
     },
     decision(outcome, latencyMs) {
-      decisions.inc({ outcome });
+      decisionCounters.get(outcome)!.inc();
       if (outcome === 'scheduled') counts.scheduled += 1;
       else if (outcome === 'no_agent') counts.noAgent += 1;
       else if (outcome === 'busy' || outcome === 'client_limit') counts.busy += 1;
@@ -131,7 +151,7 @@ export function createCoordinatorMetrics(registry: AgentRegistry): CoordinatorMe
       finished.inc({ result });
     },
     reservationReleased(reason) {
-      released.inc({ reason });
+      releasedCounters.get(reason)!.inc();
     },
     scheduledTotal: () => counts.scheduled,
     snapshot: () => ({

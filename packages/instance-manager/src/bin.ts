@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The `titan-instance-manager` bin: parse the options, start, stop on SIGTERM/SIGINT. It exports
 // nothing (importing it would start a server): the options live in ./config.ts.
+// First, before anything allocates: the garbage collector's memory policy (see gc-tuning.ts).
+import './gc-tuning.js';
 import { createLogger, loadConfig, onShutdownSignal, readPackageVersion, runMain, serverTlsFromConfig } from '@titancompute/server-kit';
 import { instanceManagerOptionSpec, SERVICE_NAME, storageFromConfig } from './config.js';
 import { startInstanceManager } from './instance-manager.js';
@@ -22,6 +24,7 @@ runMain(async () => {
     dataDir: config.dataDir,
     staleTimeoutMs: config.staleTimeoutMs,
     sweepIntervalMs: config.sweepIntervalMs,
+    healthFlushIntervalMs: config.healthFlushIntervalMs,
     eventRetention: config.eventRetention,
     protoVersionPolicy: config.protoVersionPolicy,
     shutdownTimeoutMs: config.shutdownTimeoutMs,

@@ -33,6 +33,11 @@ export const INSTANCE_MANAGER_DEFAULTS = {
   staleTimeoutMs: 30_000,
   /** How often stale instances are swept (ms). */
   sweepIntervalMs: 1000,
+  /**
+   * Health checks are answered from memory and written at most this long after the first
+   * unwritten one, in one transaction (ms). A crash loses at most this long of last-seen times.
+   */
+  healthFlushIntervalMs: 100,
   /** Events kept so subscribers can resume from a sequence. */
   eventRetention: 100_000,
   /** Live events buffered per subscriber before it is cut off (RESOURCE_EXHAUSTED). */
@@ -70,6 +75,17 @@ export const instanceManagerOptionSpec = {
   sweepIntervalMs: durationOption(
     { flag: 'sweep-interval', env: ['TITAN_SWEEP_INTERVAL'], default: formatDuration(D.sweepIntervalMs), description: 'How often stale instances are swept.' },
     10,
+  ),
+  healthFlushIntervalMs: durationOption(
+    {
+      flag: 'health-flush-interval',
+      env: ['TITAN_HEALTH_FLUSH_INTERVAL'],
+      default: formatDuration(D.healthFlushIntervalMs),
+      description:
+        'Health checks are answered from memory and written in one transaction this often; a crash loses at most this long of last-seen times (never an instance or an event).',
+    },
+    1,
+    10_000,
   ),
   eventRetention: intOption(
     {

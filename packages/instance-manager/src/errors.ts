@@ -73,13 +73,16 @@ export class StorageError extends InstanceManagerError {
   }
 }
 
-/** The server is shutting down; streams end with UNAVAILABLE so clients reconnect elsewhere. */
+/**
+ * The server is shutting down; streams end with UNAVAILABLE so clients reconnect elsewhere
+ * (subscriptions say the sequence to resume from; health-check streams have none).
+ */
 export class ShuttingDownError extends InstanceManagerError {
   override readonly name = 'ShuttingDownError';
   readonly grpcStatus = Status.UNAVAILABLE;
   constructor(
     message: string,
-    readonly context: { readonly sequence: number },
+    readonly context: { readonly sequence?: number },
     options?: { cause?: unknown },
   ) {
     super(message, options);

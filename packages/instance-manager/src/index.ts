@@ -49,7 +49,7 @@ export { createStore, parseStorageSpec } from './store/create-store.js';
 export { createMemoryStore } from './store/memory-store.js';
 export { createSqliteStore, SQLITE_FILE_NAME } from './store/sqlite-store.js';
 export { createPostgresStore, type PostgresStoreOptions } from './store/postgres-store.js';
-export type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, Presence, StorageSpec, Store, StoreTx } from './store/store.js';
+export type { InstanceRecord, MetricsKind, NewEvent, Presence, StorageSpec, Store, StoreTx } from './store/store.js';
 export { instanceIdSchema, METADATA_LIMITS, validate } from './validation/schemas.js';
 export {
   InstanceManagerError,

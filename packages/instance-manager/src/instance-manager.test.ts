@@ -438,6 +438,60 @@ describe.each(backends)('instance manager on $name storage', (backend) => {
     expect(await s.try.tryHealthCheck({ instanceId: 's-child' })).toMatchObject({ healthy: true, status: HealthStatus.HEALTH_STATUS_ALIVE });
   });
 
+  it('TryHealthCheckStream answers many instances on one stream, one answer per request in order, as TryHealthCheck would', async () => {
+    for (const id of ['hs-1', 'hs-2', 'hs-dead']) await c.try.tryAddInstance({ instance: makeInstance(id) });
+    await c.try.tryKillInstance({ instanceId: 'hs-dead', reason: 'gone' });
+    const asked = Array.from({ length: 300 }, (_, i) => ['hs-1', 'hs-2', 'hs-dead', 'hs-never'][i % 4]!);
+    const answers: instanceManager.TryHealthCheckStreamResponse[] = [];
+    for await (const a of c.try.tryHealthCheckStream(each(asked.map((instanceId) => ({ instanceId }))))) answers.push(a);
+    expect(answers.map((a) => a.instanceId)).toEqual(asked);
+    const unary = new Map<string, instanceManager.TryHealthCheckResponse>();
+    for (const id of new Set(asked)) unary.set(id, await c.try.tryHealthCheck({ instanceId: id }));
+    for (const a of answers) expect({ healthy: a.healthy, status: a.status, message: a.message }).toEqual(unary.get(a.instanceId));
+    expect(answers.filter((a) => a.instanceId === 'hs-dead').every((a) => a.status === HealthStatus.HEALTH_STATUS_KILLED)).toBe(true);
+    expect(answers.filter((a) => a.instanceId === 'hs-never').every((a) => a.status === HealthStatus.HEALTH_STATUS_UNKNOWN)).toBe(true);
+    expect(answers.filter((a) => a.instanceId === 'hs-1').every((a) => a.healthy && a.status === HealthStatus.HEALTH_STATUS_ALIVE)).toBe(true);
+  });
+
+  it('TryHealthCheckStream: an invalid instance_id ends the stream with INVALID_ARGUMENT after the answers before it', async () => {
+    await c.try.tryAddInstance({ instance: makeInstance('hs-valid') });
+    const answers: string[] = [];
+    const err = await grpcError(
+      (async () => {
+        for await (const a of c.try.tryHealthCheckStream(each([{ instanceId: 'hs-valid' }, { instanceId: 'not valid!' }, { instanceId: 'hs-valid' }])))
+          answers.push(a.instanceId);
+      })(),
+    );
+    expect(answers).toEqual(['hs-valid']);
+    expect(err.code).toBe(Status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/^instance_id: /);
+  });
+
+  it('TryHealthCheckStream ends with UNAVAILABLE when the server stops, without holding up shutdown', async () => {
+    const im = await startInstanceManager({ host: '127.0.0.1', port: 0, storage: backend.fresh(), logLevel: 'silent', shutdownTimeoutMs: 20_000 });
+    const s = connectClients(im.port);
+    await s.try.tryAddInstance({ instance: makeInstance('hs-open') });
+    const requests = openRequests();
+    const answers: instanceManager.TryHealthCheckStreamResponse[] = [];
+    const ended = (async () => {
+      for await (const a of s.try.tryHealthCheckStream(requests)) {
+        answers.push(a);
+        if (answers.length < 3) requests.push('hs-open');
+      }
+    })().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    requests.push('hs-open');
+    while (answers.length < 3) await sleep(10);
+    const t0 = Date.now();
+    await im.stop();
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(((await ended) as ClientError).code).toBe(Status.UNAVAILABLE);
+    expect(answers.every((a) => a.healthy)).toBe(true);
+    s.close();
+  });
+
   it('ends subscriptions with UNAVAILABLE when the server stops, without holding up shutdown', async () => {
     const im = await startInstanceManager({ host: '127.0.0.1', port: 0, storage: backend.fresh(), logLevel: 'silent', shutdownTimeoutMs: 20_000 });
     const s = connectClients(im.port);
@@ -450,3 +504,33 @@ describe.each(backends)('instance manager on $name storage', (backend) => {
     s.close();
   });
 });
+
+/** Requests of a stream that stays open until `end()`: `push(id)` sends one more health check. */
+function openRequests(): AsyncIterable<{ instanceId: string }> & { push(id: string): void; end(): void } {
+  const queue: string[] = [];
+  let done = false;
+  let wake: (() => void) | undefined;
+  return {
+    push(id) {
+      queue.push(id);
+      wake?.();
+    },
+    end() {
+      done = true;
+      wake?.();
+    },
+    async *[Symbol.asyncIterator]() {
+      for (;;) {
+        const id = queue.shift();
+        if (id !== undefined) yield { instanceId: id };
+        else if (done) return;
+        else await new Promise<void>((resolve) => (wake = resolve));
+      }
+    },
+  };
+}
+
+/** The values as an async iterable (what a streaming call takes). */
+async function* each<T>(values: T[]): AsyncGenerator<T> {
+  yield* values;
+}

@@ -33,6 +33,13 @@ export interface InstanceManagerOptions {
   /** Default 1000 ms. */
   sweepIntervalMs?: number;
   /**
+   * Health checks are answered from memory and written to the storage in one transaction at most
+   * this long after the first unwritten one; staleness counts them all the same. A crash (not a
+   * stop, which writes them) loses at most this long of last-seen times, never an instance or an
+   * event. Default 100 ms.
+   */
+  healthFlushIntervalMs?: number;
+  /**
    * A gap longer than this with no sweep by any replica (all stopped, paused, or cut off from
    * the database) counts as an outage of the registry: afterwards every live instance gets a
    * fresh grace period of one stale timeout before it can be marked stale. Default
@@ -92,6 +99,8 @@ export async function startInstanceManager(options: InstanceManagerOptions = {})
     const registry = createRegistry(store, {
       staleTimeoutMs: options.staleTimeoutMs ?? DEFAULTS.staleTimeoutMs,
       outageGapMs: options.outageGapMs ?? defaultOutageGapMs(sweepIntervalMs),
+      healthFlushIntervalMs: options.healthFlushIntervalMs ?? DEFAULTS.healthFlushIntervalMs,
+      onFlushError: (err) => logger.warn({ err }, 'writing health checks failed; retrying with the next flush'),
       onOutage: (outage) =>
         logger.info(
           {
@@ -109,6 +118,11 @@ export async function startInstanceManager(options: InstanceManagerOptions = {})
       pollIntervalMs: options.eventPollIntervalMs ?? DEFAULTS.eventPollIntervalMs,
       onError: (err) => logger.warn({ err }, 'reading events failed'),
     });
+    // A death caused through another replica (PostgreSQL): answer that instance's next health
+    // check from the storage, not from memory.
+    const unwatchDeaths = hub.subscribe((events) => {
+      for (const e of events) if (e.type === instanceManager.EventType.EVENT_TYPE_REMOVED) registry.forget(e.instanceId);
+    });
     const server = createServiceServer({
       logger,
       host: options.host ?? DEFAULTS.host,
@@ -117,7 +131,7 @@ export async function startInstanceManager(options: InstanceManagerOptions = {})
       protoVersionPolicy: options.protoVersionPolicy ?? DEFAULTS.protoVersionPolicy,
       shutdownTimeoutMs: options.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs,
     });
-    server.add(instanceManager.TryServiceDefinition, createTryService(registry));
+    server.add(instanceManager.TryServiceDefinition, createTryService(registry, { shutdownSignal: server.shutdownSignal }));
     server.add(
       instanceManager.SubscribeServiceDefinition,
       createSubscribeService({
@@ -144,7 +158,9 @@ export async function startInstanceManager(options: InstanceManagerOptions = {})
       listening = await server.listen();
     } catch (err) {
       await stopSweeper();
+      unwatchDeaths();
       hub.close();
+      await registry.flush();
       throw err;
     }
     let stopping: Promise<void> | undefined;
@@ -155,7 +171,10 @@ export async function startInstanceManager(options: InstanceManagerOptions = {})
         stopping ??= (async () => {
           await server.shutdown();
           await stopSweeper();
+          unwatchDeaths();
           hub.close();
+          // Every acknowledged health check reaches the storage before it closes.
+          await registry.flush();
           await store.close();
           logger.info('instance manager stopped');
         })();

@@ -6,6 +6,8 @@
  * - `PROTO_VERSION` / `COMPATIBLE_PROTO_VERSIONS` and the client and server middlewares that
  *   carry and check them.
  * - `createTitanChannel` for plaintext, TLS and mTLS channels.
+ * - The OpenAI-compatible contract (`parseChatCompletionRequest`, `chatCompletionChunk`, `openAiError`, …)
+ *   shared by the coordinator's and the agents' `/v1/*` routes.
  * - The session-token contract (claims schema, issuer, audience rule, algorithm, `promptSha256`, `messagesSha256`)
  *   shared by the coordinator's signer and the agent's verifier.
  *
@@ -43,9 +45,11 @@ export {
   type ProtoVersionClientOptions,
 } from './middleware/proto-version-client.js';
 export {
+  createProtoVersionCheck,
   createProtoVersionServerMiddleware,
   isProtoVersionExempt,
   PROTO_VERSION_POLICIES,
+  type ProtoVersionCheck,
   type ProtoVersionPolicy,
   type ProtoVersionServerOptions,
 } from './middleware/proto-version-server.js';
@@ -76,10 +80,51 @@ export {
   type SessionTokenGrant,
 } from './session-token.js';
 
+export {
+  embeddingsGrantInput,
+  OPENAI_DEFAULT_TEMPERATURE,
+  OPENAI_EMBEDDINGS_TASK,
+  OPENAI_MAX_EMBEDDING_INPUTS,
+  OPENAI_MAX_STOP_SEQUENCES,
+  OPENAI_TASK_PARAMETER,
+  OpenAiRequestError,
+  parseChatCompletionRequest,
+  parseCompletionRequest,
+  parseEmbeddingsRequest,
+  type OpenAiChatMessage,
+  type OpenAiEmbeddingsRequest,
+  type OpenAiGenerationRequest,
+} from './openai/openai-request.js';
+export {
+  chatCompletion,
+  chatCompletionChunk,
+  completion,
+  completionChunk,
+  embeddingsResponse,
+  modelList,
+  OPENAI_ERROR_TYPES,
+  OPENAI_ID_PREFIX,
+  OPENAI_SSE_DONE,
+  OPENAI_SSE_HEADERS,
+  openAiError,
+  openAiResponseId,
+  openAiUsage,
+  sseEvent,
+  usageChunk,
+  type OpenAiErrorBody,
+  type OpenAiFinishReason,
+  type OpenAiModel,
+  type OpenAiResponseIdentity,
+  type OpenAiUsage,
+} from './openai/openai-response.js';
+
+export { PREFIX_BLOCK_CHARS, PREFIX_MAX_BLOCKS, prefixBlockHashes, prefixText, type PrefixBlockOptions } from './prefix-blocks.js';
+
 /** Fully qualified names of every service in the contract (for health and reflection). */
 export const SERVICE_NAMES = {
   coordinator: 'titancompute.v1.CoordinatorService',
   agent: 'titancompute.v1.AgentService',
+  admin: 'titancompute.v1.AdminService',
   try: 'instance_manager.v1.TryService',
   subscribe: 'instance_manager.v1.SubscribeService',
   post: 'instance_manager.v1.PostService',

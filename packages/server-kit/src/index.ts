@@ -51,6 +51,8 @@ export { ConfigError, EXIT_USAGE, HelpRequested, ServerKitError, VersionRequeste
 export { createLogger, type LogFormat, type Logger, type LoggerOptions } from './logger.js';
 export { createErrorMappingMiddleware, isGrpcMappedError, type GrpcMappedError } from './middleware/error-mapping.js';
 export { createRequestLoggingMiddleware } from './middleware/request-logging.js';
+export { createServiceMiddleware, type ServiceMiddlewareParts } from './middleware/service-middleware.js';
 export { exitWithParent, onShutdownSignal, runMain } from './run-main.js';
+export { closeHttpServer, DEFAULT_HTTP_CLOSE_GRACE_MS, type ClosableHttpApp, type CloseHttpServerOptions } from './http-close.js';
 export { createServiceServer, type ServiceServer, type ServiceServerOptions } from './server.js';
 export { clientTlsFromConfig, createServerCredentials, serverTlsFromConfig, type ServerTlsOptions } from './tls.js';

@@ -1,12 +1,12 @@
+import { setMaxListeners } from 'node:events';
 import { createServer, type CompatServiceDefinition, type Server, type ServiceImplementation } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
-import { createProtoVersionServerMiddleware, DESCRIPTOR_SET_BASE64, type ProtoVersionPolicy } from '@titancompute/protocol';
+import { createProtoVersionCheck, DESCRIPTOR_SET_BASE64, type ProtoVersionPolicy } from '@titancompute/protocol';
 import type { Logger } from 'pino';
 import { createDrainController } from './middleware/drain.js';
-import { createErrorMappingMiddleware } from './middleware/error-mapping.js';
 import { createRequestDecodingGuard } from './middleware/request-decoding.js';
-import { createRequestLoggingMiddleware } from './middleware/request-logging.js';
+import { createServiceMiddleware } from './middleware/service-middleware.js';
 import { createReflectionDescriptorSet } from './reflection.js';
 import { createServerCredentials, type ServerTlsOptions } from './tls.js';
 
@@ -70,15 +70,20 @@ export function createServiceServer(options: ServiceServerOptions): ServiceServe
   const drain = createDrainController();
   const contract = Buffer.from(DESCRIPTOR_SET_BASE64, 'base64');
   const decoding = createRequestDecodingGuard(contract);
-  const server = createServer({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, ...options.channelOptions })
-    .use(drain.middleware)
-    .use(createRequestLoggingMiddleware(logger))
-    .use(createErrorMappingMiddleware(logger))
-    .use(createProtoVersionServerMiddleware({ protoVersionPolicy: options.protoVersionPolicy ?? 'strict' }))
-    .use(decoding.middleware);
+  // One middleware doing, in order: drain → logging → error mapping → proto_version → decoding.
+  const server = createServer({ 'grpc.max_receive_message_length': 16 * 1024 * 1024, ...options.channelOptions }).use(
+    createServiceMiddleware({
+      drain,
+      logger,
+      protoVersion: createProtoVersionCheck({ protoVersionPolicy: options.protoVersionPolicy ?? 'strict' }),
+      decoding,
+    }),
+  );
   const health = HealthState();
   const serviceNames: string[] = [];
   const shutdownController = new AbortController();
+  // Every long-lived stream listens for the shutdown (a thousand agents' health streams on a coordinator).
+  setMaxListeners(0, shutdownController.signal);
   let shuttingDown: Promise<void> | undefined;
   let listening = false;
 

@@ -6,7 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startCoordinator, type RunningCoordinator } from '@titancompute/coordinator';
+import { startCoordinator, type CoordinatorOptions, type RunningCoordinator } from '@titancompute/coordinator';
 import { startAgent, type Engine, type EngineChunk, type GenerateRequest, type RunningAgent } from '@titancompute/agent';
 import { TitanClient } from '@titancompute/client';
 import { waitFor } from './wait-for.js';
@@ -65,13 +65,21 @@ export interface RealAgentSpec {
    * them), so the coordinator's own endpoint check is turned off.
    */
   publicHost?: string;
+  /** An engine other than the scripted one. */
+  engine?: Engine;
+}
+
+/** Options of {@link startRealCluster} beyond its agents. */
+export interface RealClusterOptions {
+  /** Coordinator options over the test defaults (e.g. `openAiMode`). */
+  coordinator?: Partial<CoordinatorOptions>;
 }
 
 /**
  * Starts a coordinator (weights zeroed so ties go to the smallest agent id: deterministic
  * choices) and the given agents, and a client pointed at it.
  */
-export async function startRealCluster(specs: RealAgentSpec[]): Promise<RealCluster> {
+export async function startRealCluster(specs: RealAgentSpec[], options: RealClusterOptions = {}): Promise<RealCluster> {
   const dataDir = mkdtempSync(join(tmpdir(), 'titan-client-test-'));
   const coordinator = await startCoordinator({
     host: '127.0.0.1',
@@ -82,6 +90,7 @@ export async function startRealCluster(specs: RealAgentSpec[]): Promise<RealClus
     heartbeatIntervalMs: 200,
     weights: { memory: 0, load: 0, rtt: 0, performance: 0 },
     ...(specs.some((s) => s.publicHost) ? { verifyAgentEndpoints: false } : {}),
+    ...options.coordinator,
   });
   const agents: RunningAgent[] = [];
   for (const spec of specs) {
@@ -90,9 +99,10 @@ export async function startRealCluster(specs: RealAgentSpec[]): Promise<RealClus
         agentId: spec.agentId,
         host: '127.0.0.1',
         port: 0,
+        httpPort: 0,
         coordinator: coordinator.address,
         joinToken: coordinator.joinToken,
-        engine: createScriptedEngine({ tokenDelayMs: spec.tokenDelayMs ?? 2 }),
+        engine: spec.engine ?? createScriptedEngine({ tokenDelayMs: spec.tokenDelayMs ?? 2 }),
         maxConcurrentJobs: spec.maxConcurrentJobs ?? 4,
         maxQueue: spec.maxQueue ?? 0,
         heartbeatIntervalMs: 200,

@@ -46,6 +46,22 @@ export interface EngineChunk {
   promptTokens?: number;
 }
 
+/** One embeddings request asked of an engine (`POST /v1/embeddings`). */
+export interface EmbedRequest {
+  model: string;
+  /** The texts to embed, in order (non-empty, each non-empty). */
+  input: readonly string[];
+  /** Aborted on client cancellation or shutdown. */
+  signal: AbortSignal;
+}
+
+/** The vectors of an {@link EmbedRequest}, one per input, in order, and the tokens they took. */
+export interface EmbedResult {
+  embeddings: number[][];
+  /** Tokens of all inputs together, as the engine counted them. */
+  promptTokens: number;
+}
+
 /**
  * An inference backend. Stats (tokens, time to first token, tokens/s, finish reason) are
  * measured in one place by {@link runGeneration}, not by engines.
@@ -59,6 +75,11 @@ export interface Engine {
   load(): Promise<void>;
   /** Streams a generation; stops when `request.signal` aborts or the consumer stops iterating. */
   generate(request: GenerateRequest): AsyncIterable<EngineChunk>;
+  /**
+   * Embeds texts, when the engine can (llama-cpp, Ollama, OpenAI-compatible servers that serve
+   * `/v1/embeddings`); absent otherwise, and the agent answers 400 naming the model.
+   */
+  embed?(request: EmbedRequest): Promise<EmbedResult>;
   /** Releases the engine's resources. */
   close(): Promise<void>;
 }

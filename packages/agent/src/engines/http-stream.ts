@@ -23,7 +23,9 @@ export interface TimedResponse {
 /**
  * Fetches `url` with a deadline: no headers or no body bytes for `idleTimeoutMs`, or more than
  * `requestTimeoutMs` in all → {@link EngineError} `deadline`. Connection failures →
- * `unavailable`; non-2xx → `engine_error` (or `model_not_found` on 404) with the body's message.
+ * `unavailable`; non-2xx → `engine_error` (or `model_not_found` on 404) with the body's message
+ * (`error`, `error.message`, `message` or `detail`, else the body), also in the error's
+ * context as `status` and `upstreamMessage`.
  */
 export async function fetchStream(url: string, init: RequestInit, timeouts: HttpTimeouts, signal: AbortSignal): Promise<TimedResponse> {
   const controller = new AbortController();
@@ -71,14 +73,18 @@ export async function fetchStream(url: string, init: RequestInit, timeouts: Http
     cleanup();
     let message = body;
     try {
-      const parsed = JSON.parse(body) as { error?: string | { message?: string } };
-      message = typeof parsed.error === 'string' ? parsed.error : (parsed.error?.message ?? body);
+      const parsed = JSON.parse(body) as { error?: string | { message?: string }; message?: unknown; detail?: unknown };
+      message =
+        typeof parsed.error === 'string'
+          ? parsed.error
+          : (parsed.error?.message ?? (typeof parsed.message === 'string' ? parsed.message : typeof parsed.detail === 'string' ? parsed.detail : body));
     } catch {
       /* not JSON */
     }
     throw new EngineError(`engine answered HTTP ${response.status}: ${message}`, response.status === 404 ? 'model_not_found' : 'engine_error', {
       url,
       status: response.status,
+      upstreamMessage: message,
     });
   }
   armIdle();
@@ -145,17 +151,28 @@ export async function* sseEvents(lines: AsyncIterable<string>): AsyncGenerator<{
   if (data.length > 0) yield { event, data: data.join('\n') };
 }
 
-/** Fetches JSON with a deadline; errors as in {@link fetchStream}. */
-export async function fetchJson<T>(url: string, init: RequestInit, timeoutMs: number, signal: AbortSignal = new AbortController().signal): Promise<T> {
-  const res = await fetchStream(url, init, { idleTimeoutMs: timeoutMs, requestTimeoutMs: timeoutMs }, signal);
+/**
+ * Fetches JSON with a deadline (`timeouts`, or one number for both); errors as in
+ * {@link fetchStream}, and a body that is not JSON is an `engine_error`. Aborting `signal`
+ * rejects with the abort error as it is.
+ */
+export async function fetchJson<T>(
+  url: string,
+  init: RequestInit,
+  timeouts: number | HttpTimeouts,
+  signal: AbortSignal = new AbortController().signal,
+): Promise<T> {
+  const limits = typeof timeouts === 'number' ? { idleTimeoutMs: timeouts, requestTimeoutMs: timeouts } : timeouts;
+  const res = await fetchStream(url, init, limits, signal);
+  let text = '';
   try {
-    let text = '';
     for await (const line of res.lines()) text += `${line}\n`;
-    return JSON.parse(text) as T;
-  } catch (cause) {
-    if (cause instanceof EngineError) throw cause;
-    throw new EngineError(`engine sent invalid JSON (${url}): ${(cause as Error).message}`, 'engine_error', { url }, { cause });
   } finally {
     res.abort();
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (cause) {
+    throw new EngineError(`engine sent invalid JSON (${url}): ${(cause as Error).message}`, 'engine_error', { url }, { cause });
   }
 }

@@ -1,11 +1,12 @@
 import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
-import type { ChatHistoryItem, ChatWrapper, Llama, LlamaContext, LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
+import type { ChatHistoryItem, ChatWrapper, Llama, LlamaContext, LlamaContextSequence, LlamaEmbeddingContext, LlamaModel } from 'node-llama-cpp';
 import { EngineError } from '../errors.js';
 import { createPushQueue } from '../util/push-queue.js';
 import { DEFAULT_MODEL_PATH } from './default-model.js';
-import type { Engine, EngineChatMessage, EngineChunk, GenerateRequest } from './engine.js';
+import type { EmbedRequest, EmbedResult, Engine, EngineChatMessage, EngineChunk, GenerateRequest } from './engine.js';
 import { parseGenerationParameters } from './parameters.js';
+import { createStopMatcher } from './stop-sequences.js';
 
 /**
  * Default llama.cpp thread count: every core but one, at least one. llama.cpp's threads keep
@@ -27,7 +28,10 @@ export interface LlamaCppEngineOptions {
   threads?: number;
   /** Concurrent generations (context sequences). Default 4. */
   sequences?: number;
-  /** Context size per sequence, in tokens. Default min(2048, the model's training context). */
+  /**
+   * Context size per sequence, in tokens, and of the embedding context (the longest input
+   * `embed` takes is one token less). Default min(2048, the model's training context).
+   */
   contextSize?: number;
   /** `auto` (default) uses a GPU build when one works, else CPU; `false` forces CPU. */
   gpu?: 'auto' | false;
@@ -35,6 +39,17 @@ export interface LlamaCppEngineOptions {
 
 /** The embedded llama.cpp engine: an {@link Engine} that also says which chat template it applies. */
 export interface LlamaCppEngine extends Engine {
+  /**
+   * Embeds each input with the model (node-llama-cpp's `LlamaEmbeddingContext`, one vector per
+   * input, of the model's embedding size). The embedding context is a second llama.cpp context
+   * (one sequence, the engine's context size and threads) created on the first call and reused;
+   * inputs go through it one at a time, so concurrent requests take turns while generations
+   * keep their own context. `promptTokens` counts the tokens evaluated (the model's tokenizer,
+   * with the BOS/EOS tokens the model adds). An input longer than the context is
+   * `invalid_parameters` naming `input[i]`; an aborted signal rejects with its reason before
+   * the next input.
+   */
+  embed(request: EmbedRequest): Promise<EmbedResult>;
   /**
    * Name of the node-llama-cpp chat wrapper resolved from the GGUF's metadata (its Jinja chat
    * template or architecture; `General` when it has neither) and applied to chat messages.
@@ -66,6 +81,7 @@ export function modelNameFromPath(modelPath: string): string {
  * holding a sequence per concurrent job, and streams tokens with cancellation. A prompt is
  * completed as is (`LlamaCompletion`); chat messages go through `LlamaChat` with the chat
  * wrapper `resolveChatWrapper` picks from the GGUF's metadata (the model's own template).
+ * `embed` uses a separate embedding context, created on first use and disposed by `close`.
  *
  * @example
  * ```ts
@@ -88,6 +104,10 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
   let LlamaCompletionClass: typeof import('node-llama-cpp').LlamaCompletion | undefined;
   let LlamaChatClass: typeof import('node-llama-cpp').LlamaChat | undefined;
   let chatWrapper: ChatWrapper | undefined;
+  let contextSize = 0;
+  let embeddingContext: Promise<LlamaEmbeddingContext> | undefined;
+  /** Tail of the chain embedding inputs one at a time through the embedding context. */
+  let embeddingTurn: Promise<unknown> = Promise.resolve();
 
   const takeSequence = (): Promise<LlamaContextSequence> => {
     const seq = free.pop();
@@ -98,6 +118,26 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
     const next = waiters.shift();
     if (next) next(seq);
     else free.push(seq);
+  };
+
+  /** The embedding context, created once on first use (a failed creation is retried next time). */
+  const getEmbeddingContext = (loaded: LlamaModel): Promise<LlamaEmbeddingContext> => {
+    if (!embeddingContext) {
+      // batchSize = contextSize: an input that fits the context is evaluated in one batch, which
+      // models with non-causal attention (BERT-style embedding models) require.
+      const creating = loaded.createEmbeddingContext({ contextSize, batchSize: contextSize, threads: options.threads ?? defaultLlamaThreads() });
+      embeddingContext = creating;
+      creating.catch(() => {
+        if (embeddingContext === creating) embeddingContext = undefined;
+      });
+    }
+    return embeddingContext;
+  };
+  /** Runs `work` after every embedding queued before it (one input at a time through the context). */
+  const inEmbeddingTurn = <T>(work: () => Promise<T>): Promise<T> => {
+    const run = embeddingTurn.then(work);
+    embeddingTurn = run.catch(() => undefined);
+    return run;
   };
 
   return {
@@ -115,7 +155,7 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
         llama = await lib.getLlama({ gpu: options.gpu ?? 'auto', build: 'never', logLevel: lib.LlamaLogLevel.error, progressLogs: false });
         model = await llama.loadModel({ modelPath });
         chatWrapper = lib.resolveChatWrapper(model);
-        const contextSize = options.contextSize ?? Math.min(2048, model.trainContextSize);
+        contextSize = options.contextSize ?? Math.min(2048, model.trainContextSize);
         context = await model.createContext({ threads: options.threads ?? defaultLlamaThreads(), sequences: sequenceCount, contextSize });
         for (let i = 0; i < sequenceCount; i++) free.push(context.getSequence());
       } catch (cause) {
@@ -141,7 +181,29 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
       const completion = history
         ? new LlamaChatClass({ contextSequence: seq, chatWrapper, autoDisposeSequence: false })
         : new LlamaCompletionClass({ contextSequence: seq, autoDisposeSequence: false });
+      // Stop strings are found on the exact text stream (node-llama-cpp's customStopTriggers let
+      // out the part of a token before a stop string detokenized on its own, losing its leading
+      // space, and miss stop strings starting inside a multi-byte token).
+      const stopMatcher = createStopMatcher(params.stop ?? []);
       let pendingTokens = 0;
+      /** Text the stop matcher let out that waits for a token to go with it. */
+      let pendingText = '';
+      /**
+       * Pushes the pending text with its tokens. While the matcher holds text back, one token
+       * stays pending to go out with it (runGeneration counts text without tokens as one token).
+       */
+      const release = () => {
+        const keep = stopMatcher.held === '' ? 0 : 1;
+        if (pendingText === '' || pendingTokens <= keep) return;
+        queue.push({ text: pendingText, tokens: pendingTokens - keep, promptTokens });
+        pendingText = '';
+        pendingTokens = keep;
+      };
+      /** The last chunk: whatever text and tokens are still pending, and why the generation ended. */
+      const finish = (finishReason: 'stop' | 'length' | undefined) => {
+        queue.push({ text: pendingText, tokens: pendingTokens, promptTokens, ...(finishReason ? { finishReason } : {}) });
+        queue.end();
+      };
       const done = (async () => {
         try {
           await seq.clearHistory();
@@ -161,15 +223,19 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
                   },
                 }
               : {}),
-            ...(params.stop?.length ? { customStopTriggers: params.stop } : {}),
             signal: stop.signal,
             stopOnAbortSignal: true,
             onToken: (tokens: readonly unknown[]) => {
-              pendingTokens += tokens.length;
+              if (!stopMatcher.stopped) pendingTokens += tokens.length;
             },
             onTextChunk: (text: string) => {
-              queue.push({ text, tokens: pendingTokens, promptTokens });
-              pendingTokens = 0;
+              if (stopMatcher.stopped) return;
+              const step = stopMatcher.push(text);
+              pendingText += step.emit;
+              // A stop string: the text ends before it, and generation stops at once (the last
+              // chunk, with every token generated so far, goes out when llama.cpp returns).
+              if (step.stopped) stop.abort();
+              else release();
             },
           };
           const result =
@@ -177,15 +243,15 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
               ? await completion.generateResponse(history ?? [], generation)
               : await completion.generateCompletionWithMeta(request.prompt, generation);
           const reason = result.metadata.stopReason;
-          queue.push({
-            text: '',
-            tokens: pendingTokens,
-            promptTokens,
-            ...(reason === 'maxTokens' ? { finishReason: 'length' as const } : reason === 'abort' ? {} : { finishReason: 'stop' as const }),
-          });
-          queue.end();
+          // Unless a stop string ended it (then flush is a no-op), the text ended otherwise (max
+          // tokens, end of generation, cancellation): the held-back tail comes out, cut before a
+          // stop string it may hold.
+          pendingText += stopMatcher.flush().emit;
+          finish(stopMatcher.stopped ? 'stop' : reason === 'maxTokens' ? 'length' : reason === 'abort' ? undefined : 'stop');
         } catch (cause) {
-          queue.fail(new EngineError(`llama.cpp generation failed: ${(cause as Error).message}`, 'engine_error', {}, { cause }));
+          // node-llama-cpp may throw the abort reason when aborted before any token was kept.
+          if (stopMatcher.stopped && cause === stop.signal.reason) finish('stop');
+          else queue.fail(new EngineError(`llama.cpp generation failed: ${(cause as Error).message}`, 'engine_error', {}, { cause }));
         } finally {
           // The sequence goes back to the pool when llama.cpp is done with it, even if the
           // consumer stopped pulling chunks.
@@ -201,7 +267,53 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
         await done;
       }
     },
+    async embed(request: EmbedRequest): Promise<EmbedResult> {
+      const loaded = model;
+      if (!loaded) throw new EngineError('llama-cpp engine is not loaded', 'unavailable');
+      if (!models.includes(request.model))
+        throw new EngineError(`model ${request.model} is not served by this engine`, 'model_not_found', { model: request.model });
+      request.signal.throwIfAborted();
+      let embedder: LlamaEmbeddingContext;
+      try {
+        embedder = await getEmbeddingContext(loaded);
+      } catch (cause) {
+        throw new EngineError(
+          `llama.cpp cannot embed with model ${request.model}: ${(cause as Error).message}`,
+          'engine_error',
+          { model: request.model },
+          { cause },
+        );
+      }
+      // Every input is measured before any is evaluated: one too long fails the request at once.
+      let promptTokens = 0;
+      for (const [i, text] of request.input.entries()) {
+        const length = embedder.calculateInputLength(text);
+        if (length >= contextSize) {
+          throw new EngineError(`input[${i}] is ${length} tokens; model ${request.model} embeds at most ${contextSize - 1}`, 'invalid_parameters', {
+            model: request.model,
+            field: `input[${i}]`,
+          });
+        }
+        promptTokens += length;
+      }
+      const embeddings: number[][] = [];
+      for (const text of request.input) {
+        const vector = await inEmbeddingTurn(async () => {
+          request.signal.throwIfAborted();
+          try {
+            return [...(await embedder.getEmbeddingFor(text)).vector];
+          } catch (cause) {
+            throw new EngineError(`llama.cpp embedding failed: ${(cause as Error).message}`, 'engine_error', { model: request.model }, { cause });
+          }
+        });
+        embeddings.push(vector);
+      }
+      return { embeddings, promptTokens };
+    },
     async close() {
+      const embedder = embeddingContext;
+      embeddingContext = undefined;
+      await (await embedder?.catch(() => undefined))?.dispose();
       await context?.dispose();
       await model?.dispose();
       await llama?.dispose();

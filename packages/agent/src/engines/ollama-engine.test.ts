@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { EngineError } from '../errors.js';
 import { startTestHttpServer, writeSlowly, type TestHttpServer } from '../test-support/http-server.js';
@@ -160,5 +161,102 @@ describe('ollama engine', () => {
     expect(end).toMatchObject({ done: true, value: { finishReason: 'cancelled', tokensGenerated: 1 } });
     await new Promise((r) => setTimeout(r, 50));
     expect(closed).toBe(true);
+  });
+});
+
+/**
+ * Ollama's `POST /api/embed` as Ollama answers it: `input` a string or an array of strings, one
+ * (unit-length) vector per input in `embeddings`, the tokens of all inputs in
+ * `prompt_eval_count`; an unknown model is 404 `{"error": "model 'x' not found"}` and other
+ * failures 400 `{"error": "..."}`. Vectors here are [length, vowels] of the text, normalised.
+ */
+function fakeOllamaEmbed(served: readonly string[]) {
+  return (req: IncomingMessage, res: ServerResponse, body: unknown) => {
+    const json = (status: number, value: unknown): void => {
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value));
+    };
+    if (req.method !== 'POST' || req.url !== '/api/embed') return json(404, { error: `no route ${req.method} ${req.url}` });
+    const { model, input } = body as { model: string; input: string | string[] };
+    if (!served.includes(model)) return json(404, { error: `model '${model}' not found` });
+    const texts = typeof input === 'string' ? [input] : input;
+    const embeddings = texts.map((t) => {
+      const v = [t.length, (t.match(/[aeiou]/g) ?? []).length + 1];
+      const norm = Math.hypot(...v);
+      return v.map((x) => x / norm);
+    });
+    const tokens = texts.reduce((n, t) => n + t.split(/\s+/).length + 1, 0);
+    json(200, { model, embeddings, total_duration: 14143917, load_duration: 1019500, prompt_eval_count: tokens });
+  };
+}
+
+describe('ollama engine embeddings', () => {
+  const embedRequest = (input: string[], signal = new AbortController().signal) => ({ model: 'all-minilm', input, signal });
+
+  it('POSTs every input to /api/embed in one call and returns the vectors in order with prompt_eval_count', async () => {
+    server = await startTestHttpServer(fakeOllamaEmbed(['all-minilm']));
+    const engine = createOllamaEngine({ host: server.url });
+    const result = await engine.embed(embedRequest(['Why is the sky blue?', 'Why is the grass green?']));
+    expect(server.requests).toEqual([expect.objectContaining({ method: 'POST', path: '/api/embed' })]);
+    expect(server.requests[0]?.body).toEqual({ model: 'all-minilm', input: ['Why is the sky blue?', 'Why is the grass green?'] });
+    expect(result.embeddings).toHaveLength(2);
+    expect(result.embeddings[0]).toHaveLength(2);
+    expect(result.embeddings[0]).not.toEqual(result.embeddings[1]);
+    // 5 words + 1 and 5 words + 1
+    expect(result.promptTokens).toBe(12);
+  });
+
+  it("an unknown model (HTTP 404) is model_not_found; another HTTP error is engine_error with Ollama's message", async () => {
+    server = await startTestHttpServer(fakeOllamaEmbed(['all-minilm']));
+    const engine = createOllamaEngine({ host: server.url });
+    const missing = await engine.embed({ ...embedRequest(['a']), model: 'nomic-embed-text' }).catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(EngineError);
+    expect(missing).toMatchObject({ code: 'model_not_found', message: "engine answered HTTP 404: model 'nomic-embed-text' not found" });
+    await server.close();
+    server = await startTestHttpServer((_req, res) => {
+      res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'the input length exceeds the context length' }));
+    });
+    const failed = await createOllamaEngine({ host: server.url })
+      .embed(embedRequest(['a']))
+      .catch((e: unknown) => e);
+    expect(failed).toMatchObject({ code: 'engine_error', message: 'engine answered HTTP 400: the input length exceeds the context length' });
+  });
+
+  it('an answer without one vector per input is an engine error', async () => {
+    const answers: unknown[] = [{ embeddings: [[0.1, 0.2]] }, { embeddings: [[0.1], ['x']] }, { model: 'all-minilm' }];
+    server = await startTestHttpServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answers.shift()));
+    });
+    const engine = createOllamaEngine({ host: server.url });
+    await expect(engine.embed(embedRequest(['a', 'b']))).rejects.toThrow(/ollama sent 1 embeddings for 2 inputs/);
+    await expect(engine.embed(embedRequest(['a', 'b']))).rejects.toThrow(/invalid \/api\/embed answer: .*embeddings/);
+    await expect(engine.embed(embedRequest(['a', 'b']))).rejects.toMatchObject({ code: 'engine_error' });
+  });
+
+  it('a prompt_eval_count left out counts as 0 tokens', async () => {
+    server = await startTestHttpServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ model: 'all-minilm', embeddings: [[0.6, 0.8]] }));
+    });
+    await expect(createOllamaEngine({ host: server.url }).embed(embedRequest(['a']))).resolves.toEqual({ embeddings: [[0.6, 0.8]], promptTokens: 0 });
+  });
+
+  it('cancelling stops the request; a silent server ends in a deadline error', async () => {
+    let closed = false;
+    server = await startTestHttpServer((req) => {
+      req.socket.on('close', () => (closed = true));
+      // never answers
+    });
+    const ac = new AbortController();
+    const pending = createOllamaEngine({ host: server.url }).embed(embedRequest(['a'], ac.signal));
+    await new Promise((r) => setTimeout(r, 50));
+    ac.abort();
+    const err = await pending.catch((e: unknown) => e);
+    expect(err).not.toBeInstanceOf(EngineError);
+    expect((err as Error).name).toBe('AbortError');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(closed).toBe(true);
+    const late = await createOllamaEngine({ host: server.url, timeouts: { idleTimeoutMs: 200 } })
+      .embed(embedRequest(['a']))
+      .catch((e: unknown) => e);
+    expect(late).toMatchObject({ code: 'deadline' });
   });
 });

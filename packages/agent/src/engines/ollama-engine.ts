@@ -1,5 +1,6 @@
+import { z } from 'zod';
 import { EngineError } from '../errors.js';
-import type { Engine, EngineChunk, GenerateRequest } from './engine.js';
+import type { EmbedRequest, EmbedResult, Engine, EngineChunk, GenerateRequest } from './engine.js';
 import { DEFAULT_HTTP_TIMEOUTS, fetchJson, fetchStream, type HttpTimeouts } from './http-stream.js';
 import { parseGenerationParameters } from './parameters.js';
 
@@ -30,6 +31,12 @@ interface OllamaLine {
   error?: string;
 }
 
+/** The fields of an `/api/embed` answer the engine reads: one vector per input, and the tokens evaluated. */
+const embedResponseSchema = z.object({
+  embeddings: z.array(z.array(z.number())),
+  prompt_eval_count: z.number().int().nonnegative().optional(),
+});
+
 /** Normalises a host (`localhost:11434`, `http://h:11434/`) into a base URL. */
 function baseUrl(host: string): string {
   const withScheme = /^https?:\/\//.test(host) ? host : `http://${host}`;
@@ -39,7 +46,10 @@ function baseUrl(host: string): string {
 /**
  * An engine backed by an Ollama server: `/api/generate` (prompts) or `/api/chat` (chat
  * messages, templated by Ollama with the model's own template) streaming NDJSON, `/api/tags`
- * to list models, `/api/pull` for preloads.
+ * to list models, `/api/pull` for preloads, and `/api/embed` for `embed` (all inputs in one
+ * call; Ollama truncates an input longer than the model's context, its default; the tokens
+ * are Ollama's `prompt_eval_count`, 0 when it sends none). Upstream errors map as for
+ * generations: HTTP 404 (unknown model) is `model_not_found`, others `engine_error`.
  *
  * @example
  * ```ts
@@ -47,7 +57,7 @@ function baseUrl(host: string): string {
  * await engine.load();
  * ```
  */
-export function createOllamaEngine(options: OllamaEngineOptions = {}): Engine {
+export function createOllamaEngine(options: OllamaEngineOptions = {}): Engine & Required<Pick<Engine, 'embed'>> {
   const base = baseUrl(options.host ?? DEFAULT_OLLAMA_HOST);
   const timeouts: HttpTimeouts = {
     idleTimeoutMs: options.timeouts?.idleTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.idleTimeoutMs,
@@ -133,6 +143,26 @@ export function createOllamaEngine(options: OllamaEngineOptions = {}): Engine {
       } finally {
         res.abort();
       }
+    },
+    async embed(request: EmbedRequest): Promise<EmbedResult> {
+      const answer = await fetchJson<unknown>(
+        `${base}/api/embed`,
+        { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: request.model, input: request.input }) },
+        timeouts,
+        request.signal,
+      );
+      const parsed = embedResponseSchema.safeParse(answer);
+      if (!parsed.success)
+        throw new EngineError(`ollama sent an invalid /api/embed answer: ${z.prettifyError(parsed.error).replace(/\n\s*/g, ' ')}`, 'engine_error', {
+          model: request.model,
+        });
+      const { embeddings, prompt_eval_count: promptTokens = 0 } = parsed.data;
+      if (embeddings.length !== request.input.length) {
+        throw new EngineError(`ollama sent ${embeddings.length} embeddings for ${request.input.length} inputs`, 'engine_error', {
+          model: request.model,
+        });
+      }
+      return { embeddings, promptTokens };
     },
     async close() {
       /* nothing held */

@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { EngineError } from '../errors.js';
 import { startTestHttpServer, writeSlowly, type TestHttpServer } from '../test-support/http-server.js';
@@ -143,5 +144,141 @@ describe('openai engine', () => {
 
   it('rejects an unknown api parameter', async () => {
     await expect(drain(createOpenAiEngine({ url: 'http://127.0.0.1:1' }).generate(request({ api: 'embeddings' })))).rejects.toThrow(/options.api/);
+  });
+});
+
+/**
+ * OpenAI's `POST /v1/embeddings` as OpenAI-compatible servers answer it: `input` a string or an
+ * array of strings, `data[]` of `{object: 'embedding', index, embedding}` (here in reverse
+ * order, which the index puts right), `usage.prompt_tokens`; an unknown model is 404 with
+ * OpenAI's error object. Vectors are [length, words] of the text.
+ */
+function fakeOpenAiEmbeddings(served: readonly string[]) {
+  return (req: IncomingMessage, res: ServerResponse, body: unknown) => {
+    const json = (status: number, value: unknown): void => {
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value));
+    };
+    if (req.method !== 'POST' || req.url !== '/v1/embeddings') return json(404, { detail: 'Not Found' });
+    const { model, input } = body as { model: string; input: string | string[] };
+    if (!served.includes(model)) {
+      return json(404, {
+        error: { message: `The model \`${model}\` does not exist.`, type: 'invalid_request_error', param: null, code: 'model_not_found' },
+      });
+    }
+    const texts = typeof input === 'string' ? [input] : input;
+    const data = texts.map((t, index) => ({ object: 'embedding', index, embedding: [t.length, t.split(' ').length] })).reverse();
+    const tokens = texts.reduce((n, t) => n + t.split(' ').length, 0);
+    json(200, { object: 'list', data, model, usage: { prompt_tokens: tokens, total_tokens: tokens } });
+  };
+}
+
+describe('openai engine embeddings', () => {
+  const model = 'BAAI/bge-m3';
+  const embedRequest = (input: string[], signal = new AbortController().signal) => ({ model, input, signal });
+
+  it('POSTs {model, input} to /v1/embeddings with the API key and returns the vectors in input order with usage.prompt_tokens', async () => {
+    server = await startTestHttpServer(fakeOpenAiEmbeddings([model]));
+    const engine = createOpenAiEngine({ url: `${server.url}/v1`, apiKey: 'sk-test' });
+    const result = await engine.embed(embedRequest(['the sky is blue', 'green']));
+    expect(result).toEqual({
+      embeddings: [
+        [15, 4],
+        [5, 1],
+      ],
+      promptTokens: 5,
+    });
+    expect(server.requests).toEqual([
+      expect.objectContaining({ method: 'POST', path: '/v1/embeddings', body: { model, input: ['the sky is blue', 'green'] } }),
+    ]);
+    expect(server.requests[0]?.headers.authorization).toBe('Bearer sk-test');
+  });
+
+  it('an answer that the model cannot embed (vLLM 400, no such route 404, llama.cpp 501) is invalid_parameters naming the model', async () => {
+    const refusals: [number, unknown][] = [
+      [400, { object: 'error', message: 'The model does not support Embeddings API', type: 'BadRequestError', param: null, code: 400 }],
+      [404, { detail: 'Not Found' }],
+      [501, { error: { code: 501, message: 'This server does not support embeddings. Start it with `--embeddings`', type: 'not_supported_error' } }],
+    ];
+    const queue = [...refusals];
+    server = await startTestHttpServer((_req, res) => {
+      const [status, body] = queue.shift()!;
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+    const engine = createOpenAiEngine({ url: server.url });
+    for (const [status] of refusals) {
+      const err = await engine.embed({ ...embedRequest(['a']), model: 'meta-llama/Llama-3.1-8B' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(EngineError);
+      expect(err).toMatchObject({ code: 'invalid_parameters', context: { model: 'meta-llama/Llama-3.1-8B', field: 'model', status } });
+      expect((err as Error).message).toMatch(new RegExp(`^model meta-llama/Llama-3.1-8B cannot embed: the OpenAI-compatible server answered HTTP ${status}: `));
+    }
+  });
+
+  it('an unknown model (404 naming the model) stays model_not_found; other errors are engine_error', async () => {
+    server = await startTestHttpServer(fakeOpenAiEmbeddings([model]));
+    const missing = await createOpenAiEngine({ url: server.url })
+      .embed({ ...embedRequest(['a']), model: 'other' })
+      .catch((e: unknown) => e);
+    expect(missing).toMatchObject({ code: 'model_not_found', message: 'engine answered HTTP 404: The model `other` does not exist.' });
+    await server.close();
+    server = await startTestHttpServer((_req, res) => {
+      res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: 'CUDA out of memory' } }));
+    });
+    await expect(createOpenAiEngine({ url: server.url }).embed(embedRequest(['a']))).rejects.toMatchObject({
+      code: 'engine_error',
+      message: 'engine answered HTTP 500: CUDA out of memory',
+    });
+  });
+
+  it('an answer without exactly one vector per input is an engine error', async () => {
+    const answers: unknown[] = [
+      { object: 'list', data: [{ index: 0, embedding: [1] }] },
+      {
+        object: 'list',
+        data: [
+          { index: 0, embedding: [1] },
+          { index: 0, embedding: [2] },
+        ],
+      },
+      {
+        object: 'list',
+        data: [
+          { index: 0, embedding: [1] },
+          { index: 2, embedding: [2] },
+        ],
+      },
+      { object: 'list', data: [{ index: 0, embedding: 'AAAA' }] },
+    ];
+    server = await startTestHttpServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answers.shift()));
+    });
+    const engine = createOpenAiEngine({ url: server.url });
+    await expect(engine.embed(embedRequest(['a', 'b']))).rejects.toThrow(/sent 1 embeddings \(indexes 0\) for 2 inputs/);
+    await expect(engine.embed(embedRequest(['a', 'b']))).rejects.toThrow(/sent 2 embeddings \(indexes 0, 0\) for 2 inputs/);
+    await expect(engine.embed(embedRequest(['a', 'b']))).rejects.toThrow(/sent 2 embeddings \(indexes 0, 2\) for 2 inputs/);
+    await expect(engine.embed(embedRequest(['a']))).rejects.toMatchObject({
+      code: 'engine_error',
+      message: expect.stringMatching(/invalid \/v1\/embeddings answer/),
+    });
+  });
+
+  it('data without indexes is taken in order and a missing usage counts 0 tokens; a silent server ends in a deadline error', async () => {
+    server = await startTestHttpServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ data: [{ embedding: [1, 0] }, { embedding: [0, 1] }] }));
+    });
+    await expect(createOpenAiEngine({ url: server.url }).embed(embedRequest(['a', 'b']))).resolves.toEqual({
+      embeddings: [
+        [1, 0],
+        [0, 1],
+      ],
+      promptTokens: 0,
+    });
+    await server.close();
+    server = await startTestHttpServer(() => {
+      /* never respond */
+    });
+    const err = await createOpenAiEngine({ url: server.url, timeouts: { idleTimeoutMs: 200 } })
+      .embed(embedRequest(['a']))
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'deadline' });
   });
 });

@@ -1,5 +1,6 @@
+import { z } from 'zod';
 import { EngineError } from '../errors.js';
-import type { Engine, EngineChunk, GenerateRequest } from './engine.js';
+import type { EmbedRequest, EmbedResult, Engine, EngineChunk, GenerateRequest } from './engine.js';
 import { DEFAULT_HTTP_TIMEOUTS, fetchJson, fetchStream, sseEvents, type HttpTimeouts } from './http-stream.js';
 import { parseGenerationParameters } from './parameters.js';
 
@@ -29,11 +30,33 @@ interface OpenAiChunk {
   error?: { message?: string } | string;
 }
 
+/** The fields of a `/v1/embeddings` answer the engine reads: the vectors (with their input's index) and the prompt tokens. */
+const embeddingsResponseSchema = z.object({
+  data: z.array(z.object({ index: z.number().int().nonnegative().optional(), embedding: z.array(z.number()) })),
+  usage: z.object({ prompt_tokens: z.number().int().nonnegative().optional() }).nullish(),
+});
+
+/**
+ * Whether an HTTP error from `/v1/embeddings` means the model (or the server) cannot embed:
+ * vLLM's 400 "The model does not support Embeddings API", a 404 that names embeddings or is a
+ * bare "Not Found" (no such route), and 501 (llama.cpp's server without `--embeddings`). A 404
+ * about the model ("The model `x` does not exist") is not: that model is unknown.
+ */
+function meansCannotEmbed(status: number, message: string): boolean {
+  if (status === 501) return true;
+  if (status !== 400 && status !== 404) return false;
+  return /embed/i.test(message) || (status === 404 && /^\s*not found\s*$/i.test(message));
+}
+
 /**
  * An engine backed by any OpenAI-compatible server (vLLM, llama.cpp server, LM Studio):
  * streaming SSE `/v1/completions` or `/v1/chat/completions`, `/v1/models` to list models.
  * Chat messages always go to `/v1/chat/completions` as they are (the server applies the
- * model's template); a prompt goes to the endpoint `api` names.
+ * model's template); a prompt goes to the endpoint `api` names. `embed` POSTs all inputs to
+ * `/v1/embeddings` in one call (vectors put back in input order by `index`, tokens from
+ * `usage.prompt_tokens`, 0 without it); an answer saying the model cannot embed (HTTP 400 or
+ * 404 about embeddings, a bare 404 "Not Found", any 501) is `invalid_parameters` whose message
+ * names the model, other errors map as for generations.
  *
  * @example
  * ```ts
@@ -41,7 +64,7 @@ interface OpenAiChunk {
  * await engine.load();
  * ```
  */
-export function createOpenAiEngine(options: OpenAiEngineOptions): Engine {
+export function createOpenAiEngine(options: OpenAiEngineOptions): Engine & Required<Pick<Engine, 'embed'>> {
   const base = `${options.url.replace(/\/+$/, '').replace(/\/v1$/, '')}/v1`;
   const timeouts: HttpTimeouts = {
     idleTimeoutMs: options.timeouts?.idleTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.idleTimeoutMs,
@@ -121,6 +144,55 @@ export function createOpenAiEngine(options: OpenAiEngineOptions): Engine {
       } finally {
         res.abort();
       }
+    },
+    async embed(request: EmbedRequest): Promise<EmbedResult> {
+      let answer: unknown;
+      try {
+        answer = await fetchJson<unknown>(
+          `${base}/embeddings`,
+          { method: 'POST', headers, body: JSON.stringify({ model: request.model, input: request.input }) },
+          timeouts,
+          request.signal,
+        );
+      } catch (err) {
+        const status = err instanceof EngineError ? err.context.status : undefined;
+        const upstream = err instanceof EngineError ? err.context.upstreamMessage : undefined;
+        if (typeof status === 'number' && typeof upstream === 'string' && meansCannotEmbed(status, upstream)) {
+          throw new EngineError(
+            `model ${request.model} cannot embed: the OpenAI-compatible server answered HTTP ${status}: ${upstream}`,
+            'invalid_parameters',
+            { model: request.model, field: 'model', status },
+            { cause: err },
+          );
+        }
+        throw err;
+      }
+      const parsed = embeddingsResponseSchema.safeParse(answer);
+      if (!parsed.success) {
+        throw new EngineError(
+          `OpenAI-compatible server sent an invalid /v1/embeddings answer: ${z.prettifyError(parsed.error).replace(/\n\s*/g, ' ')}`,
+          'engine_error',
+          { model: request.model },
+        );
+      }
+      const { data, usage } = parsed.data;
+      // One vector per input, each input's once, put in input order by index.
+      const slots: (number[] | undefined)[] = request.input.map(() => undefined);
+      let complete = data.length === slots.length;
+      for (const [position, item] of data.entries()) {
+        const at = item.index ?? position;
+        if (at >= slots.length || slots[at] !== undefined) complete = false;
+        else slots[at] = item.embedding;
+      }
+      const embeddings = slots.filter((v): v is number[] => v !== undefined);
+      if (!complete || embeddings.length !== slots.length) {
+        throw new EngineError(
+          `OpenAI-compatible server sent ${data.length} embeddings (indexes ${data.map((d, i) => d.index ?? i).join(', ')}) for ${request.input.length} inputs`,
+          'engine_error',
+          { model: request.model },
+        );
+      }
+      return { embeddings, promptTokens: usage?.prompt_tokens ?? 0 };
     },
     async close() {
       /* nothing held */

@@ -22,9 +22,13 @@ export interface GenerationPiece {
   tokenIndex: number;
 }
 
+/** Called once per streamed piece after the first: the time since the previous piece and the piece's tokens. */
+export type InterTokenObserver = (seconds: number, tokens: number) => void;
+
 /**
  * Runs an engine generation, enforcing `maxTokens` and measuring the stats in one place.
- * Yields pieces as they come; returns the stats as the generator's return value. Aborting
+ * Yields pieces as they come; returns the stats as the generator's return value. `interToken`,
+ * when given, hears the gap before every piece after the first (metrics). Aborting
  * `request.signal` ends the generation with finishReason `cancelled`; engine errors propagate.
  *
  * @example
@@ -44,9 +48,14 @@ export interface GenerationPiece {
  * await engine.close();
  * ```
  */
-export async function* runGeneration(engine: Engine, request: GenerateRequest): AsyncGenerator<GenerationPiece, GenerationStats> {
+export async function* runGeneration(
+  engine: Engine,
+  request: GenerateRequest,
+  interToken?: InterTokenObserver,
+): AsyncGenerator<GenerationPiece, GenerationStats> {
   const started = performance.now();
   let firstAt: number | undefined;
+  let lastAt = 0;
   let tokens = 0;
   let promptTokens = 0;
   let finish: FinishReason | undefined;
@@ -60,11 +69,14 @@ export async function* runGeneration(engine: Engine, request: GenerateRequest): 
         if (chunk.promptTokens !== undefined) promptTokens = chunk.promptTokens;
         if (chunk.finishReason) finish = chunk.finishReason;
         if (chunk.tokens <= 0 && chunk.text === '') continue;
-        firstAt ??= performance.now();
+        const now = performance.now();
+        firstAt ??= now;
         const tokenIndex = tokens;
         const count = Math.max(chunk.tokens, chunk.text === '' ? 0 : 1);
         const room = request.maxTokens - tokens;
         tokens += Math.min(count, room);
+        if (interToken && tokenIndex > 0 && count > 0) interToken((now - lastAt) / 1000, Math.min(count, room));
+        lastAt = now;
         yield { text: chunk.text, tokens: Math.min(count, room), tokenIndex };
         if (tokens >= request.maxTokens) {
           finish = 'length';

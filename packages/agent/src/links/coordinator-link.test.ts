@@ -1,9 +1,13 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
+import type { JobOutcome } from '@titancompute/protocol';
+import { createLogger } from '@titancompute/server-kit';
 import { startAgent, type RunningAgent } from '../agent.js';
+import { generateCredential } from '../identity/agent-credential.js';
 import { collect, createAgentClient } from '../test-support/agent-client.js';
 import { startFakeCoordinator, type FakeCoordinator } from '../test-support/fake-coordinator.js';
 import { createFakeEngine } from '../test-support/fake-engine.js';
 import { createTestSigner } from '../test-support/token-signer.js';
+import { createCoordinatorLink } from './coordinator-link.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -137,5 +141,48 @@ describe('coordinator link', () => {
     await stopping;
     expect(coordinator.deregistrations).toEqual([{ agentId: 'link-agent', reason: 'test', agentCredential: coordinator.credentials.get('link-agent') }]);
     expect(coordinator.updates.flatMap((u) => u.completedJobs).map((j) => j.jobId)).toContain('slow-job');
+  });
+
+  it('sends the jobs that end in one turn of the event loop in one update, and whenAcked waits for its ack', async () => {
+    const coordinator = await startFakeCoordinator();
+    cleanups.push(() => coordinator.stop());
+    let completed: JobOutcome[] = [];
+    const link = createCoordinatorLink({
+      address: coordinator.address,
+      joinToken: 'join-secret',
+      credential: generateCredential(),
+      agentId: 'flush-agent',
+      heartbeatIntervalMs: 60_000,
+      registration: () => ({ agentId: 'flush-agent', endpoint: '127.0.0.1:1', maxJobs: 4, supportedModels: ['fake-model'] }),
+      snapshot: () => ({
+        freeVramMb: 0,
+        freeRamMb: 1,
+        totalRamMb: 1,
+        runningJobs: 0,
+        queuedJobs: 0,
+        cpuPercent: 0,
+        gpus: [],
+        activeJobIds: [],
+        draining: false,
+      }),
+      takeCompleted: () => {
+        const out = completed;
+        completed = [];
+        return out;
+      },
+      logger: createLogger({ service: 'test', level: 'silent' }),
+    });
+    cleanups.push(() => link.stop('test done'));
+    link.start();
+    await coordinator.waitFor(() => coordinator.updates.length >= 1);
+    const before = coordinator.updates.length;
+    // Three streams that started together end together: one update, acked before any done message.
+    for (const jobId of ['a', 'b', 'c']) {
+      completed.push({ jobId, tokensGenerated: 1, timeToFirstTokenMs: 1, tokensPerSecond: 1, error: '', promptTokens: 1 });
+      link.flush();
+    }
+    await link.whenAcked(5000);
+    expect(coordinator.updates).toHaveLength(before + 1);
+    expect(coordinator.updates.at(-1)!.completedJobs.map((j) => j.jobId)).toEqual(['a', 'b', 'c']);
   });
 });

@@ -77,13 +77,16 @@ export interface CoordinatorLink {
   /** Sends a health update within `jobReportDelayMs` (coalescing job changes): e.g. jobs started. */
   nudge(): void;
   /**
-   * Sends a health update now: a job ended or a token was refused, and the coordinator must
-   * see the slot free before the client hears about it (and asks again).
+   * Sends a health update on this turn of the event loop: a job ended or a token was refused,
+   * and the coordinator must see the slot free before the client hears about it (and asks
+   * again). Jobs that end in the same turn (streams that started together end together) share
+   * one update.
    */
   flush(): void;
   /**
-   * Resolves once the coordinator acked every update sent so far (it has applied them), or
-   * after `timeoutMs` (default 250), or at once without a stream.
+   * Resolves once the coordinator acked every update sent so far, and the one a pending
+   * {@link CoordinatorLink.flush} sends (it has applied them), or after `timeoutMs` (default 250)
+   * from that send, or at once without a stream.
    */
   whenAcked(timeoutMs?: number): Promise<void>;
   /** Fetches the coordinator's public keys. */
@@ -143,6 +146,8 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
   let queue: PushQueue<DeepPartial<HealthUpdate>> | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
   let debounce: NodeJS.Timeout | undefined;
+  /** The update a flush asked for, sent on this turn of the event loop, and who waits for it to leave. */
+  let flushing: { immediate: NodeJS.Immediate; sent: Promise<void>; resolve: () => void } | undefined;
   let draining = false;
   let loop: Promise<void> | undefined;
   const streamOpen = () => queue !== undefined && !queue.closed;
@@ -151,6 +156,13 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
   const sendUpdate = () => {
     clearTimeout(debounce);
     debounce = undefined;
+    // This update carries what a pending flush was for.
+    const flushed = flushing;
+    flushing = undefined;
+    if (flushed) {
+      clearImmediate(flushed.immediate);
+      flushed.resolve();
+    }
     if (!queue || queue.closed) return;
     // started_job_ids and rejected_job_ids go once; a reconnect re-sends active_job_ids, and an
     // unreported rejection only means the slot waits for the coordinator's claim window.
@@ -234,11 +246,14 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
       debounce = setTimeout(sendUpdate, options.jobReportDelayMs ?? 2);
     },
     flush() {
-      if (!streamOpen()) return;
-      sendUpdate();
+      if (flushing || !streamOpen()) return;
+      let resolve!: () => void;
+      const sent = new Promise<void>((r) => (resolve = r));
+      flushing = { immediate: setImmediate(sendUpdate), sent, resolve };
     },
     whenAcked(timeoutMs = 250) {
       if (!streamOpen()) return Promise.resolve();
+      if (flushing) return flushing.sent.then(() => reports.whenAllAcked(timeoutMs));
       return reports.whenAllAcked(timeoutMs);
     },
     getPublicKey() {

@@ -81,6 +81,31 @@ describe('instance manager link', () => {
     expect(coordinator.deregistrations.map((d) => d.agentId)).toEqual(['im-agent-3']);
   });
 
+  it('sends its health checks over one TryHealthCheckStream, and over unary TryHealthCheck to an instance manager without it', async () => {
+    for (const withoutHealthStream of [false, true]) {
+      const coordinator = await startFakeCoordinator();
+      const im = await startFakeInstanceManager({ withoutHealthStream });
+      cleanups.push(
+        () => coordinator.stop(),
+        () => im.stop(),
+      );
+      const id = withoutHealthStream ? 'im-agent-unary' : 'im-agent-stream';
+      const agent = await startAgent({ ...agentBase(id, coordinator.address), instanceManager: im.address, drainTimeoutMs: 1000 });
+      cleanups.push(() => agent.stop());
+      await coordinator.waitFor(() => im.healthChecks >= 4);
+      if (withoutHealthStream) {
+        expect(im.streamedHealthChecks).toBe(0);
+      } else {
+        expect(im.streamedHealthChecks).toBe(im.healthChecks);
+        expect(im.healthStreams).toBe(1);
+      }
+      // Either way a kill still stops the agent.
+      im.healthy = false;
+      im.status = instanceManager.HealthStatus.HEALTH_STATUS_KILLED;
+      expect(await agent.closed).toMatch(/instance manager/);
+    }
+  });
+
   it('keeps serving while the instance manager is unreachable', async () => {
     const coordinator = await startFakeCoordinator();
     cleanups.push(() => coordinator.stop());

@@ -5,6 +5,7 @@ import type { Logger } from '@titancompute/server-kit';
 import type { MachineStats } from '../stats/system-stats.js';
 import type { JobTotals } from '../service/job-tracker.js';
 import { backoffDelay } from '../util/abort.js';
+import { createKeepAliveStream, isUnimplemented, type KeepAliveStream } from './keep-alive-stream.js';
 
 /** Options of {@link createInstanceManagerLink}. */
 export interface InstanceManagerLinkOptions {
@@ -52,8 +53,10 @@ const { HealthStatus } = instanceManager;
 
 /**
  * Creates an {@link InstanceManagerLink}: TryAddInstance (type INFERENCE_AGENT), TryAddService
- * (AGENT_GRPC, and VLLM_OPENAI_COMPATIBLE for the openai engine), then every interval
- * TryHealthCheck plus Post{Gpu,System,Llm}Metrics.
+ * (AGENT_GRPC, and VLLM_OPENAI_COMPATIBLE for the openai engine), then every interval a health
+ * check plus Post{Gpu,System,Llm}Metrics. Health checks go over one long-lived
+ * TryHealthCheckStream (reopened after it broke); an instance manager without it (UNIMPLEMENTED)
+ * gets unary TryHealthCheck calls instead, for the rest of the link's life.
  *
  * Only a kill stops the agent: TryHealthCheck answering `status` KILLED (a TryKillInstance of
  * this agent or of an ancestor), or healthy=false from a v1 instance manager (no `status`).
@@ -83,7 +86,24 @@ export function createInstanceManagerLink(options: InstanceManagerLinkOptions): 
   let stopped = false;
   /** The current outage (failed attempts in a row), undefined while reachable. */
   let outage: { sinceMs: number; failures: number; lastError: string } | undefined;
-  const deadline = () => ({ signal: AbortSignal.timeout(Math.max(1000, Math.min(5000, intervalMs))) });
+  const deadlineMs = Math.max(1000, Math.min(5000, intervalMs));
+  const deadline = () => ({ signal: AbortSignal.timeout(deadlineMs) });
+  /** The health-check stream; undefined once the instance manager said it has none. */
+  let keepAlive: KeepAliveStream | undefined = createKeepAliveStream(tryClient);
+
+  const healthCheck = async (): Promise<instanceManager.TryHealthCheckResponse> => {
+    if (keepAlive) {
+      try {
+        return await keepAlive.check(options.agentId, deadlineMs);
+      } catch (err) {
+        if (!isUnimplemented(err)) throw err;
+        keepAlive.close();
+        keepAlive = undefined;
+        logger.info({ instanceManager: options.address }, 'the instance manager has no TryHealthCheckStream; using unary TryHealthCheck');
+      }
+    }
+    return tryClient.tryHealthCheck({ instanceId: options.agentId }, deadline());
+  };
 
   const register = async (why: string) => {
     const res = await tryClient.tryAddInstance(
@@ -159,7 +179,7 @@ export function createInstanceManagerLink(options: InstanceManagerLinkOptions): 
       // After an outage the health check comes first: a kill issued meanwhile must be obeyed,
       // not undone by registering a new incarnation.
       if (!registered) await register(outage ? 'the instance manager is reachable again' : 'start');
-      let res = await tryClient.tryHealthCheck({ instanceId: options.agentId }, deadline());
+      let res = await healthCheck();
       if (outage) {
         logger.info(
           { instanceManager: options.address, downForMs: Date.now() - outage.sinceMs, failedAttempts: outage.failures, lastError: outage.lastError },
@@ -173,7 +193,7 @@ export function createInstanceManagerLink(options: InstanceManagerLinkOptions): 
         logger.warn({ message: res.message, status: HealthStatus[res.status] }, 'instance manager no longer counts this agent as alive; registering again');
         registered = false;
         await register(res.status === HealthStatus.HEALTH_STATUS_STALE ? 'marked stale' : 'unknown to the instance manager');
-        res = await tryClient.tryHealthCheck({ instanceId: options.agentId }, deadline());
+        res = await healthCheck();
       }
       if (!res.healthy) {
         if (res.status === HealthStatus.HEALTH_STATUS_KILLED || res.status === HealthStatus.HEALTH_STATUS_UNSPECIFIED) {
@@ -210,6 +230,7 @@ export function createInstanceManagerLink(options: InstanceManagerLinkOptions): 
     stop() {
       stopped = true;
       clearTimeout(timer);
+      keepAlive?.close();
       channel.close();
     },
   };

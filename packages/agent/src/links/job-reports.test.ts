@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import type { JobOutcome } from '@titancompute/protocol';
 import { createJobReportLedger, MAX_UNACKED_OUTCOMES } from './job-reports.js';
 
-const outcome = (jobId: string): JobOutcome => ({ jobId, tokensGenerated: 1, timeToFirstTokenMs: 1, tokensPerSecond: 1, error: '' });
+const outcome = (jobId: string): JobOutcome => ({ jobId, tokensGenerated: 1, timeToFirstTokenMs: 1, tokensPerSecond: 1, error: '', promptTokens: 0 });
 
 describe('job report ledger', () => {
   it('stamps strictly increasing timestamps, even within one millisecond', () => {

@@ -60,4 +60,31 @@ describe('coalesce', () => {
     await expect(gen.next()).resolves.toMatchObject({ value: { text: 'a' } });
     await expect(gen.next()).rejects.toThrow('engine died');
   });
+
+  it("sends the first batch at once, and a later one only after what the piece's own turn scheduled (the engine's next step)", async () => {
+    const events: string[] = [];
+    // Like node-llama-cpp: each piece comes with the engine's next decode scheduled on the event loop.
+    async function* engineLike(): AsyncGenerator<GenerationPiece, GenerationStats> {
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 5));
+        setImmediate(() => events.push(`engine step after piece ${i}`));
+        events.push(`piece ${i}`);
+        yield piece(String(i), i);
+      }
+      return STATS;
+    }
+    const batches = coalesce(engineLike());
+    for (let r = await batches.next(); !r.done; r = await batches.next()) events.push(`batch ${r.value.text}`);
+    expect(events).toEqual([
+      'piece 0',
+      'batch 0',
+      'engine step after piece 0',
+      'piece 1',
+      'engine step after piece 1',
+      'batch 1',
+      'piece 2',
+      'engine step after piece 2',
+      'batch 2',
+    ]);
+  });
 });

@@ -7,11 +7,20 @@ export interface Batch {
   tokens: number;
 }
 
+/** Resolves on the event loop's next check phase (after the callbacks already scheduled with setImmediate). */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 /**
  * Pulls generation pieces as fast as the engine makes them and yields what piled up while the
  * previous message was being written as one batch: one message per token while the client
  * keeps up, fewer, larger messages when it does not (the engine never waits on the network).
  * Pieces without text are folded into the next batch. Returns the generation's stats.
+ *
+ * After the first batch (which goes out at once: time to first token), a batch is taken on the
+ * event loop's next turn after its first piece arrived, not within the piece's own microtasks:
+ * an engine that schedules its next step on the loop (node-llama-cpp dispatches the next decode
+ * with setImmediate) starts it before the transport spends its time on this piece, so encoding
+ * and writing overlap with the engine's evaluation instead of delaying it.
  *
  * @example
  * ```ts
@@ -21,7 +30,11 @@ export interface Batch {
  */
 export async function* coalesce(gen: AsyncGenerator<GenerationPiece, GenerationStats>): AsyncGenerator<Batch, GenerationStats> {
   let stats: GenerationStats | undefined;
-  const pending: GenerationPiece[] = [];
+  // The pending batch: its text, token count, the index of its first token, and whether it holds any piece.
+  let text = '';
+  let tokens = 0;
+  let tokenIndex = 0;
+  let pieces = false;
   let wake: (() => void) | undefined;
   let finished = false;
   let failure: { error: unknown } | undefined;
@@ -33,8 +46,14 @@ export async function* coalesce(gen: AsyncGenerator<GenerationPiece, GenerationS
           stats = r.value;
           break;
         }
-        pending.push(r.value);
-        wake?.();
+        const piece = r.value;
+        if (!pieces) {
+          pieces = true;
+          tokenIndex = piece.tokenIndex;
+        }
+        text += piece.text;
+        tokens += piece.tokens;
+        if (text !== '') wake?.();
       }
     } catch (error) {
       failure = { error };
@@ -44,16 +63,17 @@ export async function* coalesce(gen: AsyncGenerator<GenerationPiece, GenerationS
     }
   })();
   try {
-    for (;;) {
+    for (let first = true; ; first = false) {
       // Sleep until there is text to send (pieces without text wait for the next one) or the end.
-      while (!finished && !pending.some((p) => p.text !== '')) await new Promise<void>((resolve) => (wake = resolve));
+      while (!finished && text === '') await new Promise<void>((resolve) => (wake = resolve));
       wake = undefined;
-      const text = pending.map((p) => p.text).join('');
+      if (!first) await nextTurn();
       if (text === '') break; // finished, nothing left to send
-      const tokenIndex = pending[0]!.tokenIndex;
-      const tokens = pending.reduce((n, p) => n + p.tokens, 0);
-      pending.length = 0;
-      yield { text, tokenIndex, tokens };
+      const batch: Batch = { text, tokenIndex, tokens };
+      text = '';
+      tokens = 0;
+      pieces = false;
+      yield batch;
     }
     if (failure) throw failure.error;
     if (!stats) throw new Error('generation ended without stats');

@@ -22,8 +22,8 @@ export type JobChange = 'start' | 'finish' | 'reject';
 export interface JobTracker {
   /** A job was accepted (queued or running). */
   start(jobId: string): void;
-  /** A job ended (success: `error` ""). */
-  finish(outcome: JobOutcome, promptTokens?: number): void;
+  /** A job ended (success: `error` ""); its `promptTokens` count towards the totals. */
+  finish(outcome: JobOutcome): void;
   /**
    * The session token of `jobId` verified (its signature is the coordinator's) but was refused
    * before any job started (wrong model, limits…): the coordinator may free its slot at once.
@@ -76,14 +76,14 @@ export function createJobTracker(): JobTracker {
       totals.requests++;
       changed('start');
     },
-    finish(outcome, promptTokens = 0) {
+    finish(outcome) {
       const n = active.get(outcome.jobId) ?? 0;
       if (n <= 1) active.delete(outcome.jobId);
       else active.set(outcome.jobId, n - 1);
       completed.push(outcome);
       if (completed.length > MAX_PENDING) completed = completed.slice(-MAX_PENDING);
       totals.tokensGenerated += outcome.tokensGenerated;
-      totals.promptTokens += promptTokens;
+      totals.promptTokens += outcome.promptTokens;
       if (outcome.error === '') {
         totals.completed++;
         if (outcome.tokensPerSecond > 0) {

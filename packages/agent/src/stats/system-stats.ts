@@ -17,7 +17,11 @@ export interface MachineStats {
 
 /** Samples machine stats; GPU data comes from nvidia-smi in the background and is cached. */
 export interface StatsSampler {
-  /** The latest stats (never blocks on nvidia-smi). */
+  /**
+   * The latest stats (never blocks on nvidia-smi). CPU and RAM are read again at most once per
+   * `minSampleIntervalMs`: health updates sent at every job's start and end reuse the last reading
+   * instead of parsing /proc each time.
+   */
   current(): MachineStats;
   /** Runs nvidia-smi once now and waits for it (used at start so registration sees the GPUs). */
   refreshGpus(): Promise<void>;
@@ -40,6 +44,8 @@ function cpuTimes(): { idle: number; total: number } {
 /**
  * Creates a {@link StatsSampler}. A missing, failing or hanging nvidia-smi makes a CPU-only
  * agent (no GPUs, 0 VRAM) with one log line per change of state — never a crash.
+ * `minSampleIntervalMs` (default 250): CPU and RAM are read at most this often (`os.cpus()` parses
+ * /proc on every call, and `current()` runs for every health update: two per job).
  *
  * @example
  * ```ts
@@ -48,10 +54,13 @@ function cpuTimes(): { idle: number; total: number } {
  * stats.current().gpus;
  * ```
  */
-export function createStatsSampler(options: { nvidiaSmi?: NvidiaSmiOptions; logger?: Logger } = {}): StatsSampler {
+export function createStatsSampler(options: { nvidiaSmi?: NvidiaSmiOptions; logger?: Logger; minSampleIntervalMs?: number } = {}): StatsSampler {
+  const minSampleIntervalMs = options.minSampleIntervalMs ?? 250;
   let gpus: GpuInfo[] = [];
   let lastCpu = cpuTimes();
   let lastCpuPercent = 0;
+  /** The last reading of CPU and RAM, and when it was taken. */
+  let host = { at: -Infinity, totalRamMb: 0, freeRamMb: 0 };
   let state: 'unknown' | 'ok' | 'failed' | 'missing' = 'unknown';
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
@@ -79,11 +88,15 @@ export function createStatsSampler(options: { nvidiaSmi?: NvidiaSmiOptions; logg
 
   return {
     current() {
-      const now = cpuTimes();
-      const dTotal = now.total - lastCpu.total;
-      if (dTotal > 0) {
-        lastCpuPercent = Math.max(0, Math.min(100, (1 - (now.idle - lastCpu.idle) / dTotal) * 100));
-        lastCpu = now;
+      const t = performance.now();
+      if (t - host.at >= minSampleIntervalMs) {
+        const now = cpuTimes();
+        const dTotal = now.total - lastCpu.total;
+        if (dTotal > 0) {
+          lastCpuPercent = Math.max(0, Math.min(100, (1 - (now.idle - lastCpu.idle) / dTotal) * 100));
+          lastCpu = now;
+        }
+        host = { at: t, totalRamMb: Math.round(os.totalmem() / 1048576), freeRamMb: Math.round(os.freemem() / 1048576) };
       }
       const totalVramMb = gpus.reduce((s, g) => s + g.memoryTotalMb, 0);
       const freeVramMb = gpus.reduce((s, g) => s + g.memoryFreeMb, 0);
@@ -91,8 +104,8 @@ export function createStatsSampler(options: { nvidiaSmi?: NvidiaSmiOptions; logg
         gpus,
         totalVramMb,
         freeVramMb,
-        totalRamMb: Math.round(os.totalmem() / 1048576),
-        freeRamMb: Math.round(os.freemem() / 1048576),
+        totalRamMb: host.totalRamMb,
+        freeRamMb: host.freeRamMb,
         cpuPercent: Math.round(lastCpuPercent * 10) / 10,
       };
     },

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'nice-grpc';
+import { createServer, ServerError, Status, type Server } from 'nice-grpc';
 import { instanceManager } from '@titancompute/protocol';
 
 /** An in-process instance manager (TryService + PostService) that records calls. */
@@ -7,7 +7,12 @@ export interface FakeInstanceManager {
   address: string;
   instances: instanceManager.Instance[];
   services: instanceManager.TryAddServiceRequest[];
+  /** Health checks received, unary and streamed. */
   healthChecks: number;
+  /** Of which over TryHealthCheckStream. */
+  streamedHealthChecks: number;
+  /** TryHealthCheckStream calls opened. */
+  healthStreams: number;
   llmMetrics: instanceManager.LlmMetrics[];
   systemMetrics: instanceManager.SystemMetrics[];
   gpuMetrics: instanceManager.GpuMetrics[];
@@ -21,8 +26,14 @@ export interface FakeInstanceManager {
   stop(): Promise<void>;
 }
 
+/** Options of {@link startFakeInstanceManager}. */
+export interface FakeInstanceManagerOptions {
+  /** Answer TryHealthCheckStream with UNIMPLEMENTED, as an instance manager from before it existed. */
+  withoutHealthStream?: boolean;
+}
+
 /** Starts a {@link FakeInstanceManager} on 127.0.0.1 implementing the real generated definitions. */
-export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
+export async function startFakeInstanceManager(options: FakeInstanceManagerOptions = {}): Promise<FakeInstanceManager> {
   const server: Server = createServer();
   const fake: FakeInstanceManager = {
     port: 0,
@@ -30,6 +41,8 @@ export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
     instances: [],
     services: [],
     healthChecks: 0,
+    streamedHealthChecks: 0,
+    healthStreams: 0,
     llmMetrics: [],
     systemMetrics: [],
     gpuMetrics: [],
@@ -39,6 +52,11 @@ export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
       server.forceShutdown();
     },
   };
+  const answer = () => ({
+    healthy: fake.healthy,
+    message: fake.healthy ? '' : 'killed by test',
+    ...(fake.status !== undefined ? { status: fake.status } : {}),
+  });
   server.add(instanceManager.TryServiceDefinition, {
     async tryAddInstance(req) {
       if (req.instance) fake.instances.push(req.instance);
@@ -51,11 +69,16 @@ export async function startFakeInstanceManager(): Promise<FakeInstanceManager> {
     },
     async tryHealthCheck() {
       fake.healthChecks++;
-      return {
-        healthy: fake.healthy,
-        message: fake.healthy ? '' : 'killed by test',
-        ...(fake.status !== undefined ? { status: fake.status } : {}),
-      };
+      return answer();
+    },
+    async *tryHealthCheckStream(requests) {
+      if (options.withoutHealthStream) throw new ServerError(Status.UNIMPLEMENTED, 'Method not found: TryHealthCheckStream');
+      fake.healthStreams++;
+      for await (const request of requests) {
+        fake.healthChecks++;
+        fake.streamedHealthChecks++;
+        yield { instanceId: request.instanceId, ...answer() };
+      }
     },
     async tryAddChild() {
       return { success: true };

@@ -69,6 +69,37 @@ describe('openPersistentReplayCache', () => {
     expect(() => openPersistentReplayCache({ dataDir })).toThrow(/cannot open the used-token store/);
   });
 
+  it('says when claims are on disk: once for all the claims made before (group commit), at once when nothing is pending', async () => {
+    const dataDir = tempDir();
+    const cache = persistent({ dataDir });
+    const exp = Date.now() + 60_000;
+    await expect(cache.whenDurable()).resolves.toBeUndefined();
+    for (const jti of ['a', 'b', 'c']) expect(cache.claim(jti, exp)).toBe('ok');
+    let flushed = false;
+    const waits = [cache.whenDurable(), cache.whenDurable()];
+    void Promise.all(waits).then(() => (flushed = true));
+    expect(flushed).toBe(false);
+    await Promise.all(waits);
+    expect(cache.claim('d', exp)).toBe('ok');
+    await cache.whenDurable();
+    // A replay (nothing new claimed) has nothing to wait for.
+    expect(cache.claim('d', exp)).toBe('replayed');
+    await expect(cache.whenDurable()).resolves.toBeUndefined();
+  });
+
+  it('flushes what was claimed when closed: waiting callers are answered, later ones refused', async () => {
+    const dataDir = tempDir();
+    const cache = openPersistentReplayCache({ dataDir });
+    const exp = Date.now() + 60_000;
+    expect(cache.claim('x', exp)).toBe('ok');
+    const waiting = cache.whenDurable();
+    cache.close();
+    await expect(waiting).resolves.toBeUndefined();
+    await expect(cache.whenDurable()).rejects.toThrow(ReplayStoreError);
+    const reopened = persistent({ dataDir });
+    expect(reopened.claim('x', exp)).toBe('replayed');
+  });
+
   it('throws ReplayStoreError when used after close', () => {
     const cache = openPersistentReplayCache({ dataDir: tempDir() });
     cache.close();
@@ -85,5 +116,11 @@ describe('createReplayCache (in memory)', () => {
     expect(cache.claim('b', 100)).toBe('full');
     now = 2000;
     expect(cache.claim('b', 3000)).toBe('ok');
+  });
+
+  it('has nothing to flush', async () => {
+    const cache = createReplayCache();
+    cache.claim('a', Date.now() + 1000);
+    await expect(cache.whenDurable()).resolves.toBeUndefined();
   });
 });

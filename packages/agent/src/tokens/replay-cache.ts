@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, fsync, fsyncSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ReplayStoreError } from '../errors.js';
@@ -12,10 +12,19 @@ export type ClaimOutcome = 'ok' | 'replayed' | 'full';
  */
 export interface ReplayCache {
   /**
-   * Records `jti` as used until `expiresAtMs`. `ok`: recorded (durably, for a persistent cache,
-   * before this returns); `replayed`: already used and not expired; `full`: no room for it.
+   * Records `jti` as used until `expiresAtMs`. `ok`: recorded (for a persistent cache: committed,
+   * so no other claim of it, in this process or another, is `ok`; durable once
+   * {@link ReplayCache.whenDurable} resolves); `replayed`: already used and not expired; `full`:
+   * no room for it.
    */
   claim(jti: string, expiresAtMs: number): ClaimOutcome;
+  /**
+   * Resolves once every claim made so far survives a crash of the machine (at once for the
+   * in-memory cache). Claims made while one flush to disk is under way share the next one (group
+   * commit), and the disk is flushed off the event loop. Rejects with {@link ReplayStoreError}
+   * when the store cannot flush (or was closed first).
+   */
+  whenDurable(): Promise<void>;
   /** Number of remembered ids (expired ones may be counted until the next prune). */
   readonly size: number;
   /** Releases the cache's resources (closes the database). Idempotent. */
@@ -31,6 +40,8 @@ export interface ReplayCacheOptions {
   /** Least time between two sweeps of expired ids. Default 1000 ms. */
   pruneIntervalMs?: number;
 }
+
+const durableNow = Promise.resolve();
 
 /** Creates an in-memory {@link ReplayCache} (lost on exit) holding at most `maxEntries` live ids. */
 export function createReplayCache(options: ReplayCacheOptions = {}): ReplayCache {
@@ -56,6 +67,7 @@ export function createReplayCache(options: ReplayCacheOptions = {}): ReplayCache
       seen.set(jti, expiresAtMs);
       return 'ok';
     },
+    whenDurable: () => durableNow,
     close() {
       seen.clear();
     },
@@ -73,22 +85,28 @@ export interface PersistentReplayCacheOptions extends ReplayCacheOptions {
 
 /**
  * Opens (creating it if needed) a {@link ReplayCache} persisted in SQLite (WAL) in the agent's
- * data dir, so used tokens stay used across restarts and SIGKILL. Each `claim` is one atomic
- * statement committed before it returns: an id is recorded when it was not there or had
- * expired, and never twice, even with two processes on the same file. Expired ids are deleted at
- * most once per `pruneIntervalMs`; when `maxEntries` live ids are stored, `claim` answers `full`.
- * Throws {@link ReplayStoreError} when the file cannot be opened (corrupt, not writable): an
- * agent that cannot remember used tokens must not start.
+ * data dir, so used tokens stay used across restarts, SIGKILL and power loss. Each `claim` is one
+ * atomic statement committed before it returns: an id is recorded when it was not there or had
+ * expired, and never twice, even with two processes on the same file. The commit does not wait
+ * for the disk (`synchronous = NORMAL`); {@link ReplayCache.whenDurable} then fsyncs the
+ * write-ahead log on libuv's thread pool, once for every claim made before that fsync started
+ * (group commit): the event loop never waits on the disk, and streams admitted together share
+ * one flush. Expired ids are deleted at most once per `pruneIntervalMs` (the count follows the
+ * deletions, and is read from the file again only when the store looks full); when `maxEntries`
+ * live ids are stored, `claim` answers `full`. Throws {@link ReplayStoreError} when the file
+ * cannot be opened (corrupt, not writable): an agent that cannot remember used tokens must not
+ * start.
  *
  * @example
  * ```ts
  * const cache = openPersistentReplayCache({ dataDir: '/data' });
- * cache.claim(jti, expMs); // 'ok' the first time, 'replayed' after, even after a restart
+ * if (cache.claim(jti, expMs) === 'ok') await cache.whenDurable(); // 'replayed' after, even after a restart or a power cut
  * cache.close();
  * ```
  */
 export function openPersistentReplayCache(options: PersistentReplayCacheOptions): ReplayCache {
   const file = join(options.dataDir, REPLAY_DB_FILE);
+  const walFile = `${file}-wal`;
   const maxEntries = options.maxEntries ?? 100_000;
   const now = options.now ?? Date.now;
   const pruneIntervalMs = options.pruneIntervalMs ?? 1000;
@@ -98,8 +116,9 @@ export function openPersistentReplayCache(options: PersistentReplayCacheOptions)
     chmodSync(file, 0o600);
     db = new Database(file);
     db.pragma('journal_mode = WAL');
-    // FULL: a recorded jti survives a crash of the process and of the machine (one fsync per accepted token).
-    db.pragma('synchronous = FULL');
+    // NORMAL: a commit is written to the WAL without an fsync; whenDurable() fsyncs the WAL off the
+    // event loop (and SQLite syncs the WAL before, and the database after, each checkpoint).
+    db.pragma('synchronous = NORMAL');
     db.pragma('busy_timeout = 5000');
     db.exec(
       'CREATE TABLE IF NOT EXISTS used_tokens (jti TEXT PRIMARY KEY, expires_at_ms INTEGER NOT NULL) WITHOUT ROWID;' +
@@ -118,9 +137,52 @@ export function openPersistentReplayCache(options: PersistentReplayCacheOptions)
   let count = countStmt.get() as number;
   let nextPrune = 0;
   let closed = false;
+  /** Claims committed so far, and how many of them are known to be on disk. */
+  let claimed = 0;
+  let durable = 0;
+  /** Descriptor of the WAL file, opened on the first flush (the file exists once something was written). */
+  let walFd: number | undefined;
+  let flushing = false;
+  /** Callers of whenDurable, in order of the claim count they wait for. */
+  const waiters: { upTo: number; resolve: () => void; reject: (error: unknown) => void }[] = [];
+
+  const storeError = (cause: unknown) =>
+    new ReplayStoreError(`cannot flush the used-token store ${file} to disk: ${(cause as Error).message}`, { file }, { cause });
+  /** Settles the waiters covered by a flush of the first `upTo` claims. */
+  const settle = (upTo: number, error: unknown) => {
+    while (waiters.length > 0 && waiters[0]!.upTo <= upTo) {
+      const w = waiters.shift()!;
+      if (error === undefined) w.resolve();
+      else w.reject(error);
+    }
+  };
+  /** Starts an fsync of the WAL covering every claim so far, unless one is under way (its end starts the next). */
+  const flush = () => {
+    if (flushing || closed || waiters.length === 0) return;
+    const upTo = claimed;
+    let fd: number;
+    try {
+      walFd ??= openSync(walFile, 'r');
+      fd = walFd;
+    } catch (cause) {
+      settle(upTo, storeError(cause));
+      return;
+    }
+    flushing = true;
+    fsync(fd, (err) => {
+      flushing = false;
+      if (closed) {
+        // close() settled every waiter; the descriptor was left open for this fsync.
+        closeSync(fd);
+        return;
+      }
+      if (!err) durable = Math.max(durable, upTo);
+      settle(upTo, err ? storeError(err) : undefined);
+      flush();
+    });
+  };
   const prune = (t: number) => {
-    pruneStmt.run(t);
-    count = countStmt.get() as number;
+    count = Math.max(0, count - pruneStmt.run(t).changes);
     nextPrune = t + pruneIntervalMs;
   };
   return {
@@ -131,19 +193,45 @@ export function openPersistentReplayCache(options: PersistentReplayCacheOptions)
       if (closed) throw new ReplayStoreError('the used-token store is closed', { file });
       const t = now();
       try {
-        if (count >= maxEntries || t >= nextPrune) prune(t);
-        if (count >= maxEntries) return liveStmt.get(jti, t) === undefined ? 'full' : 'replayed';
+        if (t >= nextPrune) prune(t);
+        if (count >= maxEntries) {
+          // Looks full: count again (another process on the same file may have added or deleted ids).
+          prune(t);
+          count = countStmt.get() as number;
+          if (count >= maxEntries) return liveStmt.get(jti, t) === undefined ? 'full' : 'replayed';
+        }
         const { changes } = claimStmt.run(jti, Math.round(expiresAtMs), t);
         if (changes === 0) return 'replayed';
         count++;
+        claimed++;
         return 'ok';
       } catch (cause) {
         throw new ReplayStoreError(`cannot record a used session token in ${file}: ${(cause as Error).message}`, { file }, { cause });
       }
     },
+    whenDurable() {
+      if (closed) return Promise.reject(new ReplayStoreError('the used-token store is closed', { file }));
+      if (durable >= claimed) return durableNow;
+      return new Promise<void>((resolve, reject) => {
+        waiters.push({ upTo: claimed, resolve, reject });
+        flush();
+      });
+    },
     close() {
       if (closed) return;
       closed = true;
+      // What was claimed reaches the disk before the store closes (the last connection's checkpoint would too, but
+      // another process may still hold the file).
+      let error: unknown;
+      if (durable < claimed) {
+        try {
+          fsyncSync((walFd ??= openSync(walFile, 'r')));
+        } catch (cause) {
+          error = storeError(cause);
+        }
+      }
+      settle(claimed, error);
+      if (walFd !== undefined && !flushing) closeSync(walFd);
       db.close();
     },
   };

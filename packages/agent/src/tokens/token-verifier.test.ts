@@ -1,9 +1,9 @@
 import { describe, expect, it } from '@jest/globals';
 import { Status } from 'nice-grpc-common';
 import type { PublicKeyResponse } from '@titancompute/protocol';
-import { TokenError } from '../errors.js';
+import { ReplayStoreError, TokenError } from '../errors.js';
 import { createTestSigner, type TestSigner } from '../test-support/token-signer.js';
-import { createReplayCache } from './replay-cache.js';
+import { createReplayCache, type ReplayCache } from './replay-cache.js';
 import { createTokenVerifier, messagesSha256, promptSha256 } from './token-verifier.js';
 
 const AGENT = 'agent-a';
@@ -238,6 +238,35 @@ describe('createTokenVerifier', () => {
     expect(replayCache.size).toBe(1);
     const second = createTokenVerifier({ agentId: AGENT, fetchKeys: async () => keysOf([signer]), replayCache });
     expect((await errorOf(second.verify(token))).message).toBe('token already used');
+  });
+
+  it('admit uses the token up at once and says when that is on disk; verify resolves only then', async () => {
+    const signer = await createTestSigner({ aud: AGENT });
+    const memory = createReplayCache();
+    let onDisk!: () => void;
+    let durable = new Promise<void>((resolve) => (onDisk = resolve));
+    const replayCache: ReplayCache = { claim: (j, e) => memory.claim(j, e), whenDurable: () => durable, size: 0, close: () => memory.close() };
+    const verifier = createTokenVerifier({ agentId: AGENT, fetchKeys: async () => keysOf([signer]), replayCache });
+    const token = await signer.sign({ job_id: 'job-d' });
+    const { grant, recorded } = await verifier.admit(token);
+    expect(grant.jobId).toBe('job-d');
+    // Used up before it is on disk: nobody else gets it meanwhile.
+    expect((await errorOf(verifier.admit(token))).message).toBe('token already used');
+    let settled = false;
+    void recorded.then(() => (settled = true));
+    const verified = verifier.verify(await signer.sign({ job_id: 'job-e' })).then((g) => g.jobId);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(settled).toBe(false);
+    onDisk();
+    await expect(recorded).resolves.toBeUndefined();
+    await expect(verified).resolves.toBe('job-e');
+
+    durable = Promise.reject(new ReplayStoreError('disk gone'));
+    durable.catch(() => undefined);
+    const failed = await verifier.admit(await signer.sign({ job_id: 'job-f' }));
+    const err = await errorOf(failed.recorded);
+    expect(err.grpcStatus).toBe(Status.UNAVAILABLE);
+    expect(err.jobId).toBe('job-f');
   });
 
   it('refuses non-EdDSA tokens (alg confusion)', async () => {

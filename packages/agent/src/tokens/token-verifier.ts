@@ -1,4 +1,4 @@
-import { errors, importSPKI, jwtVerify, type CryptoKey, type JWTPayload } from 'jose';
+import type { KeyObject } from 'node:crypto';
 import { Status } from 'nice-grpc-common';
 import {
   messagesSha256,
@@ -14,6 +14,7 @@ import {
 } from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
 import { ReplayStoreError, TokenError } from '../errors.js';
+import { importEd25519PublicKey, parseCompactJws, verifyEdDsaJwt } from './eddsa-jwt.js';
 import { createReplayCache, type ReplayCache } from './replay-cache.js';
 
 /** What a verified session token grants. */
@@ -81,6 +82,19 @@ export interface TokenVerifierOptions {
   logger?: Logger;
 }
 
+/** A token {@link TokenVerifier.admit} accepted: used up, and on its way to disk. */
+export interface AdmittedToken {
+  grant: SessionGrant;
+  /**
+   * Resolves once the token's use is on disk (at once with an in-memory replay cache). Until it
+   * does, nothing of the job may reach the caller: a crash of the machine before it could
+   * forget the use, and the token would then work once more (a job whose output never left
+   * is the only one that may run twice). Rejects with {@link TokenError} UNAVAILABLE when the
+   * replay store cannot flush.
+   */
+  recorded: Promise<void>;
+}
+
 /** Verifies session tokens against the coordinator's keys. */
 export interface TokenVerifier {
   /**
@@ -93,6 +107,14 @@ export interface TokenVerifier {
    * Every refusal of a token whose signature is valid carries its `jobId`.
    */
   verify(token: string, authorize?: (grant: SessionGrant) => void, binding?: RequestBinding): Promise<SessionGrant>;
+  /**
+   * {@link TokenVerifier.verify} without waiting for the disk: resolves as soon as the jti is
+   * used up (committed: no other verification accepts it, in this process or another on the same
+   * store), with `recorded`, which resolves once that is on disk. A job can start on its engine
+   * meanwhile (the flush takes about as long as a prompt's evaluation) and hold its output until
+   * `recorded`; the job runner does.
+   */
+  admit(token: string, authorize?: (grant: SessionGrant) => void, binding?: RequestBinding): Promise<AdmittedToken>;
   /** Fetches the keys now (at start and after re-registering). Never throws; false on failure. */
   refresh(): Promise<boolean>;
   /** Ids of the keys currently known. */
@@ -176,7 +198,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
   const replay: ReplayCache = options.replayCache ?? createReplayCache({ maxEntries: options.maxReplayEntries ?? 100_000 });
   const requirePromptBinding = options.requirePromptBinding ?? false;
   let warnedUnbound = false;
-  let keys = new Map<string, CryptoKey>();
+  let keys = new Map<string, KeyObject>();
   let currentKid: string | undefined;
   let issuer = options.issuer ?? DEFAULT_ISSUER;
   let lastFetch = 0;
@@ -186,12 +208,12 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     lastFetch = Date.now();
     try {
       const res = await options.fetchKeys();
-      const next = new Map<string, CryptoKey>();
+      const next = new Map<string, KeyObject>();
       const entries = res.keys.length > 0 ? res.keys : [{ keyId: res.keyId, publicKeyPem: res.publicKeyPem, algorithm: res.algorithm, retireAt: 0 }];
       for (const k of entries) {
         if (!k.publicKeyPem || (k.algorithm && k.algorithm !== SESSION_TOKEN_ALGORITHM)) continue;
         try {
-          next.set(k.keyId, await importSPKI(k.publicKeyPem, SESSION_TOKEN_ALGORITHM));
+          next.set(k.keyId, importEd25519PublicKey(k.publicKeyPem));
         } catch (err) {
           options.logger?.warn({ err, keyId: k.keyId }, 'ignoring a public key that does not parse as an Ed25519 SPKI PEM');
         }
@@ -217,7 +239,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     return inflight;
   };
 
-  const keyFor = async (kid: string | undefined): Promise<CryptoKey> => {
+  const keyFor = async (kid: string | undefined): Promise<KeyObject> => {
     if (keys.size === 0) {
       if (inflight) await inflight;
       else if (Date.now() - lastFetch >= refetchIntervalMs || lastFetch === 0) await refresh();
@@ -233,93 +255,103 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     return key;
   };
 
+  /** Everything but using the token up: signature and claims, then the request's binding and `authorize`. */
+  const check = async (token: string, authorize?: (grant: SessionGrant) => void, binding?: RequestBinding): Promise<SessionGrant> => {
+    if (!token) throw new TokenError('session_token is required', Status.UNAUTHENTICATED, { field: 'session_token' });
+    // Keys never fetched yet: fetch them first, so the coordinator's issuer (not the default) is checked.
+    if (lastFetch === 0) await refresh();
+    const jws = parseCompactJws(token);
+    const kid = jws.header.kid === undefined ? undefined : String(jws.header.kid);
+    const key = await keyFor(kid);
+    // node:crypto on the event loop (see eddsa-jwt.ts): no thread-pool hop before a stream's first token.
+    const payload = verifyEdDsaJwt(jws, key, { issuer, clockToleranceSec: tolerance, requiredClaims: SESSION_TOKEN_REQUIRED_CLAIMS });
+    // From here on the signature is valid: every refusal names the token's job.
+    const signedJobId =
+      typeof payload.job_id === 'string' && payload.job_id !== '' ? payload.job_id : typeof payload.jti === 'string' ? payload.jti : undefined;
+    const aud = payload.aud;
+    const audiences = Array.isArray(aud) ? aud : aud === undefined ? [] : [aud];
+    if (!audiences.includes(options.agentId)) {
+      throw new TokenError(
+        `session token is for agent ${JSON.stringify(audiences.join(','))}, not this agent (${options.agentId})`,
+        Status.PERMISSION_DENIED,
+        { aud: audiences },
+        { jobId: signedJobId },
+      );
+    }
+    const claims = sessionTokenClaimsSchema.safeParse(payload);
+    if (!claims.success) {
+      const issue = claims.error.issues[0];
+      throw new TokenError(`session token claim ${issue?.path.join('.') ?? '?'} is missing or invalid`, Status.UNAUTHENTICATED, {}, { jobId: signedJobId });
+    }
+    const c = claims.data;
+    const expiresAtMs = c.exp * 1000;
+    const grant: SessionGrant = {
+      jti: c.jti,
+      jobId: c.job_id ?? c.jti,
+      clientId: c.sub ?? c.client_id ?? '',
+      model: c.model,
+      maxTokens: c.max_tokens,
+      temperature: c.temperature,
+      parameters: c.parameters ?? {},
+      promptSha256: c.prompt_sha256,
+      messagesSha256: c.messages_sha256,
+      expiresAtMs,
+    };
+    const jobId = grant.jobId;
+    try {
+      if (binding) checkBinding(grant, binding, requirePromptBinding);
+      authorize?.(grant);
+    } catch (err) {
+      throw err instanceof TokenError ? err.withJobId(jobId) : err;
+    }
+    if (grant.promptSha256 === undefined && !warnedUnbound) {
+      warnedUnbound = true;
+      options.logger?.warn({ jobId }, 'accepting a session token without prompt_sha256 (older coordinator): its prompt is not bound; upgrade the coordinator');
+    }
+    return grant;
+  };
+
+  /** A replay store failure as the caller sees it (logged: the agent cannot take work until the store works). */
+  const storeFailure = (err: unknown, jobId: string) => {
+    if (!(err instanceof ReplayStoreError)) return err;
+    options.logger?.error({ err, jobId }, 'cannot record a used session token');
+    return new TokenError('cannot record the session token as used; try again later', Status.UNAVAILABLE, {}, { cause: err, jobId });
+  };
+
+  /** Uses a checked token up (committed to the replay store, not yet on disk). */
+  const claim = (grant: SessionGrant): void => {
+    const { jobId } = grant;
+    let outcome: ReturnType<typeof replay.claim>;
+    try {
+      outcome = replay.claim(grant.jti, grant.expiresAtMs + tolerance * 1000);
+    } catch (err) {
+      throw storeFailure(err, jobId);
+    }
+    if (outcome === 'replayed') throw new TokenError('token already used', Status.UNAUTHENTICATED, { jti: grant.jti }, { jobId });
+    if (outcome === 'full') throw new TokenError('too many live session tokens; try again later', Status.UNAVAILABLE, {}, { jobId });
+  };
+
+  const admit = async (token: string, authorize?: (grant: SessionGrant) => void, binding?: RequestBinding): Promise<AdmittedToken> => {
+    const grant = await check(token, authorize, binding);
+    claim(grant);
+    // Streams admitted together share one flush, off the event loop.
+    const recorded = replay.whenDurable().catch((err: unknown) => {
+      throw storeFailure(err, grant.jobId);
+    });
+    // A job closed before its first output never waits for it: not an unhandled rejection.
+    recorded.catch(() => undefined);
+    return { grant, recorded };
+  };
+
   return {
     refresh,
     get keyIds() {
       return [...keys.keys()];
     },
+    admit,
     async verify(token, authorize, binding) {
-      if (!token) throw new TokenError('session_token is required', Status.UNAUTHENTICATED, { field: 'session_token' });
-      // Keys never fetched yet: fetch them first, so the coordinator's issuer (not the default) is checked.
-      if (lastFetch === 0) await refresh();
-      let payload: JWTPayload;
-      try {
-        const result = await jwtVerify(token, async (header) => keyFor(header.kid), {
-          issuer,
-          algorithms: [SESSION_TOKEN_ALGORITHM],
-          clockTolerance: tolerance,
-          requiredClaims: [...SESSION_TOKEN_REQUIRED_CLAIMS],
-        });
-        payload = result.payload;
-      } catch (err) {
-        if (err instanceof TokenError) throw err;
-        if (err instanceof errors.JWTExpired) throw new TokenError('session token expired', Status.UNAUTHENTICATED, {}, { cause: err });
-        if (err instanceof errors.JWTClaimValidationFailed) {
-          if (err.claim === 'nbf') throw new TokenError('session token is not valid yet (nbf)', Status.UNAUTHENTICATED, {}, { cause: err });
-          throw new TokenError(`session token claim ${err.claim} is invalid: ${err.reason}`, Status.UNAUTHENTICATED, { claim: err.claim }, { cause: err });
-        }
-        if (err instanceof errors.JWSSignatureVerificationFailed)
-          throw new TokenError('session token signature is invalid', Status.UNAUTHENTICATED, {}, { cause: err });
-        if (err instanceof errors.JOSEAlgNotAllowed)
-          throw new TokenError('session token algorithm not allowed (EdDSA only)', Status.UNAUTHENTICATED, {}, { cause: err });
-        throw new TokenError(`session token is malformed: ${(err as Error).message}`, Status.UNAUTHENTICATED, {}, { cause: err });
-      }
-      // From here on the signature is valid: every refusal names the token's job.
-      const signedJobId =
-        typeof payload.job_id === 'string' && payload.job_id !== '' ? payload.job_id : typeof payload.jti === 'string' ? payload.jti : undefined;
-      const aud = payload.aud;
-      const audiences = Array.isArray(aud) ? aud : aud === undefined ? [] : [aud];
-      if (!audiences.includes(options.agentId)) {
-        throw new TokenError(
-          `session token is for agent ${JSON.stringify(audiences.join(','))}, not this agent (${options.agentId})`,
-          Status.PERMISSION_DENIED,
-          { aud: audiences },
-          { jobId: signedJobId },
-        );
-      }
-      const claims = sessionTokenClaimsSchema.safeParse(payload);
-      if (!claims.success) {
-        const issue = claims.error.issues[0];
-        throw new TokenError(`session token claim ${issue?.path.join('.') ?? '?'} is missing or invalid`, Status.UNAUTHENTICATED, {}, { jobId: signedJobId });
-      }
-      const c = claims.data;
-      const expiresAtMs = c.exp * 1000;
-      const grant: SessionGrant = {
-        jti: c.jti,
-        jobId: c.job_id ?? c.jti,
-        clientId: c.sub ?? c.client_id ?? '',
-        model: c.model,
-        maxTokens: c.max_tokens,
-        temperature: c.temperature,
-        parameters: c.parameters ?? {},
-        promptSha256: c.prompt_sha256,
-        messagesSha256: c.messages_sha256,
-        expiresAtMs,
-      };
-      const jobId = grant.jobId;
-      try {
-        if (binding) checkBinding(grant, binding, requirePromptBinding);
-        authorize?.(grant);
-      } catch (err) {
-        throw err instanceof TokenError ? err.withJobId(jobId) : err;
-      }
-      if (grant.promptSha256 === undefined && !warnedUnbound) {
-        warnedUnbound = true;
-        options.logger?.warn(
-          { jobId },
-          'accepting a session token without prompt_sha256 (older coordinator): its prompt is not bound; upgrade the coordinator',
-        );
-      }
-      let outcome: ReturnType<typeof replay.claim>;
-      try {
-        outcome = replay.claim(c.jti, expiresAtMs + tolerance * 1000);
-      } catch (err) {
-        if (!(err instanceof ReplayStoreError)) throw err;
-        options.logger?.error({ err, jobId }, 'cannot record a used session token');
-        throw new TokenError('cannot record the session token as used; try again later', Status.UNAVAILABLE, {}, { cause: err, jobId });
-      }
-      if (outcome === 'replayed') throw new TokenError('token already used', Status.UNAUTHENTICATED, { jti: c.jti }, { jobId });
-      if (outcome === 'full') throw new TokenError('too many live session tokens; try again later', Status.UNAVAILABLE, {}, { jobId });
+      const { grant, recorded } = await admit(token, authorize, binding);
+      await recorded;
       return grant;
     },
   };

@@ -5,6 +5,7 @@ import { DEFAULT_COORDINATOR } from '../titan-client.js';
 import { registerChat } from './commands/chat.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerInstances } from './commands/instances.js';
+import { registerKeys } from './commands/keys.js';
 import { registerStatus } from './commands/status.js';
 import type { CliIo } from './context.js';
 import { hintFor } from './error-hints.js';
@@ -40,7 +41,7 @@ export function createProgram(io: CliIo): Command {
     .configureHelp({ showGlobalOptions: true })
     .addHelpText(
       'after',
-      `\nExamples:\n  titan generate --model llama-2-tiny-random "Once upon a time"\n  titan chat --model llama-2-tiny-random --system "Be brief." "Hello"\n  titan status --json\n  titan instances watch --type INFERENCE_AGENT\n\n${EXIT_CODES_HELP}\n`,
+      `\nExamples:\n  titan generate --model llama-2-tiny-random "Once upon a time"\n  titan chat --model llama-2-tiny-random --system "Be brief." "Hello"\n  titan status --json\n  titan instances watch --type INFERENCE_AGENT\n  titan keys create --name ci --rpm 60 --admin-token-file DATA_DIR/admin-token\n\n${EXIT_CODES_HELP}\n`,
     )
     .exitOverride()
     .configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) });
@@ -48,6 +49,7 @@ export function createProgram(io: CliIo): Command {
   registerChat(program, io);
   registerStatus(program, io);
   registerInstances(program, io);
+  registerKeys(program, io);
   for (const command of program.commands) {
     command.exitOverride().configureOutput({ writeOut: (s) => void io.stdout.write(s), writeErr: (s) => void io.stderr.write(s) });
     for (const sub of command.commands)

@@ -1,10 +1,11 @@
-import type { Metadata } from 'nice-grpc-common';
+import { Metadata } from 'nice-grpc-common';
 import type { AgentServiceClient, CoordinatorServiceClient, InferenceResponse, StreamResponse } from '@titancompute/protocol';
 import {
   AuthError,
   CapacityError,
   ConnectionError,
   NoAgentsError,
+  QuotaExceededError,
   StreamInterruptedError,
   TitanAbortError,
   type TitanError,
@@ -28,6 +29,8 @@ export interface GenerationDeps {
   busyRetries?: number;
   /** Most total wait between busy retries, ms. Default {@link DEFAULT_BUSY_RETRY_MAX_WAIT_MS}. */
   busyRetryMaxWaitMs?: number;
+  /** API key sent to the coordinator as `authorization: Bearer …` on RequestInference (never to agents). */
+  apiKey?: string | undefined;
 }
 
 /** Default {@link GenerationDeps.busyRetries}. */
@@ -109,8 +112,9 @@ export async function* runGeneration(
   const maxBusyWaitMs = deps.busyRetryMaxWaitMs ?? DEFAULT_BUSY_RETRY_MAX_WAIT_MS;
   let busyRetries = 0;
   let busyWaitedMs = 0;
-  /** Waits out a busy answer when the budget allows; false when it is spent. */
+  /** Waits out a busy answer when the budget allows; false when it is spent (or the key's token budget is: it never refills). */
   const retryBusy = async (error: CapacityError): Promise<boolean> => {
+    if (error instanceof QuotaExceededError && error.quota === 'budget') return false;
     if (busyRetries >= maxBusyRetries) return false;
     const wait = Math.max(1, Math.ceil(error.retryAfterMs ?? DEFAULT_BUSY_WAIT_MS));
     if (busyWaitedMs + wait > maxBusyWaitMs) return false;
@@ -123,10 +127,11 @@ export async function* runGeneration(
   const stillBusy = (error: CapacityError): CapacityError =>
     busyRetries === 0
       ? error
-      : new CapacityError(`${error.message} (retried ${busyRetries} time${busyRetries === 1 ? '' : 's'} over ${busyWaitedMs} ms)`, error.retryAfterMs, {
+      : sameCapacityError(error, `${error.message} (retried ${busyRetries} time${busyRetries === 1 ? '' : 's'} over ${busyWaitedMs} ms)`, {
           cause: error,
           context: { ...error.context, busyRetries, busyWaitedMs },
         });
+  const coordinatorMetadata = deps.apiKey ? Metadata({ authorization: `Bearer ${deps.apiKey}` }) : undefined;
 
   for (let attempt = 1; attempt <= request.maxAttempts; attempt++) {
     // 1. Pick an agent.
@@ -154,7 +159,7 @@ export async function* runGeneration(
               parameters: request.parameters,
               excludeAgentIds: excluded,
             },
-            options,
+            coordinatorMetadata ? { ...options, metadata: coordinatorMetadata } : options,
           ),
         );
       } catch (error) {
@@ -166,7 +171,7 @@ export async function* runGeneration(
         if (lastAgentError && (mapped instanceof NoAgentsError || mapped instanceof CapacityError)) {
           const message = `${mapped.message} (after ${attempt - 1} failed attempt(s); last agent error: ${lastAgentError.message})`;
           const options = { cause: mapped, context: { ...mapped.context, lastAgentError } };
-          throw mapped instanceof NoAgentsError ? new NoAgentsError(message, request.model, options) : new CapacityError(message, mapped.retryAfterMs, options);
+          throw mapped instanceof NoAgentsError ? new NoAgentsError(message, request.model, options) : sameCapacityError(mapped, message, options);
         }
         throw mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
       }
@@ -261,10 +266,17 @@ export async function* runGeneration(
   }
 }
 
+/** A {@link CapacityError} (or {@link QuotaExceededError}, keeping its quota) with another message. */
+function sameCapacityError(error: CapacityError, message: string, options: { cause: unknown; context: TitanError['context'] }): CapacityError {
+  return error instanceof QuotaExceededError
+    ? new QuotaExceededError(message, error.quota, error.retryAfterMs, options)
+    : new CapacityError(message, error.retryAfterMs, options);
+}
+
 /** Same class of error with a longer message (keeps code and the original as cause). */
 function rewrap(error: TitanError, message: string): TitanError {
   const options = { cause: error, context: error.context };
-  if (error instanceof CapacityError) return new CapacityError(message, error.retryAfterMs, options);
+  if (error instanceof CapacityError) return sameCapacityError(error, message, options);
   if (error instanceof ConnectionError) return new ConnectionError(message, error.address, options);
   if (error instanceof AuthError) return new AuthError(message, error.code, options);
   return new UnavailableError(message, options);

@@ -3,12 +3,18 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { Status } from 'nice-grpc-common';
 import { createLogger } from '@titancompute/server-kit';
 import {
+  AdminAuthError,
   AgentsBusyError,
+  ApiKeyAuthError,
+  ApiKeyExistsError,
+  ApiKeyNotFoundError,
   ClientShareExceededError,
   CoordinatorError,
   InvalidRequestError,
   KeyringError,
+  ModelNotAllowedError,
   NoAgentAvailableError,
+  QuotaExceededError,
   TokenSigningError,
 } from '../errors.js';
 import { HTTP_ERROR_BY_GRPC_STATUS, sendMappedError } from './http-errors.js';
@@ -23,6 +29,14 @@ const cases: Record<string, () => Error> = {
   keyring: () => new KeyringError('keyring.json unreadable'),
   internal: () => new CoordinatorError('scheduling failed'),
   plain: () => new Error('boom'),
+  'missing-key': () => new ApiKeyAuthError('missing', 'missing API key'),
+  'revoked-key': () => new ApiKeyAuthError('revoked', 'API key "a" (tk-1234567…) was revoked at 2026-01-01T00:00:00.000Z', 'a'),
+  admin: () => new AdminAuthError('invalid admin token'),
+  model: () => new ModelNotAllowedError('a', 'big', ['tiny']),
+  rpm: () => new QuotaExceededError('a', 'rpm', { limit: 10, used: 10 }, 41_500, { 'x-ratelimit-limit-requests': '10', 'x-ratelimit-remaining-requests': '0' }),
+  budget: () => new QuotaExceededError('a', 'budget', { limit: 50, used: 60 }, undefined),
+  'no-key': () => new ApiKeyNotFoundError('nope'),
+  exists: () => new ApiKeyExistsError('a'),
 };
 
 let app: FastifyInstance;
@@ -73,7 +87,46 @@ describe('REST answers from the declared gRPC status', () => {
     }
   });
 
-  it('has one entry per gRPC status the inference route can answer besides INTERNAL', () => {
-    expect([...HTTP_ERROR_BY_GRPC_STATUS.keys()].sort()).toEqual([Status.INVALID_ARGUMENT, Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED].sort());
+  it('maps API-key refusals: UNAUTHENTICATED 401 (missing_api_key, invalid_api_key; unauthorized for the admin token), PERMISSION_DENIED 403 model_not_allowed', async () => {
+    expect(await get('missing-key')).toMatchObject({ status: 401, body: { error: 'missing_api_key', code: 401, message: 'missing API key' } });
+    expect(await get('revoked-key')).toMatchObject({ status: 401, body: { error: 'invalid_api_key', message: expect.stringContaining('"a"') } });
+    expect(await get('admin')).toMatchObject({ status: 401, body: { error: 'unauthorized', message: 'invalid admin token' } });
+    expect(await get('model')).toMatchObject({
+      status: 403,
+      body: { error: 'model_not_allowed', message: 'API key "a" may not use model "big" (allowed: tiny)' },
+    });
+  });
+
+  it('maps quotas to 429: rate_limited with the true Retry-After and x-ratelimit-* headers; budget_exhausted without a retry', async () => {
+    const rpm = await get('rpm');
+    expect(rpm).toMatchObject({ status: 429, body: { error: 'rate_limited', code: 429 } });
+    expect(rpm.headers.get('retry-after-ms')).toBe('41500');
+    expect(rpm.headers.get('retry-after')).toBe('42');
+    expect(rpm.headers.get('x-ratelimit-limit-requests')).toBe('10');
+    expect(rpm.headers.get('x-ratelimit-remaining-requests')).toBe('0');
+    expect(rpm.headers.get('titan-quota')).toBe('rpm');
+    const budget = await get('budget');
+    expect(budget).toMatchObject({ status: 429, body: { error: 'budget_exhausted' } });
+    expect(budget.headers.get('retry-after')).toBeNull();
+    expect(budget.headers.get('titan-quota')).toBe('budget');
+  });
+
+  it('maps the admin API: NOT_FOUND 404, ALREADY_EXISTS 409', async () => {
+    expect(await get('no-key')).toMatchObject({ status: 404, body: { error: 'not_found' } });
+    expect(await get('exists')).toMatchObject({ status: 409, body: { error: 'already_exists' } });
+  });
+
+  it('has one entry per gRPC status the REST routes can answer besides INTERNAL', () => {
+    expect([...HTTP_ERROR_BY_GRPC_STATUS.keys()].sort()).toEqual(
+      [
+        Status.INVALID_ARGUMENT,
+        Status.UNAVAILABLE,
+        Status.RESOURCE_EXHAUSTED,
+        Status.UNAUTHENTICATED,
+        Status.PERMISSION_DENIED,
+        Status.NOT_FOUND,
+        Status.ALREADY_EXISTS,
+      ].sort(),
+    );
   });
 });

@@ -6,6 +6,9 @@ import type { AgentRegistry } from '../registry/agent-registry.js';
 import type { InferenceGrant } from '../service/request-router.js';
 import type { InferenceInput } from '../service/request-validation.js';
 import { sendError, sendMappedError } from './http-errors.js';
+import type { AgentRelay } from './agent-relay.js';
+import { registerOpenAiRoutes, type OpenAiMode, type OpenAiRoutesOptions } from './openai-routes.js';
+import { openAiError } from '@titancompute/protocol';
 
 /** Dependencies of {@link createHttpServer}. */
 export interface HttpServerOptions {
@@ -24,6 +27,14 @@ export interface HttpServerOptions {
    * Default {@link DEFAULT_HTTP_HEADERS_TIMEOUT_MS} (10 s), never more than `requestTimeoutMs`.
    */
   headersTimeoutMs?: number;
+  /** How the OpenAI-compatible routes carry tokens: `relay` (default) or `redirect` (307 to the agent). */
+  openAiMode?: OpenAiMode;
+  /** Max tokens granted to an OpenAI request that sets none. Default 4096. */
+  openAiDefaultMaxTokens?: number;
+  /** Relay of the OpenAI routes in relay mode (its owner closes it). Default: one of the server's own. */
+  openAiRelay?: AgentRelay;
+  /** Authenticates callers of `GET /v1/models` (API keys); see `OpenAiRoutesOptions.authenticate`. Default: none. */
+  openAiAuthenticate?: OpenAiRoutesOptions['authenticate'];
 }
 
 /** Default of {@link HttpServerOptions.requestTimeoutMs}. */
@@ -58,8 +69,9 @@ const isBlank = (v: unknown) => v === undefined || v === null || (typeof v === '
 
 /**
  * The v1 REST API on fastify: `POST /api/v1/inference/request`, `GET /api/v1/health`,
- * `GET /api/v1/status[?include_agents=true]`, plus `GET /metrics` (Prometheus).
- * Errors are `{error, code, message}` with v1's codes.
+ * `GET /api/v1/status[?include_agents=true]`, plus `GET /metrics` (Prometheus) and the
+ * OpenAI-compatible `/v1/*` API (see `openai-routes.ts`). v1 errors are `{error, code, message}`
+ * with v1's codes; `/v1/*` errors are OpenAI's `{error: {message, type, param, code}}`.
  */
 export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   const { registry, metrics } = options;
@@ -78,8 +90,15 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
 
-  app.setErrorHandler((err: { statusCode?: number; message: string }, _req, reply) => {
+  /** Paths of the OpenAI-compatible API answer errors in OpenAI's shape. */
+  const isOpenAiPath = (url: string) => url === '/v1' || url.startsWith('/v1/');
+  app.setErrorHandler((err: { statusCode?: number; message: string }, req, reply) => {
     const status = err.statusCode ?? 500;
+    if (isOpenAiPath(req.url)) {
+      if (status >= 500) options.logger.error({ err }, 'http handler failed');
+      const message = status === 413 ? 'request body too large' : status >= 500 ? 'the server failed to handle the request' : err.message;
+      return reply.code(status).send(openAiError(status, message));
+    }
     if (status === 413) return sendError(reply, 413, 'invalid_argument', 'request body too large');
     if (status >= 500) options.logger.error({ err }, 'http handler failed');
     return sendError(reply, status, status >= 500 ? 'token_generation_failed' : 'invalid_argument', err.message);
@@ -88,12 +107,28 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     // A known path asked with another method: 405 with the methods it takes.
     const url = req.url.split('?')[0] ?? req.url;
     const allowed = HTTP_METHODS.filter((method) => app.hasRoute({ method, url }));
+    const openAi = isOpenAiPath(url);
     if (allowed.length > 0) {
       reply.header('allow', allowed.join(', '));
+      if (openAi)
+        return reply.code(405).send(openAiError(405, `${req.method} is not allowed on ${url}; use ${allowed.join(' or ')}`, { code: 'method_not_allowed' }));
       return sendError(reply, 405, 'method_not_allowed', `${req.method} is not allowed on ${url}; use ${allowed.join(' or ')}`);
     }
+    if (openAi) return reply.code(404).send(openAiError(404, `no route ${req.method} ${url}`, { code: 'unknown_url' }));
     return sendError(reply, 404, 'not_found', `no route ${req.method} ${req.url}`);
   });
+
+  const openAi = registerOpenAiRoutes(app, {
+    registry,
+    metrics,
+    route: options.route,
+    logger: options.logger,
+    mode: options.openAiMode,
+    defaultMaxTokens: options.openAiDefaultMaxTokens ?? 4096,
+    relay: options.openAiRelay,
+    authenticate: options.openAiAuthenticate,
+  });
+  app.addHook('onClose', async () => openAi.close());
 
   app.post('/api/v1/inference/request', async (req, reply) => {
     metrics.request('http');
@@ -112,7 +147,8 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
       return sendError(reply, 400, 'invalid_argument', describeIssue(parsed.error.issues[0]));
     }
     const body = parsed.data;
-    if (isBlank(body.client_id)) {
+    // With an API key (Authorization: Bearer tk-…) the key's name is the client id.
+    if (isBlank(body.client_id) && !req.headers.authorization) {
       metrics.decision('invalid');
       return sendError(reply, 400, 'missing_client_id', 'client_id is required');
     }
@@ -125,14 +161,15 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
       return sendError(reply, 400, 'missing_prompt', 'prompt is required');
     }
     for (const field of ['client_id', 'model', 'prompt'] as const) {
-      if (typeof body[field] !== 'string') {
+      if (!isBlank(body[field]) && typeof body[field] !== 'string') {
         metrics.decision('invalid');
         return sendError(reply, 400, 'invalid_argument', `${field}: must be a string`);
       }
     }
     try {
       const grant = await options.route({
-        clientId: body.client_id as string,
+        authorization: req.headers.authorization,
+        clientId: typeof body.client_id === 'string' ? body.client_id : '',
         model: body.model as string,
         prompt: body.prompt as string,
         maxTokens: body.max_tokens,
@@ -141,6 +178,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
         parameters: body.parameters ? Object.fromEntries(Object.entries(body.parameters).map(([k, v]) => [k, String(v)])) : undefined,
         excludeAgentIds: body.exclude_agent_ids,
       });
+      for (const [name, value] of Object.entries(grant.rateLimitHeaders ?? {})) reply.header(name, value);
       return {
         agent_endpoint: grant.agentEndpoint,
         session_token: grant.sessionToken,

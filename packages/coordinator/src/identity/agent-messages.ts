@@ -83,23 +83,40 @@ const gpu = z.object({
 });
 const gpus = z.array(gpu).max(HEALTH_LIMITS.maxGpus, `must list at most ${HEALTH_LIMITS.maxGpus} GPUs`);
 
-const registrationSchema = z.object({
-  agentId,
-  endpoint: z.string().refine(isValidEndpoint, 'must be host:port (a hostname, IPv4 or [IPv6] of at most 253 characters, port 1-65535)'),
-  totalVramMb: memoryMb,
-  totalRamMb: memoryMb,
-  maxJobs: z.number().int('must be an integer').min(1, 'must be at least 1').max(HEALTH_LIMITS.maxJobs, `must be at most ${HEALTH_LIMITS.maxJobs}`),
-  supportedModels: z
-    .array(z.string().min(1, 'entries must not be empty').max(256, 'entries must be at most 256 characters'))
-    .max(1000, 'must list at most 1000 models'),
-  maxQueue: count(1_000_000),
-  engine: z.string().max(64, 'must be at most 64 characters'),
-  capabilities: z
-    .record(z.string().max(128, 'keys must be at most 128 characters'), z.string().max(1024, 'values must be at most 1024 characters'))
-    .refine((c) => Object.keys(c).length <= 64, 'must have at most 64 entries'),
-  gpus,
-  agentCredential: credential,
-});
+const registrationSchema = z
+  .object({
+    agentId,
+    endpoint: z.string().refine(isValidEndpoint, 'must be host:port (a hostname, IPv4 or [IPv6] of at most 253 characters, port 1-65535)'),
+    totalVramMb: memoryMb,
+    totalRamMb: memoryMb,
+    maxJobs: z.number().int('must be an integer').min(1, 'must be at least 1').max(HEALTH_LIMITS.maxJobs, `must be at most ${HEALTH_LIMITS.maxJobs}`),
+    supportedModels: z
+      .array(z.string().min(1, 'entries must not be empty').max(256, 'entries must be at most 256 characters'))
+      .max(1000, 'must list at most 1000 models'),
+    maxQueue: count(1_000_000),
+    engine: z.string().max(64, 'must be at most 64 characters'),
+    capabilities: z
+      .record(z.string().max(128, 'keys must be at most 128 characters'), z.string().max(1024, 'values must be at most 1024 characters'))
+      .refine((c) => Object.keys(c).length <= 64, 'must have at most 64 entries'),
+    gpus,
+    agentCredential: credential,
+    httpEndpoint: z.string().refine((e) => e === '' || isValidEndpoint(e), 'must be empty or host:port'),
+  })
+  .refine((r) => r.httpEndpoint === '' || endpointHost(r.httpEndpoint) === endpointHost(r.endpoint), {
+    // The coordinator relays OpenAI requests to this address: it may only name another port of the
+    // agent's own (verified) host, so a registration cannot point the coordinator at another machine.
+    message: 'must be on the same host as endpoint',
+    path: ['httpEndpoint'],
+  });
+
+/** The host of a `host:port` endpoint (without brackets for IPv6), lower-cased. */
+export function endpointHost(endpoint: string): string {
+  const i = endpoint.lastIndexOf(':');
+  return endpoint
+    .slice(0, i)
+    .replace(/^\[|\]$/g, '')
+    .toLowerCase();
+}
 
 const healthSchema = z.object({
   agentId,
@@ -120,6 +137,8 @@ const healthSchema = z.object({
       z.object({
         jobId,
         tokensGenerated: count(HEALTH_LIMITS.maxTokensGenerated),
+        // Charged to the job's API key with tokens_generated: never negative or absurd.
+        promptTokens: count(HEALTH_LIMITS.maxTokensGenerated),
         timeToFirstTokenMs: finite(0, HEALTH_LIMITS.maxTimeToFirstTokenMs),
         tokensPerSecond: finite(0, HEALTH_LIMITS.maxTokensPerSecond),
         error: z.string().max(128, 'must be at most 128 characters'),

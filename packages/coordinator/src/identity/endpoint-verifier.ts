@@ -18,8 +18,17 @@ export interface EndpointVerifierOptions {
   attemptTimeoutMs?: number;
   /** An unreachable agent is checked again on a health update once this long has passed. Default 30 s. */
   recheckAfterMs?: number;
+  /**
+   * Attempts (dials) in flight at once; the others wait their turn. A thousand agents registering
+   * together would otherwise open a thousand channels at once, and the garbage they leave grows
+   * the heap for good. Default {@link DEFAULT_MAX_CONCURRENT_PROBES}.
+   */
+  maxConcurrentProbes?: number;
   logger: Logger;
 }
+
+/** Default {@link EndpointVerifierOptions.maxConcurrentProbes}. */
+export const DEFAULT_MAX_CONCURRENT_PROBES = 16;
 
 /**
  * Makes sure an agent's endpoint really is that agent before clients are sent there: the
@@ -55,8 +64,25 @@ export function createEndpointVerifier(options: EndpointVerifierOptions): Endpoi
   const finishedAt = new Map<string, number>();
   const stopAll = new AbortController();
   const clients = createClientFactory().use(createProtoVersionClientMiddleware());
+  const maxProbes = Math.max(1, options.maxConcurrentProbes ?? DEFAULT_MAX_CONCURRENT_PROBES);
+  let probing = 0;
+  const turns: (() => void)[] = [];
+  /** Runs `attempt` once fewer than `maxProbes` are in flight. */
+  const inTurn = async <T>(attempt: () => Promise<T>): Promise<T> => {
+    if (probing >= maxProbes) await new Promise<void>((resolve) => turns.push(resolve));
+    probing += 1;
+    try {
+      return await attempt();
+    } finally {
+      probing -= 1;
+      turns.shift()?.();
+    }
+  };
 
-  const probe = async (agentId: string, endpoint: string, signal?: AbortSignal): Promise<void> => {
+  const probe = (agentId: string, endpoint: string, signal?: AbortSignal): Promise<void> => inTurn(() => dial(agentId, endpoint, signal));
+  const dial = async (agentId: string, endpoint: string, signal?: AbortSignal): Promise<void> => {
+    // Superseded or stopped while waiting for its turn.
+    if (signal?.aborted) throw new Error('endpoint check abandoned');
     const channel = createTitanChannel(endpoint, options.tls ? { tls: options.tls } : {});
     const callSignal = AbortSignal.any([AbortSignal.timeout(attemptTimeoutMs), ...(signal ? [signal] : [])]);
     try {

@@ -101,9 +101,10 @@ export interface RecordableGrant {
  * ```
  */
 export function recordGrants<I, G extends RecordableGrant>(route: (input: I) => Promise<G>, ledger: Pick<GrantLedger, 'grant'>): (input: I) => Promise<G> {
-  return async (input) => {
-    const grant = await route(input);
+  const record = (grant: G) => {
     ledger.grant(grant.agentId, grant.jobId, grant.expiresAt * 1000);
     return grant;
   };
+  // A reaction on the route's promise, not another async function around it (one frame less per request).
+  return (input) => route(input).then(record);
 }

@@ -35,8 +35,11 @@ export interface AgentBinding {
 /**
  * Agent id → SHA-256 of the agent's credential, persisted in `<data-dir>/coordinator.db`
  * (SQLite, WAL, mode 0600), so bindings survive coordinator restarts and an operator's `forget-agent`
- * (another process) is seen at once: every check reads the database (a primary-key lookup).
- * Digests are compared in constant time.
+ * (another process) is seen within {@link DEFAULT_EXTERNAL_CHANGE_CHECK_MS}. Rows read are cached in
+ * memory: a check asks SQLite whether another connection committed since (`PRAGMA data_version`,
+ * no table read) at most that often and drops the cache when one did, so a health update costs
+ * no SQLite call at all. Binding, forgetting and recording an endpoint always look first. Digests
+ * are compared in constant time.
  */
 export interface IdentityStore {
   /** The database file. */
@@ -70,7 +73,21 @@ export interface IdentityStore {
 export interface IdentityStoreOptions {
   /** The coordinator's data dir (created with mode 0700 when missing). */
   dataDir: string;
+  /**
+   * Longest time (ms) a check answers from memory without asking SQLite whether another process
+   * changed a binding; 0 asks on every check. Default {@link DEFAULT_EXTERNAL_CHANGE_CHECK_MS}.
+   */
+  externalChangeCheckMs?: number;
+  /** Clock (ms). Default `Date.now`. */
+  now?: () => number;
 }
+
+/**
+ * Default {@link IdentityStoreOptions.externalChangeCheckMs}: 50 ms. Every SQLite read takes and
+ * drops its locks (system calls); health updates of a thousand agents come hundreds of times a
+ * second, and a `forget-agent` only needs to be seen before the next one of that agent matters.
+ */
+export const DEFAULT_EXTERNAL_CHANGE_CHECK_MS = 50;
 
 /** The PERMISSION_DENIED message for an id bound to another credential. */
 function identityMismatchMessage(agentId: string): string {
@@ -110,12 +127,45 @@ export function openIdentityStore(options: IdentityStoreOptions): IdentityStore 
   } catch (cause) {
     throw new IdentityStoreError(`cannot open the identity store ${file}: ${(cause as Error).message}`, { file }, { cause });
   }
-  const select = db.prepare<[string], { credential_sha256: Buffer }>('SELECT credential_sha256 FROM agent_identities WHERE agent_id = ?');
+  const select = db.prepare<[string], { credential_sha256: Buffer; verified_endpoint: string | null }>(
+    'SELECT credential_sha256, verified_endpoint FROM agent_identities WHERE agent_id = ?',
+  );
   const insert = db.prepare<[string, Buffer, number]>('INSERT OR IGNORE INTO agent_identities (agent_id, credential_sha256, bound_at) VALUES (?, ?, ?)');
   const remove = db.prepare<[string]>('DELETE FROM agent_identities WHERE agent_id = ?');
-  const selectEndpoint = db.prepare<[string], { verified_endpoint: string | null }>('SELECT verified_endpoint FROM agent_identities WHERE agent_id = ?');
   const updateEndpoint = db.prepare<[string, string]>('UPDATE agent_identities SET verified_endpoint = ? WHERE agent_id = ?');
   const all = db.prepare<[], { agent_id: string; bound_at: number }>('SELECT agent_id, bound_at FROM agent_identities ORDER BY bound_at, agent_id');
+  const dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
+
+  /** Rows read or written by this connection (`undefined`: no row), valid while no other connection commits. */
+  const cache = new Map<string, { digest: Buffer; endpoint: string | undefined } | undefined>();
+  const now = options.now ?? Date.now;
+  const checkEveryMs = options.externalChangeCheckMs ?? DEFAULT_EXTERNAL_CHANGE_CHECK_MS;
+  let seenVersion = dataVersion.get();
+  let lookedAt = now();
+  /**
+   * Drops the cache when another connection (e.g. `forget-agent`, the API-key store) committed
+   * since the last look; `always`: look now, else only when the last look is older than the window.
+   */
+  const fresh = (always = false) => {
+    if (!always && checkEveryMs > 0) {
+      const t = now();
+      if (t - lookedAt < checkEveryMs && t >= lookedAt) return;
+      lookedAt = t;
+    }
+    const version = dataVersion.get();
+    if (version !== seenVersion) {
+      seenVersion = version;
+      cache.clear();
+    }
+  };
+  const rowOf = (agentId: string) => {
+    fresh();
+    if (cache.has(agentId)) return cache.get(agentId);
+    const row = select.get(agentId);
+    const entry = row ? { digest: row.credential_sha256, endpoint: row.verified_endpoint ?? undefined } : undefined;
+    cache.set(agentId, entry);
+    return entry;
+  };
 
   const guard = <T>(what: string, fn: () => T): T => {
     try {
@@ -128,9 +178,9 @@ export function openIdentityStore(options: IdentityStoreOptions): IdentityStore 
   const same = (stored: Buffer, digest: Buffer) => stored.length === digest.length && timingSafeEqual(stored, digest);
   const check = (agentId: string, digest: Buffer): IdentityCheck =>
     guard('read a binding', () => {
-      const row = select.get(agentId);
+      const row = rowOf(agentId);
       if (!row) return 'unbound';
-      return same(row.credential_sha256, digest) ? 'match' : 'mismatch';
+      return same(row.digest, digest) ? 'match' : 'mismatch';
     });
 
   return {
@@ -138,8 +188,13 @@ export function openIdentityStore(options: IdentityStoreOptions): IdentityStore 
     bindOrVerify(agentId, digest) {
       return guard('bind an agent id', () => {
         // INSERT OR IGNORE then read back: two first registrations racing cannot both win.
+        fresh(true);
         const inserted = insert.run(agentId, digest, Date.now()).changes === 1;
-        if (inserted) return 'bound';
+        if (inserted) {
+          cache.set(agentId, { digest: Buffer.from(digest), endpoint: undefined });
+          return 'bound';
+        }
+        cache.delete(agentId);
         if (check(agentId, digest) === 'match') return 'verified';
         throw new AgentIdentityError(agentId, identityMismatchMessage(agentId));
       });
@@ -151,13 +206,21 @@ export function openIdentityStore(options: IdentityStoreOptions): IdentityStore 
       return found === 'match';
     },
     forget(agentId) {
-      return guard('forget an agent id', () => remove.run(agentId).changes === 1);
+      return guard('forget an agent id', () => {
+        fresh(true);
+        cache.delete(agentId);
+        return remove.run(agentId).changes === 1;
+      });
     },
     verifiedEndpoint(agentId) {
-      return guard('read a verified endpoint', () => selectEndpoint.get(agentId)?.verified_endpoint ?? undefined);
+      return guard('read a verified endpoint', () => rowOf(agentId)?.endpoint);
     },
     rememberVerifiedEndpoint(agentId, endpoint) {
-      guard('record a verified endpoint', () => updateEndpoint.run(endpoint, agentId));
+      guard('record a verified endpoint', () => {
+        fresh(true);
+        updateEndpoint.run(endpoint, agentId);
+        cache.delete(agentId);
+      });
     },
     list() {
       return guard('list bindings', () => all.all().map((r) => ({ agentId: r.agent_id, boundAt: r.bound_at })));

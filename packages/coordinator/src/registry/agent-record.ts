@@ -39,6 +39,8 @@ export interface Reservation {
 export class AgentRecord implements SchedulableAgent {
   agentId: string;
   endpoint = '';
+  /** `host:port` of the agent's HTTP server (OpenAI-compatible `/v1/*`); empty when it has none. */
+  httpEndpoint = '';
   supportedModels: ReadonlySet<string> = new Set();
   maxJobs = 0;
   maxQueue = 0;
@@ -65,12 +67,12 @@ export class AgentRecord implements SchedulableAgent {
   deregistered = false;
   /** Id of the health stream currently speaking for this agent. */
   streamId: number | undefined;
+  private endpointCheckValue: EndpointCheck = 'verified';
   /**
-   * Set by the coordinator service's endpoint verifier: `pending` while it dials a new or changed
-   * endpoint, `unreachable` when that failed. Only `verified` agents are scheduled. Default
-   * `verified` (records built outside the service, e.g. in simulations).
+   * Called when the endpoint check changes (the one thing the scheduler reads that is written
+   * outside the registry); set by the registry, which tells its watchers (the candidate index).
    */
-  endpointCheck: EndpointCheck = 'verified';
+  onSchedulingChange: ((record: AgentRecord) => void) | undefined;
   /**
    * Job id → reservation (claim window). Written only by the registry: a job leaves it when the
    * agent reports it started, ended or rejected, or when its claim window ends.
@@ -96,9 +98,25 @@ export class AgentRecord implements SchedulableAgent {
     this.applyRegistration(registration, nowMs);
   }
 
+  /**
+   * Set by the coordinator service's endpoint verifier: `pending` while it dials a new or changed
+   * endpoint, `unreachable` when that failed. Only `verified` agents are scheduled. Default
+   * `verified` (records built outside the service, e.g. in simulations).
+   */
+  get endpointCheck(): EndpointCheck {
+    return this.endpointCheckValue;
+  }
+
+  set endpointCheck(value: EndpointCheck) {
+    if (value === this.endpointCheckValue) return;
+    this.endpointCheckValue = value;
+    this.onSchedulingChange?.(this);
+  }
+
   /** Takes a (re-)registration: capacity, models and endpoint; memory is assumed free until the first update. */
   applyRegistration(reg: AgentRegistration, nowMs: number): void {
     this.endpoint = reg.endpoint;
+    this.httpEndpoint = reg.httpEndpoint;
     this.supportedModels = new Set(reg.supportedModels);
     this.maxJobs = reg.maxJobs;
     this.maxQueue = reg.maxQueue;

@@ -74,9 +74,14 @@ export interface AgentRegistry {
   expireReservations(): void;
   /** Slots `clientId` holds over the fleet: its reservations plus its started jobs. */
   clientHeld(clientId: string): number;
-  /** Earliest claim-window end among `clientId`'s reservations (local ms), undefined without any. */
+  /** Reservations `clientId` holds over the fleet (not its started jobs). Kept by client: no walk over the fleet. */
+  clientReserved(clientId: string): number;
+  /** Earliest claim-window end among `clientId`'s reservations (local ms), undefined without any. Walks only that client's reservations. */
   clientEarliestExpiry(clientId: string): number | undefined;
-  /** Slots of the fleet: `max_jobs` summed over agents that can take work (online, registered, not draining). */
+  /**
+   * Slots of the fleet: `max_jobs` summed over agents that can take work (online, registered, not
+   * draining). Kept up to date as agents change: O(1).
+   */
   fleetSlots(): number;
   /** Agents that list `model` among their supported models. */
   candidates(model: string): Iterable<AgentRecord>;
@@ -85,6 +90,12 @@ export interface AgentRegistry {
   get(agentId: string): AgentRecord | undefined;
   /** Number of records. */
   readonly size: number;
+  /**
+   * Calls `listener` after every change of a record the scheduler reads (registration, health,
+   * reservations, breaker, going offline, deregistration, endpoint check), and with `removed`
+   * when a record is evicted. Returns the unsubscribe function.
+   */
+  watch(listener: (record: AgentRecord, removed: boolean) => void): () => void;
   /** Reservations held over all agents. */
   reservedTotal(): number;
   /** Started jobs granted by this coordinator and not yet ended, over all agents. */
@@ -115,7 +126,44 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
   const byModel = new Map<string, Set<AgentRecord>>();
   /** Client id → slots held (reservations + started jobs). */
   const held = new Map<string, number>();
+  /** Client id → its reservations (job id → reservation), in the order they were made. */
+  const reservedByClient = new Map<string, Map<string, Reservation>>();
+  /**
+   * Every reservation in the order it was made, which is the order its claim window ends (one
+   * window for all): expiring pops from the front instead of walking the fleet. Entries of
+   * reservations that ended otherwise are skipped when they come up.
+   */
+  const expiryQueue: { record: AgentRecord; jobId: string; reservation: Reservation }[] = [];
+  let expiryHead = 0;
+  /** {@link AgentRegistry.fleetSlots}, kept up to date by {@link trackSlots}. */
+  let fleetSlots = 0;
   let sweeper: NodeJS.Timeout | undefined;
+  const listeners = new Set<(record: AgentRecord, removed: boolean) => void>();
+  /** Tells the watchers that something the scheduler reads changed on `record`. */
+  const changed = (record: AgentRecord) => {
+    for (const listener of listeners) listener(record, false);
+  };
+
+  /** The slots a record adds to the fleet now. */
+  const slotsOf = (record: AgentRecord) => (record.online && !record.deregistered && !record.draining ? record.maxJobs : 0);
+  /** Runs `change` on a record (or removes it, `change` returning false) and keeps the fleet's slot count in step. */
+  const trackSlots = <T>(record: AgentRecord, change: () => T, removed = false): T => {
+    const before = slotsOf(record);
+    const result = change();
+    fleetSlots += (removed ? 0 : slotsOf(record)) - before;
+    return result;
+  };
+  const addClientReservation = (clientId: string, jobId: string, reservation: Reservation) => {
+    if (clientId === '') return;
+    let mine = reservedByClient.get(clientId);
+    if (!mine) reservedByClient.set(clientId, (mine = new Map()));
+    mine.set(jobId, reservation);
+  };
+  const removeClientReservation = (clientId: string, jobId: string) => {
+    const mine = reservedByClient.get(clientId);
+    if (!mine?.delete(jobId)) return;
+    if (mine.size === 0) reservedByClient.delete(clientId);
+  };
 
   const reservationsOf = (record: AgentRecord) => record.reservations as Map<string, Reservation>;
   const startedOf = (record: AgentRecord) => record.startedJobs as Map<string, string>;
@@ -144,7 +192,9 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
     const reservation = record.reservations.get(jobId);
     if (!reservation) return undefined;
     reservationsOf(record).delete(jobId);
+    removeClientReservation(reservation.clientId, jobId);
     hold(reservation.clientId, -1);
+    changed(record);
     options.onReservationReleased?.(record, jobId, reason);
     return reservation;
   };
@@ -170,6 +220,20 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
     if (record.reservations.size === 0) return;
     for (const [jobId, r] of record.reservations) if (r.expiresAtMs <= t) release(record, jobId, 'expired');
   };
+  /** Ends the reservations at the front of the queue whose claim window has ended. */
+  const expireQueued = (t: number) => {
+    while (expiryHead < expiryQueue.length) {
+      const entry = expiryQueue[expiryHead]!;
+      if (entry.reservation.expiresAtMs > t) break;
+      expiryHead += 1;
+      // Still the same reservation (not ended, not replaced): its window is over.
+      if (entry.record.reservations.get(entry.jobId) === entry.reservation) release(entry.record, entry.jobId, 'expired');
+    }
+    if (expiryHead > 1024 && expiryHead * 2 > expiryQueue.length) {
+      expiryQueue.splice(0, expiryHead);
+      expiryHead = 0;
+    }
+  };
 
   const registry: AgentRegistry = {
     claimWindowMs,
@@ -178,13 +242,18 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
       const existing = records.get(registration.agentId);
       if (existing) {
         unindex(existing);
-        existing.applyRegistration(registration, t);
+        trackSlots(existing, () => existing.applyRegistration(registration, t));
         index(existing);
+        changed(existing);
         return existing;
       }
       const record = new AgentRecord(registration, t, options.breaker ?? {}, now);
       records.set(record.agentId, record);
+      fleetSlots += slotsOf(record);
       index(record);
+      // The endpoint check is set from outside (the endpoint verifier): watchers hear of it too.
+      record.onSchedulingChange = changed;
+      changed(record);
       return record;
     },
     applyHealth(update, streamId) {
@@ -195,7 +264,7 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
         return { known: true, record, deregistered: true };
       }
       const t = now();
-      record.applyHealth(update, t);
+      trackSlots(record, () => record.applyHealth(update, t));
       record.streamId = streamId;
       // Order matters: a job may start and end between two updates (started + completed, not active).
       for (const jobId of update.startedJobIds) markStarted(record, jobId);
@@ -217,51 +286,58 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
         const active = new Set(update.activeJobIds);
         for (const jobId of [...record.startedJobs.keys()]) if (!active.has(jobId)) markEnded(record, jobId);
       }
+      changed(record);
       return { known: true, record, deregistered: false };
     },
     streamClosed(agentId, streamId, dropped) {
       const record = records.get(agentId);
       if (!record || record.streamId !== streamId) return;
-      record.online = false;
+      trackSlots(record, () => (record.online = false));
       record.streamId = undefined;
       if (dropped && !record.deregistered && !record.draining) record.breaker.recordFailure(now());
+      changed(record);
     },
     deregister(agentId) {
       const record = records.get(agentId);
       if (!record) return false;
-      record.deregistered = true;
+      trackSlots(record, () => (record.deregistered = true));
       clearJobs(record, 'deregistered');
+      changed(record);
       return true;
     },
     reserve(record, jobId, clientId) {
       const reservation: Reservation = { clientId, expiresAtMs: now() + claimWindowMs };
       const previous = record.reservations.get(jobId);
-      if (previous) hold(previous.clientId, -1);
+      if (previous) {
+        hold(previous.clientId, -1);
+        removeClientReservation(previous.clientId, jobId);
+      }
       reservationsOf(record).set(jobId, reservation);
+      addClientReservation(clientId, jobId, reservation);
+      expiryQueue.push({ record, jobId, reservation });
       hold(clientId, 1);
+      changed(record);
       return reservation;
     },
     release(record, jobId, reason) {
       return release(record, jobId, reason) !== undefined;
     },
     expireReservations() {
-      const t = now();
-      for (const record of records.values()) expire(record, t);
+      expireQueued(now());
     },
     clientHeld(clientId) {
       return held.get(clientId) ?? 0;
     },
+    clientReserved(clientId) {
+      return reservedByClient.get(clientId)?.size ?? 0;
+    },
     clientEarliestExpiry(clientId) {
       let min: number | undefined;
-      for (const record of records.values()) {
-        for (const r of record.reservations.values()) if (r.clientId === clientId && (min === undefined || r.expiresAtMs < min)) min = r.expiresAtMs;
-      }
+      for (const r of reservedByClient.get(clientId)?.values() ?? []) if (min === undefined || r.expiresAtMs < min) min = r.expiresAtMs;
       return min;
     },
     fleetSlots() {
-      let n = 0;
-      for (const r of records.values()) if (r.online && !r.deregistered && !r.draining) n += r.maxJobs;
-      return n;
+      return fleetSlots;
     },
     candidates(model) {
       return byModel.get(model) ?? [];
@@ -275,6 +351,10 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
     get size() {
       return records.size;
     },
+    watch(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
     reservedTotal() {
       let n = 0;
       for (const r of records.values()) n += r.reservations.size;
@@ -287,7 +367,9 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
     },
     sweep() {
       const t = now();
+      expireQueued(t);
       const evicted: AgentRecord[] = [];
+      // The full walk also ends windows the queue has not reached (only if the clock went back).
       for (const record of records.values()) {
         if (t - record.lastHeartbeatMs > options.heartbeatTimeoutMs) {
           evicted.push(record);
@@ -297,8 +379,10 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
       }
       for (const record of evicted) {
         clearJobs(record, 'evicted');
-        records.delete(record.agentId);
+        trackSlots(record, () => records.delete(record.agentId), true);
         unindex(record);
+        record.onSchedulingChange = undefined;
+        for (const listener of listeners) listener(record, true);
         options.onEvicted?.(record);
       }
       return evicted;

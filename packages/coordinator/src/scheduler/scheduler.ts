@@ -36,16 +36,32 @@ export interface SchedulerWeights {
   rtt: number;
   /** tokens/s / 100, capped at 1; 0.5 without history. Default 0.10. */
   performance: number;
+  /**
+   * Prefix affinity: the share of the request's prompt prefix the agent's KV cache is expected to
+   * hold (the prefill it saves), 0–1, counted only while the agent's load is under
+   * {@link SchedulerOptions.prefixLoadCap}. Used only when a request carries an affinity. Default 1.0:
+   * a full match outweighs every other term, so a conversation stays where its prefix is warm.
+   */
+  prefix: number;
 }
 
 /** Default weights, v1's. */
-export const DEFAULT_WEIGHTS: SchedulerWeights = { memory: 0.4, load: 0.3, rtt: 0.2, performance: 0.1 };
+export const DEFAULT_WEIGHTS: SchedulerWeights = { memory: 0.4, load: 0.3, rtt: 0.2, performance: 0.1, prefix: 1.0 };
+
+/** Default {@link SchedulerOptions.prefixLoadCap}. */
+export const DEFAULT_PREFIX_LOAD_CAP = 0.9;
 
 /** Options of {@link createScheduler}. */
 export interface SchedulerOptions {
   weights?: Partial<SchedulerWeights>;
   /** Multiplier of a penalized (degraded or half-open) agent's score. Default 0.5. */
   penaltyFactor?: number;
+  /**
+   * Load — (running + queued + reserved) / max_jobs — at or above which an agent's prefix affinity
+   * no longer counts: a hot prefix spills to the next best agent (which then warms up) instead of
+   * piling onto one. Default {@link DEFAULT_PREFIX_LOAD_CAP}.
+   */
+  prefixLoadCap?: number;
 }
 
 /** What is being scheduled. */
@@ -55,6 +71,11 @@ export interface ScheduleRequest {
   requiredMemoryMb?: number | undefined;
   /** Agents never to choose (client failover). */
   excludeAgentIds?: ReadonlySet<string> | undefined;
+  /**
+   * Prefix affinity of an agent for this request: the share (0–1) of the prompt's prefix blocks it
+   * is expected to hold in its KV cache (see `prefix-affinity.ts`). Absent: load-only scoring.
+   */
+  affinity?: ((agent: SchedulableAgent) => number) | undefined;
 }
 
 /** The scheduler's answer. */
@@ -72,8 +93,8 @@ export interface Scheduler {
    * excluded or lack memory), `busy` when every one that would serve it has no free slot.
    */
   select<A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest): ScheduleDecision<A>;
-  /** The weighted score of an agent (penalty included). */
-  score(agent: SchedulableAgent): number;
+  /** The weighted score of an agent (penalty included); `affinity` adds the prefix term. */
+  score(agent: SchedulableAgent, affinity?: number): number;
 }
 
 const RTT_CEILING_MS = 500;
@@ -103,15 +124,17 @@ export function freeMemoryMb(agent: Pick<SchedulableAgent, 'totalVramMb' | 'free
 export function createScheduler(options: SchedulerOptions = {}): Scheduler {
   const weights: SchedulerWeights = { ...DEFAULT_WEIGHTS, ...options.weights };
   const penalty = options.penaltyFactor ?? 0.5;
+  const prefixLoadCap = options.prefixLoadCap ?? DEFAULT_PREFIX_LOAD_CAP;
 
-  const score = (agent: SchedulableAgent): number => {
+  const score = (agent: SchedulableAgent, affinity = 0): number => {
     const total = isCpuOnly(agent) ? agent.totalRamMb : agent.totalVramMb;
     const memory = total > 0 ? clamp01(freeMemoryMb(agent) / total) : 0;
     const used = agent.runningJobs + agent.queuedJobs + agent.reservedJobs;
     const load = agent.maxJobs > 0 ? clamp01(1 - used / agent.maxJobs) : 0;
     const rtt = 1 - Math.min(Math.max(agent.rttMs, 0) / RTT_CEILING_MS, 1);
     const perf = agent.tokensPerSecond === undefined ? 0.5 : Math.min(Math.max(agent.tokensPerSecond, 0) / 100, 1);
-    const s = weights.memory * memory + weights.load * load + weights.rtt * rtt + weights.performance * perf;
+    let s = weights.memory * memory + weights.load * load + weights.rtt * rtt + weights.performance * perf;
+    if (affinity > 0 && agent.maxJobs > 0 && used / agent.maxJobs < prefixLoadCap) s += weights.prefix * clamp01(affinity);
     return agent.penalized ? s * penalty : s;
   };
 
@@ -130,7 +153,7 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
           full.push(agent);
           continue;
         }
-        const s = score(agent);
+        const s = score(agent, request.affinity?.(agent));
         if (s > bestScore + TIE_EPSILON || (Math.abs(s - bestScore) <= TIE_EPSILON && best !== undefined && agent.agentId < best.agentId)) {
           best = agent;
           bestScore = s;

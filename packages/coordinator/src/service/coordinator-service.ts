@@ -13,6 +13,7 @@ import type { AgentRegistry } from '../registry/agent-registry.js';
 import { TOKEN_ALGORITHM, type Keyring } from '../tokens/keyring.js';
 import type { InferenceGrant } from './request-router.js';
 import type { InferenceInput } from './request-validation.js';
+import { untilAborted } from './until-aborted.js';
 
 /** Dependencies of {@link createCoordinatorService}. */
 export interface CoordinatorServiceOptions {
@@ -74,24 +75,6 @@ export function agentStatusOf(r: AgentRecord): AgentStatus {
   };
 }
 
-/** Ends an async iteration when `signal` aborts. */
-async function* untilAborted<T>(source: AsyncIterable<T>, signal: AbortSignal): AsyncGenerator<T> {
-  const iterator = source[Symbol.asyncIterator]();
-  const aborted = new Promise<'aborted'>((resolve) => {
-    if (signal.aborted) resolve('aborted');
-    else signal.addEventListener('abort', () => resolve('aborted'), { once: true });
-  });
-  try {
-    for (;;) {
-      const next = await Promise.race([iterator.next(), aborted]);
-      if (next === 'aborted' || next.done) return;
-      yield next.value;
-    }
-  } finally {
-    void iterator.return?.();
-  }
-}
-
 let nextStreamId = 1;
 
 /**
@@ -115,9 +98,11 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
 
   return {
     // Errors declare their status (busy ones also their `retry-after-ms` trailer): server-kit maps them.
-    async requestInference(request) {
+    async requestInference(request, context) {
       metrics.request('grpc');
-      return options.route({
+      // Checked by the router when API keys are in force (metadata `authorization: Bearer tk-…`).
+      const grant = await options.route({
+        authorization: context.metadata.get('authorization'),
         clientId: request.clientId,
         model: request.model,
         prompt: request.prompt,
@@ -128,6 +113,9 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
         parameters: request.parameters,
         excludeAgentIds: request.excludeAgentIds,
       });
+      // The key's x-ratelimit-* values, as response headers (REST sends them as HTTP headers).
+      for (const [name, value] of Object.entries(grant.rateLimitHeaders ?? {})) context.header.set(name, value);
+      return grant;
     },
 
     async registerAgent(request, context) {
@@ -169,10 +157,9 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
       let bound: { agentId: string; digest: Buffer } | undefined;
       // Set once this stream has spoken for its agent (so its end takes the agent offline).
       let agentId: string | undefined;
-      const signal = AbortSignal.any([context.signal, options.shutdownSignal]);
       let dropped = false;
       try {
-        for await (const update of untilAborted<HealthUpdate>(requests, signal)) {
+        for await (const update of untilAborted<HealthUpdate>(requests, [context.signal, options.shutdownSignal])) {
           // Out-of-range values end the stream with INVALID_ARGUMENT before anything is stored.
           validateHealthUpdate(update);
           if (!bound) {
@@ -181,7 +168,7 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
             throw new InvalidRequestError('agent_id', `this health stream speaks for "${bound.agentId}" (bound by its first update), not "${update.agentId}"`);
           }
           const ack: HealthAck = { agentId: update.agentId, status: 'ok', message: '', reregister: false, echoTimestamp: update.timestamp };
-          // Checked on every update: a binding released by `forget-agent` is seen at once.
+          // Checked on every update (from memory; SQLite is asked at most every 50 ms): a binding released by `forget-agent` is seen within 50 ms.
           if (!options.identities.verify(bound.agentId, bound.digest)) {
             ack.status = 'unknown';
             ack.message = 'unknown agent: register again';

@@ -1,11 +1,24 @@
 import { randomUUID } from 'node:crypto';
-import { AgentsBusyError, ClientShareExceededError, CoordinatorError, InvalidRequestError, NoAgentAvailableError } from '../errors.js';
+import { prefixBlockHashes, prefixText } from '@titancompute/protocol';
+import {
+  AgentsBusyError,
+  ApiKeyAuthError,
+  ClientShareExceededError,
+  CoordinatorError,
+  InvalidRequestError,
+  ModelNotAllowedError,
+  NoAgentAvailableError,
+} from '../errors.js';
+import type { ApiKeyRecord } from '../keys/api-key.js';
+import type { ApiKeys, KeyAdmission } from '../keys/api-keys.js';
 import type { CoordinatorMetricsSink } from '../metrics.js';
 import type { AgentRecord } from '../registry/agent-record.js';
 import type { AgentRegistry } from '../registry/agent-registry.js';
-import type { Scheduler } from '../scheduler/scheduler.js';
+import { createCandidateIndex } from '../scheduler/candidate-index.js';
+import type { PrefixAffinity } from '../scheduler/prefix-affinity.js';
+import type { SchedulableAgent, ScheduleDecision, Scheduler } from '../scheduler/scheduler.js';
 import type { Keyring } from '../tokens/keyring.js';
-import { signSessionToken } from '../tokens/session-token.js';
+import { signSessionTokenSync } from '../tokens/session-token.js';
 import { createRequestValidator, type InferenceInput, type RequestLimits } from './request-validation.js';
 
 /** What RequestInference (and the REST endpoint) returns. */
@@ -19,6 +32,12 @@ export interface InferenceGrant {
   agentId: string;
   maxTokens: number;
   temperature: number;
+  /**
+   * OpenAI-style `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` of the request's API
+   * key, for the limits it has (requests and/or tokens per minute); absent without a key or limits.
+   * The REST routes send them as headers.
+   */
+  rateLimitHeaders?: Record<string, string>;
 }
 
 /** Dependencies of {@link createRequestRouter}. */
@@ -43,6 +62,18 @@ export interface RequestRouterOptions {
   maxClientShare?: number;
   /** Clock (ms). Default `Date.now`. */
   now?: () => number;
+  /**
+   * Prefix-aware routing: where each prompt prefix is likely warm in an engine's KV cache. A
+   * request whose prompt (or chat) has whole prefix blocks is scored with its affinity (see the
+   * scheduler's `prefix` weight and load cap), and its blocks are recorded for the chosen agent.
+   * Absent or mode `off`: load-only routing.
+   */
+  prefixAffinity?: PrefixAffinity | undefined;
+  /**
+   * API keys: authentication (`InferenceInput.authorization`), the key's model allow-list and
+   * quotas, checked before anything is reserved or signed. Absent: no authentication (client_id as given).
+   */
+  keys?: ApiKeys | undefined;
 }
 
 /** Default {@link RequestRouterOptions.busyRetryHintMs}. */
@@ -71,12 +102,15 @@ export function busyRetryAfterMs(
 }
 
 /**
- * Routes one inference request: validate, schedule (hard filters + score over the agents
- * serving the model, counting reservations), check the client's share of the fleet, reserve a
- * slot (through the registry, for the claim window) under a new job id, sign the session
- * token. Throws {@link InvalidRequestError}, {@link NoAgentAvailableError},
- * {@link AgentsBusyError} (with a retry hint, see {@link busyRetryAfterMs}),
- * {@link ClientShareExceededError} or a token signing error.
+ * Routes one inference request: authenticate its API key when keys are in force (the key's
+ * name becomes the client id), validate, check the key (model allow-list, budget, requests and
+ * tokens per minute, concurrent jobs), schedule (hard filters + score over the agents serving
+ * the model, counting reservations), check the client's share of the fleet, reserve a slot
+ * (through the registry, for the claim window) under a new job id, count the grant against the
+ * key, sign the session token. Every entry point (gRPC, REST, OpenAI routes) goes through here.
+ * Throws `ApiKeyAuthError`, {@link InvalidRequestError}, `ModelNotAllowedError`,
+ * `QuotaExceededError`, {@link NoAgentAvailableError}, {@link AgentsBusyError} (with a retry
+ * hint, see {@link busyRetryAfterMs}), {@link ClientShareExceededError} or a token signing error.
  */
 export function createRequestRouter(options: RequestRouterOptions): (input: InferenceInput) => Promise<InferenceGrant> {
   const validate = createRequestValidator(options.limits);
@@ -84,28 +118,68 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
   const now = options.now ?? Date.now;
   const hintMs = options.busyRetryHintMs ?? DEFAULT_BUSY_RETRY_HINT_MS;
   const share = options.maxClientShare ?? DEFAULT_MAX_CLIENT_SHARE;
+  // Eligible agents per model, ordered by score and kept up to date by the registry: a plain
+  // request takes the best in O(1) instead of scoring every agent that serves its model.
+  const candidates = createCandidateIndex({ score: (agent) => scheduler.score(agent) });
+  registry.watch((record, removed) => (removed ? candidates.remove(record) : candidates.update(record)));
+  for (const record of registry.list()) candidates.update(record);
+  /** When a slot held by `clientId` may free: soon when one of its jobs runs, else at its earliest claim-window end. */
+  const clientRetryAfterMs = (clientId: string, held: number) => {
+    const earliest = registry.clientEarliestExpiry(clientId);
+    const startedHeld = held - registry.clientReserved(clientId);
+    return startedHeld > 0 || earliest === undefined ? hintMs : Math.max(1, Math.ceil(earliest - now()));
+  };
   return async (input) => {
     const started = performance.now();
     let request: ReturnType<typeof validate>;
+    let key: ApiKeyRecord | undefined;
     try {
-      request = validate(input);
+      // Without keys in force nothing is awaited (authenticate would answer undefined).
+      key = options.keys?.mode() === 'keys' ? await options.keys.authenticate(input.authorization) : undefined;
+      request = validate(key ? { ...input, clientId: key.name } : input);
     } catch (err) {
-      metrics.decision(err instanceof InvalidRequestError ? 'invalid' : 'error');
+      metrics.decision(err instanceof InvalidRequestError ? 'invalid' : err instanceof ApiKeyAuthError ? 'unauthenticated' : 'error');
       throw err;
     }
     registry.expireReservations();
-    const decision = scheduler.select(registry.candidates(request.model), {
-      model: request.model,
-      requiredMemoryMb: request.requiredMemoryMb,
-      excludeAgentIds: request.excludeAgentIds,
-    });
+    // From here to the reservation nothing awaits: a key's checks and its grant are not interleaved with other requests.
+    let admission: KeyAdmission | undefined;
+    if (key && options.keys) {
+      const clientId = request.clientId;
+      const held = registry.clientHeld(clientId);
+      try {
+        admission = options.keys.admit(key, { model: request.model, held, concurrencyRetryAfterMs: () => clientRetryAfterMs(clientId, held) });
+      } catch (err) {
+        metrics.decision(err instanceof ModelNotAllowedError ? 'forbidden' : 'quota');
+        throw err;
+      }
+    }
+    // A prompt with whole prefix blocks, and an agent that holds some of them: score with affinity.
+    const affinity = options.prefixAffinity;
+    const blocks = affinity && affinity.mode !== 'off' ? prefixBlockHashes(prefixText(request.prompt, request.messages)) : [];
+    const affinityOf =
+      blocks.length > 0 && affinity!.anyHolds(blocks) ? (a: SchedulableAgent) => affinity!.matchedBlocks(a.agentId, blocks) / blocks.length : undefined;
+    // The index answers what the full scan would for a request without exclusions, memory
+    // requirement or prefix affinity; the scan serves the rest, and says which agents block when none is eligible.
+    const indexed =
+      request.excludeAgentIds.size === 0 && request.requiredMemoryMb === undefined && affinityOf === undefined ? candidates.best(request.model) : undefined;
+    const decision: ScheduleDecision<AgentRecord> = indexed
+      ? { outcome: 'scheduled', agent: indexed.agent, score: indexed.score }
+      : scheduler.select(registry.candidates(request.model), {
+          model: request.model,
+          requiredMemoryMb: request.requiredMemoryMb,
+          excludeAgentIds: request.excludeAgentIds,
+          affinity: affinityOf,
+        });
     if (decision.outcome === 'no_agent') {
       metrics.decision('no_agent');
       throw new NoAgentAvailableError(request.model);
     }
     if (decision.outcome === 'busy') {
       metrics.decision('busy');
-      throw new AgentsBusyError(request.model, busyRetryAfterMs(decision.blocking, now(), hintMs));
+      // A key's x-ratelimit-* go with the 429 too (nothing was counted against it).
+      const trailers = admission?.rateLimitHeaders();
+      throw new AgentsBusyError(request.model, busyRetryAfterMs(decision.blocking, now(), hintMs), trailers ? { trailers } : undefined);
     }
     const agent = decision.agent;
     const fleetSlots = registry.fleetSlots();
@@ -113,16 +187,16 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
     const held = registry.clientHeld(request.clientId);
     if (held >= limit) {
       metrics.decision('client_limit');
-      const earliest = registry.clientEarliestExpiry(request.clientId);
-      const startedHeld = held - countReservations(registry, request.clientId);
-      const retryAfterMs = startedHeld > 0 || earliest === undefined ? hintMs : Math.max(1, Math.ceil(earliest - now()));
-      throw new ClientShareExceededError(request.clientId, request.model, { held, limit, share, fleetSlots }, retryAfterMs);
+      throw new ClientShareExceededError(request.clientId, request.model, { held, limit, share, fleetSlots }, clientRetryAfterMs(request.clientId, held));
     }
     const jobId = randomUUID();
     // Reserve before the first await so concurrent requests see the slot taken.
     registry.reserve(agent, jobId, request.clientId);
+    admission?.commit(jobId, now() + options.tokenTtlMs);
+    if (blocks.length > 0) affinity!.recordGrant(agent.agentId, blocks);
     try {
-      const signed = await signSessionToken(
+      // Signed in the same turn as the reservation (crypto.sign on a cached KeyObject: no await).
+      const signed = signSessionTokenSync(
         options.keyring,
         {
           agentId: agent.agentId,
@@ -138,6 +212,7 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
         { issuer: options.issuer, ttlMs: options.tokenTtlMs },
       );
       metrics.decision('scheduled', performance.now() - started);
+      const rateLimitHeaders = admission?.rateLimitHeaders();
       return {
         agentEndpoint: agent.endpoint,
         sessionToken: signed.token,
@@ -147,17 +222,13 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
         agentId: agent.agentId,
         maxTokens: request.maxTokens,
         temperature: request.temperature,
+        ...(rateLimitHeaders && Object.keys(rateLimitHeaders).length > 0 ? { rateLimitHeaders } : {}),
       };
     } catch (err) {
       registry.release(agent, jobId, 'failed');
+      admission?.revert();
       metrics.decision('error');
       throw err instanceof CoordinatorError ? err : new CoordinatorError('scheduling failed', {}, { cause: err });
     }
   };
-}
-
-function countReservations(registry: AgentRegistry, clientId: string): number {
-  let n = 0;
-  for (const record of registry.list()) for (const r of record.reservations.values()) if (r.clientId === clientId) n += 1;
-  return n;
 }

@@ -45,6 +45,12 @@ export interface InferenceInput {
   temperatureSet?: boolean | undefined;
   parameters?: Record<string, string> | undefined;
   excludeAgentIds?: readonly string[] | undefined;
+  /**
+   * The raw `authorization` header (REST, OpenAI routes) or gRPC metadata value, e.g.
+   * `Bearer tk-…`. With API keys in force the router authenticates it and `clientId` becomes the
+   * key's name; in auth mode `none` it is ignored.
+   */
+  authorization?: string | undefined;
 }
 
 /** A validated request with defaults applied. */

@@ -66,7 +66,7 @@ export interface FakeAgent {
   send(overrides?: Partial<HealthUpdate>): Promise<HealthAck>;
   /** The job is running (listed in active_job_ids from the next update). */
   startJob(jobId: string): void;
-  /** The job finished (reported once in completed_jobs). */
+  /** The job finished (reported once in completed_jobs; by default 10 tokens generated, 0 prompt tokens). */
   finishJob(jobId: string, outcome?: Partial<JobOutcome>): void;
   /** Mutable state reported in updates. */
   state: { freeVramMb: number; freeRamMb: number; queuedJobs: number; draining: boolean; rttMs: number; cpuPercent: number };
@@ -252,7 +252,7 @@ export function createFakeAgent(options: FakeAgentOptions): FakeAgent {
     },
     finishJob(jobId, outcome = {}) {
       active.delete(jobId);
-      completed.push({ jobId, tokensGenerated: 10, timeToFirstTokenMs: 5, tokensPerSecond: 50, error: '', ...outcome });
+      completed.push({ jobId, tokensGenerated: 10, promptTokens: 0, timeToFirstTokenMs: 5, tokensPerSecond: 50, error: '', ...outcome });
     },
     state,
     stopHeartbeats() {

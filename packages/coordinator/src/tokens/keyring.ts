@@ -1,6 +1,7 @@
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { calculateJwkThumbprint, exportJWK, exportPKCS8, exportSPKI, generateKeyPair, importPKCS8, importSPKI, type CryptoKey } from 'jose';
+import { calculateJwkThumbprint, exportJWK, exportPKCS8, exportSPKI, generateKeyPair, importSPKI, type CryptoKey } from 'jose';
 import { z } from 'zod';
 import { SESSION_TOKEN_ALGORITHM } from '@titancompute/protocol';
 import { KeyringError } from '../errors.js';
@@ -35,7 +36,8 @@ export interface PublishedKey {
 /** The key the coordinator signs with now. */
 export interface SigningKey {
   readonly kid: string;
-  readonly privateKey: CryptoKey;
+  /** The Ed25519 private key, imported once per (re)load: `crypto.sign` uses it as is. */
+  readonly privateKey: KeyObject;
   readonly publicKeyPem: string;
 }
 
@@ -153,9 +155,10 @@ async function loadKeys(file: string, nowS: number): Promise<LoadedKeys | undefi
   if (!keys) return undefined;
   const currentStored = keys.find((k) => k.retireAt === 0) ?? keys[0];
   if (!currentStored) throw new KeyringError(`keyring ${file} has no keys`, { file });
-  let privateKey: CryptoKey;
+  let privateKey: KeyObject;
   try {
-    privateKey = await importPKCS8(currentStored.privateKeyPem, TOKEN_ALGORITHM);
+    privateKey = createPrivateKey({ key: currentStored.privateKeyPem, format: 'pem' });
+    if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`expected an Ed25519 key, got ${privateKey.asymmetricKeyType ?? 'a symmetric key'}`);
   } catch (cause) {
     throw new KeyringError(`keyring ${file}: key ${currentStored.kid} is not a valid Ed25519 key`, { file, kid: currentStored.kid }, { cause });
   }

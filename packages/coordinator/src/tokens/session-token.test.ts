@@ -3,15 +3,16 @@
  * own token verifier (`@titancompute/agent`) and the shared contract of `@titancompute/protocol`.
  */
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { statSync } from 'node:fs';
-import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { readFileSync, statSync } from 'node:fs';
+import { decodeJwt, decodeProtectedHeader, importPKCS8, jwtVerify, SignJWT } from 'jose';
 import { Status } from 'nice-grpc-common';
 import { createTokenVerifier, TokenError, type TokenVerifier } from '@titancompute/agent';
-import { messagesSha256, sessionTokenClaimsSchema, SESSION_TOKEN_ISSUER, type PublicKeyResponse } from '@titancompute/protocol';
+import { messagesSha256, sessionTokenClaimsSchema, sessionTokenPayload, SESSION_TOKEN_ISSUER, type PublicKeyResponse } from '@titancompute/protocol';
+import { TokenSigningError } from '../errors.js';
 import { startFakeAgent, type FakeAgent } from '../test-support/fake-agent.js';
 import { makeTempDir, startTestCoordinator, waitFor, type TestCoordinator } from '../test-support/test-coordinator.js';
-import { keyringPath, openKeyring, rotateKeyring } from './keyring.js';
-import { createHash } from 'node:crypto';
+import { importPublicKey, keyringPath, openKeyring, rotateKeyring } from './keyring.js';
+import { createHash, createSecretKey } from 'node:crypto';
 import { DEFAULT_ISSUER, promptSha256, signSessionToken } from './session-token.js';
 
 /** The verifier a real agent `agentId` builds, fetching its keys from `fetchKeys` (the coordinator's GetPublicKey). */
@@ -165,6 +166,62 @@ describe('session tokens', () => {
     await verifier.verify(first.sessionToken);
     await new Promise((r) => setTimeout(r, (second.expiresAt + 1) * 1000 - Date.now()));
     expect(await refusal(verifier.verify(second.sessionToken))).toEqual({ code: Status.UNAUTHENTICATED, message: 'session token expired' });
+  });
+});
+
+describe('signing', () => {
+  it("writes the very bytes jose's SignJWT writes for the same claims and key (crypto.sign with a KeyObject; Ed25519 is deterministic)", async () => {
+    const dataDir = makeTempDir();
+    const now = 1_700_000_000_000;
+    const keyring = await openKeyring({ dataDir, tokenTtlMs: 60_000, now: () => now });
+    const grants = [
+      { agentId: 'agent-a', clientId: 'c', jobId: 'j-1', model: 'm', maxTokens: 8, temperature: 0.7, prompt: 'héllo "quoted"\n' },
+      {
+        agentId: 'agent-b',
+        clientId: 'c2',
+        jobId: 'j-2',
+        model: 'm',
+        maxTokens: 1,
+        temperature: 0,
+        parameters: { top_k: '5', ünï: 'çödé' },
+        prompt: '',
+        messages: [{ role: 'user', content: 'hi' }],
+      },
+    ];
+    const stored = JSON.parse(readFileSync(keyringPath(dataDir), 'utf8')) as { keys: { privateKeyPem: string }[] };
+    const joseKey = await importPKCS8(stored.keys[0]!.privateKeyPem, 'EdDSA');
+    for (const grant of grants) {
+      const signed = await signSessionToken(keyring, grant, { issuer: 'iss-x', ttlMs: 60_000, now });
+      const expected = await new SignJWT(sessionTokenPayload(grant))
+        .setProtectedHeader({ alg: 'EdDSA', kid: signed.kid, typ: 'JWT' })
+        .setIssuer('iss-x')
+        .setAudience(grant.agentId)
+        .setSubject(grant.clientId)
+        .setJti(signed.jti)
+        .setIssuedAt(now / 1000)
+        .setNotBefore(now / 1000)
+        .setExpirationTime(now / 1000 + 60)
+        .sign(joseKey);
+      expect(signed.token).toBe(expected);
+      expect(signed.expiresAt).toBe(now / 1000 + 60);
+      // And jose verifies it with the published key, as agents do.
+      const { payload } = await jwtVerify(signed.token, await importPublicKey(keyring.current().publicKeyPem), {
+        issuer: 'iss-x',
+        audience: grant.agentId,
+        currentDate: new Date(now),
+      });
+      expect(payload).toMatchObject({ job_id: grant.jobId, sub: grant.clientId, jti: signed.jti });
+    }
+    keyring.close();
+  });
+
+  it('wraps a key that cannot sign in a TokenSigningError', async () => {
+    const keyring = await openKeyring({ dataDir: makeTempDir(), tokenTtlMs: 60_000 });
+    const broken = { ...keyring, current: () => ({ ...keyring.current(), privateKey: createSecretKey(Buffer.alloc(32)) }) };
+    await expect(
+      signSessionToken(broken, { agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 1, temperature: 0 }, { issuer: 'i', ttlMs: 1000 }),
+    ).rejects.toBeInstanceOf(TokenSigningError);
+    keyring.close();
   });
 });
 

@@ -23,6 +23,8 @@ export interface Queries {
 /** Creates the {@link Queries} of a registry over a store and its {@link Liveness}. */
 export function createQueries(store: Store, liveness: Liveness): Queries {
   const { ensureSwept, isLive, now, staleTimeoutMs } = liveness;
+  // Records as stored, with the health checks acknowledged but not written yet.
+  const current = (records: InstanceRecord[]) => records.map(liveness.current);
 
   const describe = async (r: InstanceRecord) =>
     describeRecord(
@@ -32,7 +34,8 @@ export function createQueries(store: Store, liveness: Liveness): Queries {
 
   const getLive = async (id: string): Promise<InstanceRecord> => {
     await ensureSwept();
-    const rec = await store.getInstance(id);
+    const stored = await store.getInstance(id);
+    const rec = stored && liveness.current(stored);
     if (!rec || !isLive(rec)) {
       throw new NotFoundError(rec ? deathMessageOrStale(rec) : `unknown instance ${id}`, { kind: 'instance', id });
     }
@@ -52,7 +55,7 @@ export function createQueries(store: Store, liveness: Liveness): Queries {
 
     async listLive(criteria) {
       await ensureSwept();
-      const all = (await store.listAlive()).filter(isLive);
+      const all = current(await store.listAlive()).filter(isLive);
       const byId = new Map(all.map((r) => [r.id, r]));
       // Live only when every ancestor is live (in `byId`) too.
       const live: InstanceRecord[] = [];
@@ -87,7 +90,7 @@ export function createQueries(store: Store, liveness: Liveness): Queries {
 
     async children(id) {
       await getLive(id);
-      const kids = (await store.aliveChildren(id)).filter(isLive);
+      const kids = current(await store.aliveChildren(id)).filter(isLive);
       return Promise.all(kids.map(describe));
     },
 
@@ -95,7 +98,7 @@ export function createQueries(store: Store, liveness: Liveness): Queries {
       const rec = await getLive(id);
       if (!rec.parentId) return undefined;
       const p = await store.getInstance(rec.parentId);
-      return p && isLive(p) ? describe(p) : undefined;
+      return p && isLive(p) ? describe(liveness.current(p)) : undefined;
     },
   };
 }

@@ -29,6 +29,15 @@ export interface RegistryOptions {
   soleReplica?: boolean;
   /** Called when a sweep finds such a gap and starts a new up period. */
   onOutage?: (outage: Outage) => void;
+  /**
+   * Health checks of live instances are answered from memory and written to the storage in one
+   * transaction at most this long after the first unwritten one (sweeps and {@link Registry.flush}
+   * write them too). Staleness always counts them; what a crash can lose is the last-seen times
+   * of at most this long. Default 100 ms (`INSTANCE_MANAGER_DEFAULTS.healthFlushIntervalMs`).
+   */
+  healthFlushIntervalMs?: number;
+  /** Called when writing buffered health checks failed (they are kept and written with the next flush). */
+  onFlushError?: (err: unknown) => void;
 }
 
 /** A gap found in the registry's up time (see {@link RegistryOptions.outageGapMs}). */
@@ -84,8 +93,15 @@ export interface Registry {
   sweep(): Promise<string[]>;
   /** Start of the current up period as last read by this replica (unix ms). */
   upSinceMs(): number;
-  /** Sweeps first when some live instance is stale, so reads never see one. */
+  /** Sweeps first when some live instance may be stale, so reads never see one. */
   ensureSwept(): Promise<void>;
+  /** Writes the acknowledged health checks not written yet (see {@link RegistryOptions.healthFlushIntervalMs}). Run before closing the store. */
+  flush(): Promise<void>;
+  /**
+   * Forgets that `id` is alive, so that its next health check reads the storage: for a death
+   * caused through another replica sharing the database (its REMOVED event).
+   */
+  forget(id: string): void;
   /** The live instance, or {@link NotFoundError}. */
   getLive(id: string): Promise<InstanceRecord>;
   /** Live instances matching `criteria`, described. */
@@ -108,7 +124,8 @@ export interface Registry {
  */
 export function createRegistry(store: Store, options: RegistryOptions): Registry {
   const liveness = createLiveness(store, options);
-  const commands = createCommands(store, liveness);
+  // Commands write through the liveness' transactions, so what they create or kill is known here.
+  const commands = createCommands({ ...store, transaction: liveness.transaction }, liveness);
   const queries = createQueries(store, liveness);
   return {
     staleTimeoutMs: liveness.staleTimeoutMs,
@@ -117,6 +134,8 @@ export function createRegistry(store: Store, options: RegistryOptions): Registry
     isLive: liveness.isLive,
     sweep: liveness.sweep,
     ensureSwept: liveness.ensureSwept,
+    flush: liveness.flush,
+    forget: liveness.forget,
     healthCheck: liveness.healthCheck,
     addInstance: commands.addInstance,
     killInstance: commands.killInstance,

@@ -1,7 +1,7 @@
 import type { instanceManager, stats } from '@titancompute/protocol';
 import { createMutex } from '../util/mutex.js';
 import { createListenerSet } from './listeners.js';
-import type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, Presence, Store, StoreTx } from './store.js';
+import type { InstanceRecord, MetricsKind, NewEvent, Presence, Store, StoreTx } from './store.js';
 
 const clone = <T>(value: T): T => structuredClone(value);
 
@@ -21,16 +21,6 @@ export function createMemoryStore(): Store {
   const listeners = createListenerSet();
 
   const aliveIds = (pred: (r: InstanceRecord) => boolean) => [...instances.values()].filter((r) => r.alive && pred(r));
-  // A lower bound of the oldest live health check: health checks only move forward, so
-  // "bound >= cutoff" proves nothing is stale without scanning every row.
-  let oldestHealthBound = Infinity;
-  const anyStale = (cutoffMs: number): boolean => {
-    if (oldestHealthBound >= cutoffMs) return false;
-    let min = Infinity;
-    for (const r of instances.values()) if (r.alive && r.lastHealthMs < min) min = r.lastHealthMs;
-    oldestHealthBound = min;
-    return min < cutoffMs;
-  };
 
   return {
     backend: 'memory',
@@ -68,6 +58,21 @@ export function createMemoryStore(): Store {
           touch: async (id, nowMs) => {
             const r = read(id);
             if (r?.alive) write(id).lastHealthMs = nowMs;
+          },
+          touchMany: async (beats) => {
+            const missed: string[] = [];
+            for (const [id, ms] of beats) {
+              const r = read(id);
+              if (!r?.alive) missed.push(id);
+              // A shallow copy is enough: only the number changes (nothing nested is mutated in place).
+              else if (ms > r.lastHealthMs) staged.set(id, { ...r, lastHealthMs: ms });
+            }
+            return missed;
+          },
+          oldestAliveHealthMs: async () => {
+            let min: number | undefined;
+            for (const r of all()) if (r.alive && (min === undefined || r.lastHealthMs < min)) min = r.lastHealthMs;
+            return min;
           },
           markDead: async (id, death) => {
             const r = read(id);
@@ -109,10 +114,7 @@ export function createMemoryStore(): Store {
         presence = stagedPresence;
         if (staged.size > 0) {
           const next = new Map(instances);
-          for (const [k, v] of staged) {
-            next.set(k, v);
-            if (v.alive) oldestHealthBound = Math.min(oldestHealthBound, v.lastHealthMs);
-          }
+          for (const [k, v] of staged) next.set(k, v);
           instances = next;
         }
         if (newEvents.length > 0) {
@@ -122,20 +124,6 @@ export function createMemoryStore(): Store {
         }
         return result;
       });
-    },
-    async healthCheck(id, nowMs, cutoffMs): Promise<HealthCheckOutcome> {
-      const run = (): HealthCheckOutcome => {
-        if (anyStale(cutoffMs)) return 'sweep-needed';
-        const r = instances.get(id);
-        if (!r?.alive || r.lastHealthMs < cutoffMs) return 'not-recorded';
-        const updated = { ...r, lastHealthMs: nowMs };
-        instances.set(id, updated);
-        return 'ok';
-      };
-      return mutex.locked ? mutex.runExclusive(run) : run();
-    },
-    async staleExists(cutoffMs) {
-      return anyStale(cutoffMs);
     },
     async getInstance(id) {
       const r = instances.get(id);

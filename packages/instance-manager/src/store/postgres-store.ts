@@ -13,7 +13,7 @@ import {
   type PresenceRow,
   upsertInstanceSql,
 } from './rows.js';
-import type { HealthCheckOutcome, MetricsKind, Store, StoreTx } from './store.js';
+import type { MetricsKind, Store, StoreTx } from './store.js';
 
 /** Options of {@link createPostgresStore}. */
 export interface PostgresStoreOptions {
@@ -77,6 +77,11 @@ const MIGRATIONS: readonly string[] = [
      up_since_ms BIGINT NOT NULL,
      seen_ms BIGINT NOT NULL
    );`,
+  // 3: health checks rewrite last_health_ms of every live row all the time; an index on it made
+  // every such update a non-HOT one (a new index entry each time). Sweeps (once per sweep
+  // interval) scan the live rows instead.
+  `DROP INDEX instances_alive_health;
+   CREATE INDEX instances_alive ON instances (id) WHERE alive;`,
 ];
 
 function hash32(text: string): number {
@@ -196,6 +201,25 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     touch: async (id, nowMs) => {
       await client.query('UPDATE instances SET last_health_ms = GREATEST(last_health_ms, $1) WHERE id = $2 AND alive', [nowMs, id]);
     },
+    touchMany: async (beats) => {
+      if (beats.size === 0) return [];
+      // Sorted: rows are locked in one order whoever flushes.
+      const ids = [...beats.keys()].sort();
+      const r = await client.query<{ id: string }>(
+        `UPDATE instances AS i SET last_health_ms = GREATEST(i.last_health_ms, b.ms)
+         FROM unnest($1::text[], $2::bigint[]) AS b (id, ms)
+         WHERE i.id = b.id AND i.alive
+         RETURNING i.id`,
+        [ids, ids.map((id) => beats.get(id)!)],
+      );
+      const recorded = new Set(r.rows.map((row) => row.id));
+      return ids.filter((id) => !recorded.has(id));
+    },
+    oldestAliveHealthMs: async () => {
+      const r = await client.query<{ m: string | null }>('SELECT MIN(last_health_ms)::bigint AS m FROM instances WHERE alive');
+      const m = r.rows[0]?.m;
+      return m === null || m === undefined ? undefined : Number(m);
+    },
     markDead: async (id, death) => {
       const r = await client.query(
         `UPDATE instances SET alive = false, died_at_ms = $1, removal_reason = $2, removal_message = $3, removal_root_reason = $4
@@ -278,24 +302,6 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           client.release();
         }
       }
-    },
-    async healthCheck(id, nowMs, cutoffMs): Promise<HealthCheckOutcome> {
-      const r = await query<{ stale: boolean; updated: number }>(
-        'health check',
-        `WITH s AS (SELECT EXISTS (SELECT 1 FROM instances WHERE alive AND last_health_ms < $2) AS stale),
-              u AS (UPDATE instances SET last_health_ms = GREATEST(last_health_ms, $3)
-                    WHERE id = $1 AND alive AND last_health_ms >= $2 AND NOT (SELECT stale FROM s) RETURNING 1)
-         SELECT (SELECT stale FROM s) AS stale, (SELECT count(*) FROM u)::int AS updated`,
-        [id, cutoffMs, nowMs],
-        'titan_im_health_check',
-      );
-      const row = r.rows[0]!;
-      if (row.stale) return 'sweep-needed';
-      return row.updated > 0 ? 'ok' : 'not-recorded';
-    },
-    async staleExists(cutoffMs) {
-      const r = await query('stale check', 'SELECT 1 FROM instances WHERE alive AND last_health_ms < $1 LIMIT 1', [cutoffMs]);
-      return (r.rowCount ?? 0) > 0;
     },
     async getInstance(id) {
       const r = await query<InstanceRow>('read', 'SELECT * FROM instances WHERE id = $1', [id]);

@@ -41,12 +41,3 @@ export type NewEvent = Omit<instanceManager.InstanceEvent, 'sequence'>;
 
 /** Kinds of metrics kept as "latest value per instance". */
 export type MetricsKind = 'proxy' | 'system' | 'gpu' | 'llm';
-
-/** Result of the heartbeat fast path. */
-export type HealthCheckOutcome =
-  /** Recorded. */
-  | 'ok'
-  /** Unknown, dead, or itself stale: the caller must take the slow path to learn which. */
-  | 'not-recorded'
-  /** Some live instance is stale and must be swept first (it might be an ancestor). */
-  | 'sweep-needed';

@@ -16,7 +16,7 @@ import {
   type PresenceRow,
   upsertInstanceSql,
 } from './rows.js';
-import type { HealthCheckOutcome, MetricsKind, Store, StoreTx } from './store.js';
+import type { MetricsKind, Store, StoreTx } from './store.js';
 
 /** File name of the database inside the data directory. */
 export const SQLITE_FILE_NAME = 'instance-manager.db';
@@ -64,6 +64,10 @@ const MIGRATIONS: readonly string[] = [
      up_since_ms INTEGER NOT NULL,
      seen_ms INTEGER NOT NULL
    );`,
+  // 3: health checks rewrite last_health_ms of every live row all the time; an index on it moved an
+  // index entry on every write. Sweeps (once per sweep interval) scan the live rows instead.
+  `DROP INDEX instances_alive_health;
+   CREATE INDEX instances_alive ON instances(id) WHERE alive = 1;`,
 ];
 
 /**
@@ -103,7 +107,8 @@ export function createSqliteStore(options: { dataDir: string }): Store {
     get: db.prepare('SELECT * FROM instances WHERE id = ?'),
     insert: db.prepare(upsertInstanceSql(() => '?')),
     touch: db.prepare('UPDATE instances SET last_health_ms = ? WHERE id = ? AND alive = 1'),
-    touchFresh: db.prepare('UPDATE instances SET last_health_ms = ? WHERE id = ? AND alive = 1 AND last_health_ms >= ?'),
+    touchLater: db.prepare('UPDATE instances SET last_health_ms = MAX(last_health_ms, ?) WHERE id = ? AND alive = 1'),
+    oldestAlive: db.prepare('SELECT MIN(last_health_ms) AS m FROM instances WHERE alive = 1'),
     kill: db.prepare(
       `UPDATE instances SET alive = 0, died_at_ms = ?, removal_reason = ?, removal_message = ?, removal_root_reason = ?
        WHERE id = ? AND alive = 1 AND last_health_ms < ?`,
@@ -117,7 +122,6 @@ export function createSqliteStore(options: { dataDir: string }): Store {
     children: db.prepare('SELECT id FROM instances WHERE parent_id = ? AND alive = 1 ORDER BY id'),
     childRows: db.prepare('SELECT * FROM instances WHERE parent_id = ? AND alive = 1 ORDER BY created_at_ms, id'),
     staleIds: db.prepare('SELECT id FROM instances WHERE alive = 1 AND last_health_ms < ? ORDER BY last_health_ms, id'),
-    staleExists: db.prepare('SELECT 1 AS x FROM instances WHERE alive = 1 AND last_health_ms < ? LIMIT 1'),
     listAlive: db.prepare('SELECT * FROM instances WHERE alive = 1 ORDER BY created_at_ms, id'),
     appendEvent: db.prepare(
       `INSERT INTO events (type, instance_id, instance_type, related_instance_id, service, instance, removal_reason, timestamp_ms)
@@ -153,6 +157,12 @@ export function createSqliteStore(options: { dataDir: string }): Store {
     touch: async (id, nowMs) => {
       s.touch.run(nowMs, id);
     },
+    touchMany: async (beats) => {
+      const missed: string[] = [];
+      for (const [id, ms] of beats) if (s.touchLater.run(ms, id).changes === 0) missed.push(id);
+      return missed;
+    },
+    oldestAliveHealthMs: async () => (s.oldestAlive.get() as { m: number | null }).m ?? undefined,
     markDead: async (id, death) =>
       s.kill.run(death.nowMs, death.reason, death.message, death.rootReason, id, death.onlyIfStaleBefore ?? Number.MAX_SAFE_INTEGER).changes > 0,
     setParent: async (childId, parentId) => {
@@ -191,13 +201,6 @@ export function createSqliteStore(options: { dataDir: string }): Store {
         return result;
       });
     },
-    healthCheck(id, nowMs, cutoffMs) {
-      return outside((): HealthCheckOutcome => {
-        if (s.staleExists.get(cutoffMs)) return 'sweep-needed';
-        return s.touchFresh.run(nowMs, id, cutoffMs).changes > 0 ? 'ok' : 'not-recorded';
-      });
-    },
-    staleExists: (cutoffMs) => outside(() => s.staleExists.get(cutoffMs) !== undefined),
     getInstance: (id) =>
       outside(() => {
         const row = s.get.get(id) as InstanceRow | undefined;

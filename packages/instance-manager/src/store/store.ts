@@ -1,7 +1,7 @@
 import type { instanceManager, stats } from '@titancompute/protocol';
-import type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, Presence } from './records.js';
+import type { InstanceRecord, MetricsKind, NewEvent, Presence } from './records.js';
 
-export type { HealthCheckOutcome, InstanceRecord, MetricsKind, NewEvent, Presence } from './records.js';
+export type { InstanceRecord, MetricsKind, NewEvent, Presence } from './records.js';
 
 /**
  * The operations of one atomic transaction. Everything done through a `StoreTx` commits
@@ -15,6 +15,14 @@ export interface StoreTx {
   insertInstance(record: InstanceRecord): Promise<void>;
   /** Records a health check (only on a live row). */
   touch(id: string, nowMs: number): Promise<void>;
+  /**
+   * Records many health checks at once (the registry's buffered heartbeats): the last health
+   * check of each live row named becomes the later of the stored one and the given one. Returns
+   * the ids that were not recorded because their row is dead or unknown.
+   */
+  touchMany(beats: ReadonlyMap<string, number>): Promise<string[]>;
+  /** The oldest last health check among live rows (unix ms); undefined when no row is alive. */
+  oldestAliveHealthMs(): Promise<number | undefined>;
   /**
    * Flips a live row to dead. With `onlyIfStaleBefore`, only when its last health check is
    * still older than that (a concurrent heartbeat wins). Returns whether it flipped.
@@ -52,13 +60,6 @@ export interface Store {
   readonly backend: 'memory' | 'sqlite' | 'postgres';
   /** Runs `fn` in one atomic, serialised transaction (retried by the store on serialisation failures). */
   transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T>;
-  /**
-   * Heartbeat fast path: records a health check of a live, non-stale instance in one
-   * statement, unless some live instance is stale (then nothing is written).
-   */
-  healthCheck(id: string, nowMs: number, cutoffMs: number): Promise<HealthCheckOutcome>;
-  /** Whether some live row's last health check is older than `cutoffMs`. */
-  staleExists(cutoffMs: number): Promise<boolean>;
   getInstance(id: string): Promise<InstanceRecord | undefined>;
   /** Live rows whose parent is `parentId`. */
   aliveChildren(parentId: string): Promise<InstanceRecord[]>;

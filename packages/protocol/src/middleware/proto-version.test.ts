@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { ClientError, createClientFactory, createServer, type Metadata, Status, type Server } from 'nice-grpc';
+import { ClientError, createClientFactory, createServer, Metadata, ServerError, Status, type Server } from 'nice-grpc';
 import {
   AgentServiceDefinition,
   COMPATIBLE_PROTO_VERSIONS,
+  createProtoVersionCheck,
   createProtoVersionClientMiddleware,
   createProtoVersionServerMiddleware,
   createTitanChannel,
@@ -146,5 +147,40 @@ describe('proto_version middleware, allow-missing policy', () => {
   it('still refuses a present but incompatible version', async () => {
     const client = clientFor(lenient.address, { protoVersion: 'deadbeefdeadbeef', protoVersionCompatible: [] });
     await expectFailedPrecondition(client.getStatus({}));
+  });
+});
+
+describe('createProtoVersionCheck', () => {
+  /** The metadata and header of one call, as the check sees them. */
+  const callContext = (sent: Record<string, string>) => {
+    const header = Metadata();
+    return { context: { metadata: Metadata(sent), header }, header };
+  };
+
+  it('remembers its verdict per client pair and gives the same answer every time (compatible, incompatible, missing, exempt)', () => {
+    const check = createProtoVersionCheck({ protoVersion: '5', protoVersionCompatible: ['5', '4'] });
+    for (let round = 0; round < 3; round++) {
+      const same = callContext({ proto_version: '5', proto_compatible_versions: '5' });
+      expect(() => check('/x.Svc/Call', same.context)).not.toThrow();
+      expect(same.header.get('proto_version')).toBe('5');
+      // An older client this server accepts, and a newer one that says it accepts 5.
+      expect(() => check('/x.Svc/Call', callContext({ proto_version: '4' }).context)).not.toThrow();
+      expect(() => check('/x.Svc/Call', callContext({ proto_version: '6', proto_compatible_versions: ' 6 , 5 ' }).context)).not.toThrow();
+      expect(() => check('/x.Svc/Call', callContext({ proto_version: '6', proto_compatible_versions: '6' }).context)).toThrow(
+        /proto_version mismatch: client sent 6/,
+      );
+      expect(() => check('/x.Svc/Call', callContext({}).context)).toThrow(/missing proto_version metadata/);
+      const health = callContext({});
+      expect(() => check('/grpc.health.v1.Health/Check', health.context)).not.toThrow();
+      expect(health.header.get('proto_version')).toBeUndefined();
+    }
+  });
+
+  it('stays right past the number of pairs it remembers', () => {
+    const check = createProtoVersionCheck({ protoVersion: '5', protoVersionCompatible: ['5'] });
+    for (let i = 0; i < 200; i++) {
+      expect(() => check('/x.Svc/Call', callContext({ proto_version: String(100 + i) }).context)).toThrow(ServerError);
+      expect(() => check('/x.Svc/Call', callContext({ proto_version: String(100 + i), proto_compatible_versions: '5' }).context)).not.toThrow();
+    }
   });
 });

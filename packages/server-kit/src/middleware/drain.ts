@@ -9,6 +9,14 @@ export interface DrainController {
   startDraining(): void;
   /** Resolves when no call is in flight, or with false after `timeoutMs`. */
   waitIdle(timeoutMs: number): Promise<boolean>;
+  /**
+   * A call starts (what {@link DrainController.middleware} does first): throws UNAVAILABLE while
+   * draining; returns whether the call is counted in flight (exempt paths are not). A counted
+   * call must {@link DrainController.leave} once it ends.
+   */
+  enter(path: string): boolean;
+  /** A counted call ended. */
+  leave(): void;
 }
 
 /**
@@ -33,6 +41,16 @@ export function createDrainController(isExempt: (path: string) => boolean = isDr
   const notifyIdle = () => {
     if (inFlight === 0) for (const w of idleWaiters) w();
   };
+  const enter = (path: string): boolean => {
+    if (isExempt(path)) return false;
+    if (draining) throw new ServerError(Status.UNAVAILABLE, 'server is shutting down; retry on another instance');
+    inFlight += 1;
+    return true;
+  };
+  const leave = () => {
+    inFlight -= 1;
+    notifyIdle();
+  };
   return {
     get inFlight() {
       return inFlight;
@@ -53,15 +71,14 @@ export function createDrainController(isExempt: (path: string) => boolean = isDr
         idleWaiters.add(onIdle);
       });
     },
+    enter,
+    leave,
     middleware: async function* drainMiddleware(call, context) {
-      if (isExempt(call.method.path)) return yield* call.next(call.request, context);
-      if (draining) throw new ServerError(Status.UNAVAILABLE, 'server is shutting down; retry on another instance');
-      inFlight += 1;
+      if (!enter(call.method.path)) return yield* call.next(call.request, context);
       try {
         return yield* call.next(call.request, context);
       } finally {
-        inFlight -= 1;
-        notifyIdle();
+        leave();
       }
     },
   };

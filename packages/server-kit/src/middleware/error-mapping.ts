@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { isAbortError } from 'abort-controller-x';
-import { ServerError, Status, type ServerMiddleware } from 'nice-grpc-common';
+import { ServerError, Status, type CallContext, type ServerMiddleware } from 'nice-grpc-common';
 import type { Logger } from 'pino';
 
 /**
@@ -24,25 +24,34 @@ export function isGrpcMappedError(err: unknown): err is GrpcMappedError {
 }
 
 /**
- * Maps anything a handler throws that is not a `ServerError` (or an abort) to a status:
- * errors with a `grpcStatus` keep their message and send their `grpcTrailers`; any error of a call the client already
+ * The error a caller gets for `err`, thrown by a handler (or a check before it) of the call to
+ * `path`: a `ServerError` or an abort as it is; an error with a `grpcStatus` keeps its message
+ * and sets its `grpcTrailers` on `context.trailer`; any error of a call the client already
  * cancelled becomes CANCELLED; everything else becomes INTERNAL with a reference id, and the
  * details go to the log only, never to the caller.
+ */
+export function mapHandlerError(err: unknown, path: string, context: Pick<CallContext, 'signal' | 'trailer'>, logger: Logger): unknown {
+  if (err instanceof ServerError || isAbortError(err)) return err;
+  if (isGrpcMappedError(err)) {
+    if (err.grpcTrailers) for (const key in err.grpcTrailers) context.trailer.set(key, err.grpcTrailers[key]!);
+    return new ServerError(err.grpcStatus, err.message);
+  }
+  if (context.signal.aborted) return new ServerError(Status.CANCELLED, 'the call was cancelled by the client');
+  const reference = randomUUID().slice(0, 8);
+  logger.error({ err, method: path, reference }, 'unhandled error in handler');
+  return new ServerError(Status.INTERNAL, `internal error (reference ${reference}); see the server log`);
+}
+
+/**
+ * Maps anything a handler throws that is not a `ServerError` (or an abort) to a status (see
+ * {@link mapHandlerError}).
  */
 export function createErrorMappingMiddleware(logger: Logger): ServerMiddleware {
   return async function* errorMappingMiddleware(call, context) {
     try {
       return yield* call.next(call.request, context);
     } catch (err) {
-      if (err instanceof ServerError || isAbortError(err)) throw err;
-      if (isGrpcMappedError(err)) {
-        for (const [key, value] of Object.entries(err.grpcTrailers ?? {})) context.trailer.set(key, value);
-        throw new ServerError(err.grpcStatus, err.message);
-      }
-      if (context.signal.aborted) throw new ServerError(Status.CANCELLED, 'the call was cancelled by the client');
-      const reference = randomUUID().slice(0, 8);
-      logger.error({ err, method: call.method.path, reference }, 'unhandled error in handler');
-      throw new ServerError(Status.INTERNAL, `internal error (reference ${reference}); see the server log`);
+      throw mapHandlerError(err, call.method.path, context, logger);
     }
   };
 }

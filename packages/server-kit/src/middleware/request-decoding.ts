@@ -114,6 +114,11 @@ export interface RequestDecodingGuard {
   guard<D extends object>(definition: D): D;
   /** Answers calls that carry an {@link UndecodableRequest} with INVALID_ARGUMENT (streams: when the bad message is read). */
   readonly middleware: ServerMiddleware;
+  /**
+   * What the middleware hands on: the request of a unary or server-streaming call, checked now
+   * (throws INVALID_ARGUMENT); a request stream wrapped so each message is checked when read.
+   */
+  checked<T>(requestStream: boolean, request: T): T;
 }
 
 /**
@@ -141,9 +146,31 @@ export function createRequestDecodingGuard(descriptorSet: Uint8Array): RequestDe
     if (value instanceof UndecodableRequest) throw new ServerError(Status.INVALID_ARGUMENT, value.message);
     return value;
   };
-  async function* checkStream<T>(requests: AsyncIterable<T>): AsyncGenerator<T> {
-    for await (const request of requests) yield check(request);
-  }
+  /**
+   * `requests` with each message checked as it is read. A plain async iterator, not an async
+   * generator: a stream waits here for every message, and a generator layer would keep its own
+   * request queue and promises alive across each wait.
+   */
+  const checkStream = <T>(requests: AsyncIterable<T>): AsyncIterable<T> => ({
+    [Symbol.asyncIterator](): AsyncIterator<T> {
+      const iterator = requests[Symbol.asyncIterator]();
+      const checked = (result: IteratorResult<T>): IteratorResult<T> => {
+        if (result.done) return result;
+        try {
+          check(result.value);
+        } catch (err) {
+          // The stream is refused: let the source go, as leaving a for-await loop would.
+          void iterator.return?.()?.catch(() => undefined);
+          throw err;
+        }
+        return result;
+      };
+      return {
+        next: () => iterator.next().then(checked),
+        return: (value?: unknown) => iterator.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }),
+      };
+    },
+  });
 
   return {
     guard<D extends object>(given: D): D {
@@ -163,6 +190,7 @@ export function createRequestDecodingGuard(descriptorSet: Uint8Array): RequestDe
       );
       return { ...given, methods } as D;
     },
+    checked: <T>(requestStream: boolean, request: T): T => (requestStream ? (checkStream(request as AsyncIterable<unknown>) as T) : check(request)),
     middleware: async function* requestDecodingMiddleware(call, context) {
       if (call.method.requestStream) {
         return yield* call.next(checkStream(call.request as AsyncIterable<unknown>) as never, context);

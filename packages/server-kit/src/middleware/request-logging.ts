@@ -13,6 +13,43 @@ export function logLevelOf(code: Status): 'debug' | 'info' | 'error' {
   return SERVER_FAULTS.has(code) ? 'error' : 'info';
 }
 
+/** What a finished call's log line says about how it ended. */
+export interface CallEnd {
+  code: Status;
+  /** The status details sent to the caller, for a failed call. */
+  details?: string | undefined;
+}
+
+/** How a call that threw `err` ended for its caller (a `ServerError`'s status, CANCELLED for an abort, else UNKNOWN). */
+export function callEndOf(err: unknown): CallEnd {
+  if (err instanceof ServerError) return { code: err.code, details: err.details };
+  return { code: isAbortError(err) ? Status.CANCELLED : Status.UNKNOWN };
+}
+
+/** Health checks are not logged. */
+export function isLoggedPath(path: string): boolean {
+  return !path.startsWith('/grpc.health.v1.');
+}
+
+/**
+ * Writes the log line of a finished call (method, status name, duration in ms, details) at the
+ * level {@link logLevelOf} its status; nothing is built when that level is off (OK calls log at
+ * `debug`). `aborted`: the client cancelled (a stream that ends without an error is CANCELLED).
+ */
+export function logCall(logger: Logger, path: string, end: CallEnd, startedMs: number, aborted: boolean): void {
+  // A stream the client cancelled ends without an error on this side.
+  const code = end.code === Status.OK && aborted ? Status.CANCELLED : end.code;
+  const level = logLevelOf(code);
+  if (!logger.isLevelEnabled(level)) return;
+  const entry = {
+    method: path,
+    code: Status[code],
+    ms: Math.round((performance.now() - startedMs) * 100) / 100,
+    ...(end.details !== undefined ? { details: end.details } : {}),
+  };
+  logger[level](entry, code === Status.OK ? 'call' : 'call failed');
+}
+
 /**
  * Logs every call (method, status name, duration in ms) once it ends: OK, CANCELLED and
  * DEADLINE_EXCEEDED at `debug`; the caller's errors (INVALID_ARGUMENT, NOT_FOUND,
@@ -22,26 +59,16 @@ export function logLevelOf(code: Status): 'debug' | 'info' | 'error' {
  */
 export function createRequestLoggingMiddleware(logger: Logger): ServerMiddleware {
   return async function* requestLoggingMiddleware(call, context) {
-    if (call.method.path.startsWith('/grpc.health.v1.')) return yield* call.next(call.request, context);
+    if (!isLoggedPath(call.method.path)) return yield* call.next(call.request, context);
     const started = performance.now();
-    let code: Status = Status.OK;
-    let details: string | undefined;
+    let end: CallEnd = { code: Status.OK };
     try {
       return yield* call.next(call.request, context);
     } catch (err) {
-      code = err instanceof ServerError ? err.code : isAbortError(err) ? Status.CANCELLED : Status.UNKNOWN;
-      if (err instanceof ServerError) details = err.details;
+      end = callEndOf(err);
       throw err;
     } finally {
-      // A stream the client cancelled ends without an error on this side.
-      if (code === Status.OK && context.signal.aborted) code = Status.CANCELLED;
-      const entry = {
-        method: call.method.path,
-        code: Status[code],
-        ms: Math.round((performance.now() - started) * 100) / 100,
-        ...(details !== undefined ? { details } : {}),
-      };
-      logger[logLevelOf(code)](entry, code === Status.OK ? 'call' : 'call failed');
+      logCall(logger, call.method.path, end, started, context.signal.aborted);
     }
   };
 }

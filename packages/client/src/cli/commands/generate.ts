@@ -13,6 +13,8 @@ export interface GenerateOptions {
   temperature?: number;
   param?: Record<string, string>;
   attempts?: number;
+  /** `--api-key`; default the `TITAN_API_KEY` environment variable. */
+  apiKey?: string;
 }
 
 function summary(stats: GenerationStats): string {
@@ -41,6 +43,8 @@ export async function streamGeneration(
     ...(tls ? { tls } : {}),
     ...(globals.timeout ? { requestTimeoutMs: globals.timeout, streamTimeoutMs: globals.timeout } : {}),
     ...(options.attempts ? { maxAttempts: options.attempts } : {}),
+    // From the CLI's own environment (not process.env), so what `io.env` says is what is sent.
+    apiKey: options.apiKey ?? io.env.TITAN_API_KEY ?? '',
   });
   let spinner: Awaited<ReturnType<typeof startWaitSpinner>> | undefined;
   let text = '';
@@ -69,13 +73,14 @@ export async function streamGeneration(
   }
 }
 
-/** Adds the options `generate` and `chat` share (`--max-tokens`, `--temperature`, `--param`, `--attempts`) to `command`. */
+/** Adds the options `generate` and `chat` share (`--max-tokens`, `--temperature`, `--param`, `--attempts`, `--api-key`) to `command`. */
 export function addGenerationOptions(command: Command): Command {
   return command
     .option('--max-tokens <n>', 'most tokens to generate (default: the coordinator default, 100)', parseIntArg('--max-tokens'))
     .option('--temperature <t>', 'sampling temperature 0..2 (0 = greedy; default 0.7)', parseNumberArg('--temperature'))
     .option('-p, --param <key=value>', 'engine parameter (top_p, top_k, seed, stop, repeat_penalty …); repeatable', parseParam)
-    .option('--attempts <n>', 'agents to try before the first token (default 3)', parseIntArg('--attempts'));
+    .option('--attempts <n>', 'agents to try before the first token (default 3)', parseIntArg('--attempts'))
+    .option('--api-key <key>', 'API key (tk-…) for a coordinator that requires one (env TITAN_API_KEY)');
 }
 
 /** `titan generate --model M "prompt"`: streams text to stdout, summary to stderr. */

@@ -475,6 +475,22 @@ export interface TryHealthCheckResponse {
   status: HealthStatus;
 }
 
+/** One health check on a TryHealthCheckStream (added in v2). */
+export interface TryHealthCheckStreamRequest {
+  instanceId: string;
+}
+
+/** The answer to one TryHealthCheckStreamRequest, in request order (added in v2). */
+export interface TryHealthCheckStreamResponse {
+  /** The request's instance_id, so that a stream shared by many instances is easy to demultiplex. */
+  instanceId: string;
+  /** As TryHealthCheckResponse: false when the instance is not alive here (see `status`). */
+  healthy: boolean;
+  message: string;
+  /** ALIVE, UNKNOWN, STALE or KILLED, as TryHealthCheckResponse.status. */
+  status: HealthStatus;
+}
+
 export interface TryAddChildRequest {
   parentId: string;
   childId: string;
@@ -2742,6 +2758,200 @@ export const TryHealthCheckResponse: MessageFns<TryHealthCheckResponse> = {
   },
   fromPartial(object: DeepPartial<TryHealthCheckResponse>): TryHealthCheckResponse {
     const message = createBaseTryHealthCheckResponse();
+    message.healthy = object.healthy ?? false;
+    message.message = object.message ?? "";
+    message.status = object.status ?? 0;
+    return message;
+  },
+};
+
+function createBaseTryHealthCheckStreamRequest(): TryHealthCheckStreamRequest {
+  return { instanceId: "" };
+}
+
+export const TryHealthCheckStreamRequest: MessageFns<TryHealthCheckStreamRequest> = {
+  encode(message: TryHealthCheckStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instanceId !== "") {
+      writer.uint32(10).string(message.instanceId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TryHealthCheckStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTryHealthCheckStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instanceId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TryHealthCheckStreamRequest {
+    return {
+      instanceId: isSet(object.instanceId)
+        ? globalThis.String(object.instanceId)
+        : isSet(object.instance_id)
+        ? globalThis.String(object.instance_id)
+        : "",
+    };
+  },
+
+  toJSON(message: TryHealthCheckStreamRequest): unknown {
+    const obj: any = {};
+    if (message.instanceId !== "") {
+      obj.instanceId = message.instanceId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TryHealthCheckStreamRequest>): TryHealthCheckStreamRequest {
+    return TryHealthCheckStreamRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TryHealthCheckStreamRequest>): TryHealthCheckStreamRequest {
+    const message = createBaseTryHealthCheckStreamRequest();
+    message.instanceId = object.instanceId ?? "";
+    return message;
+  },
+};
+
+function createBaseTryHealthCheckStreamResponse(): TryHealthCheckStreamResponse {
+  return { instanceId: "", healthy: false, message: "", status: 0 };
+}
+
+export const TryHealthCheckStreamResponse: MessageFns<TryHealthCheckStreamResponse> = {
+  encode(message: TryHealthCheckStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instanceId !== "") {
+      writer.uint32(10).string(message.instanceId);
+    }
+    if (message.healthy !== false) {
+      writer.uint32(16).bool(message.healthy);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    if (message.status !== 0) {
+      writer.uint32(32).int32(message.status);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TryHealthCheckStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTryHealthCheckStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instanceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.healthy = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TryHealthCheckStreamResponse {
+    return {
+      instanceId: isSet(object.instanceId)
+        ? globalThis.String(object.instanceId)
+        : isSet(object.instance_id)
+        ? globalThis.String(object.instance_id)
+        : "",
+      healthy: isSet(object.healthy) ? globalThis.Boolean(object.healthy) : false,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      status: isSet(object.status) ? healthStatusFromJSON(object.status) : 0,
+    };
+  },
+
+  toJSON(message: TryHealthCheckStreamResponse): unknown {
+    const obj: any = {};
+    if (message.instanceId !== "") {
+      obj.instanceId = message.instanceId;
+    }
+    if (message.healthy !== false) {
+      obj.healthy = message.healthy;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.status !== 0) {
+      obj.status = healthStatusToJSON(message.status);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TryHealthCheckStreamResponse>): TryHealthCheckStreamResponse {
+    return TryHealthCheckStreamResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TryHealthCheckStreamResponse>): TryHealthCheckStreamResponse {
+    const message = createBaseTryHealthCheckStreamResponse();
+    message.instanceId = object.instanceId ?? "";
     message.healthy = object.healthy ?? false;
     message.message = object.message ?? "";
     message.status = object.status ?? 0;
@@ -5329,6 +5539,22 @@ export const TryServiceDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * Added in v2: health checks of any number of instances over one long-lived stream (a
+     * keep-alive stream, as etcd's leases have). Each request is one TryHealthCheck and is
+     * answered by exactly one response, in request order, with the same meaning. Bad input
+     * (an invalid instance_id) ends the stream with INVALID_ARGUMENT; a server shutting down
+     * ends it with UNAVAILABLE (open a new one, possibly to another replica). A server without
+     * this method answers UNIMPLEMENTED: use TryHealthCheck.
+     */
+    tryHealthCheckStream: {
+      name: "TryHealthCheckStream",
+      requestType: TryHealthCheckStreamRequest as typeof TryHealthCheckStreamRequest,
+      requestStream: true,
+      responseType: TryHealthCheckStreamResponse as typeof TryHealthCheckStreamResponse,
+      responseStream: true,
+      options: {},
+    },
     /** Links a child to a parent: both alive, no cycle, one parent per child. */
     tryAddChild: {
       name: "TryAddChild",
@@ -5373,6 +5599,18 @@ export interface TryServiceImplementation<CallContextExt = {}> {
     request: TryHealthCheckRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<TryHealthCheckResponse>>;
+  /**
+   * Added in v2: health checks of any number of instances over one long-lived stream (a
+   * keep-alive stream, as etcd's leases have). Each request is one TryHealthCheck and is
+   * answered by exactly one response, in request order, with the same meaning. Bad input
+   * (an invalid instance_id) ends the stream with INVALID_ARGUMENT; a server shutting down
+   * ends it with UNAVAILABLE (open a new one, possibly to another replica). A server without
+   * this method answers UNIMPLEMENTED: use TryHealthCheck.
+   */
+  tryHealthCheckStream(
+    request: AsyncIterable<TryHealthCheckStreamRequest>,
+    context: CallContext & CallContextExt,
+  ): ServerStreamingMethodResult<DeepPartial<TryHealthCheckStreamResponse>>;
   /** Links a child to a parent: both alive, no cycle, one parent per child. */
   tryAddChild(
     request: TryAddChildRequest,
@@ -5408,6 +5646,18 @@ export interface TryServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<TryHealthCheckRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<TryHealthCheckResponse>;
+  /**
+   * Added in v2: health checks of any number of instances over one long-lived stream (a
+   * keep-alive stream, as etcd's leases have). Each request is one TryHealthCheck and is
+   * answered by exactly one response, in request order, with the same meaning. Bad input
+   * (an invalid instance_id) ends the stream with INVALID_ARGUMENT; a server shutting down
+   * ends it with UNAVAILABLE (open a new one, possibly to another replica). A server without
+   * this method answers UNIMPLEMENTED: use TryHealthCheck.
+   */
+  tryHealthCheckStream(
+    request: AsyncIterable<DeepPartial<TryHealthCheckStreamRequest>>,
+    options?: CallOptions & CallOptionsExt,
+  ): AsyncIterable<TryHealthCheckStreamResponse>;
   /** Links a child to a parent: both alive, no cycle, one parent per child. */
   tryAddChild(
     request: DeepPartial<TryAddChildRequest>,

@@ -106,6 +106,12 @@ export interface AgentRegistration {
    * The join token only admits; this proves which agent is calling.
    */
   agentCredential: string;
+  /**
+   * Added in v2: `host:port` of the agent's HTTP server, which serves the OpenAI-compatible
+   * `/v1/*` routes authenticated by session token (empty: the agent serves none). The
+   * coordinator relays OpenAI requests to it, or redirects clients to it.
+   */
+  httpEndpoint: string;
 }
 
 export interface AgentRegistration_CapabilitiesEntry {
@@ -127,6 +133,11 @@ export interface JobOutcome {
   tokensPerSecond: number;
   /** Empty on success; otherwise a short code such as "engine_error", "cancelled", "deadline". */
   error: string;
+  /**
+   * Added in v2: the prompt's size in tokens as the engine counted it (input tokens; for an
+   * embedding job, all of it). API-key usage is charged from these and tokens_generated.
+   */
+  promptTokens: number;
 }
 
 export interface HealthUpdate {
@@ -361,6 +372,68 @@ export interface PublicKeyResponse {
   keyId: string;
   /** Added in v2: every key that verifies a token still valid, current key first. */
   keys: PublicKey[];
+}
+
+export interface CreateApiKeyRequest {
+  /** Unique among active keys; becomes the client_id of the key's requests. */
+  name: string;
+  /** Limits; 0 = unlimited. */
+  requestsPerMinute: number;
+  tokensPerMinute: number;
+  maxConcurrent: number;
+  budgetTokens: number;
+  /** Models the key may use; empty = every model. */
+  models: string[];
+  /** Lifetime in seconds from now; 0 = never expires. */
+  expiresInSeconds: number;
+}
+
+/** ApiKey describes a key (never its secret). */
+export interface ApiKey {
+  id: string;
+  name: string;
+  /** The first characters of the secret (`tk-ab12…`), to tell keys apart. */
+  prefix: string;
+  requestsPerMinute: number;
+  tokensPerMinute: number;
+  maxConcurrent: number;
+  budgetTokens: number;
+  models: string[];
+  /** Unix seconds; 0 = not set. */
+  createdAt: number;
+  expiresAt: number;
+  revokedAt: number;
+  /** Tokens charged so far (prompt + generated, as the agents reported them). */
+  tokensUsed: number;
+  requestsTotal: number;
+  /** Unix seconds of the last request; 0 = never used. */
+  lastUsedAt: number;
+}
+
+export interface CreateApiKeyResponse {
+  key?:
+    | ApiKey
+    | undefined;
+  /** The secret, shown once: `tk-…`. */
+  secret: string;
+}
+
+export interface ListApiKeysRequest {
+  /** Also list revoked and expired keys. */
+  includeInactive: boolean;
+}
+
+export interface ListApiKeysResponse {
+  keys: ApiKey[];
+}
+
+export interface RevokeApiKeyRequest {
+  /** A key's id or its name. */
+  key: string;
+}
+
+export interface RevokeApiKeyResponse {
+  key?: ApiKey | undefined;
 }
 
 function createBaseInferenceRequest(): InferenceRequest {
@@ -1250,6 +1323,7 @@ function createBaseAgentRegistration(): AgentRegistration {
     engine: "",
     maxQueue: 0,
     agentCredential: "",
+    httpEndpoint: "",
   };
 }
 
@@ -1287,6 +1361,9 @@ export const AgentRegistration: MessageFns<AgentRegistration> = {
     }
     if (message.agentCredential !== "") {
       writer.uint32(90).string(message.agentCredential);
+    }
+    if (message.httpEndpoint !== "") {
+      writer.uint32(98).string(message.httpEndpoint);
     }
     return writer;
   },
@@ -1395,6 +1472,14 @@ export const AgentRegistration: MessageFns<AgentRegistration> = {
             message.agentCredential = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.httpEndpoint = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1463,6 +1548,11 @@ export const AgentRegistration: MessageFns<AgentRegistration> = {
         : isSet(object.agent_credential)
         ? globalThis.String(object.agent_credential)
         : "",
+      httpEndpoint: isSet(object.httpEndpoint)
+        ? globalThis.String(object.httpEndpoint)
+        : isSet(object.http_endpoint)
+        ? globalThis.String(object.http_endpoint)
+        : "",
     };
   },
 
@@ -1507,6 +1597,9 @@ export const AgentRegistration: MessageFns<AgentRegistration> = {
     if (message.agentCredential !== "") {
       obj.agentCredential = message.agentCredential;
     }
+    if (message.httpEndpoint !== "") {
+      obj.httpEndpoint = message.httpEndpoint;
+    }
     return obj;
   },
 
@@ -1534,6 +1627,7 @@ export const AgentRegistration: MessageFns<AgentRegistration> = {
     message.engine = object.engine ?? "";
     message.maxQueue = object.maxQueue ?? 0;
     message.agentCredential = object.agentCredential ?? "";
+    message.httpEndpoint = object.httpEndpoint ?? "";
     return message;
   },
 };
@@ -1729,7 +1823,7 @@ export const RegistrationResponse: MessageFns<RegistrationResponse> = {
 };
 
 function createBaseJobOutcome(): JobOutcome {
-  return { jobId: "", tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error: "" };
+  return { jobId: "", tokensGenerated: 0, timeToFirstTokenMs: 0, tokensPerSecond: 0, error: "", promptTokens: 0 };
 }
 
 export const JobOutcome: MessageFns<JobOutcome> = {
@@ -1748,6 +1842,9 @@ export const JobOutcome: MessageFns<JobOutcome> = {
     }
     if (message.error !== "") {
       writer.uint32(42).string(message.error);
+    }
+    if (message.promptTokens !== 0) {
+      writer.uint32(48).int32(message.promptTokens);
     }
     return writer;
   },
@@ -1805,6 +1902,14 @@ export const JobOutcome: MessageFns<JobOutcome> = {
             message.error = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.promptTokens = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1840,6 +1945,11 @@ export const JobOutcome: MessageFns<JobOutcome> = {
         ? globalThis.Number(object.tokens_per_second)
         : 0,
       error: isSet(object.error) ? globalThis.String(object.error) : "",
+      promptTokens: isSet(object.promptTokens)
+        ? globalThis.Number(object.promptTokens)
+        : isSet(object.prompt_tokens)
+        ? globalThis.Number(object.prompt_tokens)
+        : 0,
     };
   },
 
@@ -1860,6 +1970,9 @@ export const JobOutcome: MessageFns<JobOutcome> = {
     if (message.error !== "") {
       obj.error = message.error;
     }
+    if (message.promptTokens !== 0) {
+      obj.promptTokens = Math.round(message.promptTokens);
+    }
     return obj;
   },
 
@@ -1873,6 +1986,7 @@ export const JobOutcome: MessageFns<JobOutcome> = {
     message.timeToFirstTokenMs = object.timeToFirstTokenMs ?? 0;
     message.tokensPerSecond = object.tokensPerSecond ?? 0;
     message.error = object.error ?? "";
+    message.promptTokens = object.promptTokens ?? 0;
     return message;
   },
 };
@@ -5192,6 +5306,894 @@ export const PublicKeyResponse: MessageFns<PublicKeyResponse> = {
   },
 };
 
+function createBaseCreateApiKeyRequest(): CreateApiKeyRequest {
+  return {
+    name: "",
+    requestsPerMinute: 0,
+    tokensPerMinute: 0,
+    maxConcurrent: 0,
+    budgetTokens: 0,
+    models: [],
+    expiresInSeconds: 0,
+  };
+}
+
+export const CreateApiKeyRequest: MessageFns<CreateApiKeyRequest> = {
+  encode(message: CreateApiKeyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.requestsPerMinute !== 0) {
+      writer.uint32(16).int32(message.requestsPerMinute);
+    }
+    if (message.tokensPerMinute !== 0) {
+      writer.uint32(24).int64(message.tokensPerMinute);
+    }
+    if (message.maxConcurrent !== 0) {
+      writer.uint32(32).int32(message.maxConcurrent);
+    }
+    if (message.budgetTokens !== 0) {
+      writer.uint32(40).int64(message.budgetTokens);
+    }
+    for (const v of message.models) {
+      writer.uint32(50).string(v!);
+    }
+    if (message.expiresInSeconds !== 0) {
+      writer.uint32(56).int64(message.expiresInSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateApiKeyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateApiKeyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.requestsPerMinute = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.tokensPerMinute = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxConcurrent = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.budgetTokens = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.models.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.expiresInSeconds = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateApiKeyRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      requestsPerMinute: isSet(object.requestsPerMinute)
+        ? globalThis.Number(object.requestsPerMinute)
+        : isSet(object.requests_per_minute)
+        ? globalThis.Number(object.requests_per_minute)
+        : 0,
+      tokensPerMinute: isSet(object.tokensPerMinute)
+        ? globalThis.Number(object.tokensPerMinute)
+        : isSet(object.tokens_per_minute)
+        ? globalThis.Number(object.tokens_per_minute)
+        : 0,
+      maxConcurrent: isSet(object.maxConcurrent)
+        ? globalThis.Number(object.maxConcurrent)
+        : isSet(object.max_concurrent)
+        ? globalThis.Number(object.max_concurrent)
+        : 0,
+      budgetTokens: isSet(object.budgetTokens)
+        ? globalThis.Number(object.budgetTokens)
+        : isSet(object.budget_tokens)
+        ? globalThis.Number(object.budget_tokens)
+        : 0,
+      models: globalThis.Array.isArray(object?.models)
+        ? object.models.map((e: any) => globalThis.String(e))
+        : [],
+      expiresInSeconds: isSet(object.expiresInSeconds)
+        ? globalThis.Number(object.expiresInSeconds)
+        : isSet(object.expires_in_seconds)
+        ? globalThis.Number(object.expires_in_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: CreateApiKeyRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.requestsPerMinute !== 0) {
+      obj.requestsPerMinute = Math.round(message.requestsPerMinute);
+    }
+    if (message.tokensPerMinute !== 0) {
+      obj.tokensPerMinute = Math.round(message.tokensPerMinute);
+    }
+    if (message.maxConcurrent !== 0) {
+      obj.maxConcurrent = Math.round(message.maxConcurrent);
+    }
+    if (message.budgetTokens !== 0) {
+      obj.budgetTokens = Math.round(message.budgetTokens);
+    }
+    if (message.models?.length) {
+      obj.models = message.models;
+    }
+    if (message.expiresInSeconds !== 0) {
+      obj.expiresInSeconds = Math.round(message.expiresInSeconds);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateApiKeyRequest>): CreateApiKeyRequest {
+    return CreateApiKeyRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateApiKeyRequest>): CreateApiKeyRequest {
+    const message = createBaseCreateApiKeyRequest();
+    message.name = object.name ?? "";
+    message.requestsPerMinute = object.requestsPerMinute ?? 0;
+    message.tokensPerMinute = object.tokensPerMinute ?? 0;
+    message.maxConcurrent = object.maxConcurrent ?? 0;
+    message.budgetTokens = object.budgetTokens ?? 0;
+    message.models = object.models?.map((e) => e) || [];
+    message.expiresInSeconds = object.expiresInSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseApiKey(): ApiKey {
+  return {
+    id: "",
+    name: "",
+    prefix: "",
+    requestsPerMinute: 0,
+    tokensPerMinute: 0,
+    maxConcurrent: 0,
+    budgetTokens: 0,
+    models: [],
+    createdAt: 0,
+    expiresAt: 0,
+    revokedAt: 0,
+    tokensUsed: 0,
+    requestsTotal: 0,
+    lastUsedAt: 0,
+  };
+}
+
+export const ApiKey: MessageFns<ApiKey> = {
+  encode(message: ApiKey, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.prefix !== "") {
+      writer.uint32(26).string(message.prefix);
+    }
+    if (message.requestsPerMinute !== 0) {
+      writer.uint32(32).int32(message.requestsPerMinute);
+    }
+    if (message.tokensPerMinute !== 0) {
+      writer.uint32(40).int64(message.tokensPerMinute);
+    }
+    if (message.maxConcurrent !== 0) {
+      writer.uint32(48).int32(message.maxConcurrent);
+    }
+    if (message.budgetTokens !== 0) {
+      writer.uint32(56).int64(message.budgetTokens);
+    }
+    for (const v of message.models) {
+      writer.uint32(66).string(v!);
+    }
+    if (message.createdAt !== 0) {
+      writer.uint32(72).int64(message.createdAt);
+    }
+    if (message.expiresAt !== 0) {
+      writer.uint32(80).int64(message.expiresAt);
+    }
+    if (message.revokedAt !== 0) {
+      writer.uint32(88).int64(message.revokedAt);
+    }
+    if (message.tokensUsed !== 0) {
+      writer.uint32(96).int64(message.tokensUsed);
+    }
+    if (message.requestsTotal !== 0) {
+      writer.uint32(104).int64(message.requestsTotal);
+    }
+    if (message.lastUsedAt !== 0) {
+      writer.uint32(112).int64(message.lastUsedAt);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApiKey {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApiKey();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.prefix = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.requestsPerMinute = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.tokensPerMinute = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.maxConcurrent = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.budgetTokens = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.models.push(reader.string());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.createdAt = longToNumber(reader.int64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.expiresAt = longToNumber(reader.int64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.revokedAt = longToNumber(reader.int64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.tokensUsed = longToNumber(reader.int64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.requestsTotal = longToNumber(reader.int64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.lastUsedAt = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ApiKey {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      prefix: isSet(object.prefix) ? globalThis.String(object.prefix) : "",
+      requestsPerMinute: isSet(object.requestsPerMinute)
+        ? globalThis.Number(object.requestsPerMinute)
+        : isSet(object.requests_per_minute)
+        ? globalThis.Number(object.requests_per_minute)
+        : 0,
+      tokensPerMinute: isSet(object.tokensPerMinute)
+        ? globalThis.Number(object.tokensPerMinute)
+        : isSet(object.tokens_per_minute)
+        ? globalThis.Number(object.tokens_per_minute)
+        : 0,
+      maxConcurrent: isSet(object.maxConcurrent)
+        ? globalThis.Number(object.maxConcurrent)
+        : isSet(object.max_concurrent)
+        ? globalThis.Number(object.max_concurrent)
+        : 0,
+      budgetTokens: isSet(object.budgetTokens)
+        ? globalThis.Number(object.budgetTokens)
+        : isSet(object.budget_tokens)
+        ? globalThis.Number(object.budget_tokens)
+        : 0,
+      models: globalThis.Array.isArray(object?.models)
+        ? object.models.map((e: any) => globalThis.String(e))
+        : [],
+      createdAt: isSet(object.createdAt)
+        ? globalThis.Number(object.createdAt)
+        : isSet(object.created_at)
+        ? globalThis.Number(object.created_at)
+        : 0,
+      expiresAt: isSet(object.expiresAt)
+        ? globalThis.Number(object.expiresAt)
+        : isSet(object.expires_at)
+        ? globalThis.Number(object.expires_at)
+        : 0,
+      revokedAt: isSet(object.revokedAt)
+        ? globalThis.Number(object.revokedAt)
+        : isSet(object.revoked_at)
+        ? globalThis.Number(object.revoked_at)
+        : 0,
+      tokensUsed: isSet(object.tokensUsed)
+        ? globalThis.Number(object.tokensUsed)
+        : isSet(object.tokens_used)
+        ? globalThis.Number(object.tokens_used)
+        : 0,
+      requestsTotal: isSet(object.requestsTotal)
+        ? globalThis.Number(object.requestsTotal)
+        : isSet(object.requests_total)
+        ? globalThis.Number(object.requests_total)
+        : 0,
+      lastUsedAt: isSet(object.lastUsedAt)
+        ? globalThis.Number(object.lastUsedAt)
+        : isSet(object.last_used_at)
+        ? globalThis.Number(object.last_used_at)
+        : 0,
+    };
+  },
+
+  toJSON(message: ApiKey): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.prefix !== "") {
+      obj.prefix = message.prefix;
+    }
+    if (message.requestsPerMinute !== 0) {
+      obj.requestsPerMinute = Math.round(message.requestsPerMinute);
+    }
+    if (message.tokensPerMinute !== 0) {
+      obj.tokensPerMinute = Math.round(message.tokensPerMinute);
+    }
+    if (message.maxConcurrent !== 0) {
+      obj.maxConcurrent = Math.round(message.maxConcurrent);
+    }
+    if (message.budgetTokens !== 0) {
+      obj.budgetTokens = Math.round(message.budgetTokens);
+    }
+    if (message.models?.length) {
+      obj.models = message.models;
+    }
+    if (message.createdAt !== 0) {
+      obj.createdAt = Math.round(message.createdAt);
+    }
+    if (message.expiresAt !== 0) {
+      obj.expiresAt = Math.round(message.expiresAt);
+    }
+    if (message.revokedAt !== 0) {
+      obj.revokedAt = Math.round(message.revokedAt);
+    }
+    if (message.tokensUsed !== 0) {
+      obj.tokensUsed = Math.round(message.tokensUsed);
+    }
+    if (message.requestsTotal !== 0) {
+      obj.requestsTotal = Math.round(message.requestsTotal);
+    }
+    if (message.lastUsedAt !== 0) {
+      obj.lastUsedAt = Math.round(message.lastUsedAt);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ApiKey>): ApiKey {
+    return ApiKey.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ApiKey>): ApiKey {
+    const message = createBaseApiKey();
+    message.id = object.id ?? "";
+    message.name = object.name ?? "";
+    message.prefix = object.prefix ?? "";
+    message.requestsPerMinute = object.requestsPerMinute ?? 0;
+    message.tokensPerMinute = object.tokensPerMinute ?? 0;
+    message.maxConcurrent = object.maxConcurrent ?? 0;
+    message.budgetTokens = object.budgetTokens ?? 0;
+    message.models = object.models?.map((e) => e) || [];
+    message.createdAt = object.createdAt ?? 0;
+    message.expiresAt = object.expiresAt ?? 0;
+    message.revokedAt = object.revokedAt ?? 0;
+    message.tokensUsed = object.tokensUsed ?? 0;
+    message.requestsTotal = object.requestsTotal ?? 0;
+    message.lastUsedAt = object.lastUsedAt ?? 0;
+    return message;
+  },
+};
+
+function createBaseCreateApiKeyResponse(): CreateApiKeyResponse {
+  return { key: undefined, secret: "" };
+}
+
+export const CreateApiKeyResponse: MessageFns<CreateApiKeyResponse> = {
+  encode(message: CreateApiKeyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== undefined) {
+      ApiKey.encode(message.key, writer.uint32(10).fork()).join();
+    }
+    if (message.secret !== "") {
+      writer.uint32(18).string(message.secret);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateApiKeyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateApiKeyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = ApiKey.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.secret = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateApiKeyResponse {
+    return {
+      key: isSet(object.key) ? ApiKey.fromJSON(object.key) : undefined,
+      secret: isSet(object.secret) ? globalThis.String(object.secret) : "",
+    };
+  },
+
+  toJSON(message: CreateApiKeyResponse): unknown {
+    const obj: any = {};
+    if (message.key !== undefined) {
+      obj.key = ApiKey.toJSON(message.key);
+    }
+    if (message.secret !== "") {
+      obj.secret = message.secret;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateApiKeyResponse>): CreateApiKeyResponse {
+    return CreateApiKeyResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateApiKeyResponse>): CreateApiKeyResponse {
+    const message = createBaseCreateApiKeyResponse();
+    message.key = (object.key !== undefined && object.key !== null) ? ApiKey.fromPartial(object.key) : undefined;
+    message.secret = object.secret ?? "";
+    return message;
+  },
+};
+
+function createBaseListApiKeysRequest(): ListApiKeysRequest {
+  return { includeInactive: false };
+}
+
+export const ListApiKeysRequest: MessageFns<ListApiKeysRequest> = {
+  encode(message: ListApiKeysRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.includeInactive !== false) {
+      writer.uint32(8).bool(message.includeInactive);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListApiKeysRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListApiKeysRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.includeInactive = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListApiKeysRequest {
+    return {
+      includeInactive: isSet(object.includeInactive)
+        ? globalThis.Boolean(object.includeInactive)
+        : isSet(object.include_inactive)
+        ? globalThis.Boolean(object.include_inactive)
+        : false,
+    };
+  },
+
+  toJSON(message: ListApiKeysRequest): unknown {
+    const obj: any = {};
+    if (message.includeInactive !== false) {
+      obj.includeInactive = message.includeInactive;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListApiKeysRequest>): ListApiKeysRequest {
+    return ListApiKeysRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListApiKeysRequest>): ListApiKeysRequest {
+    const message = createBaseListApiKeysRequest();
+    message.includeInactive = object.includeInactive ?? false;
+    return message;
+  },
+};
+
+function createBaseListApiKeysResponse(): ListApiKeysResponse {
+  return { keys: [] };
+}
+
+export const ListApiKeysResponse: MessageFns<ListApiKeysResponse> = {
+  encode(message: ListApiKeysResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.keys) {
+      ApiKey.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListApiKeysResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListApiKeysResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keys.push(ApiKey.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListApiKeysResponse {
+    return { keys: globalThis.Array.isArray(object?.keys) ? object.keys.map((e: any) => ApiKey.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: ListApiKeysResponse): unknown {
+    const obj: any = {};
+    if (message.keys?.length) {
+      obj.keys = message.keys.map((e) => ApiKey.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListApiKeysResponse>): ListApiKeysResponse {
+    return ListApiKeysResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListApiKeysResponse>): ListApiKeysResponse {
+    const message = createBaseListApiKeysResponse();
+    message.keys = object.keys?.map((e) => ApiKey.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRevokeApiKeyRequest(): RevokeApiKeyRequest {
+  return { key: "" };
+}
+
+export const RevokeApiKeyRequest: MessageFns<RevokeApiKeyRequest> = {
+  encode(message: RevokeApiKeyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeApiKeyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeApiKeyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeApiKeyRequest {
+    return { key: isSet(object.key) ? globalThis.String(object.key) : "" };
+  },
+
+  toJSON(message: RevokeApiKeyRequest): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeApiKeyRequest>): RevokeApiKeyRequest {
+    return RevokeApiKeyRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeApiKeyRequest>): RevokeApiKeyRequest {
+    const message = createBaseRevokeApiKeyRequest();
+    message.key = object.key ?? "";
+    return message;
+  },
+};
+
+function createBaseRevokeApiKeyResponse(): RevokeApiKeyResponse {
+  return { key: undefined };
+}
+
+export const RevokeApiKeyResponse: MessageFns<RevokeApiKeyResponse> = {
+  encode(message: RevokeApiKeyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== undefined) {
+      ApiKey.encode(message.key, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeApiKeyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeApiKeyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = ApiKey.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeApiKeyResponse {
+    return { key: isSet(object.key) ? ApiKey.fromJSON(object.key) : undefined };
+  },
+
+  toJSON(message: RevokeApiKeyResponse): unknown {
+    const obj: any = {};
+    if (message.key !== undefined) {
+      obj.key = ApiKey.toJSON(message.key);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeApiKeyResponse>): RevokeApiKeyResponse {
+    return RevokeApiKeyResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeApiKeyResponse>): RevokeApiKeyResponse {
+    const message = createBaseRevokeApiKeyResponse();
+    message.key = (object.key !== undefined && object.key !== null) ? ApiKey.fromPartial(object.key) : undefined;
+    return message;
+  },
+};
+
 /** CoordinatorService picks an agent for each request and signs a short-lived session token. */
 export type CoordinatorServiceDefinition = typeof CoordinatorServiceDefinition;
 export const CoordinatorServiceDefinition = {
@@ -5352,6 +6354,91 @@ export interface CoordinatorServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<DeregistrationRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<DeregistrationResponse>;
+}
+
+/**
+ * AdminService manages the cluster's API keys (added in v2). Every call requires metadata
+ * `authorization: Bearer <admin credential>` (generated at the coordinator's first start in
+ * its data dir, file `admin-token`); UNAUTHENTICATED otherwise.
+ */
+export type AdminServiceDefinition = typeof AdminServiceDefinition;
+export const AdminServiceDefinition = {
+  name: "AdminService",
+  fullName: "titancompute.v1.AdminService",
+  methods: {
+    /**
+     * Creates an API key. The secret (`tk-…`) is in the response only; the coordinator keeps
+     * its hash. ALREADY_EXISTS when an active key has the same name.
+     */
+    createApiKey: {
+      name: "CreateApiKey",
+      requestType: CreateApiKeyRequest as typeof CreateApiKeyRequest,
+      requestStream: false,
+      responseType: CreateApiKeyResponse as typeof CreateApiKeyResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Lists the keys (never their secrets) with their usage. */
+    listApiKeys: {
+      name: "ListApiKeys",
+      requestType: ListApiKeysRequest as typeof ListApiKeysRequest,
+      requestStream: false,
+      responseType: ListApiKeysResponse as typeof ListApiKeysResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Revokes a key by id or name; NOT_FOUND when none matches. */
+    revokeApiKey: {
+      name: "RevokeApiKey",
+      requestType: RevokeApiKeyRequest as typeof RevokeApiKeyRequest,
+      requestStream: false,
+      responseType: RevokeApiKeyResponse as typeof RevokeApiKeyResponse,
+      responseStream: false,
+      options: {},
+    },
+  },
+} as const;
+
+export interface AdminServiceImplementation<CallContextExt = {}> {
+  /**
+   * Creates an API key. The secret (`tk-…`) is in the response only; the coordinator keeps
+   * its hash. ALREADY_EXISTS when an active key has the same name.
+   */
+  createApiKey(
+    request: CreateApiKeyRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<CreateApiKeyResponse>>;
+  /** Lists the keys (never their secrets) with their usage. */
+  listApiKeys(
+    request: ListApiKeysRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListApiKeysResponse>>;
+  /** Revokes a key by id or name; NOT_FOUND when none matches. */
+  revokeApiKey(
+    request: RevokeApiKeyRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<RevokeApiKeyResponse>>;
+}
+
+export interface AdminServiceClient<CallOptionsExt = {}> {
+  /**
+   * Creates an API key. The secret (`tk-…`) is in the response only; the coordinator keeps
+   * its hash. ALREADY_EXISTS when an active key has the same name.
+   */
+  createApiKey(
+    request: DeepPartial<CreateApiKeyRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<CreateApiKeyResponse>;
+  /** Lists the keys (never their secrets) with their usage. */
+  listApiKeys(
+    request: DeepPartial<ListApiKeysRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListApiKeysResponse>;
+  /** Revokes a key by id or name; NOT_FOUND when none matches. */
+  revokeApiKey(
+    request: DeepPartial<RevokeApiKeyRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<RevokeApiKeyResponse>;
 }
 
 /** AgentService is served by each agent; clients stream tokens from it directly. */

@@ -1,0 +1,191 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** Buckets (seconds) of time to first token, as vLLM's `vllm:time_to_first_token_seconds`. */
+const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
+/** Buckets (seconds) of inter-token latency, as vLLM's `vllm:inter_token_latency_seconds`. */
+const ITL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
+/** Buckets (seconds) of end-to-end latency and queue time, as vLLM's request latency histograms. */
+const REQUEST_BUCKETS = [0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960];
+
+/**
+ * The measures of one model's jobs, bound once per model so that a job records without hashing
+ * labels. Times are seconds.
+ */
+export interface ModelMetrics {
+  /** A job was admitted and waits for a slot. */
+  queued(): void;
+  /** A queued job got its slot after waiting `seconds` (`request_queue_time_seconds`). */
+  started(seconds: number): void;
+  /**
+   * One streamed piece of `tokens` tokens came `seconds` after the previous one: counted as
+   * `tokens` inter-token gaps of `seconds / tokens` each (no allocation: called per piece).
+   */
+  interToken(seconds: number, tokens: number): void;
+  /**
+   * A job ended. `ran`: it had a slot (else it left the queue). Its tokens are counted; a
+   * generation that produced a token records its time to first token (from admission), and a
+   * job that ran without error its end-to-end latency.
+   */
+  ended(end: { ran: boolean; promptTokens: number; generationTokens: number; ttftSeconds?: number | undefined; e2eSeconds?: number | undefined }): void;
+  /** The engine failed a job (error code such as `engine_error`, `engine_unavailable`). */
+  engineError(code: string): void;
+}
+
+/** The agent's Prometheus metrics (`GET /metrics`), in vLLM's style, labelled by `model` and `engine`. */
+export interface AgentMetrics {
+  /** The registry `/metrics` serves (one per agent, so several agents can run in a process). */
+  readonly prometheus: Registry;
+  /** The measures of `model`'s jobs (cached: call it once per job). */
+  model(model: string): ModelMetrics;
+}
+
+/**
+ * A histogram whose observations are plain array updates (no label hashing, no allocation), for
+ * the per-piece inter-token latency; read by the registry as prom-client reads its own.
+ */
+function createPieceHistogram(name: string, help: string, buckets: readonly number[], engine: string, prometheus: Registry) {
+  const series = new Map<string, { counts: Float64Array; sum: number; count: number }>();
+  prometheus.registerMetric({
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    get: () => {
+      const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+      for (const [model, s] of series) {
+        let cumulative = 0;
+        buckets.forEach((le, i) => {
+          cumulative += s.counts[i] ?? 0;
+          values.push({ metricName: `${name}_bucket`, labels: { le, model, engine }, value: cumulative });
+        });
+        values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', model, engine }, value: s.count });
+        values.push({ metricName: `${name}_sum`, labels: { model, engine }, value: s.sum });
+        values.push({ metricName: `${name}_count`, labels: { model, engine }, value: s.count });
+      }
+      return { name, help, type: 'histogram', aggregator: 'sum', values };
+    },
+  } as unknown as Parameters<Registry['registerMetric']>[0]);
+  return (model: string) => {
+    const s = { counts: new Float64Array(buckets.length), sum: 0, count: 0 };
+    series.set(model, s);
+    return (seconds: number, n: number) => {
+      const each = seconds / n;
+      let i = 0;
+      while (i < buckets.length && each > (buckets[i] as number)) i++;
+      if (i < buckets.length) s.counts[i] = (s.counts[i] ?? 0) + n;
+      s.sum += seconds;
+      s.count += n;
+    };
+  };
+}
+
+/**
+ * Creates the agent's metrics for an engine. Names follow vLLM's (`vllm:` → `titan_agent:`), see
+ * the agent README for the mapping to vLLM's and the inference gateway's:
+ * `titan_agent:time_to_first_token_seconds`, `titan_agent:inter_token_latency_seconds`,
+ * `titan_agent:e2e_request_latency_seconds`, `titan_agent:request_queue_time_seconds`
+ * (histograms), `titan_agent:prompt_tokens_total`, `titan_agent:generation_tokens_total`,
+ * `titan_agent:engine_errors_total{code}` (counters), `titan_agent:num_requests_running`,
+ * `titan_agent:num_requests_waiting` (gauges); every series has `model` and `engine`.
+ *
+ * @example
+ * ```ts
+ * const metrics = createAgentMetrics({ engine: 'llama-cpp', models: ['tiny'] });
+ * const m = metrics.model('tiny');
+ * m.queued(); m.started(0.002); m.ended({ ran: true, promptTokens: 5, generationTokens: 16, ttftSeconds: 0.05, e2eSeconds: 0.4 });
+ * console.log(await metrics.prometheus.metrics());
+ * ```
+ */
+export function createAgentMetrics(options: { engine: string; models?: readonly string[] }): AgentMetrics {
+  const { engine } = options;
+  const prometheus = new Registry();
+  const labelNames = ['model', 'engine'] as const;
+  const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, labelNames, registers: [prometheus] });
+  const ttft = histogram('titan_agent:time_to_first_token_seconds', 'Time from admission to the first generated token.', TTFT_BUCKETS);
+  const itl = createPieceHistogram(
+    'titan_agent:inter_token_latency_seconds',
+    'Time between generated tokens (a piece of n tokens counts n gaps of its time / n).',
+    ITL_BUCKETS,
+    engine,
+    prometheus,
+  );
+  const e2e = histogram('titan_agent:e2e_request_latency_seconds', 'Time from admission to the end of a job that ran without error.', REQUEST_BUCKETS);
+  const queueTime = histogram('titan_agent:request_queue_time_seconds', 'Time a job waited for a slot.', REQUEST_BUCKETS);
+  const promptTokens = new Counter({ name: 'titan_agent:prompt_tokens_total', help: 'Prompt tokens processed.', labelNames, registers: [prometheus] });
+  const generationTokens = new Counter({
+    name: 'titan_agent:generation_tokens_total',
+    help: 'Tokens generated.',
+    labelNames,
+    registers: [prometheus],
+  });
+  const errors = new Counter({
+    name: 'titan_agent:engine_errors_total',
+    help: 'Jobs the engine failed, by error code.',
+    labelNames: [...labelNames, 'code'],
+    registers: [prometheus],
+  });
+  const load = new Map<string, { running: number; waiting: number }>();
+  const gauge = (name: string, help: string, read: (l: { running: number; waiting: number }) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [prometheus],
+      collect() {
+        for (const [model, l] of load) this.set({ model, engine }, read(l));
+      },
+    });
+  gauge('titan_agent:num_requests_running', 'Jobs running (holding a slot).', (l) => l.running);
+  gauge('titan_agent:num_requests_waiting', 'Jobs queued for a slot.', (l) => l.waiting);
+
+  const cache = new Map<string, ModelMetrics>();
+  const bind = (model: string): ModelMetrics => {
+    const labels = { model, engine };
+    const l = { running: 0, waiting: 0 };
+    load.set(model, l);
+    const children = {
+      ttft: ttft.labels(labels),
+      e2e: e2e.labels(labels),
+      queueTime: queueTime.labels(labels),
+      promptTokens: promptTokens.labels(labels),
+      generationTokens: generationTokens.labels(labels),
+    };
+    children.promptTokens.inc(0);
+    children.generationTokens.inc(0);
+    for (const h of [ttft, e2e, queueTime]) h.zero(labels);
+    const interToken = itl(model);
+    return {
+      queued() {
+        l.waiting += 1;
+      },
+      started(seconds) {
+        l.waiting -= 1;
+        l.running += 1;
+        children.queueTime.observe(seconds);
+      },
+      interToken,
+      ended(end) {
+        if (end.ran) l.running -= 1;
+        else l.waiting -= 1;
+        if (end.promptTokens > 0) children.promptTokens.inc(end.promptTokens);
+        if (end.generationTokens > 0) children.generationTokens.inc(end.generationTokens);
+        if (end.ttftSeconds !== undefined) children.ttft.observe(end.ttftSeconds);
+        if (end.e2eSeconds !== undefined) children.e2e.observe(end.e2eSeconds);
+      },
+      engineError(code) {
+        errors.inc({ model, engine, code });
+      },
+    };
+  };
+  const model = (name: string): ModelMetrics => {
+    let m = cache.get(name);
+    if (!m) {
+      m = bind(name);
+      cache.set(name, m);
+    }
+    return m;
+  };
+  // Every served model shows from the first scrape (zero counts), not only after its first job.
+  for (const name of options.models ?? []) model(name);
+  return { prometheus, model };
+}
