@@ -15,7 +15,7 @@
  * reported and started again on the same port with backoff; only a signal stops the cluster.
  */
 import { mkdirSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { isAbsolute, join, relative } from 'node:path';
 import { repoRoot, startCluster, stopAllServices, waitForAgents } from './lib/launch.mjs';
 
 const demo = process.argv.includes('--demo');
@@ -70,12 +70,17 @@ try {
 }
 
 const { instanceManager, coordinator, agents } = cluster;
+/** A path as a person would type it from here: relative inside the current directory, absolute outside it. */
+const displayPath = (path) => {
+  const rel = relative(process.cwd(), path);
+  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : path;
+};
 say('TitanCompute local cluster is up:');
 say(`  instance manager  grpc ${instanceManager.address}   (SQLite in ${join(dataDir, 'instance-manager')})`);
 say(`  coordinator       grpc ${coordinator.address}   http http://127.0.0.1:${coordinator.httpPort}/api/v1/status`);
 say(`  OpenAI API        http://127.0.0.1:${coordinator.httpPort}/v1   (any OpenAI client; try: curl http://127.0.0.1:${coordinator.httpPort}/v1/models)`);
 say(
-  `  dashboard         http://127.0.0.1:${coordinator.httpPort}/   (once API keys exist, log in with the token in ${relative(process.cwd(), join(dataDir, 'coordinator', 'admin-token')) || 'admin-token'})`,
+  `  dashboard         http://127.0.0.1:${coordinator.httpPort}/   (once API keys exist, log in with the token in ${displayPath(join(dataDir, 'coordinator', 'admin-token'))})`,
 );
 for (const agent of agents) say(`  ${agent.name.padEnd(17)} grpc ${agent.address}   http 127.0.0.1:${agent.httpPort}   (llama.cpp, ${MODEL})`);
 say();

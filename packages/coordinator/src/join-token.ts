@@ -1,7 +1,6 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { JoinTokenError } from './errors.js';
+import { checkBearer, type ResolvedSecret, resolveSecretFile } from './secret-file.js';
 
 /** Where a generated join token lives. */
 export function joinTokenPath(dataDir: string): string {
@@ -9,13 +8,7 @@ export function joinTokenPath(dataDir: string): string {
 }
 
 /** The join token in use and where it came from. */
-export interface ResolvedJoinToken {
-  token: string;
-  /** `configured` (flag, env or option), `file` (reused from the data dir) or `generated` (new, written to the data dir). */
-  source: 'configured' | 'file' | 'generated';
-  /** The file, for `file` and `generated`. */
-  file?: string;
-}
+export type ResolvedJoinToken = ResolvedSecret;
 
 /**
  * Resolves the join token: the configured one (TITAN_JOIN_TOKEN / --join-token) if any; else
@@ -26,31 +19,18 @@ export interface ResolvedJoinToken {
  * const { token, source, file } = await resolveJoinToken('./.titan/coordinator', process.env.TITAN_JOIN_TOKEN);
  * ```
  */
-export async function resolveJoinToken(dataDir: string, configured: string | undefined): Promise<ResolvedJoinToken> {
-  if (configured) return { token: configured, source: 'configured' };
-  const file = joinTokenPath(dataDir);
-  try {
-    const existing = (await readFile(file, 'utf8')).trim();
-    if (existing) return { token: existing, source: 'file', file };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  const token = randomBytes(32).toString('base64url');
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await writeFile(file, `${token}\n`, { mode: 0o600 });
-  await chmod(file, 0o600);
-  return { token, source: 'generated', file };
+export function resolveJoinToken(dataDir: string, configured: string | undefined): Promise<ResolvedJoinToken> {
+  return resolveSecretFile(joinTokenPath(dataDir), configured);
 }
 
 /**
  * Checks an `authorization: Bearer <token>` metadata value against the join token in
- * constant time; throws {@link JoinTokenError} (UNAUTHENTICATED) when missing or wrong.
+ * constant time (SHA-256 digests: neither the token nor its length leaks); throws
+ * {@link JoinTokenError} (UNAUTHENTICATED) when missing or wrong.
  */
 export function checkJoinToken(authorization: string | undefined, expected: string): void {
-  if (!authorization) throw new JoinTokenError('missing join token: send metadata "authorization: Bearer <join token>"');
-  const m = /^Bearer\s+(.+)$/i.exec(authorization.trim());
-  if (!m?.[1]) throw new JoinTokenError('malformed authorization metadata: expected "Bearer <join token>"');
-  const got = Buffer.from(m[1]);
-  const want = Buffer.from(expected);
-  if (got.length !== want.length || !timingSafeEqual(got, want)) throw new JoinTokenError('invalid join token');
+  const verdict = checkBearer(authorization, expected);
+  if (verdict === 'missing') throw new JoinTokenError('missing join token: send metadata "authorization: Bearer <join token>"');
+  if (verdict === 'malformed') throw new JoinTokenError('malformed authorization metadata: expected "Bearer <join token>"');
+  if (verdict === 'wrong') throw new JoinTokenError('invalid join token');
 }

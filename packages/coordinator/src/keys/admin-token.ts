@@ -1,7 +1,6 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AdminAuthError } from '../errors.js';
+import { checkBearer, type ResolvedSecret, resolveSecretFile } from '../secret-file.js';
 
 /** Where a generated admin token lives. */
 export function adminTokenPath(dataDir: string): string {
@@ -9,13 +8,7 @@ export function adminTokenPath(dataDir: string): string {
 }
 
 /** The admin token in use and where it came from. */
-export interface ResolvedAdminToken {
-  token: string;
-  /** `configured` (flag, env or option), `file` (reused from the data dir) or `generated` (new, written to the data dir). */
-  source: 'configured' | 'file' | 'generated';
-  /** The file, for `file` and `generated`. */
-  file?: string;
-}
+export type ResolvedAdminToken = ResolvedSecret;
 
 /**
  * Resolves the admin credential (it manages API keys): the configured one (`--admin-token`,
@@ -27,23 +20,9 @@ export interface ResolvedAdminToken {
  * const { token, source, file } = await resolveAdminToken('./.titan/coordinator', process.env.TITAN_ADMIN_TOKEN);
  * ```
  */
-export async function resolveAdminToken(dataDir: string, configured: string | undefined): Promise<ResolvedAdminToken> {
-  if (configured) return { token: configured, source: 'configured' };
-  const file = adminTokenPath(dataDir);
-  try {
-    const existing = (await readFile(file, 'utf8')).trim();
-    if (existing) return { token: existing, source: 'file', file };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  const token = randomBytes(32).toString('base64url');
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await writeFile(file, `${token}\n`, { mode: 0o600 });
-  await chmod(file, 0o600);
-  return { token, source: 'generated', file };
+export function resolveAdminToken(dataDir: string, configured: string | undefined): Promise<ResolvedAdminToken> {
+  return resolveSecretFile(adminTokenPath(dataDir), configured);
 }
-
-const sha256 = (value: string) => createHash('sha256').update(value, 'utf8').digest();
 
 /**
  * Checks an `authorization: Bearer <admin token>` value (gRPC metadata or HTTP header) against
@@ -51,10 +30,10 @@ const sha256 = (value: string) => createHash('sha256').update(value, 'utf8').dig
  * leaks); throws {@link AdminAuthError} (UNAUTHENTICATED, REST 401) when missing or wrong.
  */
 export function checkAdminToken(authorization: string | undefined, expected: string): void {
-  if (!authorization) {
+  const verdict = checkBearer(authorization, expected);
+  if (verdict === 'missing') {
     throw new AdminAuthError('missing admin token: send "authorization: Bearer <admin token>" (the file admin-token in the coordinator\'s data dir)');
   }
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization.trim());
-  if (!m?.[1]) throw new AdminAuthError('malformed authorization: expected "Bearer <admin token>"');
-  if (!timingSafeEqual(sha256(m[1]), sha256(expected))) throw new AdminAuthError('invalid admin token');
+  if (verdict === 'malformed') throw new AdminAuthError('malformed authorization: expected "Bearer <admin token>"');
+  if (verdict === 'wrong') throw new AdminAuthError('invalid admin token');
 }
