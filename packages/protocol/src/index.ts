@@ -34,6 +34,12 @@ export * as instanceManager from './gen/instance_manager/v1/instance_manager.js'
 export * as stats from './gen/stats/v1/stats.js';
 export { DESCRIPTOR_SET_BASE64 } from './gen/descriptor-set.js';
 export {
+  type GenerationParameters,
+  type GenerationParametersResult,
+  KNOWN_GENERATION_PARAMETERS,
+  parseGenerationParameterMap,
+} from './generation-parameters.js';
+export {
   areProtoVersionsCompatible,
   COMPATIBLE_PROTO_VERSIONS,
   PROTO_COMPATIBLE_METADATA_KEY,

@@ -99,3 +99,19 @@ describe('request validation of chat messages', () => {
     expect(fieldOf({ ...chat, messages: many })).toBe('messages: must have at most 1024 messages');
   });
 });
+
+describe('request validation of generation parameters (the protocol schema the agent applies too)', () => {
+  it('refuses a value the agent would refuse, naming parameters.<key>, before any grant', () => {
+    const topP = errorOf({ top_p: '7' });
+    expect(topP.field).toBe('parameters.top_p');
+    expect(topP.message).toMatch(/^parameters\.top_p: .*<=1.*\(got "7"\)$/);
+    expect(errorOf({ top_k: '2.5' }).field).toBe('parameters.top_k');
+    expect(errorOf({ stop: '[1, 2]' }).field).toBe('parameters.stop');
+    expect(errorOf({ seed: '-1' }).field).toBe('parameters.seed');
+  });
+
+  it('accepts valid values, empty values and keys it does not know (engine-specific ones pass through)', () => {
+    const v = validate({ ...base, parameters: { top_p: '0.9', top_k: '', stop: '["\\n"]', api: 'chat' } });
+    expect(v.parameters).toEqual({ top_p: '0.9', top_k: '', stop: '["\\n"]', api: 'chat' });
+  });
+});

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseGenerationParameterMap } from '@titancompute/protocol';
 import { InvalidRequestError } from '../errors.js';
 
 /** Documented defaults of v1. */
@@ -157,6 +158,10 @@ export function createRequestValidator(limits: RequestLimits): (input: Inference
     if (limits.allowedModels.size > 0 && !limits.allowedModels.has(v.model)) {
       throw new InvalidRequestError('model', `"${v.model}" is not allowed here (allowed: ${[...limits.allowedModels].join(', ')})`);
     }
+    // The generation parameters engines act on, by the protocol's one schema: a value the agent
+    // would refuse is refused here, before a slot is reserved or a token signed.
+    const generation = parseGenerationParameterMap(v.parameters);
+    if (!generation.ok) throw new InvalidRequestError(`parameters.${generation.key}`, generation.message);
     let requiredMemoryMb: number | undefined;
     const rawRequired = v.parameters[REQUIRED_MEMORY_PARAMETER];
     if (rawRequired !== undefined) {
