@@ -53,12 +53,16 @@ export const BINS = {
  * @property {import('node:child_process').ChildProcess} child
  * @property {number} port gRPC port (from the service's "listening" log line)
  * @property {string} address 127.0.0.1:port
- * @property {object[]} logs every JSON log line so far
+ * @property {object[]} logs the JSON log lines so far (the last MAX_KEPT_LOG_LINES: a long `pnpm start` does not grow)
  * @property {(pred: (line: object) => boolean, timeoutMs?: number) => Promise<object>} waitForLog
  * @property {(signal?: NodeJS.Signals, timeoutMs?: number) => Promise<number | null>} stop
  * @property {Promise<number | null>} exited resolves with the exit code
  * @property {number} [httpPort] HTTP port (coordinator: REST and OpenAI API; agent: OpenAI-compatible routes), set by startCluster
  */
+
+/** Log lines and stderr characters kept per service (older ones are dropped; only tests and error messages read them). */
+const MAX_KEPT_LOG_LINES = 10_000;
+const MAX_KEPT_STDERR_CHARS = 64 * 1024;
 
 /**
  * Spawns a service bin and resolves once it logged `listening`.
@@ -93,6 +97,7 @@ export function startService(options) {
       try {
         const parsed = JSON.parse(line);
         logs.push(parsed);
+        if (logs.length > MAX_KEPT_LOG_LINES) logs.splice(0, logs.length - MAX_KEPT_LOG_LINES / 2);
         for (const w of waiters) w(parsed);
       } catch {
         /* not a JSON log line */
@@ -102,6 +107,7 @@ export function startService(options) {
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk) => {
     stderr += chunk;
+    if (stderr.length > MAX_KEPT_STDERR_CHARS) stderr = stderr.slice(-MAX_KEPT_STDERR_CHARS / 2);
     if (echo) process.stderr.write(`[${name}] ${chunk}`);
   });
   live.add(child);
