@@ -142,6 +142,8 @@ function linkToCoordinator(o: ResolvedAgentOptions, a: AgentView): CoordinatorLi
     takeCompleted: () => tracker.takeCompleted(),
     takeStarted: () => tracker.takeStarted(),
     takeRejected: () => tracker.takeRejected(),
+    // Only engines that keep their own prefix cache (llama-cpp) say what it holds.
+    ...(engine.prefixCache ? { prefixCache: () => engine.prefixCache?.() } : {}),
     onRegistered: () => void a.verifier.refresh(),
   });
 }
@@ -192,7 +194,7 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     ...(o.requirePromptBinding !== undefined ? { requirePromptBinding: o.requirePromptBinding } : {}),
     logger,
   });
-  const metrics = createAgentMetrics({ engine: engine.name });
+  const metrics = createAgentMetrics({ engine: engine.name, ...(engine.prefixCache ? { prefixCache: () => engine.prefixCache?.() } : {}) });
   // One job pipeline for every transport: gRPC StreamInference and the HTTP /v1 routes adapt it.
   const runner = createJobRunner({
     metrics,

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // titan-agent: parses the options, starts the agent, stops it on SIGTERM/SIGINT/SIGHUP. Exports nothing.
-import { ConfigError, createLogger, loadConfig, onShutdownSignal, readPackageVersion, runMain } from '@titancompute/server-kit';
+import { ConfigError, createLogger, loadConfig, onShutdownSignal, readPackageVersion, runMain, startTracing } from '@titancompute/server-kit';
 import { startAgent } from './agent.js';
 import { agentConfigSpec, agentOptionsFromConfig } from './config.js';
 import { AgentConfigError } from './errors.js';
@@ -13,6 +13,9 @@ runMain(async () => {
   });
   const options = agentOptionsFromConfig(config);
   const logger = createLogger({ service: 'titan-agent', level: config.logLevel, format: config.logFormat });
+  // OpenTelemetry only when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (the SDK is not even loaded otherwise).
+  const tracing = await startTracing({ serviceName: 'titan-agent', serviceVersion: readPackageVersion(import.meta.url), logger });
+  if (tracing.enabled) logger.info({ endpoint: tracing.endpoint }, 'tracing: exporting spans (OTLP)');
   const agent = await startAgent({ ...options, logger }).catch((err: unknown) => {
     // A bad option combination the engine or agent found: a flag error (exit 2, one line), not a crash.
     if (err instanceof AgentConfigError) {
@@ -23,6 +26,7 @@ runMain(async () => {
   });
   onShutdownSignal((signal) => agent.stop(signal));
   const reason = await agent.closed;
+  await tracing.shutdown();
   logger.info({ reason }, 'exiting');
   process.exit(0);
 }, 'titan-agent');

@@ -89,6 +89,14 @@ describe('titan-agent config', () => {
     expect(startAgentOptionsSchema.parse({ joinToken: 't', httpEndpoint: '[::1]:8000' })).toMatchObject({ httpEndpoint: '[::1]:8000' });
   });
 
+  it('--context-size / TITAN_CONTEXT_SIZE sets the llama.cpp context per sequence; 0 (default) leaves it to the engine', () => {
+    const opts = (argv: string[], env: Record<string, string> = {}) => agentOptionsFromConfig(load(['--join-token', 't', ...argv], env));
+    expect(opts([]).contextSize).toBeUndefined();
+    expect(opts(['--context-size', '4096']).contextSize).toBe(4096);
+    expect(opts([], { TITAN_CONTEXT_SIZE: '3072' }).contextSize).toBe(3072);
+    expect(() => load(['--context-size', '-1'])).toThrow(/context-size/);
+  });
+
   it('--metrics-port / TITAN_METRICS_PORT: unset or the HTTP port serves /metrics on the HTTP server; another port (0 too) a listener of its own', () => {
     const parse = (argv: string[], env: Record<string, string> = {}) =>
       startAgentOptionsSchema.parse(agentOptionsFromConfig(load(['--join-token', 't', ...argv], env)));

@@ -112,7 +112,10 @@ export interface StartAgentOptions {
   preloadModels?: string[];
   /** llama.cpp CPU threads. Default: every core but one (see `defaultLlamaThreads`). */
   threads?: number;
-  /** llama.cpp context size per sequence. */
+  /**
+   * llama.cpp context size per sequence (`--context-size`): the longest prompt plus max_tokens a
+   * sequence holds, and the longest prefix it keeps warm. Default min(2048, the model's training context).
+   */
   contextSize?: number;
   /** Ollama URL. Default `http://localhost:11434`. */
   ollamaHost?: string;
@@ -350,6 +353,17 @@ export function agentConfigSpec() {
       1,
       1024,
     ),
+    contextSize: intOption(
+      {
+        flag: 'context-size',
+        env: ['TITAN_CONTEXT_SIZE'],
+        default: '0',
+        description:
+          'llama.cpp context per sequence (one sequence per --max-concurrent-jobs), in tokens: the longest prompt plus max_tokens a sequence holds, and the longest prefix it keeps warm. 0: min(2048, the model training context).',
+      },
+      0,
+      1_048_576,
+    ),
     nvidiaSmi: requiredStringOption({ flag: 'nvidia-smi', env: ['TITAN_NVIDIA_SMI'], default: D.nvidiaSmiPath, description: 'nvidia-smi binary.' }),
     drainTimeoutMs: durationOption(
       {
@@ -449,6 +463,7 @@ export function agentOptionsFromConfig(config: AgentConfig): Omit<StartAgentOpti
     ...when('instanceManager', config.instanceManager),
     imHealthIntervalMs: config.imHealthIntervalMs,
     threads: config.threads,
+    ...when('contextSize', config.contextSize > 0 && config.contextSize),
     nvidiaSmiPath: config.nvidiaSmi,
     drainTimeoutMs: config.drainTimeoutMs,
     maxPromptBytes: config.maxPromptBytes,

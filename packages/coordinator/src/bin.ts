@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { createLogger, loadConfig, onShutdownSignal, readPackageVersion, runMain } from '@titancompute/server-kit';
+import { createLogger, loadConfig, onShutdownSignal, readPackageVersion, runMain, startTracing } from '@titancompute/server-kit';
 import { COMMAND_HELP, runCommand } from './commands.js';
 import { coordinatorConfigSpec, coordinatorOptionsFromConfig, SERVICE_NAME } from './config.js';
 import { startCoordinator } from './coordinator.js';
@@ -20,6 +20,9 @@ runMain(async () => {
     return;
   }
   const logger = createLogger({ service: SERVICE_NAME, level: config.logLevel, format: config.logFormat });
+  // OpenTelemetry only when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (the SDK is not even loaded otherwise).
+  const tracing = await startTracing({ serviceName: SERVICE_NAME, serviceVersion: readPackageVersion(import.meta.url), logger });
+  if (tracing.enabled) logger.info({ endpoint: tracing.endpoint }, 'tracing: exporting spans (OTLP)');
   const coordinator = await startCoordinator({ ...coordinatorOptionsFromConfig(config), logger });
   process.on('SIGHUP', () => {
     void coordinator.reloadKeys().then((changed) => logger.info({ changed }, 'keyring reloaded (SIGHUP)'));
@@ -27,6 +30,7 @@ runMain(async () => {
   onShutdownSignal(async (signal) => {
     logger.info({ signal }, 'shutting down');
     await coordinator.stop();
+    await tracing.shutdown();
     process.exit(0);
   });
 }, SERVICE_NAME);

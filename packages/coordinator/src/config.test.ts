@@ -62,6 +62,36 @@ describe('titan-coordinator config', () => {
     expect(coordinatorOptionsFromConfig(load([], { TITAN_ADMIN_TOKEN: 'from-env' })).adminToken).toBe('from-env');
   });
 
+  it('--prefix-routing takes approximate (default), precise or off', () => {
+    expect(coordinatorOptionsFromConfig(load([])).prefixRouting).toBe('approximate');
+    expect(coordinatorOptionsFromConfig(load(['--prefix-routing', 'precise'])).prefixRouting).toBe('precise');
+    expect(coordinatorOptionsFromConfig(load([], { TITAN_PREFIX_ROUTING: 'off' })).prefixRouting).toBe('off');
+    expect(() => load(['--prefix-routing', 'exact'])).toThrow(/prefix-routing/);
+  });
+
+  it('--store: sqlite by default; postgres needs --postgres-url and a 32-byte keyring secret, else a usage error (exit 2) naming them', () => {
+    expect(coordinatorOptionsFromConfig(load([])).store).toBe('sqlite');
+    const secret = Buffer.alloc(32, 7).toString('base64');
+    const url = 'postgres://titan@db:5432/titan';
+    expect(coordinatorOptionsFromConfig(load(['--store', 'postgres', '--postgres-url', url], { TITAN_KEYRING_SECRET: secret }))).toMatchObject({
+      store: 'postgres',
+      postgresUrl: url,
+      keyringSecret: secret,
+    });
+    expect(coordinatorOptionsFromConfig(load([], { TITAN_STORE: 'postgres', TITAN_POSTGRES_URL: url, TITAN_KEYRING_SECRET: secret })).postgresUrl).toBe(url);
+    expect(() => coordinatorOptionsFromConfig(load(['--store', 'postgres'], { TITAN_KEYRING_SECRET: secret }))).toThrow(ConfigError);
+    expect(() => coordinatorOptionsFromConfig(load(['--store', 'postgres'], { TITAN_KEYRING_SECRET: secret }))).toThrow(
+      /--store postgres needs --postgres-url \(TITAN_POSTGRES_URL\)/,
+    );
+    expect(() => coordinatorOptionsFromConfig(load(['--store', 'postgres', '--postgres-url', url]))).toThrow(
+      /TITAN_KEYRING_SECRET\) is required with --store postgres/,
+    );
+    expect(() => coordinatorOptionsFromConfig(load(['--store', 'postgres', '--postgres-url', url], { TITAN_KEYRING_SECRET: 'hunter2' }))).toThrow(
+      /is not 32 bytes in base64 or hex/,
+    );
+    expect(() => load(['--store', 'mysql'])).toThrow(/store/);
+  });
+
   it('treats options given as undefined as absent, and keeps the ones given', () => {
     const o = resolveCoordinatorOptions({ dataDir: 'd', port: undefined, claimWindowMs: undefined, httpPort: 0, verifyAgentEndpoints: false });
     expect(o).toMatchObject({ port: 50051, claimWindowMs: 10_000, httpPort: 0, verifyAgentEndpoints: false, busyRetryHintMs: 250, keyReloadIntervalMs: 1000 });

@@ -2,6 +2,7 @@ import type { ClientTlsOptions, ProtoVersionPolicy } from '@titancompute/protoco
 import {
   clientTlsFromConfig,
   COMMON_DEFAULTS,
+  ConfigError,
   commonOptions,
   durationOption,
   enumOption,
@@ -27,6 +28,8 @@ import { DEFAULT_BREAKER_OPTIONS, type CircuitBreakerOptions } from './scheduler
 import type { PrefixRoutingMode } from './scheduler/prefix-affinity.js';
 import { DEFAULT_PREFIX_LOAD_CAP, DEFAULT_WEIGHTS, type SchedulerWeights } from './scheduler/scheduler.js';
 import { DEFAULT_BUSY_RETRY_HINT_MS, DEFAULT_MAX_CLIENT_SHARE } from './service/request-router.js';
+import { STORE_KINDS, type StoreKind } from './store/coordinator-store.js';
+import { KEYRING_SECRET_ENV, parseKeyringSecret } from './tokens/keyring-secret.js';
 import { DEFAULT_ISSUER } from './tokens/session-token.js';
 
 /** The service name: the bin's name and the `service` field of every log line. */
@@ -67,6 +70,8 @@ export const COORDINATOR_DEFAULTS = {
   verifyAgentEndpoints: true,
   /** `keys` while at least one active API key exists, else `none` (evaluated live). */
   auth: 'auto',
+  /** Durable state in SQLite in the data dir: zero set-up. */
+  store: 'sqlite',
   openAiMode: 'relay',
 } as const satisfies { [K in keyof CoordinatorOptions]?: CoordinatorOptions[K] };
 
@@ -80,8 +85,24 @@ export interface CoordinatorOptions {
   httpPort?: number;
   /** A REST client must send its whole request within this, or gets 408. Default 30 s. */
   httpRequestTimeoutMs?: number;
-  /** State: `keys/keyring.json`, `join-token`, `coordinator.db` (agent identities). */
+  /**
+   * State: `join-token`, `admin-token`, and with `store: 'sqlite'` also `keys/keyring.json` and
+   * `coordinator.db` (API keys, agent identities).
+   */
   dataDir: string;
+  /**
+   * Where API keys and usage, agent identities and the signing keyring live: `sqlite` (in
+   * `dataDir`) or `postgres` (`postgresUrl`, shared by every replica; needs `keyringSecret`).
+   * Default `sqlite`.
+   */
+  store?: StoreKind;
+  /** With `store: 'postgres'`: `postgres://user[:password]@host:port/database`. */
+  postgresUrl?: string | undefined;
+  /**
+   * With `store: 'postgres'`: 32 bytes, base64 or hex, the AES-256-GCM key that seals the signing
+   * keys in the database; every replica needs the same one.
+   */
+  keyringSecret?: string | undefined;
   /** Join token; when absent it is read from (or generated into) `<dataDir>/join-token`. */
   joinToken?: string | undefined;
   /**
@@ -125,9 +146,11 @@ export interface CoordinatorOptions {
   weights?: Partial<SchedulerWeights>;
   /**
    * Prefix-aware routing: `approximate` (default) scores each agent by the share of the request's
-   * prompt prefix it was sent before (its KV cache likely still holds it); `off`: load only.
+   * prompt prefix it was sent before (its KV cache likely still holds it); `precise` by the share
+   * its engine reports holding (llama-cpp agents; agents that report nothing fall back to
+   * approximate); `off`: load only.
    */
-  prefixRouting?: Exclude<PrefixRoutingMode, 'precise'>;
+  prefixRouting?: PrefixRoutingMode;
   /** Load (share of max_jobs) at or above which prefix affinity stops counting for an agent. Default 0.9. */
   prefixLoadCap?: number;
   /** Breaker thresholds; missing ones keep their default (3 failures, 30 s open, 2 successes). */
@@ -277,6 +300,27 @@ export function coordinatorConfigSpec() {
       },
       AUTH_SETTINGS,
     ),
+    store: enumOption(
+      {
+        flag: 'store',
+        env: ['TITAN_STORE'],
+        default: D.store,
+        description:
+          'Where API keys and usage, agent identities and the signing keyring live: sqlite (coordinator.db and keys/ in --data-dir) or postgres (--postgres-url; replicas share it, quotas count cluster-wide; needs --keyring-secret).',
+      },
+      STORE_KINDS,
+    ),
+    postgresUrl: stringOption({
+      flag: 'postgres-url',
+      env: ['TITAN_POSTGRES_URL'],
+      description: 'With --store postgres: postgres://user[:password]@host:port/database (migrated at start, one replica at a time).',
+    }),
+    keyringSecret: stringOption({
+      flag: 'keyring-secret',
+      env: [KEYRING_SECRET_ENV],
+      description:
+        'With --store postgres: 32 random bytes, base64 or hex (openssl rand -base64 32), that encrypt the signing keys in PostgreSQL (AES-256-GCM); the same on every replica. Prefer the environment variable.',
+    }),
     instanceManager: stringOption({
       flag: 'instance-manager',
       env: ['TITAN_INSTANCE_MANAGER'],
@@ -333,9 +377,10 @@ export function coordinatorConfigSpec() {
         flag: 'prefix-routing',
         env: ['TITAN_PREFIX_ROUTING'],
         default: D.prefixRouting,
-        description: 'Prefix-aware routing: approximate (prefer the agent a prompt prefix was last sent to, its KV cache likely holds it) or off (load only).',
+        description:
+          'Prefix-aware routing: approximate (prefer the agent a prompt prefix was last sent to, its KV cache likely holds it), precise (prefer the agent whose engine reports holding it; agents that report nothing, such as Ollama or vLLM, as in approximate) or off (load only).',
       },
-      ['approximate', 'off'] as const,
+      ['approximate', 'precise', 'off'] as const,
     ),
     weightPrefix: numberOption(
       {
@@ -402,9 +447,41 @@ export function coordinatorConfigSpec() {
 /** The coordinator's parsed config. */
 export type CoordinatorConfig = ConfigOf<ReturnType<typeof coordinatorConfigSpec>>;
 
+/**
+ * The store options of a parsed config (`--store`, `--postgres-url`, `--keyring-secret`). Throws
+ * {@link ConfigError} (the bin exits 2) naming the missing flag when `--store postgres` lacks its
+ * URL or keyring secret, or the secret is not 32 bytes in base64 or hex.
+ */
+export function coordinatorStoreFromConfig(
+  config: Pick<CoordinatorConfig, 'store' | 'postgresUrl' | 'keyringSecret'>,
+): Pick<CoordinatorOptions, 'store' | 'postgresUrl' | 'keyringSecret'> {
+  if (config.store === 'sqlite') return { store: 'sqlite' };
+  if (!config.postgresUrl?.trim()) {
+    throw new ConfigError(
+      '--store postgres needs --postgres-url (TITAN_POSTGRES_URL): the PostgreSQL database the replicas share, e.g. postgres://titan@db:5432/titan',
+      {
+        option: 'postgresUrl',
+        source: '--postgres-url',
+        expected: 'a postgres:// URL',
+      },
+    );
+  }
+  try {
+    parseKeyringSecret(config.keyringSecret, `--keyring-secret (${KEYRING_SECRET_ENV})`);
+  } catch (cause) {
+    throw new ConfigError(
+      (cause as Error).message,
+      { option: 'keyringSecret', source: `--keyring-secret (${KEYRING_SECRET_ENV})`, expected: '32 bytes, base64 or hex' },
+      { cause },
+    );
+  }
+  return { store: 'postgres', postgresUrl: config.postgresUrl, keyringSecret: config.keyringSecret };
+}
+
 /** `startCoordinator`'s options (all but the logger) from `titan-coordinator`'s parsed config. */
 export function coordinatorOptionsFromConfig(config: CoordinatorConfig): Omit<CoordinatorOptions, 'logger'> {
   return {
+    ...coordinatorStoreFromConfig(config),
     host: config.host,
     port: config.port,
     httpPort: config.httpPort,

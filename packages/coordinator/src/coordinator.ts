@@ -9,19 +9,17 @@ import { registerAdminRoutes } from './http/admin-routes.js';
 import { createHttpServer } from './http/http-server.js';
 import { createEndpointVerifier } from './identity/endpoint-verifier.js';
 import { createGrantLedger, recordGrants } from './identity/grant-ledger.js';
-import { openIdentityStore } from './identity/identity-store.js';
 import { resolveJoinToken } from './join-token.js';
 import { createAdminService } from './keys/admin-service.js';
 import { resolveAdminToken } from './keys/admin-token.js';
 import { createApiKeys, type AuthMode } from './keys/api-keys.js';
-import { openSqliteApiKeyStore } from './keys/sqlite-api-key-store.js';
 import { createCoordinatorMetrics } from './metrics.js';
 import { createAgentRegistry } from './registry/agent-registry.js';
 import { createPrefixAffinity } from './scheduler/prefix-affinity.js';
 import { createScheduler } from './scheduler/scheduler.js';
 import { createCoordinatorService } from './service/coordinator-service.js';
 import { createRequestRouter } from './service/request-router.js';
-import { openKeyring } from './tokens/keyring.js';
+import { openCoordinatorStore } from './store/coordinator-store.js';
 
 export type { CoordinatorOptions } from './config.js';
 
@@ -65,21 +63,38 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   const admin = await resolveAdminToken(o.dataDir, o.adminToken);
   if (admin.source === 'generated') logger.info({ file: admin.file }, 'generated an admin token; `titan keys` needs it (TITAN_ADMIN_TOKEN)');
   else if (admin.source === 'file') logger.info({ file: admin.file }, 'using the admin token from the data directory');
-  // API keys and their usage (<dataDir>/coordinator.db); the auth mode follows them live under --auth auto.
-  const keys = createApiKeys({ store: openSqliteApiKeyStore({ dataDir: o.dataDir }), auth: o.auth, logger });
-  await keys.start();
+  // Durable state (--store): API keys and usage, agent identities, the signing keyring; SQLite in
+  // <dataDir> (coordinator.db, keys/), or PostgreSQL shared by every replica (migrated here).
+  const store = await openCoordinatorStore({
+    kind: o.store,
+    dataDir: o.dataDir,
+    postgresUrl: o.postgresUrl,
+    keyringSecret: o.keyringSecret,
+    tokenTtlMs: o.tokenTtlMs,
+    logger,
+  });
+  logger.info({ store: o.store, location: store.location }, 'durable state opened');
+  // API keys and their usage; the auth mode follows them live under --auth auto.
+  const keys = createApiKeys({ store: store.apiKeys, auth: o.auth, logger });
+  await keys.start().catch(async (err: unknown) => {
+    await store.close();
+    throw err;
+  });
 
-  // Agent id → credential bindings (<dataDir>/coordinator.db); they survive restarts.
-  const identities = openIdentityStore({ dataDir: o.dataDir });
+  // Agent id → credential bindings; they survive restarts.
+  const identities = store.identities;
   const grants = createGrantLedger({ graceMs: Math.max(o.tokenTtlMs, o.heartbeatTimeoutMs) });
   const endpoints = o.verifyAgentEndpoints ? createEndpointVerifier({ ...o.endpointVerification, tls: o.clientTls, logger }) : undefined;
-  const keyring = await openKeyring({ dataDir: o.dataDir, tokenTtlMs: o.tokenTtlMs });
+  const keyring = store.keyring;
   keyring.watch(o.keyReloadIntervalMs);
   logger.info({ kid: keyring.current().kid, file: keyring.file }, 'signing key loaded');
 
   let metricsRef: ReturnType<typeof createCoordinatorMetrics> | undefined;
   // The dashboard's per-second traffic (15 minutes): requests and decisions via the metrics sink, outcomes below.
   const traffic = createTrafficRecorder({ load: () => fleetLoad(registry.list()) });
+  // Where prompt prefixes are warm (--prefix-routing): learned from grants, and in precise mode
+  // from what agents report their engine's cache holds; an agent that leaves is forgotten.
+  const prefixAffinity = createPrefixAffinity({ mode: o.prefixRouting });
   const registry = createAgentRegistry({
     heartbeatTimeoutMs: o.heartbeatTimeoutMs,
     claimWindowMs: o.claimWindowMs,
@@ -90,6 +105,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       // Only outcomes of jobs granted to this very agent get here: charge their tokens to the job's API key.
       keys.charge(outcome);
     },
+    onPrefixCacheReport: (record, report) => prefixAffinity.applyReport(record.agentId, report.blockHashes),
     onReservationReleased: (_record, jobId, reason) => {
       metricsRef?.reservationReleased(reason);
       if (reason === 'rejected') keys.forgetJob(jobId);
@@ -100,8 +116,6 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   metricsRef = metrics;
   registry.startSweeper();
 
-  // Where prompt prefixes were sent (--prefix-routing); an agent that leaves is forgotten.
-  const prefixAffinity = createPrefixAffinity({ mode: o.prefixRouting });
   registry.watch((record, removed) => removed && prefixAffinity.forget(record.agentId));
 
   // Every grant is recorded, so only outcomes of jobs really handed to an agent count.
@@ -160,7 +174,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     openAiMode: o.openAiMode,
     openAiDefaultMaxTokens: o.maxTokensLimit,
     openAiRelay: relay,
-    openAiAuthenticate: (authorization) => keys.authenticate(authorization),
+    // Listing models only identifies the key: no quota is taken.
+    openAiAuthenticate: (authorization) => keys.authenticate(authorization, { quota: false }),
   });
 
   registerAdminRoutes(http, { keys, adminToken: admin.token, logger });
@@ -188,8 +203,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       grants.stop();
       await Promise.all([dashboard.stop(), server.shutdown(), closeHttpServer(http, { graceMs: o.shutdownTimeoutMs, busy: () => relay.active > 0 })]);
       relay.close();
-      identities.close();
       await keys.stop();
+      await store.close();
     })());
 
   let listened: { port: number; address: string };

@@ -258,3 +258,64 @@ export class ApiKeyStoreError extends CoordinatorError {
   override readonly name = 'ApiKeyStoreError';
   override readonly grpcStatus = Status.INTERNAL;
 }
+
+/** Which store a {@link SchemaVersionError} is about. */
+export type SchemaStore = 'sqlite' | 'postgres';
+
+/**
+ * The coordinator's database was written by a newer coordinator (its schema version is higher
+ * than the one this build knows): this coordinator refuses to start rather than misread it. The
+ * message names both versions and says to upgrade the coordinator.
+ */
+export class SchemaVersionError extends CoordinatorError {
+  override readonly name = 'SchemaVersionError';
+  override readonly grpcStatus = Status.INTERNAL;
+  constructor(
+    /** The database: a file, or a PostgreSQL URL without its password. */
+    readonly location: string,
+    /** The schema (`coordinator` on PostgreSQL, a table group such as `api_keys` in SQLite). */
+    readonly schema: string,
+    /** The version found in the database. */
+    readonly found: number,
+    /** The newest version this coordinator knows. */
+    readonly supported: number,
+    store: SchemaStore,
+  ) {
+    super(
+      `${location}: its ${schema} schema is version ${found}, newer than this coordinator's ${supported}: ` +
+        `a newer coordinator migrated it; upgrade the coordinator (titan-coordinator) to one that knows schema version ${found}`,
+      { location, schema, found, supported, store },
+    );
+  }
+}
+
+/**
+ * The PostgreSQL store (`--store postgres`) could not be opened, migrated, read or written
+ * (INTERNAL). `context.location` is the URL without its password.
+ */
+export class PostgresStoreError extends CoordinatorError {
+  override readonly name = 'PostgresStoreError';
+  override readonly grpcStatus = Status.INTERNAL;
+}
+
+/** Why a {@link KeyringSecretError} was raised. */
+export type KeyringSecretProblem = 'missing' | 'malformed' | 'wrong';
+
+/**
+ * The keyring secret (`--keyring-secret`, `TITAN_KEYRING_SECRET`) that encrypts the signing keys
+ * stored in PostgreSQL is missing, malformed (not 32 bytes in base64 or hex), or wrong (it does
+ * not decrypt the stored keys: not the secret the keyring was created with). The message names
+ * the variable; it never carries the secret.
+ */
+export class KeyringSecretError extends CoordinatorError {
+  override readonly name = 'KeyringSecretError';
+  override readonly grpcStatus = Status.INTERNAL;
+  constructor(
+    readonly problem: KeyringSecretProblem,
+    message: string,
+    context: Readonly<Record<string, unknown>> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, { problem, ...context }, options);
+  }
+}

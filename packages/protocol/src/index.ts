@@ -10,6 +10,8 @@
  *   shared by the coordinator's and the agents' `/v1/*` routes.
  * - The session-token contract (claims schema, issuer, audience rule, algorithm, `promptSha256`, `messagesSha256`)
  *   shared by the coordinator's signer and the agent's verifier.
+ * - W3C trace context in gRPC metadata (`injectTraceContext`, `extractTraceContext`) and the span
+ *   attribute names (`TRACE_ATTRIBUTES`) shared by the client SDK and the services.
  *
  * @example
  * ```ts
@@ -124,7 +126,26 @@ export {
   type OpenAiUsage,
 } from './openai/openai-response.js';
 
-export { PREFIX_BLOCK_CHARS, PREFIX_MAX_BLOCKS, prefixBlockHashes, prefixText, type PrefixBlockOptions } from './prefix-blocks.js';
+export {
+  MAX_REPORTED_PREFIX_BLOCKS,
+  PREFIX_BLOCK_CHARS,
+  PREFIX_BLOCK_HASH_PATTERN,
+  PREFIX_MAX_BLOCKS,
+  prefixBlockHashes,
+  prefixText,
+  type PrefixBlockOptions,
+} from './prefix-blocks.js';
+
+export {
+  extractTraceContext,
+  httpHeadersGetter,
+  injectTraceContext,
+  metadataGetter,
+  metadataSetter,
+  TRACE_ATTRIBUTES,
+  TRACER_NAME,
+  traceHeaders,
+} from './trace-context.js';
 
 /** Fully qualified names of every service in the contract (for health and reflection). */
 export const SERVICE_NAMES = {

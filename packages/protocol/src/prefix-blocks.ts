@@ -17,6 +17,15 @@ export const PREFIX_BLOCK_CHARS = 256;
 /** Most blocks hashed per prompt (the first 64 blocks: about 16 K characters). */
 export const PREFIX_MAX_BLOCKS = 64;
 
+/**
+ * Most block hashes an agent reports in one `HealthUpdate.prefix_cache` (the coordinator refuses
+ * more): enough for 4 context sequences of {@link PREFIX_MAX_BLOCKS} blocks each.
+ */
+export const MAX_REPORTED_PREFIX_BLOCKS = 256;
+
+/** A prefix-block hash as {@link prefixBlockHashes} writes it: 16 lowercase hex digits. */
+export const PREFIX_BLOCK_HASH_PATTERN = /^[0-9a-f]{16}$/;
+
 /** Options of {@link prefixBlockHashes}. */
 export interface PrefixBlockOptions {
   /** Default {@link PREFIX_BLOCK_CHARS}. */

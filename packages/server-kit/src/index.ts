@@ -56,3 +56,18 @@ export { exitWithParent, onShutdownSignal, runMain } from './run-main.js';
 export { closeHttpServer, DEFAULT_HTTP_CLOSE_GRACE_MS, type ClosableHttpApp, type CloseHttpServerOptions } from './http-close.js';
 export { createServiceServer, type ServiceServer, type ServiceServerOptions } from './server.js';
 export { clientTlsFromConfig, createServerCredentials, serverTlsFromConfig, type ServerTlsOptions } from './tls.js';
+export {
+  failSpan,
+  grpcStatusOf,
+  recordServerOutcome,
+  startChildSpan,
+  startHttpServerSpan,
+  startRpcServerSpan,
+  startTracing,
+  titanTracer,
+  tracesEndpoint,
+  TRACES_SAMPLERS,
+  type RpcServerSpan,
+  type StartTracingOptions,
+  type Tracing,
+} from './tracing.js';

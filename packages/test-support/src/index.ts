@@ -4,5 +4,6 @@
  */
 export { freePort } from './free-port.js';
 export { waitFor, type WaitForOptions, type WaitForResult } from './wait-for.js';
+export { decodeOtlpTraces, startOtlpReceiver, type OtlpReceiver, type OtlpValue, type ReceivedSpan } from './otlp-receiver.js';
 export { createScriptedEngine, startRealCluster, SCRIPTED_MODEL, type RealAgentSpec, type RealCluster } from './real-cluster.js';
 export * from './servers.js';

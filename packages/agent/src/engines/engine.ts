@@ -62,6 +62,37 @@ export interface EmbedResult {
   promptTokens: number;
 }
 
+/** Prompt tokens one model looked up in an engine's prefix cache, and those found there (since load). */
+export interface PrefixCacheCounts {
+  model: string;
+  /** Prompt tokens of the generations (as the engine evaluates them: BOS and chat template included). */
+  queryTokens: number;
+  /** Of those, the tokens the engine's KV cache already held (not evaluated again). */
+  hitTokens: number;
+}
+
+/**
+ * What an engine's prefix (KV) cache holds now, reported to the coordinator on the health stream
+ * when `version` changed (`HealthUpdate.prefix_cache`, for precise prefix-aware routing).
+ */
+export interface PrefixCacheState {
+  /** Changes whenever what the cache holds may have changed (a generation started or ended). */
+  version: number;
+  /**
+   * Chained prefix-block hashes (the protocol's `prefixBlockHashes`) of the prompt text the cache
+   * holds, at most `MAX_REPORTED_PREFIX_BLOCKS`.
+   */
+  blockHashes: string[];
+  /** KV cache cells (tokens) in use, and in all. */
+  usedCells: number;
+  totalCells: number;
+  /** Context sequences holding a prompt, and in all. */
+  usedSequences: number;
+  totalSequences: number;
+  /** Per served model. */
+  counts: PrefixCacheCounts[];
+}
+
 /**
  * An inference backend. Stats (tokens, time to first token, tokens/s, finish reason) are
  * measured in one place by {@link runGeneration}, not by engines.
@@ -80,6 +111,12 @@ export interface Engine {
    * `/v1/embeddings`); absent otherwise, and the agent answers 400 naming the model.
    */
   embed?(request: EmbedRequest): Promise<EmbedResult>;
+  /**
+   * What the engine's own prefix cache holds (llama-cpp); absent for engines whose server caches
+   * prefixes out of the agent's sight (Ollama, OpenAI-compatible servers such as vLLM), and
+   * undefined before `load`.
+   */
+  prefixCache?(): PrefixCacheState | undefined;
   /** Releases the engine's resources. */
   close(): Promise<void>;
 }

@@ -1,11 +1,13 @@
 import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
-import type { ChatHistoryItem, ChatWrapper, Llama, LlamaContext, LlamaContextSequence, LlamaEmbeddingContext, LlamaModel } from 'node-llama-cpp';
+import { prefixBlockHashes, prefixText } from '@titancompute/protocol';
+import type { ChatHistoryItem, ChatWrapper, Llama, LlamaContext, LlamaContextSequence, LlamaEmbeddingContext, LlamaModel, Token } from 'node-llama-cpp';
 import { EngineError } from '../errors.js';
 import { createPushQueue } from '../util/push-queue.js';
 import { DEFAULT_MODEL_PATH } from './default-model.js';
-import type { EmbedRequest, EmbedResult, Engine, EngineChatMessage, EngineChunk, GenerateRequest } from './engine.js';
+import type { EmbedRequest, EmbedResult, Engine, EngineChatMessage, EngineChunk, GenerateRequest, PrefixCacheCounts, PrefixCacheState } from './engine.js';
 import { parseGenerationParameters } from './parameters.js';
+import { commonPrefixLength, createSequencePool, type HeldPrompt, type SequencePool } from './sequence-pool.js';
 import { createStopMatcher } from './stop-sequences.js';
 
 /**
@@ -26,7 +28,11 @@ export interface LlamaCppEngineOptions {
   modelNames?: readonly string[];
   /** CPU threads for evaluation. Default {@link defaultLlamaThreads}. */
   threads?: number;
-  /** Concurrent generations (context sequences). Default 4. */
+  /**
+   * Concurrent generations (context sequences). Default 4. Each sequence keeps the KV cache of
+   * its last prompt, and a new prompt goes to the free sequence sharing its longest token prefix
+   * (else the least recently used one), so a shared prefix is evaluated once per sequence.
+   */
   sequences?: number;
   /**
    * Context size per sequence, in tokens, and of the embedding context (the longest input
@@ -56,6 +62,13 @@ export interface LlamaCppEngine extends Engine {
    * Undefined before `load`.
    */
   readonly chatWrapperName: string | undefined;
+  /**
+   * What the sequences' KV caches hold: the prefix-block hashes of the prompt text each sequence
+   * holds (most recently used first, at most 256), cells (tokens) in use of all sequences'
+   * contexts, and per model the prompt tokens looked up and found (measured from llama.cpp's
+   * token meter: tokens of the prompt not evaluated). Undefined before `load`.
+   */
+  prefixCache(): PrefixCacheState | undefined;
 }
 
 /**
@@ -81,7 +94,10 @@ export function modelNameFromPath(modelPath: string): string {
  * holding a sequence per concurrent job, and streams tokens with cancellation. A prompt is
  * completed as is (`LlamaCompletion`); chat messages go through `LlamaChat` with the chat
  * wrapper `resolveChatWrapper` picks from the GGUF's metadata (the model's own template).
- * `embed` uses a separate embedding context, created on first use and disposed by `close`.
+ * Prefixes stay warm: a generation takes the free sequence whose KV cache shares the longest
+ * token prefix with its prompt (see `sequence-pool.ts`; none: the least recently used), and
+ * node-llama-cpp evaluates only the tokens after that prefix; `prefixCache()` says what the
+ * sequences hold. `embed` uses a separate embedding context, created on first use and disposed by `close`.
  *
  * @example
  * ```ts
@@ -99,8 +115,9 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
   let llama: Llama | undefined;
   let model: LlamaModel | undefined;
   let context: LlamaContext | undefined;
-  const free: LlamaContextSequence[] = [];
-  const waiters: ((seq: LlamaContextSequence) => void)[] = [];
+  let sequences: LlamaContextSequence[] = [];
+  let pool: SequencePool<LlamaContextSequence, Token> | undefined;
+  const counts = new Map<string, PrefixCacheCounts>();
   let LlamaCompletionClass: typeof import('node-llama-cpp').LlamaCompletion | undefined;
   let LlamaChatClass: typeof import('node-llama-cpp').LlamaChat | undefined;
   let chatWrapper: ChatWrapper | undefined;
@@ -109,15 +126,12 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
   /** Tail of the chain embedding inputs one at a time through the embedding context. */
   let embeddingTurn: Promise<unknown> = Promise.resolve();
 
-  const takeSequence = (): Promise<LlamaContextSequence> => {
-    const seq = free.pop();
-    if (seq) return Promise.resolve(seq);
-    return new Promise((resolve) => waiters.push(resolve));
-  };
-  const giveSequence = (seq: LlamaContextSequence) => {
-    const next = waiters.shift();
-    if (next) next(seq);
-    else free.push(seq);
+  /** Counts a generation's prompt tokens, and those its sequence already held, for `model`. */
+  const countPrefix = (modelName: string, queryTokens: number, hitTokens: number) => {
+    let c = counts.get(modelName);
+    if (!c) counts.set(modelName, (c = { model: modelName, queryTokens: 0, hitTokens: 0 }));
+    c.queryTokens += queryTokens;
+    c.hitTokens += hitTokens;
   };
 
   /** The embedding context, created once on first use (a failed creation is retried next time). */
@@ -157,23 +171,36 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
         chatWrapper = lib.resolveChatWrapper(model);
         contextSize = options.contextSize ?? Math.min(2048, model.trainContextSize);
         context = await model.createContext({ threads: options.threads ?? defaultLlamaThreads(), sequences: sequenceCount, contextSize });
-        for (let i = 0; i < sequenceCount; i++) free.push(context.getSequence());
+        const loadedContext = context;
+        sequences = Array.from({ length: sequenceCount }, () => loadedContext.getSequence());
+        pool = createSequencePool<LlamaContextSequence, Token>(sequences, (seq) => seq.contextTokens);
       } catch (cause) {
         throw new EngineError(`cannot load GGUF model ${modelPath}: ${(cause as Error).message}`, 'engine_error', { modelPath }, { cause });
       }
     },
     async *generate(request: GenerateRequest): AsyncGenerator<EngineChunk> {
-      if (!model || !context || !LlamaCompletionClass || !LlamaChatClass || !chatWrapper)
+      if (!model || !context || !pool || !LlamaCompletionClass || !LlamaChatClass || !chatWrapper)
         throw new EngineError('llama-cpp engine is not loaded', 'unavailable');
       if (!models.includes(request.model))
         throw new EngineError(`model ${request.model} is not served by this engine`, 'model_not_found', { model: request.model });
       const params = parseGenerationParameters(request.parameters);
       const history = request.messages !== undefined && request.messages.length > 0 ? chatHistoryOf(request.messages) : undefined;
-      // For chat: the tokens of the templated conversation, which is what the model evaluates.
-      const promptTokens = history
-        ? chatWrapper.generateContextState({ chatHistory: history }).contextText.tokenize(model.tokenizer).length
-        : model.tokenize(request.prompt).length;
-      const seq = await takeSequence();
+      // The tokens the model evaluates: for chat those of the templated conversation, for a prompt
+      // the prompt's after the BOS token LlamaCompletion prepends.
+      const tokens = history
+        ? chatWrapper.generateContextState({ chatHistory: history }).contextText.tokenize(model.tokenizer)
+        : completionTokens(model, request.prompt);
+      const promptTokens = history ? tokens.length : model.tokenize(request.prompt).length;
+      // What the coordinator hashes for this request: what the sequence holds once it is evaluated.
+      const text = prefixText(request.prompt, request.messages);
+      const held: HeldPrompt = { text, blockHashes: prefixBlockHashes(text) };
+      const lease = await pool.take(tokens, held);
+      const seq = lease.sequence;
+      // llama.cpp's token meter of this sequence (only this generation uses it until release):
+      // prompt tokens decoded without logits count as input, the prompt's last one and every
+      // generated token fed back as output.
+      const inputBefore = seq.tokenMeter.usedInputTokens;
+      const outputBefore = seq.tokenMeter.usedOutputTokens;
       const stop = new AbortController();
       const onAbort = () => stop.abort();
       request.signal.addEventListener('abort', onAbort, { once: true });
@@ -206,7 +233,8 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
       };
       const done = (async () => {
         try {
-          await seq.clearHistory();
+          // No clearHistory: LlamaCompletion and LlamaChat keep the sequence's tokens that match
+          // the new input's start and evaluate only the rest.
           const generation = {
             maxTokens: request.maxTokens,
             temperature: request.temperature,
@@ -257,7 +285,14 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
           // consumer stopped pulling chunks.
           request.signal.removeEventListener('abort', onAbort);
           completion.dispose();
-          giveSequence(seq);
+          // A prompt evaluated to its end (its last token decoded with logits): its tokens not
+          // evaluated were found in the sequence's cache.
+          if (seq.tokenMeter.usedOutputTokens > outputBefore) {
+            const evaluated = seq.tokenMeter.usedInputTokens - inputBefore + 1;
+            countPrefix(request.model, tokens.length, Math.max(0, tokens.length - evaluated));
+          }
+          // The sequence holds the prompt only if llama.cpp got through it (not on an early failure).
+          lease.release(commonPrefixLength(seq.contextTokens, tokens) >= tokens.length - 1 ? held : undefined);
         }
       })();
       try {
@@ -310,6 +345,21 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
       }
       return { embeddings, promptTokens };
     },
+    prefixCache() {
+      if (!pool || !context) return undefined;
+      const state = pool.state();
+      let usedCells = 0;
+      for (const seq of sequences) usedCells += seq.nextTokenIndex;
+      return {
+        version: state.version,
+        blockHashes: state.blockHashes,
+        usedCells,
+        totalCells: contextSize * sequences.length,
+        usedSequences: state.usedSequences,
+        totalSequences: pool.size,
+        counts: [...counts.values()].map((c) => ({ ...c })),
+      };
+    },
     async close() {
       const embedder = embeddingContext;
       embeddingContext = undefined;
@@ -320,6 +370,14 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
       context = undefined;
       model = undefined;
       llama = undefined;
+      pool = undefined;
+      sequences = [];
     },
   };
+}
+
+/** The tokens LlamaCompletion evaluates for `prompt`: the model's BOS token (when it prepends one), then the prompt's. */
+function completionTokens(model: LlamaModel, prompt: string): Token[] {
+  const bos = model.tokens.shouldPrependBosToken ? model.tokens.bos : null;
+  return bos === null ? model.tokenize(prompt) : [bos, ...model.tokenize(prompt, false, 'trimLeadingSpace')];
 }

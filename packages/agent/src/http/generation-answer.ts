@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import type { Context } from '@opentelemetry/api';
 import type { FastifyReply } from 'fastify';
 import {
   chatCompletion,
@@ -29,6 +30,8 @@ export interface GenerationAnswerContext {
   /** Aborted when the client closes the connection: the job is cancelled. */
   signal: AbortSignal;
   logger: Logger;
+  /** The request's server span context: parents the job's spans. */
+  traceContext?: Context | undefined;
 }
 
 /**
@@ -149,7 +152,7 @@ async function sendStream(
  * ends; a client that closes the connection cancels it (`context.signal`).
  */
 export async function answerGeneration(reply: FastifyReply, request: OpenAiGenerationRequest, context: GenerationAnswerContext): Promise<FastifyReply> {
-  const job = await context.runner.admitGeneration(generationJobRequest(request, context.sessionToken), context.signal);
+  const job = await context.runner.admitGeneration(generationJobRequest(request, context.sessionToken), context.signal, context.traceContext);
   try {
     const identity = openAiResponseId(request.kind, job.grant.jobId, job.grant.model);
     await job.acquireSlot();

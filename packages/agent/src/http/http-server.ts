@@ -9,9 +9,10 @@ import {
   parseChatCompletionRequest,
   parseCompletionRequest,
   parseEmbeddingsRequest,
+  TRACE_ATTRIBUTES,
   type OpenAiGenerationRequest,
 } from '@titancompute/protocol';
-import type { Logger } from '@titancompute/server-kit';
+import { recordServerOutcome, startHttpServerSpan, type Logger } from '@titancompute/server-kit';
 import type { Engine } from '../engines/engine.js';
 import { TokenError } from '../errors.js';
 import type { AgentState, JobRunner, RequestLimits } from '../service/job-runner.js';
@@ -150,17 +151,27 @@ export function createAgentHttpServer(options: AgentHttpServerOptions): FastifyI
     return reply.code(404).send(openAiError(404, `Unknown request URL: ${req.method} ${url}`, { code: 'unknown_url' }));
   });
 
-  const generationRoute = (parse: (body: unknown) => OpenAiGenerationRequest) => async (req: FastifyRequest, reply: FastifyReply) => {
+  const generationRoute = (route: string, parse: (body: unknown) => OpenAiGenerationRequest) => async (req: FastifyRequest, reply: FastifyReply) => {
     const signal = clientGone(req, reply);
+    // A child of the caller's `traceparent` (the coordinator's relay sends its own span's).
+    const { span, context: traceContext } = startHttpServerSpan('POST', route, req.headers, { [TRACE_ATTRIBUTES.agentId]: options.agentId() });
+    let failure: unknown;
     try {
       const sessionToken = sessionTokenOf(req);
-      return await answerGeneration(reply, parse(jsonBody(req.body)), { runner, sessionToken, signal, logger });
+      return await answerGeneration(reply, parse(jsonBody(req.body)), { runner, sessionToken, signal, logger, traceContext });
     } catch (err) {
+      failure = err;
       return sendError(reply, err, signal);
+    } finally {
+      if (span.isRecording()) {
+        recordServerOutcome(span, failure, signal);
+        span.setAttribute(TRACE_ATTRIBUTES.httpResponseStatusCode, reply.raw.statusCode);
+      }
+      span.end();
     }
   };
-  app.post('/v1/chat/completions', generationRoute(parseChatCompletionRequest));
-  app.post('/v1/completions', generationRoute(parseCompletionRequest));
+  app.post('/v1/chat/completions', generationRoute('/v1/chat/completions', parseChatCompletionRequest));
+  app.post('/v1/completions', generationRoute('/v1/completions', parseCompletionRequest));
 
   app.post('/v1/embeddings', async (req, reply) => {
     const signal = clientGone(req, reply);

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import type { JobOutcome } from '@titancompute/protocol';
 import { createLogger } from '@titancompute/server-kit';
 import { startAgent, type RunningAgent } from '../agent.js';
+import type { PrefixCacheState } from '../engines/engine.js';
 import { generateCredential } from '../identity/agent-credential.js';
 import { collect, createAgentClient } from '../test-support/agent-client.js';
 import { startFakeCoordinator, type FakeCoordinator } from '../test-support/fake-coordinator.js';
@@ -58,6 +59,49 @@ describe('coordinator link', () => {
     expect(later.rttMs).toBeGreaterThanOrEqual(0);
     const stamps = coordinator.updates.map((u) => u.timestamp);
     expect(stamps).toEqual([...stamps].sort((a, b) => a - b));
+  });
+
+  it("sends the engine's prefix-cache report on a stream's first update and then only when it changed; again after a re-registration", async () => {
+    const coordinator = await startFakeCoordinator();
+    cleanups.push(() => coordinator.stop());
+    let state: PrefixCacheState = {
+      version: 1,
+      blockHashes: ['0123456789abcdef'],
+      usedCells: 10,
+      totalCells: 100,
+      usedSequences: 1,
+      totalSequences: 2,
+      counts: [{ model: 'fake-model', queryTokens: 10, hitTokens: 0 }],
+    };
+    await agentFor(coordinator, { engine: Object.assign(createFakeEngine({ models: ['fake-model'] }), { prefixCache: () => state }) });
+    const reports = () => coordinator.updates.filter((u) => u.prefixCache !== undefined).map((u) => u.prefixCache);
+    await coordinator.waitFor(() => coordinator.updates.length >= 3);
+    expect(coordinator.updates[0]?.prefixCache).toEqual({
+      blockHashes: ['0123456789abcdef'],
+      usedCells: 10,
+      totalCells: 100,
+      usedSequences: 1,
+      totalSequences: 2,
+    });
+    expect(reports()).toHaveLength(1);
+    state = { ...state, version: 2, blockHashes: ['fedcba9876543210'], usedCells: 20 };
+    await coordinator.waitFor(() => reports().length === 2);
+    expect(reports()[1]).toMatchObject({ blockHashes: ['fedcba9876543210'], usedCells: 20 });
+    const seen = coordinator.updates.length;
+    await coordinator.waitFor(() => coordinator.updates.length >= seen + 2);
+    expect(reports()).toHaveLength(2);
+    // A coordinator that forgot the agent hears the unchanged state again.
+    coordinator.forgetAgents();
+    await coordinator.waitFor(() => coordinator.registrations.length === 2 && reports().length === 3, 3000);
+    expect(reports()[2]).toMatchObject({ blockHashes: ['fedcba9876543210'] });
+  });
+
+  it('sends no prefix-cache report for an engine without one', async () => {
+    const coordinator = await startFakeCoordinator();
+    cleanups.push(() => coordinator.stop());
+    await agentFor(coordinator);
+    await coordinator.waitFor(() => coordinator.updates.length >= 2);
+    expect(coordinator.updates.every((u) => u.prefixCache === undefined)).toBe(true);
   });
 
   it('keeps retrying with a wrong join token and never registers', async () => {

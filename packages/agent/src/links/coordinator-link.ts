@@ -10,10 +10,12 @@ import {
   type HealthAck,
   type HealthUpdate,
   type JobOutcome,
+  type PrefixCacheReport,
   type PublicKeyResponse,
 } from '@titancompute/protocol';
 import type { Logger } from '@titancompute/server-kit';
 import { AGENT_DEFAULTS } from '../config.js';
+import type { PrefixCacheState } from '../engines/engine.js';
 import { backoffDelay, delay } from '../util/abort.js';
 import { createPushQueue, type PushQueue } from '../util/push-queue.js';
 import { createRegistration } from './coordinator-registration.js';
@@ -58,6 +60,12 @@ export interface CoordinatorLinkOptions {
   takeStarted?: () => string[];
   /** Ids of jobs whose verified token was refused before they started (`rejected_job_ids`). */
   takeRejected?: () => string[];
+  /**
+   * What the engine's prefix cache holds (`Engine.prefixCache`), sent as `prefix_cache` on an
+   * update when its version differs from the last one sent on this stream (a new stream, or a
+   * registration the coordinator asked for, sends it again). Absent: never sent.
+   */
+  prefixCache?: () => PrefixCacheState | undefined;
   /** How long {@link CoordinatorLink.nudge} waits to coalesce job changes into one update. Default 2 ms. */
   jobReportDelayMs?: number;
   /** Interval used until (and unless) the coordinator says otherwise. Default `AGENT_DEFAULTS.heartbeatIntervalMs` (2000 ms). */
@@ -150,6 +158,16 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
   let flushing: { immediate: NodeJS.Immediate; sent: Promise<void>; resolve: () => void } | undefined;
   let draining = false;
   let loop: Promise<void> | undefined;
+  /** Version of the prefix-cache state last sent on the current stream (undefined: none yet). */
+  let sentPrefixVersion: number | undefined;
+  /** The prefix-cache report for the next update: only when it changed since the last one sent. */
+  const prefixCacheChange = (): PrefixCacheReport | undefined => {
+    const cache = options.prefixCache?.();
+    if (!cache || cache.version === sentPrefixVersion) return undefined;
+    sentPrefixVersion = cache.version;
+    const { blockHashes, usedCells, totalCells, usedSequences, totalSequences } = cache;
+    return { blockHashes, usedCells, totalCells, usedSequences, totalSequences };
+  };
   const streamOpen = () => queue !== undefined && !queue.closed;
 
   /** Sends a health update on the open stream now (and schedules the next one an interval later). */
@@ -168,7 +186,8 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     // unreported rejection only means the slot waits for the coordinator's claim window.
     const s = { ...options.snapshot(), startedJobIds: options.takeStarted?.() ?? [], rejectedJobIds: options.takeRejected?.() ?? [] };
     const { timestamp, completedJobs } = reports.stamp(options.takeCompleted());
-    queue.push({ agentId: options.agentId, ...s, draining: s.draining || draining, rttMs, timestamp, completedJobs });
+    const prefixCache = prefixCacheChange();
+    queue.push({ agentId: options.agentId, ...s, draining: s.draining || draining, rttMs, timestamp, completedJobs, ...(prefixCache ? { prefixCache } : {}) });
     scheduleHeartbeat();
   };
   const scheduleHeartbeat = () => {
@@ -186,6 +205,8 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     if (ack.reregister) {
       logger.info('coordinator does not know this agent; registering again');
       await register();
+      // The coordinator forgot this agent: it hears what the cache holds again.
+      sentPrefixVersion = undefined;
       sendUpdate();
     }
   };
@@ -197,6 +218,7 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     const callAbort = new AbortController();
     const onStop = () => callAbort.abort();
     stopController.signal.addEventListener('abort', onStop, { once: true });
+    sentPrefixVersion = undefined;
     sendUpdate();
     try {
       for await (const ack of client.reportHealth(withCredentialFirst(q, options.credential), { ...auth(), signal: callAbort.signal })) {

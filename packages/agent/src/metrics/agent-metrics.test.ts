@@ -5,6 +5,7 @@
  */
 import { afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { startAgent, type RunningAgent, type StartAgentOptions } from '../agent.js';
+import type { PrefixCacheState } from '../engines/engine.js';
 import { collect, createAgentClient } from '../test-support/agent-client.js';
 import { startFakeCoordinator } from '../test-support/fake-coordinator.js';
 import { createFakeEngine, type FakeEngineOptions } from '../test-support/fake-engine.js';
@@ -173,5 +174,30 @@ describe('createAgentMetrics', () => {
     expect(sample(text, 'titan_agent:inter_token_latency_seconds_bucket', { ...l, le: '0.1' })).toBe(4);
     expect(sample(text, 'titan_agent:inter_token_latency_seconds_count', l)).toBe(4);
     expect(sample(text, 'titan_agent:inter_token_latency_seconds_sum', l)).toBeCloseTo(0.302);
+  });
+
+  it("exposes the engine's prefix-cache counts (prompt tokens looked up / found) and KV usage, read at each scrape", async () => {
+    const state: PrefixCacheState = {
+      version: 1,
+      blockHashes: [],
+      usedCells: 1024,
+      totalCells: 4096,
+      usedSequences: 1,
+      totalSequences: 2,
+      counts: [{ model: 'm', queryTokens: 1500, hitTokens: 1200 }],
+    };
+    const metrics = createAgentMetrics({ engine: 'llama-cpp', models: ['m'], prefixCache: () => state });
+    const l = { model: 'm', engine: 'llama-cpp' };
+    let text = await metrics.prometheus.metrics();
+    expect(text).toContain('# TYPE titan_agent:prefix_cache_queries_total counter');
+    expect(sample(text, 'titan_agent:prefix_cache_queries_total', l)).toBe(1500);
+    expect(sample(text, 'titan_agent:prefix_cache_hits_total', l)).toBe(1200);
+    expect(sample(text, 'titan_agent:kv_cache_usage_perc', { engine: 'llama-cpp' })).toBe(0.25);
+    state.counts = [{ model: 'm', queryTokens: 3000, hitTokens: 2700 }];
+    text = await metrics.prometheus.metrics();
+    expect(sample(text, 'titan_agent:prefix_cache_hits_total', l)).toBe(2700);
+    // An engine without a prefix cache has none of these series.
+    const plain = await createAgentMetrics({ engine: 'ollama', models: ['m'] }).prometheus.metrics();
+    expect(plain).not.toContain('prefix_cache');
   });
 });

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { PrefixCacheState } from '../engines/engine.js';
 
 /** Buckets (seconds) of time to first token, as vLLM's `vllm:time_to_first_token_seconds`. */
 const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
@@ -79,6 +80,32 @@ function createPieceHistogram(name: string, help: string, buckets: readonly numb
   };
 }
 
+/** Options of {@link createAgentMetrics}. */
+export interface AgentMetricsOptions {
+  engine: string;
+  /** Models shown from the first scrape (zero counts). */
+  models?: readonly string[];
+  /**
+   * The engine's prefix cache (`Engine.prefixCache`), read at each scrape: its counts become
+   * `titan_agent:prefix_cache_queries_total` / `titan_agent:prefix_cache_hits_total` (prompt
+   * tokens, per model) and its cells `titan_agent:kv_cache_usage_perc`. Absent for engines without one.
+   */
+  prefixCache?: () => PrefixCacheState | undefined;
+}
+
+/** Registers a series read from `read` at each scrape (prom-client's own collect cannot set a counter). */
+function registerReadMetric(
+  prometheus: Registry,
+  spec: { name: string; help: string; type: 'counter' | 'gauge' },
+  read: () => { labels: Record<string, string>; value: number }[],
+): void {
+  prometheus.registerMetric({
+    ...spec,
+    aggregator: 'sum',
+    get: () => ({ ...spec, aggregator: 'sum', values: read() }),
+  } as unknown as Parameters<Registry['registerMetric']>[0]);
+}
+
 /**
  * Creates the agent's metrics for an engine. Names follow vLLM's (`vllm:` → `titan_agent:`), see
  * the agent README for the mapping to vLLM's and the inference gateway's:
@@ -86,7 +113,11 @@ function createPieceHistogram(name: string, help: string, buckets: readonly numb
  * `titan_agent:e2e_request_latency_seconds`, `titan_agent:request_queue_time_seconds`
  * (histograms), `titan_agent:prompt_tokens_total`, `titan_agent:generation_tokens_total`,
  * `titan_agent:engine_errors_total{code}` (counters), `titan_agent:num_requests_running`,
- * `titan_agent:num_requests_waiting` (gauges); every series has `model` and `engine`.
+ * `titan_agent:num_requests_waiting` (gauges); every series has `model` and `engine`. With an
+ * engine's prefix cache (llama-cpp): `titan_agent:prefix_cache_queries_total` and
+ * `titan_agent:prefix_cache_hits_total` (prompt tokens looked up / found, as vLLM's
+ * `vllm:prefix_cache_queries` / `vllm:prefix_cache_hits`: hit ratio = hits / queries) and
+ * `titan_agent:kv_cache_usage_perc` (share of KV cells in use, 0–1; `engine` label only).
  *
  * @example
  * ```ts
@@ -96,7 +127,7 @@ function createPieceHistogram(name: string, help: string, buckets: readonly numb
  * console.log(await metrics.prometheus.metrics());
  * ```
  */
-export function createAgentMetrics(options: { engine: string; models?: readonly string[] }): AgentMetrics {
+export function createAgentMetrics(options: AgentMetricsOptions): AgentMetrics {
   const { engine } = options;
   const prometheus = new Registry();
   const labelNames = ['model', 'engine'] as const;
@@ -137,6 +168,25 @@ export function createAgentMetrics(options: { engine: string; models?: readonly 
     });
   gauge('titan_agent:num_requests_running', 'Jobs running (holding a slot).', (l) => l.running);
   gauge('titan_agent:num_requests_waiting', 'Jobs queued for a slot.', (l) => l.waiting);
+  const { prefixCache } = options;
+  if (prefixCache) {
+    const counts = (key: 'queryTokens' | 'hitTokens') => () =>
+      (prefixCache()?.counts ?? []).map((c) => ({ labels: { model: c.model, engine }, value: c[key] }));
+    registerReadMetric(
+      prometheus,
+      { name: 'titan_agent:prefix_cache_queries_total', help: 'Prompt tokens looked up in the prefix (KV) cache.', type: 'counter' },
+      counts('queryTokens'),
+    );
+    registerReadMetric(
+      prometheus,
+      { name: 'titan_agent:prefix_cache_hits_total', help: 'Prompt tokens found in the prefix (KV) cache (not evaluated again).', type: 'counter' },
+      counts('hitTokens'),
+    );
+    registerReadMetric(prometheus, { name: 'titan_agent:kv_cache_usage_perc', help: 'Share of KV cache cells in use (0-1).', type: 'gauge' }, () => {
+      const state = prefixCache();
+      return state && state.totalCells > 0 ? [{ labels: { engine }, value: state.usedCells / state.totalCells }] : [];
+    });
+  }
 
   const cache = new Map<string, ModelMetrics>();
   const bind = (model: string): ModelMetrics => {

@@ -1,5 +1,15 @@
 import type { CallContext } from 'nice-grpc-common';
-import type { AgentServiceImplementation, AgentStatusRequest, AgentStatusResponse, DeepPartial, StreamRequest, StreamResponse } from '@titancompute/protocol';
+import {
+  SERVICE_NAMES,
+  TRACE_ATTRIBUTES,
+  type AgentServiceImplementation,
+  type AgentStatusRequest,
+  type AgentStatusResponse,
+  type DeepPartial,
+  type StreamRequest,
+  type StreamResponse,
+} from '@titancompute/protocol';
+import { startRpcServerSpan } from '@titancompute/server-kit';
 import type { JobSlots } from '../capacity/job-slots.js';
 import type { Engine } from '../engines/engine.js';
 import type { GenerationStats } from '../engines/run-generation.js';
@@ -85,19 +95,47 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
   /**
    * StreamInference: admit the request (state, fields, token), run the job (a slot, then the
    * engine's pieces, streamed), report its end (to the coordinator, then the done message).
+   * Traced as a SERVER span, a child of the caller's `traceparent` (the job's spans under it).
    */
   async function* streamInference(request: StreamRequest, context: CallContext): AsyncGenerator<DeepPartial<StreamResponse>> {
-    const job = await runner.admitGeneration(request, context.signal);
+    const call = startRpcServerSpan(SERVICE_NAMES.agent, 'StreamInference', context.metadata);
+    const traced = call.span.isRecording();
+    let failure: unknown;
     try {
-      const stats = yield* streamMessages(job.run());
-      yield doneMessage(deps.agentId(), job.grant.jobId, stats);
+      const job = await runner.admitGeneration(request, context.signal, call.context);
+      if (traced) {
+        call.span.setAttributes({
+          [TRACE_ATTRIBUTES.agentId]: deps.agentId(),
+          [TRACE_ATTRIBUTES.jobId]: job.grant.jobId,
+          [TRACE_ATTRIBUTES.clientId]: job.grant.clientId,
+          [TRACE_ATTRIBUTES.genAiRequestModel]: job.grant.model,
+        });
+      }
+      try {
+        const stats = yield* streamMessages(job.run());
+        if (traced) {
+          call.span.setAttributes({
+            [TRACE_ATTRIBUTES.genAiUsageInputTokens]: stats.promptTokens,
+            [TRACE_ATTRIBUTES.genAiUsageOutputTokens]: stats.tokensGenerated,
+            [TRACE_ATTRIBUTES.genAiResponseFinishReasons]: [stats.finishReason],
+          });
+        }
+        yield doneMessage(deps.agentId(), job.grant.jobId, stats);
+      } finally {
+        job.close();
+      }
+    } catch (err) {
+      failure = err;
+      throw err;
     } finally {
-      job.close();
+      call.end(failure, context.signal);
     }
   }
 
   async function getStatus(request: AgentStatusRequest): Promise<DeepPartial<AgentStatusResponse>> {
     const m = deps.stats.current();
+    // Prompt tokens looked up in the engine's prefix cache and found there, all models together.
+    const prefixCounts = engine.prefixCache?.()?.counts ?? [];
     return {
       agentId: deps.agentId(),
       status: deps.state(),
@@ -114,6 +152,8 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
       tokensPerSecond: round2(tracker.recentTokensPerSecond),
       activeJobIds: request.includeJobs ? tracker.activeJobIds() : [],
       totalTokensGenerated: tracker.totals.tokensGenerated,
+      prefixCacheQueryTokens: prefixCounts.reduce((n, c) => n + c.queryTokens, 0),
+      prefixCacheHitTokens: prefixCounts.reduce((n, c) => n + c.hitTokens, 0),
     };
   }
 

@@ -1,7 +1,8 @@
+import type { Context, Span } from '@opentelemetry/api';
 import { Status } from 'nice-grpc-common';
 import { z } from 'zod';
-import { embeddingsGrantInput, OPENAI_EMBEDDINGS_TASK, OPENAI_TASK_PARAMETER } from '@titancompute/protocol';
-import type { Logger } from '@titancompute/server-kit';
+import { embeddingsGrantInput, OPENAI_EMBEDDINGS_TASK, OPENAI_TASK_PARAMETER, TRACE_ATTRIBUTES } from '@titancompute/protocol';
+import { failSpan, startChildSpan, type Logger } from '@titancompute/server-kit';
 import type { JobSlots, ReleaseSlot } from '../capacity/job-slots.js';
 import { CHAT_ROLES, type ChatRole, type EmbedResult, type Engine } from '../engines/engine.js';
 import { parseGenerationParameters } from '../engines/parameters.js';
@@ -115,8 +116,11 @@ export interface JobRunner {
    * Admits a generation: the agent takes work, the fields are valid and the token verifies
    * against them (a refusal of a validly signed token is reported at once, so the coordinator
    * frees its reservation). `signal` is the caller's: aborting it cancels the job.
+   * `traceContext` (the transport's server span, when it records) parents the job's spans:
+   * `titan.queue_wait` (admitted → slot), `titan.prompt_evaluation` (slot → first token) and
+   * `titan.generation` (first token → end; tokens and finish reason).
    */
-  admitGeneration(request: GenerationJobRequest, signal: AbortSignal): Promise<GenerationJob>;
+  admitGeneration(request: GenerationJobRequest, signal: AbortSignal, traceContext?: Context): Promise<GenerationJob>;
   /**
    * Runs an embeddings job end to end (admit as above, but the token must be an embeddings
    * grant and the engine must embed; a slot; `engine.embed`; the report, with the inputs'
@@ -213,6 +217,10 @@ interface Job {
   startedAt: number | undefined;
   /** Its time to first token from admission, once a generation reported it. */
   ttftSeconds: number | undefined;
+  /** The trace context its spans are started in (undefined: untraced). */
+  trace: Context | undefined;
+  /** Its `titan.queue_wait` span while it waits for a slot. */
+  queueSpan: Span | undefined;
 }
 
 /** A job's end as the tracker records it. */
@@ -309,7 +317,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
   }
 
   /** Starts tracking an admitted job: its abort controller follows the caller's signal and `abortAll`. */
-  function openJob(jobId: string, model: string, signal: AbortSignal, recorded: Promise<void>): Job {
+  function openJob(jobId: string, model: string, signal: AbortSignal, recorded: Promise<void>, trace?: Context): Job {
     const controller = new AbortController();
     const onCallerAbort = () => controller.abort(signal.reason);
     signal.addEventListener('abort', onCallerAbort, { once: true });
@@ -330,6 +338,8 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
       openedAt: performance.now(),
       startedAt: undefined,
       ttftSeconds: undefined,
+      trace,
+      queueSpan: startChildSpan('titan.queue_wait', trace, { [TRACE_ATTRIBUTES.jobId]: jobId }),
     };
   }
 
@@ -354,6 +364,9 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
   /** Ends a job however it went: a caller that went away mid-job still gets it reported (cancelled). */
   function closeJob(job: Job): void {
     finish(job, failedEnd('cancelled'));
+    // Closed before it had a slot (the caller went away, or never ran it).
+    job.queueSpan?.end();
+    job.queueSpan = undefined;
     job.release?.();
     job.controller.abort();
     jobs.delete(job.controller);
@@ -366,8 +379,12 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
       job.release = await slots.acquire(job.controller.signal);
       job.startedAt = performance.now();
       job.metrics?.started((job.startedAt - job.openedAt) / 1000);
+      job.queueSpan?.end();
+      job.queueSpan = undefined;
     } catch (err) {
       finish(job, failedEnd(isAbortError(err) || job.controller.signal.aborted ? 'cancelled' : 'busy'));
+      failSpan(job.queueSpan, err);
+      job.queueSpan = undefined;
       throw err;
     }
   }
@@ -400,9 +417,20 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
     const batches = coalesce(gen);
     let stats: GenerationStats | undefined;
     let recorded = false;
+    // Prompt evaluation: from the engine's start to its first token; then the generation.
+    let promptSpan = startChildSpan('titan.prompt_evaluation', job.trace, {
+      [TRACE_ATTRIBUTES.jobId]: job.jobId,
+      [TRACE_ATTRIBUTES.genAiRequestModel]: grant.model,
+    });
+    let generationSpan: Span | undefined;
     try {
       for (;;) {
         const r = await batches.next();
+        if (promptSpan) {
+          promptSpan.end();
+          promptSpan = undefined;
+          if (!r.done) generationSpan = startChildSpan('titan.generation', job.trace, { [TRACE_ATTRIBUTES.jobId]: job.jobId });
+        }
         if (!recorded) {
           // Nothing leaves before the token's use is on disk (usually long done: it overlapped with the prompt).
           await job.recorded;
@@ -416,8 +444,13 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
       }
     } catch (err) {
       fail(job, err);
+      failSpan(promptSpan ?? generationSpan, err);
+      promptSpan = generationSpan = undefined;
       throw err;
     } finally {
+      // Stopped early (the caller went away): the open span ends here.
+      promptSpan?.end();
+      if (!stats) generationSpan?.end();
       if (!stats) {
         controller.abort();
         await batches.return(undefined as never).catch(() => undefined);
@@ -428,6 +461,14 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
     const error = stats.finishReason === 'cancelled' ? (job.callerSignal.aborted ? 'cancelled' : 'deadline') : '';
     // From admission: the slot's wait, then the engine's own time to first token.
     if (stats.tokensGenerated > 0 && job.startedAt !== undefined) job.ttftSeconds = (job.startedAt - job.openedAt + stats.timeToFirstTokenMs) / 1000;
+    if (generationSpan) {
+      generationSpan.setAttributes({
+        [TRACE_ATTRIBUTES.genAiUsageInputTokens]: stats.promptTokens,
+        [TRACE_ATTRIBUTES.genAiUsageOutputTokens]: stats.tokensGenerated,
+        [TRACE_ATTRIBUTES.genAiResponseFinishReasons]: [stats.finishReason],
+      });
+      generationSpan.end();
+    }
     finish(job, {
       tokensGenerated: stats.tokensGenerated,
       timeToFirstTokenMs: stats.timeToFirstTokenMs,
@@ -440,7 +481,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
   }
 
   return {
-    async admitGeneration(request, signal) {
+    async admitGeneration(request, signal, traceContext) {
       checkState();
       validateGeneration(request);
       const { grant, recorded } = await verifyReportingRejection(request.sessionToken, (g) => authorizeGeneration(request, g), {
@@ -449,7 +490,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
         temperature: request.temperature,
         options: request.options,
       });
-      const job = openJob(grant.jobId, grant.model, signal, recorded);
+      const job = openJob(grant.jobId, grant.model, signal, recorded, traceContext);
       let slot: Promise<void> | undefined;
       const acquire = () => {
         slot ??= acquireSlot(job);

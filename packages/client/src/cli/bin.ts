@@ -7,6 +7,7 @@
  */
 import { EXIT } from './exit-codes.js';
 import { runCli } from './main.js';
+import { startCliTracing } from './tracing.js';
 
 /** How long a cancelled command may take to wind down before the process exits anyway. */
 const SIGNAL_GRACE_MS = 2000;
@@ -31,11 +32,15 @@ for (const stream of [process.stdout, process.stderr]) {
     process.exit(process.exitCode ?? 0);
   });
 }
+// OpenTelemetry only when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set: the SDK is not loaded otherwise.
+const tracing = await startCliTracing(process.env);
 const code = await runCli(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
   env: process.env,
   signal: controller.signal,
 });
+// The generation's span leaves before the process ends.
+await tracing.shutdown();
 // Ended by a signal: the signal's code, like any Unix tool (also for `instances watch`).
 process.exitCode = signalExit ?? code;

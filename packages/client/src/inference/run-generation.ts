@@ -1,5 +1,11 @@
 import { Metadata } from 'nice-grpc-common';
-import type { AgentServiceClient, CoordinatorServiceClient, InferenceResponse, StreamResponse } from '@titancompute/protocol';
+import {
+  injectTraceContext,
+  type AgentServiceClient,
+  type CoordinatorServiceClient,
+  type InferenceResponse,
+  type StreamResponse,
+} from '@titancompute/protocol';
 import {
   AuthError,
   CapacityError,
@@ -12,6 +18,7 @@ import {
   UnavailableError,
   toTitanError,
 } from '../errors.js';
+import { recordGenerationError, recordGenerationStats, startGenerationSpan } from '../tracing.js';
 import { createCallDeadline } from '../transport/deadline.js';
 import { callUnary } from '../transport/unary-call.js';
 import type { FinishReason, GenerationChunk, GenerationStats } from '../types.js';
@@ -99,6 +106,10 @@ function finalStats(message: StreamResponse, grant: InferenceResponse, extra: { 
  * `busyRetryMaxWaitMs` of waiting (abortable; not counted as a failover attempt). After the
  * first token a break is a {@link StreamInterruptedError}: the text is never restarted, so the
  * caller never sees it twice.
+ *
+ * Traced as one span (`titan.generate` or `titan.chat`, see `tracing.ts`) whose context rides as
+ * `traceparent` on RequestInference and StreamInference: the coordinator's and the agent's spans
+ * join its trace. Without a registered OpenTelemetry provider the span is the API's no-op.
  */
 export async function* runGeneration(
   deps: GenerationDeps,
@@ -131,138 +142,149 @@ export async function* runGeneration(
           cause: error,
           context: { ...error.context, busyRetries, busyWaitedMs },
         });
-  const coordinatorMetadata = deps.apiKey ? Metadata({ authorization: `Bearer ${deps.apiKey}` }) : undefined;
+  const traced = startGenerationSpan(request.messages.length > 0, request.model, request.maxTokens, deps.clientId);
+  // `traceparent` (when a provider and propagator are registered) on both calls; no metadata otherwise.
+  const coordinatorMetadata = injectTraceContext(traced.context, deps.apiKey ? Metadata({ authorization: `Bearer ${deps.apiKey}` }) : undefined);
+  const agentMetadata = injectTraceContext(traced.context);
 
-  for (let attempt = 1; attempt <= request.maxAttempts; attempt++) {
-    // 1. Pick an agent.
-    let grant: InferenceResponse;
-    {
-      const coordinatorCall = {
-        target: 'coordinator',
-        address: deps.coordinatorAddress,
-        timeoutMs: deps.requestTimeoutMs,
-        signal: request.signal,
-        model: request.model,
-        extra: { attempt, excludedAgentIds: [...excluded] },
-      } as const;
+  try {
+    for (let attempt = 1; attempt <= request.maxAttempts; attempt++) {
+      // 1. Pick an agent.
+      let grant: InferenceResponse;
+      {
+        const coordinatorCall = {
+          target: 'coordinator',
+          address: deps.coordinatorAddress,
+          timeoutMs: deps.requestTimeoutMs,
+          signal: request.signal,
+          model: request.model,
+          extra: { attempt, excludedAgentIds: [...excluded] },
+        } as const;
+        try {
+          grant = await callUnary(coordinatorCall, (options) =>
+            deps.coordinator().requestInference(
+              {
+                clientId: deps.clientId,
+                model: request.model,
+                prompt: request.prompt,
+                messages: request.messages,
+                maxTokens: request.maxTokens,
+                temperature: request.temperature,
+                temperatureSet: request.temperatureSet,
+                parameters: request.parameters,
+                excludeAgentIds: excluded,
+              },
+              coordinatorMetadata ? { ...options, metadata: coordinatorMetadata } : options,
+            ),
+          );
+        } catch (error) {
+          const mapped = error as TitanError; // callUnary throws TitanErrors only
+          if (mapped instanceof CapacityError && (await retryBusy(mapped))) {
+            attempt--; // a busy answer is waited out, not failed over
+            continue;
+          }
+          if (lastAgentError && (mapped instanceof NoAgentsError || mapped instanceof CapacityError)) {
+            const message = `${mapped.message} (after ${attempt - 1} failed attempt(s); last agent error: ${lastAgentError.message})`;
+            const options = { cause: mapped, context: { ...mapped.context, lastAgentError } };
+            throw mapped instanceof NoAgentsError ? new NoAgentsError(message, request.model, options) : sameCapacityError(mapped, message, options);
+          }
+          throw mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
+        }
+      }
+
+      // 2. Stream straight from it.
+      const deadline = createCallDeadline(deps.streamTimeoutMs, request.signal);
+      let delivered = 0;
+      let nextIndex = 0;
+      let clientTtftMs = 0;
+      let header: Metadata | undefined;
+      let trailer: Metadata | undefined;
+      const agentContext = { attempt, agentId: grant.agentId, jobId: grant.jobId, endpoint: grant.agentEndpoint };
       try {
-        grant = await callUnary(coordinatorCall, (options) =>
-          deps.coordinator().requestInference(
-            {
-              clientId: deps.clientId,
-              model: request.model,
-              prompt: request.prompt,
-              messages: request.messages,
-              maxTokens: request.maxTokens,
-              temperature: request.temperature,
-              temperatureSet: request.temperatureSet,
-              parameters: request.parameters,
-              excludeAgentIds: excluded,
-            },
-            coordinatorMetadata ? { ...options, metadata: coordinatorMetadata } : options,
-          ),
+        const stream = deps.agent(grant.agentEndpoint).streamInference(
+          {
+            sessionToken: grant.sessionToken,
+            model: request.model,
+            prompt: request.prompt,
+            messages: request.messages,
+            maxTokens: grant.maxTokens || request.maxTokens,
+            temperature: grant.maxTokens ? grant.temperature : request.temperature,
+            stream: true,
+            options: request.parameters,
+          },
+          { signal: deadline.signal, metadata: agentMetadata, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) },
         );
+        for await (const message of stream) {
+          if (message.done) {
+            const stats = finalStats(message, grant, { tokensSeen: nextIndex, clientTtftMs, attempts: attempt });
+            if (stats.finishReason === 'cancelled' && !request.signal?.aborted) {
+              // The agent cut the job (shutdown, deadline) although this client did not cancel.
+              throw new UnavailableError(`agent ${grant.agentId} cancelled the generation (e.g. shutting down)`, {
+                context: { ...agentContext, stats },
+              });
+            }
+            recordGenerationStats(traced.span, stats);
+            onStats?.(stats);
+            yield { done: true, text: '', index: Math.max(stats.tokens, nextIndex), createdAt: message.createdAt || Date.now(), stats };
+            return;
+          }
+          const text = message.content || message.token;
+          if (text === '') continue;
+          if (delivered === 0) clientTtftMs = performance.now() - startedAt;
+          const index = message.tokenIndex > 0 || delivered === 0 ? message.tokenIndex : nextIndex;
+          delivered++;
+          // A message may carry several tokens (token_count, sent by agents that batch when the
+          // client lags); agents that predate the field send one token per message.
+          nextIndex = Math.max(nextIndex + 1, index + Math.max(1, message.tokenCount));
+          yield { done: false, text, index, createdAt: message.createdAt || Date.now() };
+        }
+        throw new UnavailableError(`agent ${grant.agentId} (${grant.agentEndpoint}) ended the stream before it was done`, {
+          context: agentContext,
+        });
       } catch (error) {
-        const mapped = error as TitanError; // callUnary throws TitanErrors only
+        const mapped = toTitanError(error, {
+          target: 'agent',
+          address: grant.agentEndpoint,
+          userSignal: request.signal,
+          timeoutSignal: deadline.timeoutSignal,
+          timeoutMs: deadline.timeoutMs,
+          header,
+          trailer,
+          model: request.model,
+          extra: { ...agentContext, tokensReceived: nextIndex },
+        });
+        if (mapped instanceof TitanAbortError && request.signal?.aborted) throw mapped;
+        if (delivered > 0) {
+          throw new StreamInterruptedError(
+            `stream from agent ${grant.agentId} broke after ${nextIndex} token(s); not restarted to avoid duplicate text: ${mapped.message}`,
+            mapped.code,
+            nextIndex,
+            grant.agentId,
+            { cause: mapped, context: { ...agentContext, tokensReceived: nextIndex } },
+          );
+        }
+        // The agent was full before the first token: wait its hint out and ask the coordinator again.
         if (mapped instanceof CapacityError && (await retryBusy(mapped))) {
-          attempt--; // a busy answer is waited out, not failed over
+          attempt--;
           continue;
         }
-        if (lastAgentError && (mapped instanceof NoAgentsError || mapped instanceof CapacityError)) {
-          const message = `${mapped.message} (after ${attempt - 1} failed attempt(s); last agent error: ${lastAgentError.message})`;
-          const options = { cause: mapped, context: { ...mapped.context, lastAgentError } };
-          throw mapped instanceof NoAgentsError ? new NoAgentsError(message, request.model, options) : sameCapacityError(mapped, message, options);
+        // Retries spent: fail over to another agent like any refusal.
+        if (!isFailoverable(mapped)) throw mapped;
+        lastAgentError = mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
+        excluded.push(grant.agentId);
+        if (attempt === request.maxAttempts) {
+          throw rewrap(lastAgentError, `${lastAgentError.message} (gave up after ${attempt} attempt(s), agents tried: ${excluded.join(', ')})`);
         }
-        throw mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
+      } finally {
+        deadline.abort();
+        deadline.dispose();
       }
     }
-
-    // 2. Stream straight from it.
-    const deadline = createCallDeadline(deps.streamTimeoutMs, request.signal);
-    let delivered = 0;
-    let nextIndex = 0;
-    let clientTtftMs = 0;
-    let header: Metadata | undefined;
-    let trailer: Metadata | undefined;
-    const agentContext = { attempt, agentId: grant.agentId, jobId: grant.jobId, endpoint: grant.agentEndpoint };
-    try {
-      const stream = deps.agent(grant.agentEndpoint).streamInference(
-        {
-          sessionToken: grant.sessionToken,
-          model: request.model,
-          prompt: request.prompt,
-          messages: request.messages,
-          maxTokens: grant.maxTokens || request.maxTokens,
-          temperature: grant.maxTokens ? grant.temperature : request.temperature,
-          stream: true,
-          options: request.parameters,
-        },
-        { signal: deadline.signal, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) },
-      );
-      for await (const message of stream) {
-        if (message.done) {
-          const stats = finalStats(message, grant, { tokensSeen: nextIndex, clientTtftMs, attempts: attempt });
-          if (stats.finishReason === 'cancelled' && !request.signal?.aborted) {
-            // The agent cut the job (shutdown, deadline) although this client did not cancel.
-            throw new UnavailableError(`agent ${grant.agentId} cancelled the generation (e.g. shutting down)`, {
-              context: { ...agentContext, stats },
-            });
-          }
-          onStats?.(stats);
-          yield { done: true, text: '', index: Math.max(stats.tokens, nextIndex), createdAt: message.createdAt || Date.now(), stats };
-          return;
-        }
-        const text = message.content || message.token;
-        if (text === '') continue;
-        if (delivered === 0) clientTtftMs = performance.now() - startedAt;
-        const index = message.tokenIndex > 0 || delivered === 0 ? message.tokenIndex : nextIndex;
-        delivered++;
-        // A message may carry several tokens (token_count, sent by agents that batch when the
-        // client lags); agents that predate the field send one token per message.
-        nextIndex = Math.max(nextIndex + 1, index + Math.max(1, message.tokenCount));
-        yield { done: false, text, index, createdAt: message.createdAt || Date.now() };
-      }
-      throw new UnavailableError(`agent ${grant.agentId} (${grant.agentEndpoint}) ended the stream before it was done`, {
-        context: agentContext,
-      });
-    } catch (error) {
-      const mapped = toTitanError(error, {
-        target: 'agent',
-        address: grant.agentEndpoint,
-        userSignal: request.signal,
-        timeoutSignal: deadline.timeoutSignal,
-        timeoutMs: deadline.timeoutMs,
-        header,
-        trailer,
-        model: request.model,
-        extra: { ...agentContext, tokensReceived: nextIndex },
-      });
-      if (mapped instanceof TitanAbortError && request.signal?.aborted) throw mapped;
-      if (delivered > 0) {
-        throw new StreamInterruptedError(
-          `stream from agent ${grant.agentId} broke after ${nextIndex} token(s); not restarted to avoid duplicate text: ${mapped.message}`,
-          mapped.code,
-          nextIndex,
-          grant.agentId,
-          { cause: mapped, context: { ...agentContext, tokensReceived: nextIndex } },
-        );
-      }
-      // The agent was full before the first token: wait its hint out and ask the coordinator again.
-      if (mapped instanceof CapacityError && (await retryBusy(mapped))) {
-        attempt--;
-        continue;
-      }
-      // Retries spent: fail over to another agent like any refusal.
-      if (!isFailoverable(mapped)) throw mapped;
-      lastAgentError = mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
-      excluded.push(grant.agentId);
-      if (attempt === request.maxAttempts) {
-        throw rewrap(lastAgentError, `${lastAgentError.message} (gave up after ${attempt} attempt(s), agents tried: ${excluded.join(', ')})`);
-      }
-    } finally {
-      deadline.abort();
-      deadline.dispose();
-    }
+  } catch (error) {
+    recordGenerationError(traced.span, error);
+    throw error;
+  } finally {
+    traced.span.end();
   }
 }
 

@@ -28,6 +28,8 @@ export interface RelayRequest {
   sessionToken: string;
   /** Aborted when the client goes away: the upstream request is destroyed, so the agent cancels the job. */
   signal: AbortSignal;
+  /** Trace context headers (`traceparent`, `tracestate`) sent along, so the agent's span joins the trace. */
+  traceHeaders?: Readonly<Record<string, string>> | undefined;
 }
 
 /** Relays OpenAI requests to agents over keep-alive HTTP connections. */
@@ -91,6 +93,7 @@ export function createAgentRelay(options: AgentRelayOptions = {}): AgentRelay {
             path: `${url.pathname}${url.search}`,
             method: 'POST',
             headers: {
+              ...req.traceHeaders,
               'content-type': 'application/json',
               'content-length': Buffer.byteLength(req.body),
               authorization: `Bearer ${req.sessionToken}`,

@@ -1,3 +1,4 @@
+import type { Context } from '@opentelemetry/api';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from '@titancompute/server-kit';
 import { z } from 'zod';
@@ -14,7 +15,8 @@ import { openAiError } from '@titancompute/protocol';
 export interface HttpServerOptions {
   registry: AgentRegistry;
   metrics: CoordinatorMetricsSink;
-  route: (input: InferenceInput) => Promise<InferenceGrant>;
+  /** Routes a request; `traceContext` parents its scheduling and signing spans. */
+  route: (input: InferenceInput, traceContext?: Context) => Promise<InferenceGrant>;
   logger: Logger;
   /**
    * Longest time a client may take to send a whole request (headers and body); a slower one

@@ -1,3 +1,4 @@
+import type { Context } from '@opentelemetry/api';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   embeddingsGrantInput,
@@ -7,9 +8,11 @@ import {
   parseChatCompletionRequest,
   parseCompletionRequest,
   parseEmbeddingsRequest,
+  TRACE_ATTRIBUTES,
+  traceHeaders,
   type OpenAiModel,
 } from '@titancompute/protocol';
-import type { Logger } from '@titancompute/server-kit';
+import { recordServerOutcome, startHttpServerSpan, type Logger } from '@titancompute/server-kit';
 import type { CoordinatorMetricsSink } from '../metrics.js';
 import type { AgentRecord } from '../registry/agent-record.js';
 import type { AgentRegistry } from '../registry/agent-registry.js';
@@ -27,7 +30,8 @@ export type OpenAiMode = (typeof OPENAI_MODES)[number];
 export interface OpenAiRoutesOptions {
   registry: AgentRegistry;
   metrics: CoordinatorMetricsSink;
-  route: (input: InferenceInput) => Promise<InferenceGrant>;
+  /** Routes a request; `traceContext` parents its scheduling and signing spans. */
+  route: (input: InferenceInput, traceContext?: Context) => Promise<InferenceGrant>;
   logger: Logger;
   /** Default `relay`. */
   mode?: OpenAiMode;
@@ -127,8 +131,18 @@ export function registerOpenAiRoutes(app: FastifyInstance, options: OpenAiRoutes
     return unsuitable;
   }
 
-  /** Schedules `input`, then relays to or redirects the client to the chosen agent. */
+  /**
+   * Schedules `input`, then relays to or redirects the client to the chosen agent. Traced as a
+   * SERVER span, a child of the request's `traceparent`: scheduling and signing below it, and in
+   * relay mode the agent's own span (its `traceparent` is sent along).
+   */
   async function carry(req: FastifyRequest, reply: FastifyReply, path: OpenAiRoute, input: InferenceInput): Promise<FastifyReply | undefined> {
+    const { span, context: traceContext } = startHttpServerSpan('POST', path, req.headers, {
+      [TRACE_ATTRIBUTES.genAiRequestModel]: input.model,
+      [TRACE_ATTRIBUTES.clientId]: input.clientId,
+    });
+    const traced = span.isRecording();
+    let failure: unknown;
     const excluded = [...(input.excludeAgentIds ?? [])];
     const client = new AbortController();
     const onClose = () => {
@@ -137,7 +151,8 @@ export function registerOpenAiRoutes(app: FastifyInstance, options: OpenAiRoutes
     reply.raw.once('close', onClose);
     try {
       for (let attempt = 1; ; attempt += 1) {
-        const grant = await options.route({ ...input, excludeAgentIds: excluded });
+        const grant = await options.route({ ...input, excludeAgentIds: excluded }, traceContext);
+        if (traced) span.setAttributes({ [TRACE_ATTRIBUTES.agentId]: grant.agentId, [TRACE_ATTRIBUTES.jobId]: grant.jobId });
         const agent = registry.get(grant.agentId);
         if (!agent || agent.httpEndpoint === '') throw new AgentUnreachableError(`agent ${grant.agentId} has no HTTP endpoint`, { agentId: grant.agentId });
         const headers = { 'x-titan-agent-id': grant.agentId, 'x-titan-job-id': grant.jobId, ...grant.rateLimitHeaders };
@@ -153,6 +168,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, options: OpenAiRoutes
             body: req.body as string,
             sessionToken: grant.sessionToken,
             signal: client.signal,
+            traceHeaders: traceHeaders(traceContext),
           });
         } catch (err) {
           if (client.signal.aborted) return undefined;
@@ -165,8 +181,17 @@ export function registerOpenAiRoutes(app: FastifyInstance, options: OpenAiRoutes
         await relay.pipe(upstream, reply.raw, headers);
         return undefined;
       }
+    } catch (err) {
+      failure = err;
+      throw err;
     } finally {
       reply.raw.off('close', onClose);
+      if (traced) {
+        recordServerOutcome(span, failure, client.signal);
+        // An error is answered by the route's handler after this (its status is not known here).
+        if (failure === undefined) span.setAttribute(TRACE_ATTRIBUTES.httpResponseStatusCode, reply.raw.statusCode);
+      }
+      span.end();
     }
   }
 

@@ -1,6 +1,12 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
-import type { AgentRegistration, DeregistrationRequest, HealthUpdate } from '@titancompute/protocol';
+import {
+  MAX_REPORTED_PREFIX_BLOCKS,
+  PREFIX_BLOCK_HASH_PATTERN,
+  type AgentRegistration,
+  type DeregistrationRequest,
+  type HealthUpdate,
+} from '@titancompute/protocol';
 import { InvalidRequestError } from '../errors.js';
 import { MAX_CREDENTIAL_LENGTH, MIN_CREDENTIAL_LENGTH } from './identity-store.js';
 
@@ -31,6 +37,12 @@ export const HEALTH_LIMITS = {
   maxJobIdLength: 128,
   /** GPUs per agent. */
   maxGpus: 256,
+  /** prefix_cache.block_hashes entries (the protocol's MAX_REPORTED_PREFIX_BLOCKS). */
+  maxPrefixBlocks: MAX_REPORTED_PREFIX_BLOCKS,
+  /** prefix_cache cells (tokens of KV cache): 2^40. */
+  maxCacheCells: 2 ** 40,
+  /** prefix_cache sequences. */
+  maxCacheSequences: 100_000,
 } as const;
 
 /** Whether `endpoint` is `host:port` with a hostname, IPv4 or `[IPv6]` host (≤ 253 chars) and a port 1–65535. */
@@ -82,6 +94,18 @@ const gpu = z.object({
   powerDrawW: finite(0, 1_000_000).optional(),
 });
 const gpus = z.array(gpu).max(HEALTH_LIMITS.maxGpus, `must list at most ${HEALTH_LIMITS.maxGpus} GPUs`);
+const prefixCache = z
+  .object({
+    blockHashes: z
+      .array(z.string().regex(PREFIX_BLOCK_HASH_PATTERN, 'entries must be 16 lowercase hex digits'))
+      .max(HEALTH_LIMITS.maxPrefixBlocks, `must list at most ${HEALTH_LIMITS.maxPrefixBlocks} hashes`),
+    usedCells: count(HEALTH_LIMITS.maxCacheCells),
+    totalCells: count(HEALTH_LIMITS.maxCacheCells),
+    usedSequences: count(HEALTH_LIMITS.maxCacheSequences),
+    totalSequences: count(HEALTH_LIMITS.maxCacheSequences),
+  })
+  .refine((c) => c.usedCells <= c.totalCells, { message: 'must not exceed total_cells', path: ['usedCells'] })
+  .refine((c) => c.usedSequences <= c.totalSequences, { message: 'must not exceed total_sequences', path: ['usedSequences'] });
 
 const registrationSchema = z
   .object({
@@ -145,6 +169,7 @@ const healthSchema = z.object({
       }),
     )
     .max(HEALTH_LIMITS.maxJobIds, `must list at most ${HEALTH_LIMITS.maxJobIds} jobs`),
+  prefixCache: prefixCache.optional(),
 });
 
 const deregistrationSchema = z.object({
@@ -185,8 +210,9 @@ export const validateRegistration: (registration: AgentRegistration) => unknown 
 
 /**
  * Validates a HealthUpdate: every number non-negative (temperatures aside), finite and
- * bounded ({@link HEALTH_LIMITS}); throws {@link InvalidRequestError} naming the field, e.g.
- * `running_jobs` or `completed_jobs[0].tokens_per_second`. The credential is checked apart
+ * bounded ({@link HEALTH_LIMITS}), prefix-cache reports bounded with well-formed hashes; throws
+ * {@link InvalidRequestError} naming the field, e.g. `running_jobs`,
+ * `completed_jobs[0].tokens_per_second` or `prefix_cache.block_hashes[3]`. The credential is checked apart
  * (it is only required on a stream's first update).
  */
 export const validateHealthUpdate: (update: HealthUpdate) => unknown = parser(healthSchema);

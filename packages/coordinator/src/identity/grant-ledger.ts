@@ -93,18 +93,21 @@ export interface RecordableGrant {
 
 /**
  * Wraps a request router so every grant it hands out is recorded in `ledger`: only outcomes of
- * jobs really handed to an agent count.
+ * jobs really handed to an agent count. The trace context (if any) is passed through.
  *
  * @example
  * ```ts
  * const route = recordGrants(createRequestRouter(options), createGrantLedger());
  * ```
  */
-export function recordGrants<I, G extends RecordableGrant>(route: (input: I) => Promise<G>, ledger: Pick<GrantLedger, 'grant'>): (input: I) => Promise<G> {
+export function recordGrants<I, G extends RecordableGrant, T = never>(
+  route: (input: I, traceContext?: T) => Promise<G>,
+  ledger: Pick<GrantLedger, 'grant'>,
+): (input: I, traceContext?: T) => Promise<G> {
   const record = (grant: G) => {
     ledger.grant(grant.agentId, grant.jobId, grant.expiresAt * 1000);
     return grant;
   };
   // A reaction on the route's promise, not another async function around it (one frame less per request).
-  return (input) => route(input).then(record);
+  return (input, traceContext) => route(input, traceContext).then(record);
 }

@@ -2,8 +2,15 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AgentIdentityError } from '../errors.js';
-import { DEFAULT_EXTERNAL_CHANGE_CHECK_MS, hashCredential, openIdentityStore, type IdentityStore, type IdentityStoreOptions } from './identity-store.js';
+import { AgentIdentityError, SchemaVersionError } from '../errors.js';
+import {
+  DEFAULT_EXTERNAL_CHANGE_CHECK_MS,
+  hashCredential,
+  IDENTITIES_SCHEMA_VERSION,
+  openIdentityStore,
+  type IdentityStore,
+  type IdentityStoreOptions,
+} from './identity-store.js';
 
 const dirs: string[] = [];
 const stores: IdentityStore[] = [];
@@ -76,5 +83,22 @@ describe('identity store cache', () => {
     expect(coordinator.forget('gpu-3')).toBe(true);
     expect(coordinator.check('gpu-3', A)).toBe('unbound');
     expect(operator.check('gpu-3', A)).toBe('unbound');
+  });
+});
+
+describe('identity store schema version (SQLite)', () => {
+  it('records its version and refuses a database written by a newer coordinator, naming both versions', async () => {
+    const { default: Database } = await import('better-sqlite3');
+    const dataDir = mkdtempSync(join(tmpdir(), 'titan-identity-'));
+    dirs.push(dataDir);
+    openIdentityStore({ dataDir }).close();
+    const db = new Database(join(dataDir, 'coordinator.db'));
+    expect(db.prepare("SELECT version FROM schema_versions WHERE schema = 'agent_identities'").get()).toEqual({ version: IDENTITIES_SCHEMA_VERSION });
+    db.prepare("UPDATE schema_versions SET version = 99 WHERE schema = 'agent_identities'").run();
+    db.close();
+    expect(() => openIdentityStore({ dataDir })).toThrow(SchemaVersionError);
+    expect(() => openIdentityStore({ dataDir })).toThrow(
+      new RegExp(`agent_identities schema is version 99, newer than this coordinator's ${IDENTITIES_SCHEMA_VERSION}: .*upgrade the coordinator`),
+    );
   });
 });

@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { AgentIdentityError, IdentityStoreError } from '../errors.js';
+import { AgentIdentityError, IdentityStoreError, SchemaVersionError } from '../errors.js';
 
 /** Name of the coordinator's SQLite database inside its data dir. */
 export const COORDINATOR_DB_FILE = 'coordinator.db';
@@ -89,8 +89,13 @@ export interface IdentityStoreOptions {
  */
 export const DEFAULT_EXTERNAL_CHANGE_CHECK_MS = 50;
 
+/** The name of the agent identities' schema in the `schema_versions` table (shared with the API keys). */
+export const IDENTITIES_SCHEMA = 'agent_identities';
+/** The SQLite schema version of `agent_identities` this coordinator writes (2: `verified_endpoint`). */
+export const IDENTITIES_SCHEMA_VERSION = 2;
+
 /** The PERMISSION_DENIED message for an id bound to another credential. */
-function identityMismatchMessage(agentId: string): string {
+export function identityMismatchMessage(agentId: string): string {
   return (
     `agent_id "${agentId}" is bound to another agent's credential; an agent can only act for its own id. ` +
     `If this is a replacement machine, release the id on the coordinator (titan-coordinator forget-agent ${agentId} --data-dir <dir>), ` +
@@ -111,20 +116,34 @@ function identityMismatchMessage(agentId: string): string {
 export function openIdentityStore(options: IdentityStoreOptions): IdentityStore {
   const file = identityStorePath(options.dataDir);
   let db: Database.Database;
+  let opened: Database.Database | undefined;
   try {
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     // Owner-only (SQLite gives its -wal/-shm files the same mode).
     closeSync(openSync(file, 'a', 0o600));
     chmodSync(file, 0o600);
     db = new Database(file);
+    opened = db;
     db.pragma('journal_mode = WAL');
     db.pragma('busy_timeout = 5000');
-    db.exec(
-      'CREATE TABLE IF NOT EXISTS agent_identities (agent_id TEXT PRIMARY KEY NOT NULL, credential_sha256 BLOB NOT NULL, bound_at INTEGER NOT NULL) WITHOUT ROWID',
-    );
-    const columns = db.prepare<[], { name: string }>('PRAGMA table_info(agent_identities)').all();
-    if (!columns.some((c) => c.name === 'verified_endpoint')) db.exec('ALTER TABLE agent_identities ADD COLUMN verified_endpoint TEXT');
+    db.transaction(() => {
+      // Versioned like the API keys: a database a newer coordinator wrote is refused, not misread.
+      db.exec('CREATE TABLE IF NOT EXISTS schema_versions (schema TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID');
+      const found = db.prepare<[string], { version: number }>('SELECT version FROM schema_versions WHERE schema = ?').get(IDENTITIES_SCHEMA)?.version ?? 0;
+      if (found > IDENTITIES_SCHEMA_VERSION) throw new SchemaVersionError(file, IDENTITIES_SCHEMA, found, IDENTITIES_SCHEMA_VERSION, 'sqlite');
+      db.exec(
+        'CREATE TABLE IF NOT EXISTS agent_identities (agent_id TEXT PRIMARY KEY NOT NULL, credential_sha256 BLOB NOT NULL, bound_at INTEGER NOT NULL) WITHOUT ROWID',
+      );
+      const columns = db.prepare<[], { name: string }>('PRAGMA table_info(agent_identities)').all();
+      if (!columns.some((c) => c.name === 'verified_endpoint')) db.exec('ALTER TABLE agent_identities ADD COLUMN verified_endpoint TEXT');
+      db.prepare('INSERT INTO schema_versions (schema, version) VALUES (?, ?) ON CONFLICT (schema) DO UPDATE SET version = excluded.version').run(
+        IDENTITIES_SCHEMA,
+        IDENTITIES_SCHEMA_VERSION,
+      );
+    })();
   } catch (cause) {
+    opened?.close();
+    if (cause instanceof SchemaVersionError) throw cause;
     throw new IdentityStoreError(`cannot open the identity store ${file}: ${(cause as Error).message}`, { file }, { cause });
   }
   const select = db.prepare<[string], { credential_sha256: Buffer; verified_endpoint: string | null }>(

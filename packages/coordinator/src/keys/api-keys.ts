@@ -2,8 +2,8 @@ import type { Logger } from '@titancompute/server-kit';
 import { ApiKeyAuthError, ApiKeyNotFoundError, InvalidRequestError, ModelNotAllowedError, QuotaExceededError, type QuotaKind } from '../errors.js';
 import { apiKeyState, API_KEY_SECRET_PREFIX, generateApiKeySecret, hashApiKeySecret, type ApiKeyRecord } from './api-key.js';
 import { validateCreateApiKey, type CreateApiKeyInput } from './api-key-input.js';
-import type { ApiKeyStore } from './api-key-store.js';
-import { formatResetDuration, SlidingWindow } from './sliding-window.js';
+import type { ApiKeyStore, SharedQuotaTake, SharedWindowUsage } from './api-key-store.js';
+import { formatResetDuration, RATE_WINDOW_MS, SlidingWindow } from './sliding-window.js';
 
 /** Values of `--auth`: `auto` (the default) is `keys` while at least one active key exists, else `none`. */
 export const AUTH_SETTINGS = ['auto', 'none', 'keys'] as const;
@@ -57,6 +57,15 @@ export interface KeyAdmission {
   rateLimitHeaders(): Record<string, string>;
 }
 
+/** Options of {@link ApiKeys.authenticate}. */
+export interface AuthenticateOptions {
+  /**
+   * With a shared store (PostgreSQL): also take the request's cluster-wide quota (see
+   * {@link ApiKeys.authenticate}). Default true; false only identifies the key (e.g. `GET /v1/models`).
+   */
+  quota?: boolean;
+}
+
 /** A new key and its secret (shown once). */
 export interface CreatedApiKey {
   key: ApiKeyRecord;
@@ -82,13 +91,24 @@ export interface ApiKeys {
   /**
    * In mode `none`: undefined (credentials are ignored). In mode `keys`: the key of an
    * `authorization: Bearer tk-…` value, or {@link ApiKeyAuthError} (missing, malformed, unknown,
-   * revoked, expired).
+   * revoked, expired). The key is read from the store on every call, so a revocation through
+   * another coordinator sharing the store is refused at once.
+   *
+   * With a shared store (`ApiKeyStore.sharedQuotas`, PostgreSQL) and a key limited in requests
+   * or tokens per minute, it also takes the request's quota in the database, atomically for the
+   * whole cluster (a request grant is recorded when within the limits); {@link ApiKeys.admit}, called
+   * with the returned record in the same turn (the router admits, reserves and commits without
+   * awaiting), uses that outcome, and a grant not committed by the end of that turn is given
+   * back. `{ quota: false }` skips it.
    */
-  authenticate(authorization: string | undefined): Promise<ApiKeyRecord | undefined>;
+  authenticate(authorization: string | undefined, options?: AuthenticateOptions): Promise<ApiKeyRecord | undefined>;
   /**
    * Checks an authenticated request against its key: {@link ModelNotAllowedError}, then
    * {@link QuotaExceededError} for `budget`, `rpm`, `tpm`, `concurrency` (in that order). Synchronous,
    * so that a check and its {@link KeyAdmission.commit} are never interleaved with another request's.
+   * Requests and tokens per minute are counted in memory (one coordinator), or for the whole
+   * cluster by the shared store when {@link ApiKeys.authenticate} took the quota; concurrent jobs are
+   * always those of this coordinator (`request.held`).
    */
   admit(key: ApiKeyRecord, request: AdmissionRequest): KeyAdmission;
   /** Charges a finished job's prompt and generated tokens to its key (jobs not granted with a key are ignored). */
@@ -117,6 +137,15 @@ interface KeyWindows {
 interface GrantedJob {
   keyId: string;
   untilMs: number;
+}
+
+/**
+ * The cluster-wide quota {@link ApiKeys.authenticate} took for one request (shared store):
+ * `pending` until admitted, `admitted` until committed; `done` once refused or given back.
+ */
+interface QuotaTicket {
+  taken: SharedQuotaTake;
+  state: 'pending' | 'admitted' | 'committed' | 'done';
 }
 
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
@@ -151,6 +180,9 @@ export function createApiKeys(options: ApiKeysOptions): ApiKeys {
   let timer: NodeJS.Timeout | undefined;
   const windows = new Map<string, KeyWindows>();
   const jobs = new Map<string, GrantedJob>();
+  /** Quotas taken by authenticate(), keyed by the record it returned (the one admit() gets). */
+  const tickets = new WeakMap<ApiKeyRecord, QuotaTicket>();
+  let unwatch: (() => void) | undefined;
 
   const windowsOf = (keyId: string): KeyWindows => {
     let w = windows.get(keyId);
@@ -217,10 +249,81 @@ export function createApiKeys(options: ApiKeysOptions): ApiKeys {
   const exceeded = (key: ApiKeyRecord, quota: QuotaKind, usage: { limit: number; used: number }, retryAfterMs: number | undefined, t: number) =>
     new QuotaExceededError(key.name, quota, usage, retryAfterMs, rateLimitHeaders(key, t));
 
+  /** The key's `x-ratelimit-*` values from the cluster's usage a take measured (`counted`: plus its own grant). */
+  const sharedRateLimitHeaders = (key: ApiKeyRecord, usage: SharedWindowUsage, counted: boolean, t: number): Record<string, string> => {
+    const headers: Record<string, string> = {};
+    const resetAfter = (lastAtMs: number | undefined) => (lastAtMs === undefined ? 0 : Math.max(0, lastAtMs + RATE_WINDOW_MS - t));
+    if (key.requestsPerMinute > 0) {
+      const used = usage.requests + (counted ? 1 : 0);
+      headers['x-ratelimit-limit-requests'] = String(key.requestsPerMinute);
+      headers['x-ratelimit-remaining-requests'] = String(Math.max(0, key.requestsPerMinute - used));
+      headers['x-ratelimit-reset-requests'] = formatResetDuration(resetAfter(counted ? usage.atMs : usage.lastRequestAtMs));
+    }
+    if (key.tokensPerMinute > 0) {
+      headers['x-ratelimit-limit-tokens'] = String(key.tokensPerMinute);
+      headers['x-ratelimit-remaining-tokens'] = String(Math.max(0, key.tokensPerMinute - usage.tokens));
+      headers['x-ratelimit-reset-tokens'] = formatResetDuration(resetAfter(usage.lastChargeAtMs));
+    }
+    return headers;
+  };
+  /** Ends a ticket: a grant it recorded (and nobody committed) is given back to the cluster. */
+  const settle = (ticket: QuotaTicket) => {
+    if (ticket.state === 'done') return;
+    ticket.state = 'done';
+    const { taken } = ticket;
+    if (!taken.granted || taken.grantId === undefined) return;
+    store.sharedQuotas
+      ?.giveBack(taken.grantId)
+      .catch((err: unknown) => logger.error({ err, grantId: taken.grantId }, 'could not give an API key request grant back'));
+  };
+  /** admit() for a request whose cluster-wide quota authenticate() took. */
+  const admitShared = (key: ApiKeyRecord, ticket: QuotaTicket, request: AdmissionRequest, t: number): KeyAdmission => {
+    const { taken } = ticket;
+    if (!taken.granted) {
+      ticket.state = 'done';
+      throw new QuotaExceededError(
+        key.name,
+        taken.quota,
+        { limit: taken.limit, used: taken.used },
+        taken.retryAfterMs,
+        sharedRateLimitHeaders(key, taken.usage, false, t),
+      );
+    }
+    if (key.maxConcurrent > 0 && request.held >= key.maxConcurrent) {
+      settle(ticket);
+      throw new QuotaExceededError(
+        key.name,
+        'concurrency',
+        { limit: key.maxConcurrent, used: request.held },
+        Math.max(1, request.concurrencyRetryAfterMs()),
+        sharedRateLimitHeaders(key, taken.usage, false, t),
+      );
+    }
+    ticket.state = 'admitted';
+    let committedJob: string | undefined;
+    return {
+      key,
+      commit(jobId, tokenExpiresAtMs) {
+        const at = now();
+        ticket.state = 'committed';
+        jobs.set(jobId, { keyId: key.id, untilMs: Math.max(tokenExpiresAtMs, at) + jobGraceMs });
+        committedJob = jobId;
+        store.recordRequest(key.id, at).catch((err: unknown) => logger.error({ err, keyId: key.id }, 'could not record an API key request'));
+      },
+      revert() {
+        if (committedJob === undefined) return;
+        jobs.delete(committedJob);
+        committedJob = undefined;
+        settle(ticket);
+      },
+      rateLimitHeaders: () => sharedRateLimitHeaders(key, taken.usage, ticket.state === 'committed', now()),
+    };
+  };
+
   return {
     mode,
 
-    async authenticate(authorization) {
+    async authenticate(authorization, authOptions = {}) {
       if (mode() === 'none') return undefined;
       const how = `send "authorization: Bearer ${API_KEY_SECRET_PREFIX}…" (an operator creates keys with \`titan keys create\`)`;
       if (!authorization?.trim()) throw new ApiKeyAuthError('missing', `missing API key: this coordinator requires one; ${how}`);
@@ -239,15 +342,30 @@ export function createApiKeys(options: ApiKeysOptions): ApiKeys {
       if (state === 'expired') {
         throw new ApiKeyAuthError('expired', `API key "${key.name}" (${key.prefix}…) expired at ${iso(key.expiresAtMs!)}`, key.name);
       }
+      const shared = store.sharedQuotas;
+      if (shared && authOptions.quota !== false && (key.requestsPerMinute > 0 || key.tokensPerMinute > 0)) {
+        const ticket: QuotaTicket = { taken: await shared.take(key.id, now()), state: 'pending' };
+        tickets.set(key, ticket);
+        // admit() and commit() come in the turn this promise resolves in (microtasks, before any
+        // setImmediate): a grant still uncommitted then was refused or never admitted.
+        setImmediate(() => {
+          if (ticket.state !== 'committed') settle(ticket);
+        });
+      }
       return key;
     },
 
     admit(key, request) {
       if (key.models.length > 0 && !key.models.includes(request.model)) throw new ModelNotAllowedError(key.name, request.model, key.models);
       const t = now();
+      const ticket = tickets.get(key);
+      tickets.delete(key);
       if (key.budgetTokens > 0 && key.tokensUsed >= key.budgetTokens) {
+        if (ticket) settle(ticket);
         throw exceeded(key, 'budget', { limit: key.budgetTokens, used: key.tokensUsed }, undefined, t);
       }
+      if (ticket?.state === 'pending') return admitShared(key, ticket, request, t);
+      if (ticket) logger.warn({ keyId: key.id }, 'API key quota ticket was given back before admission: counted by this coordinator only');
       const w = windowsOf(key.id);
       if (key.requestsPerMinute > 0) {
         const used = w.requests.used(t);
@@ -292,8 +410,9 @@ export function createApiKeys(options: ApiKeysOptions): ApiKeys {
       jobs.delete(outcome.jobId);
       const tokens = chargeable(outcome.promptTokens) + chargeable(outcome.tokensGenerated);
       if (tokens === 0) return;
-      windowsOf(job.keyId).tokens.add(now(), tokens);
-      store.addTokens(job.keyId, tokens).catch((err: unknown) => logger.error({ err, keyId: job.keyId, tokens }, 'could not charge tokens to an API key'));
+      const at = now();
+      windowsOf(job.keyId).tokens.add(at, tokens);
+      store.addTokens(job.keyId, tokens, at).catch((err: unknown) => logger.error({ err, keyId: job.keyId, tokens }, 'could not charge tokens to an API key'));
     },
 
     forgetJob(jobId) {
@@ -367,11 +486,15 @@ export function createApiKeys(options: ApiKeysOptions): ApiKeys {
         refresh().catch((err: unknown) => logger.error({ err }, 'could not re-read the API keys'));
       }, options.refreshIntervalMs ?? DEFAULT_KEY_REFRESH_INTERVAL_MS);
       timer.unref();
+      // A key created or revoked through another coordinator sharing the store: the auth mode follows at once.
+      unwatch = store.watch?.(() => void refresh().catch((err: unknown) => logger.error({ err }, 'could not re-read the API keys')));
     },
 
     async stop() {
       if (timer) clearInterval(timer);
       timer = undefined;
+      unwatch?.();
+      unwatch = undefined;
       await store.close();
     },
   };

@@ -1,4 +1,4 @@
-import type { AgentRegistration, HealthUpdate, JobOutcome } from '@titancompute/protocol';
+import type { AgentRegistration, HealthUpdate, JobOutcome, PrefixCacheReport } from '@titancompute/protocol';
 import type { CircuitBreakerOptions } from '../scheduler/circuit-breaker.js';
 import { AgentRecord, type Reservation } from './agent-record.js';
 
@@ -25,6 +25,8 @@ export interface AgentRegistryOptions {
   now?: () => number;
   /** Called for every finished job an agent reports. */
   onJobOutcome?: (record: AgentRecord, outcome: JobOutcome) => void;
+  /** Called for every prefix-cache report an agent sends (`HealthUpdate.prefix_cache`, sent when its cache changed). */
+  onPrefixCacheReport?: (record: AgentRecord, report: PrefixCacheReport) => void;
   /** Called for every reservation that ends, with why. */
   onReservationReleased?: (record: AgentRecord, jobId: string, reason: ReleaseReason) => void;
   /** Called when an agent is evicted. */
@@ -281,6 +283,7 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
         }
         options.onJobOutcome?.(record, outcome);
       }
+      if (update.prefixCache) options.onPrefixCacheReport?.(record, update.prefixCache);
       // The agent lists every job it still has: one it no longer lists has ended.
       if (record.startedJobs.size > 0) {
         const active = new Set(update.activeJobIds);

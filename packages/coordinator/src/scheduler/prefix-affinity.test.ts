@@ -47,14 +47,39 @@ describe('prefix affinity', () => {
     expect(affinity.matchedBlocks('a', hashes.slice(0, 2))).toBe(0);
   });
 
-  it('precise mode uses only what the agent reports', () => {
+  it('precise mode: a report replaces what was known of the agent (grants count only until the next report)', () => {
     const affinity = createPrefixAffinity({ mode: 'precise' });
-    affinity.recordGrant('a', hashes);
-    expect(affinity.matchedBlocks('a', hashes)).toBe(0);
+    const other = prefixBlockHashes('o'.repeat(256 * 4));
     affinity.applyReport('a', hashes.slice(0, 3));
+    expect(affinity.reporting('a')).toBe(true);
     expect(affinity.matchedBlocks('a', hashes)).toBe(3);
-    affinity.forget('a');
+    // Granted since the report: counted at once…
+    affinity.recordGrant('a', other);
+    expect(affinity.matchedBlocks('a', other)).toBe(4);
+    // …until the next report says what the cache really holds (here: the grant's prefix evicted the first).
+    affinity.applyReport('a', other.slice(0, 2));
+    expect(affinity.matchedBlocks('a', other)).toBe(2);
     expect(affinity.matchedBlocks('a', hashes)).toBe(0);
+    expect(affinity.anyHolds(hashes)).toBe(false);
+    expect(affinity.size('a')).toBe(2);
+    affinity.forget('a');
+    expect(affinity.matchedBlocks('a', other)).toBe(0);
+    expect(affinity.reporting('a')).toBe(false);
+  });
+
+  it('precise mode falls back to approximate for an agent that never reports (Ollama, OpenAI-compatible engines)', () => {
+    const affinity = createPrefixAffinity({ mode: 'precise' });
+    affinity.recordGrant('ollama', hashes.slice(0, 5));
+    expect(affinity.reporting('ollama')).toBe(false);
+    expect(affinity.matchedBlocks('ollama', hashes)).toBe(5);
+    expect(affinity.anyHolds(hashes)).toBe(true);
+  });
+
+  it('precise mode keeps at most maxBlocksPerAgent of a report', () => {
+    const affinity = createPrefixAffinity({ mode: 'precise', maxBlocksPerAgent: 2 });
+    affinity.applyReport('a', hashes.slice(0, 5));
+    expect(affinity.size('a')).toBe(2);
+    expect(affinity.matchedBlocks('a', hashes)).toBe(2);
   });
 
   it('knows whether any agent holds any of a prompt’s blocks (and forgets with the agent)', () => {

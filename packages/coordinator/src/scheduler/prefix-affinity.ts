@@ -2,7 +2,12 @@
 export const PREFIX_ROUTING_MODES = ['off', 'approximate', 'precise'] as const;
 /**
  * `off`: load only. `approximate`: remember which prefix blocks were sent to which agent (no
- * agent reports needed). `precise`: use the blocks each agent reports its engine's KV cache holds.
+ * agent reports needed). `precise`: use the blocks each agent reports its engine's KV cache holds
+ * (`HealthUpdate.prefix_cache`): a report replaces what was known of the agent, so evicted
+ * prefixes are forgotten; what was granted to it since counts until its next report (an agent
+ * reports when its cache changes, within milliseconds of a job starting). Agents that never
+ * report (Ollama, OpenAI-compatible engines such as vLLM: they cache out of the agent's sight)
+ * are learned from grants, as in `approximate`.
  */
 export type PrefixRoutingMode = (typeof PREFIX_ROUTING_MODES)[number];
 
@@ -31,10 +36,18 @@ export interface PrefixAffinity {
   matchedBlocks(agentId: string, hashes: readonly string[]): number;
   /** Whether any agent holds any of these blocks (when none does, affinity cannot change a choice). */
   anyHolds(hashes: readonly string[]): boolean;
-  /** A request with these blocks was granted to the agent (approximate mode learns from it). */
+  /**
+   * A request with these blocks was granted to the agent (approximate mode learns from it; precise
+   * mode too, until the agent's next report replaces it).
+   */
   recordGrant(agentId: string, hashes: readonly string[]): void;
-  /** The agent reported the blocks its cache holds now (precise mode: replaces what was known). */
+  /**
+   * The agent reported the blocks its cache holds now (precise mode: replaces what was known, and
+   * marks the agent as reporting; ignored in the other modes).
+   */
   applyReport(agentId: string, hashes: readonly string[]): void;
+  /** Whether the agent reports its cache (precise mode: it sent a report since it joined). */
+  reporting(agentId: string): boolean;
   /** The agent left: forget it. */
   forget(agentId: string): void;
   /** Blocks known for an agent (tests, status). */
@@ -58,6 +71,8 @@ export function createPrefixAffinity(options: PrefixAffinityOptions): PrefixAffi
   const known = new Map<string, Map<string, true>>();
   // Block hash → how many agents hold it.
   const holders = new Map<string, number>();
+  // Agents that sent a report (precise mode).
+  const reporters = new Set<string>();
   const held = (h: string) => holders.set(h, (holders.get(h) ?? 0) + 1);
   const dropped = (h: string) => {
     const n = (holders.get(h) ?? 1) - 1;
@@ -69,9 +84,13 @@ export function createPrefixAffinity(options: PrefixAffinityOptions): PrefixAffi
     if (!blocks) known.set(agentId, (blocks = new Map()));
     return blocks;
   };
-  const forget = (agentId: string) => {
+  const dropBlocks = (agentId: string) => {
     for (const h of known.get(agentId)?.keys() ?? []) dropped(h);
     known.delete(agentId);
+  };
+  const forget = (agentId: string) => {
+    dropBlocks(agentId);
+    reporters.delete(agentId);
   };
   return {
     mode,
@@ -86,7 +105,7 @@ export function createPrefixAffinity(options: PrefixAffinityOptions): PrefixAffi
       return mode !== 'off' && hashes.some((h) => holders.has(h));
     },
     recordGrant(agentId, hashes) {
-      if (mode !== 'approximate' || hashes.length === 0) return;
+      if (mode === 'off' || hashes.length === 0) return;
       const blocks = blocksOf(agentId);
       for (const h of hashes) {
         if (!blocks.delete(h)) held(h);
@@ -100,12 +119,16 @@ export function createPrefixAffinity(options: PrefixAffinityOptions): PrefixAffi
     },
     applyReport(agentId, hashes) {
       if (mode !== 'precise') return;
-      forget(agentId);
+      dropBlocks(agentId);
+      reporters.add(agentId);
       const blocks = new Map(hashes.slice(0, cap).map((h) => [h, true] as const));
       for (const h of blocks.keys()) held(h);
       known.set(agentId, blocks);
     },
     forget,
+    reporting(agentId) {
+      return reporters.has(agentId);
+    },
     size(agentId) {
       return known.get(agentId)?.size ?? 0;
     },

@@ -1,6 +1,14 @@
+import type { Context } from '@opentelemetry/api';
 import { ServerError, Status, type CallContext } from 'nice-grpc-common';
-import type { AgentStatus, CoordinatorServiceImplementation, HealthAck, HealthUpdate } from '@titancompute/protocol';
-import type { Logger } from '@titancompute/server-kit';
+import {
+  SERVICE_NAMES,
+  TRACE_ATTRIBUTES,
+  type AgentStatus,
+  type CoordinatorServiceImplementation,
+  type HealthAck,
+  type HealthUpdate,
+} from '@titancompute/protocol';
+import { startRpcServerSpan, type Logger } from '@titancompute/server-kit';
 import { AgentIdentityError, InvalidRequestError } from '../errors.js';
 import { validateCredential, validateDeregistration, validateHealthUpdate, validateRegistration } from '../identity/agent-messages.js';
 import type { EndpointVerifier } from '../identity/endpoint-verifier.js';
@@ -20,7 +28,8 @@ export interface CoordinatorServiceOptions {
   registry: AgentRegistry;
   keyring: Keyring;
   metrics: CoordinatorMetricsSink;
-  route: (input: InferenceInput) => Promise<InferenceGrant>;
+  /** Routes a request; `traceContext` parents its scheduling and signing spans. */
+  route: (input: InferenceInput, traceContext?: Context) => Promise<InferenceGrant>;
   joinToken: string;
   issuer: string;
   heartbeatIntervalMs: number;
@@ -100,22 +109,37 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
     // Errors declare their status (busy ones also their `retry-after-ms` trailer): server-kit maps them.
     async requestInference(request, context) {
       metrics.request('grpc');
-      // Checked by the router when API keys are in force (metadata `authorization: Bearer tk-…`).
-      const grant = await options.route({
-        authorization: context.metadata.get('authorization'),
-        clientId: request.clientId,
-        model: request.model,
-        prompt: request.prompt,
-        messages: request.messages,
-        maxTokens: request.maxTokens,
-        temperature: request.temperature,
-        temperatureSet: request.temperatureSet,
-        parameters: request.parameters,
-        excludeAgentIds: request.excludeAgentIds,
+      // A child of the caller's span when it sent `traceparent`; the no-op span when tracing is off.
+      const call = startRpcServerSpan(SERVICE_NAMES.coordinator, 'RequestInference', context.metadata, {
+        [TRACE_ATTRIBUTES.genAiRequestModel]: request.model,
+        [TRACE_ATTRIBUTES.clientId]: request.clientId,
       });
-      // The key's x-ratelimit-* values, as response headers (REST sends them as HTTP headers).
-      for (const [name, value] of Object.entries(grant.rateLimitHeaders ?? {})) context.header.set(name, value);
-      return grant;
+      try {
+        // Checked by the router when API keys are in force (metadata `authorization: Bearer tk-…`).
+        const grant = await options.route(
+          {
+            authorization: context.metadata.get('authorization'),
+            clientId: request.clientId,
+            model: request.model,
+            prompt: request.prompt,
+            messages: request.messages,
+            maxTokens: request.maxTokens,
+            temperature: request.temperature,
+            temperatureSet: request.temperatureSet,
+            parameters: request.parameters,
+            excludeAgentIds: request.excludeAgentIds,
+          },
+          call.context,
+        );
+        // The key's x-ratelimit-* values, as response headers (REST sends them as HTTP headers).
+        for (const [name, value] of Object.entries(grant.rateLimitHeaders ?? {})) context.header.set(name, value);
+        if (call.span.isRecording()) call.span.setAttributes({ [TRACE_ATTRIBUTES.agentId]: grant.agentId, [TRACE_ATTRIBUTES.jobId]: grant.jobId });
+        call.end();
+        return grant;
+      } catch (err) {
+        call.end(err, context.signal);
+        throw err;
+      }
     },
 
     async registerAgent(request, context) {

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { prefixBlockHashes, prefixText } from '@titancompute/protocol';
+import type { Context, Span } from '@opentelemetry/api';
+import { prefixBlockHashes, prefixText, TRACE_ATTRIBUTES } from '@titancompute/protocol';
+import { failSpan, startChildSpan } from '@titancompute/server-kit';
 import {
   AgentsBusyError,
   ApiKeyAuthError,
@@ -111,8 +113,12 @@ export function busyRetryAfterMs(
  * Throws `ApiKeyAuthError`, {@link InvalidRequestError}, `ModelNotAllowedError`,
  * `QuotaExceededError`, {@link NoAgentAvailableError}, {@link AgentsBusyError} (with a retry
  * hint, see {@link busyRetryAfterMs}), {@link ClientShareExceededError} or a token signing error.
+ *
+ * Traced under `traceContext` (the span of the gRPC call or HTTP request, when it records): a
+ * `titan.schedule` span (schedule, client share, reservation; `titan.schedule.outcome`, the
+ * chosen agent and job id) and a `titan.sign_token` span.
  */
-export function createRequestRouter(options: RequestRouterOptions): (input: InferenceInput) => Promise<InferenceGrant> {
+export function createRequestRouter(options: RequestRouterOptions): (input: InferenceInput, traceContext?: Context) => Promise<InferenceGrant> {
   const validate = createRequestValidator(options.limits);
   const { registry, scheduler, metrics } = options;
   const now = options.now ?? Date.now;
@@ -129,7 +135,18 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
     const startedHeld = held - registry.clientReserved(clientId);
     return startedHeld > 0 || earliest === undefined ? hintMs : Math.max(1, Math.ceil(earliest - now()));
   };
-  return async (input) => {
+  /**
+   * Ends the schedule span of a request refused with `err`: `outcome` as counted in the metrics
+   * and `error.type` (a refusal, not a failure of the span: no error status).
+   */
+  const refuse = <E>(span: Span | undefined, outcome: string, err: E): E => {
+    if (span) {
+      span.setAttributes({ [TRACE_ATTRIBUTES.scheduleOutcome]: outcome, [TRACE_ATTRIBUTES.errorType]: err instanceof Error ? err.name : 'Error' });
+      span.end();
+    }
+    return err;
+  };
+  return async (input, traceContext) => {
     const started = performance.now();
     let request: ReturnType<typeof validate>;
     let key: ApiKeyRecord | undefined;
@@ -141,6 +158,7 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
       metrics.decision(err instanceof InvalidRequestError ? 'invalid' : err instanceof ApiKeyAuthError ? 'unauthenticated' : 'error');
       throw err;
     }
+    const scheduleSpan = startChildSpan('titan.schedule', traceContext, { [TRACE_ATTRIBUTES.genAiRequestModel]: request.model });
     registry.expireReservations();
     // From here to the reservation nothing awaits: a key's checks and its grant are not interleaved with other requests.
     let admission: KeyAdmission | undefined;
@@ -150,8 +168,9 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
       try {
         admission = options.keys.admit(key, { model: request.model, held, concurrencyRetryAfterMs: () => clientRetryAfterMs(clientId, held) });
       } catch (err) {
-        metrics.decision(err instanceof ModelNotAllowedError ? 'forbidden' : 'quota');
-        throw err;
+        const outcome = err instanceof ModelNotAllowedError ? 'forbidden' : 'quota';
+        metrics.decision(outcome);
+        throw refuse(scheduleSpan, outcome, err);
       }
     }
     // A prompt with whole prefix blocks, and an agent that holds some of them: score with affinity.
@@ -173,13 +192,17 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
         });
     if (decision.outcome === 'no_agent') {
       metrics.decision('no_agent');
-      throw new NoAgentAvailableError(request.model);
+      throw refuse(scheduleSpan, 'no_agent', new NoAgentAvailableError(request.model));
     }
     if (decision.outcome === 'busy') {
       metrics.decision('busy');
       // A key's x-ratelimit-* go with the 429 too (nothing was counted against it).
       const trailers = admission?.rateLimitHeaders();
-      throw new AgentsBusyError(request.model, busyRetryAfterMs(decision.blocking, now(), hintMs), trailers ? { trailers } : undefined);
+      throw refuse(
+        scheduleSpan,
+        'busy',
+        new AgentsBusyError(request.model, busyRetryAfterMs(decision.blocking, now(), hintMs), trailers ? { trailers } : undefined),
+      );
     }
     const agent = decision.agent;
     const fleetSlots = registry.fleetSlots();
@@ -187,13 +210,26 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
     const held = registry.clientHeld(request.clientId);
     if (held >= limit) {
       metrics.decision('client_limit');
-      throw new ClientShareExceededError(request.clientId, request.model, { held, limit, share, fleetSlots }, clientRetryAfterMs(request.clientId, held));
+      throw refuse(
+        scheduleSpan,
+        'client_limit',
+        new ClientShareExceededError(request.clientId, request.model, { held, limit, share, fleetSlots }, clientRetryAfterMs(request.clientId, held)),
+      );
     }
     const jobId = randomUUID();
     // Reserve before the first await so concurrent requests see the slot taken.
     registry.reserve(agent, jobId, request.clientId);
     admission?.commit(jobId, now() + options.tokenTtlMs);
     if (blocks.length > 0) affinity!.recordGrant(agent.agentId, blocks);
+    if (scheduleSpan) {
+      scheduleSpan.setAttributes({
+        [TRACE_ATTRIBUTES.scheduleOutcome]: 'scheduled',
+        [TRACE_ATTRIBUTES.agentId]: agent.agentId,
+        [TRACE_ATTRIBUTES.jobId]: jobId,
+      });
+      scheduleSpan.end();
+    }
+    const signSpan = startChildSpan('titan.sign_token', traceContext, { [TRACE_ATTRIBUTES.jobId]: jobId, [TRACE_ATTRIBUTES.agentId]: agent.agentId });
     try {
       // Signed in the same turn as the reservation (crypto.sign on a cached KeyObject: no await).
       const signed = signSessionTokenSync(
@@ -211,6 +247,7 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
         },
         { issuer: options.issuer, ttlMs: options.tokenTtlMs },
       );
+      signSpan?.end();
       metrics.decision('scheduled', performance.now() - started);
       const rateLimitHeaders = admission?.rateLimitHeaders();
       return {
@@ -225,6 +262,7 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
         ...(rateLimitHeaders && Object.keys(rateLimitHeaders).length > 0 ? { rateLimitHeaders } : {}),
       };
     } catch (err) {
+      failSpan(signSpan, err);
       registry.release(agent, jobId, 'failed');
       admission?.revert();
       metrics.decision('error');

@@ -62,13 +62,16 @@ export interface Keyring {
   publishedKeys(): PublishedKey[];
   /** Records that a token signed by `kid` expires at `expSeconds` (keeps the key published that long). */
   noteSigned(kid: string, expSeconds: number): void;
-  /** Re-reads the keyring file if it changed on disk (e.g. after `titan-coordinator rotate-key`). Returns true when it did. */
+  /** Re-reads the keyring if it changed (on disk or in PostgreSQL, e.g. after `titan-coordinator rotate-key`). Returns true when it did. */
   reload(): Promise<boolean>;
   /** Re-reads on a timer (default every 1 s). */
   watch(intervalMs?: number): void;
   /** Stops watching. */
   close(): void;
-  /** Path of the keyring file. */
+  /**
+   * Where the keyring lives: the keyring file (`--store sqlite`), or the PostgreSQL URL without
+   * its password and the table (`--store postgres`).
+   */
   readonly file: string;
 }
 
@@ -77,7 +80,8 @@ export function keyringPath(dataDir: string): string {
   return join(dataDir, 'keys', 'keyring.json');
 }
 
-async function generateStoredKey(nowS: number): Promise<StoredKey> {
+/** A fresh Ed25519 key pair as stored (kid: the first 16 characters of its JWK thumbprint), current (`retireAt` 0). */
+export async function generateStoredKey(nowS: number): Promise<StoredKey> {
   const { privateKey, publicKey } = await generateKeyPair(TOKEN_ALGORITHM, { extractable: true, crv: 'Ed25519' });
   const thumbprint = await calculateJwkThumbprint(await exportJWK(publicKey));
   return {
@@ -116,7 +120,8 @@ async function writeKeyringFile(file: string, keys: StoredKey[]): Promise<void> 
   await rename(tmp, file);
 }
 
-function dropRetired(keys: StoredKey[], nowS: number): StoredKey[] {
+/** The keys still publishable at `nowS`: the current one and those whose tokens may still be valid. */
+export function dropRetired(keys: StoredKey[], nowS: number): StoredKey[] {
   return keys.filter((k) => k.retireAt === 0 || k.retireAt > nowS);
 }
 

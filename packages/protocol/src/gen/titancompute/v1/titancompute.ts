@@ -178,6 +178,29 @@ export interface HealthUpdate {
   rejectedJobIds: string[];
   /** Added in v2: jobs that started since the previous update (also listed in active_job_ids). */
   startedJobIds: string[];
+  /**
+   * Added in v2: what the agent's engine holds in its prefix (KV) cache, for precise prefix-aware
+   * routing. Sent only when it changed since the previous report on this stream (and on a
+   * stream's first update when the engine has one); absent means unchanged. Engines that cache
+   * prefixes out of the agent's sight (Ollama, OpenAI-compatible servers) never send it.
+   */
+  prefixCache?: PrefixCacheReport | undefined;
+}
+
+/** PrefixCacheReport is a bounded summary of an engine's prefix cache (added in v2). */
+export interface PrefixCacheReport {
+  /**
+   * The chained prefix-block hashes (16 lowercase hex digits each; the protocol's
+   * prefixBlockHashes: 256-character blocks of the prompt, or of a chat's canonical messages
+   * JSON) of the prompts the cache holds now, at most 256. Replaces the previous report's.
+   */
+  blockHashes: string[];
+  /** KV cache cells (tokens) in use, and in all. */
+  usedCells: number;
+  totalCells: number;
+  /** Context sequences holding a prompt, and in all. */
+  usedSequences: number;
+  totalSequences: number;
 }
 
 export interface HealthAck {
@@ -337,6 +360,12 @@ export interface AgentStatusResponse {
   tokensPerSecond: number;
   activeJobIds: string[];
   totalTokensGenerated: number;
+  /**
+   * Added in v2: prompt tokens looked up in the engine's prefix cache since start, and those
+   * found there (not evaluated again); 0 for engines that report no prefix cache.
+   */
+  prefixCacheQueryTokens: number;
+  prefixCacheHitTokens: number;
 }
 
 export interface DeregistrationRequest {
@@ -2009,6 +2038,7 @@ function createBaseHealthUpdate(): HealthUpdate {
     agentCredential: "",
     rejectedJobIds: [],
     startedJobIds: [],
+    prefixCache: undefined,
   };
 }
 
@@ -2061,6 +2091,9 @@ export const HealthUpdate: MessageFns<HealthUpdate> = {
     }
     for (const v of message.startedJobIds) {
       writer.uint32(130).string(v!);
+    }
+    if (message.prefixCache !== undefined) {
+      PrefixCacheReport.encode(message.prefixCache, writer.uint32(138).fork()).join();
     }
     return writer;
   },
@@ -2206,6 +2239,14 @@ export const HealthUpdate: MessageFns<HealthUpdate> = {
             message.startedJobIds.push(reader.string());
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.prefixCache = PrefixCacheReport.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2290,6 +2331,11 @@ export const HealthUpdate: MessageFns<HealthUpdate> = {
         : globalThis.Array.isArray(object?.started_job_ids)
         ? object.started_job_ids.map((e: any) => globalThis.String(e))
         : [],
+      prefixCache: isSet(object.prefixCache)
+        ? PrefixCacheReport.fromJSON(object.prefixCache)
+        : isSet(object.prefix_cache)
+        ? PrefixCacheReport.fromJSON(object.prefix_cache)
+        : undefined,
     };
   },
 
@@ -2343,6 +2389,9 @@ export const HealthUpdate: MessageFns<HealthUpdate> = {
     if (message.startedJobIds?.length) {
       obj.startedJobIds = message.startedJobIds;
     }
+    if (message.prefixCache !== undefined) {
+      obj.prefixCache = PrefixCacheReport.toJSON(message.prefixCache);
+    }
     return obj;
   },
 
@@ -2367,6 +2416,162 @@ export const HealthUpdate: MessageFns<HealthUpdate> = {
     message.agentCredential = object.agentCredential ?? "";
     message.rejectedJobIds = object.rejectedJobIds?.map((e) => e) || [];
     message.startedJobIds = object.startedJobIds?.map((e) => e) || [];
+    message.prefixCache = (object.prefixCache !== undefined && object.prefixCache !== null)
+      ? PrefixCacheReport.fromPartial(object.prefixCache)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePrefixCacheReport(): PrefixCacheReport {
+  return { blockHashes: [], usedCells: 0, totalCells: 0, usedSequences: 0, totalSequences: 0 };
+}
+
+export const PrefixCacheReport: MessageFns<PrefixCacheReport> = {
+  encode(message: PrefixCacheReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.blockHashes) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.usedCells !== 0) {
+      writer.uint32(16).int64(message.usedCells);
+    }
+    if (message.totalCells !== 0) {
+      writer.uint32(24).int64(message.totalCells);
+    }
+    if (message.usedSequences !== 0) {
+      writer.uint32(32).int32(message.usedSequences);
+    }
+    if (message.totalSequences !== 0) {
+      writer.uint32(40).int32(message.totalSequences);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefixCacheReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefixCacheReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.blockHashes.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.usedCells = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.totalCells = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.usedSequences = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.totalSequences = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefixCacheReport {
+    return {
+      blockHashes: globalThis.Array.isArray(object?.blockHashes)
+        ? object.blockHashes.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.block_hashes)
+        ? object.block_hashes.map((e: any) => globalThis.String(e))
+        : [],
+      usedCells: isSet(object.usedCells)
+        ? globalThis.Number(object.usedCells)
+        : isSet(object.used_cells)
+        ? globalThis.Number(object.used_cells)
+        : 0,
+      totalCells: isSet(object.totalCells)
+        ? globalThis.Number(object.totalCells)
+        : isSet(object.total_cells)
+        ? globalThis.Number(object.total_cells)
+        : 0,
+      usedSequences: isSet(object.usedSequences)
+        ? globalThis.Number(object.usedSequences)
+        : isSet(object.used_sequences)
+        ? globalThis.Number(object.used_sequences)
+        : 0,
+      totalSequences: isSet(object.totalSequences)
+        ? globalThis.Number(object.totalSequences)
+        : isSet(object.total_sequences)
+        ? globalThis.Number(object.total_sequences)
+        : 0,
+    };
+  },
+
+  toJSON(message: PrefixCacheReport): unknown {
+    const obj: any = {};
+    if (message.blockHashes?.length) {
+      obj.blockHashes = message.blockHashes;
+    }
+    if (message.usedCells !== 0) {
+      obj.usedCells = Math.round(message.usedCells);
+    }
+    if (message.totalCells !== 0) {
+      obj.totalCells = Math.round(message.totalCells);
+    }
+    if (message.usedSequences !== 0) {
+      obj.usedSequences = Math.round(message.usedSequences);
+    }
+    if (message.totalSequences !== 0) {
+      obj.totalSequences = Math.round(message.totalSequences);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PrefixCacheReport>): PrefixCacheReport {
+    return PrefixCacheReport.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrefixCacheReport>): PrefixCacheReport {
+    const message = createBasePrefixCacheReport();
+    message.blockHashes = object.blockHashes?.map((e) => e) || [];
+    message.usedCells = object.usedCells ?? 0;
+    message.totalCells = object.totalCells ?? 0;
+    message.usedSequences = object.usedSequences ?? 0;
+    message.totalSequences = object.totalSequences ?? 0;
     return message;
   },
 };
@@ -4448,6 +4653,8 @@ function createBaseAgentStatusResponse(): AgentStatusResponse {
     tokensPerSecond: 0,
     activeJobIds: [],
     totalTokensGenerated: 0,
+    prefixCacheQueryTokens: 0,
+    prefixCacheHitTokens: 0,
   };
 }
 
@@ -4497,6 +4704,12 @@ export const AgentStatusResponse: MessageFns<AgentStatusResponse> = {
     }
     if (message.totalTokensGenerated !== 0) {
       writer.uint32(120).int64(message.totalTokensGenerated);
+    }
+    if (message.prefixCacheQueryTokens !== 0) {
+      writer.uint32(128).int64(message.prefixCacheQueryTokens);
+    }
+    if (message.prefixCacheHitTokens !== 0) {
+      writer.uint32(136).int64(message.prefixCacheHitTokens);
     }
     return writer;
   },
@@ -4634,6 +4847,22 @@ export const AgentStatusResponse: MessageFns<AgentStatusResponse> = {
             message.totalTokensGenerated = longToNumber(reader.int64());
             continue;
           }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.prefixCacheQueryTokens = longToNumber(reader.int64());
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.prefixCacheHitTokens = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4713,6 +4942,16 @@ export const AgentStatusResponse: MessageFns<AgentStatusResponse> = {
         : isSet(object.total_tokens_generated)
         ? globalThis.Number(object.total_tokens_generated)
         : 0,
+      prefixCacheQueryTokens: isSet(object.prefixCacheQueryTokens)
+        ? globalThis.Number(object.prefixCacheQueryTokens)
+        : isSet(object.prefix_cache_query_tokens)
+        ? globalThis.Number(object.prefix_cache_query_tokens)
+        : 0,
+      prefixCacheHitTokens: isSet(object.prefixCacheHitTokens)
+        ? globalThis.Number(object.prefixCacheHitTokens)
+        : isSet(object.prefix_cache_hit_tokens)
+        ? globalThis.Number(object.prefix_cache_hit_tokens)
+        : 0,
     };
   },
 
@@ -4763,6 +5002,12 @@ export const AgentStatusResponse: MessageFns<AgentStatusResponse> = {
     if (message.totalTokensGenerated !== 0) {
       obj.totalTokensGenerated = Math.round(message.totalTokensGenerated);
     }
+    if (message.prefixCacheQueryTokens !== 0) {
+      obj.prefixCacheQueryTokens = Math.round(message.prefixCacheQueryTokens);
+    }
+    if (message.prefixCacheHitTokens !== 0) {
+      obj.prefixCacheHitTokens = Math.round(message.prefixCacheHitTokens);
+    }
     return obj;
   },
 
@@ -4786,6 +5031,8 @@ export const AgentStatusResponse: MessageFns<AgentStatusResponse> = {
     message.tokensPerSecond = object.tokensPerSecond ?? 0;
     message.activeJobIds = object.activeJobIds?.map((e) => e) || [];
     message.totalTokensGenerated = object.totalTokensGenerated ?? 0;
+    message.prefixCacheQueryTokens = object.prefixCacheQueryTokens ?? 0;
+    message.prefixCacheHitTokens = object.prefixCacheHitTokens ?? 0;
     return message;
   },
 };
