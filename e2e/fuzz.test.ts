@@ -16,7 +16,7 @@ import { createClientFactory } from 'nice-grpc';
 import { createProtoVersionClientMiddleware, createTitanChannel, instanceManager } from '@titancompute/protocol';
 import { startAgent, type RunningAgent } from '@titancompute/agent';
 import { instanceIdSchema, startInstanceManager, type RunningInstanceManager } from '@titancompute/instance-manager';
-import { TitanClient } from '@titancompute/client';
+import { TitanAdminClient, TitanClient } from '@titancompute/client';
 import { startTestCoordinator, waitFor, type TestCoordinator } from '../packages/coordinator/src/test-support/test-coordinator.js';
 import { createFakeEngine } from '../packages/agent/src/test-support/fake-engine.js';
 import { requestBytes, service } from './fuzz/proto-arbitrary.js';
@@ -363,7 +363,12 @@ describe('after the fuzzing', () => {
   });
 
   it('every service still serves: a generation goes through end to end', async () => {
-    const client = new TitanClient({ coordinator: `127.0.0.1:${coord.coordinator.port}`, clientId: 'after-fuzz' });
+    // The fuzzing called AdminService with the admin token, so it may have created API keys (any
+    // valid name goes), and then the coordinator rightly requires one (--auth auto): the check
+    // runs with a fresh key of its own either way, so it does not depend on what was generated.
+    const admin = new TitanAdminClient({ coordinator: `127.0.0.1:${coord.coordinator.port}`, adminToken: coord.coordinator.adminToken });
+    const { secret } = await admin.createApiKey({ name: `after-fuzz-${Date.now()}` }).finally(() => admin.close());
+    const client = new TitanClient({ coordinator: `127.0.0.1:${coord.coordinator.port}`, clientId: 'after-fuzz', apiKey: secret });
     try {
       let text = '';
       for await (const chunk of client.generate({ model: MODEL, prompt: 'still alive?', maxTokens: 4 })) if (!chunk.done) text += chunk.text;
