@@ -75,6 +75,29 @@ export interface Keyring {
   readonly file: string;
 }
 
+/**
+ * The keys to publish (GetPublicKey) at `nowS`: the current key first, then every other stored
+ * key until it retires — or, if later, until the last token this process signed with it expires
+ * (`signedUntil`: key id → unix seconds). Shared by the file keyring and the PostgreSQL one.
+ */
+export function publishKeys(stored: readonly StoredKey[], currentKid: string, signedUntil: ReadonlyMap<string, number>, nowS: number): PublishedKey[] {
+  const out: PublishedKey[] = [];
+  for (const k of stored) {
+    const isCurrent = k.kid === currentKid;
+    const retireAt = isCurrent ? 0 : Math.max(k.retireAt, signedUntil.get(k.kid) ?? 0);
+    if (!isCurrent && retireAt <= nowS) continue;
+    const entry = { keyId: k.kid, publicKeyPem: k.publicKeyPem, algorithm: k.algorithm, retireAt };
+    if (isCurrent) out.unshift(entry);
+    else out.push(entry);
+  }
+  return out;
+}
+
+/** Records that a token signed with `kid` lives until `expSeconds` (the latest such time per key is kept). */
+export function noteSignedUntil(signedUntil: Map<string, number>, kid: string, expSeconds: number): void {
+  if ((signedUntil.get(kid) ?? 0) < expSeconds) signedUntil.set(kid, expSeconds);
+}
+
 /** Path of the keyring file in a data directory. */
 export function keyringPath(dataDir: string): string {
   return join(dataDir, 'keys', 'keyring.json');
@@ -204,22 +227,8 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   const keyring: Keyring = {
     file,
     current: () => state.current,
-    publishedKeys() {
-      const nowS = Math.floor(now() / 1000);
-      const out: PublishedKey[] = [];
-      for (const k of state.stored) {
-        const isCurrent = k.kid === state.current.kid;
-        const retireAt = isCurrent ? 0 : Math.max(k.retireAt, signedUntil.get(k.kid) ?? 0);
-        if (!isCurrent && retireAt <= nowS) continue;
-        const entry = { keyId: k.kid, publicKeyPem: k.publicKeyPem, algorithm: k.algorithm, retireAt };
-        if (isCurrent) out.unshift(entry);
-        else out.push(entry);
-      }
-      return out;
-    },
-    noteSigned(kid, expSeconds) {
-      if ((signedUntil.get(kid) ?? 0) < expSeconds) signedUntil.set(kid, expSeconds);
-    },
+    publishedKeys: () => publishKeys(state.stored, state.current.kid, signedUntil, Math.floor(now() / 1000)),
+    noteSigned: (kid, expSeconds) => noteSignedUntil(signedUntil, kid, expSeconds),
     reload() {
       reloading ??= (async () => {
         try {

@@ -2,7 +2,7 @@ import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Logger } from '@titancompute/server-kit';
 import { CoordinatorError, KeyringError } from '../errors.js';
 import { STORE_CHANNELS, type PostgresStore } from '../store/postgres-store.js';
-import { generateStoredKey, TOKEN_ALGORITHM, type Keyring, type PublishedKey, type SigningKey, type StoredKey } from './keyring.js';
+import { generateStoredKey, noteSignedUntil, publishKeys, TOKEN_ALGORITHM, type Keyring, type SigningKey, type StoredKey } from './keyring.js';
 import { openSealedPrivateKey, sealPrivateKey } from './keyring-secret.js';
 
 /**
@@ -138,22 +138,8 @@ export async function openPostgresKeyring(options: PostgresKeyringOptions): Prom
   const keyring: Keyring = {
     file: where(options.store),
     current: () => state.current,
-    publishedKeys() {
-      const t = nowS();
-      const out: PublishedKey[] = [];
-      for (const k of state.stored) {
-        const isCurrent = k.kid === state.current.kid;
-        const retireAt = isCurrent ? 0 : Math.max(k.retireAt, signedUntil.get(k.kid) ?? 0);
-        if (!isCurrent && retireAt <= t) continue;
-        const entry = { keyId: k.kid, publicKeyPem: k.publicKeyPem, algorithm: k.algorithm, retireAt };
-        if (isCurrent) out.unshift(entry);
-        else out.push(entry);
-      }
-      return out;
-    },
-    noteSigned(kid, expSeconds) {
-      if ((signedUntil.get(kid) ?? 0) < expSeconds) signedUntil.set(kid, expSeconds);
-    },
+    publishedKeys: () => publishKeys(state.stored, state.current.kid, signedUntil, nowS()),
+    noteSigned: (kid, expSeconds) => noteSignedUntil(signedUntil, kid, expSeconds),
     reload() {
       reloading ??= (async () => {
         try {
