@@ -11,6 +11,7 @@ import type { Engine } from './engines/engine.js';
 import { AgentConfigError } from './errors.js';
 import { createAgentHttpServer, metricsRoute } from './http/http-server.js';
 import { loadAgentCredential } from './identity/agent-credential.js';
+import { parseCoordinatorAddresses } from './links/coordinator-addresses.js';
 import { createCoordinatorLink, type CoordinatorLink } from './links/coordinator-link.js';
 import { createInstanceManagerLink, type InstanceManagerLink } from './links/instance-manager-link.js';
 import { createAgentMetrics } from './metrics/agent-metrics.js';
@@ -40,6 +41,11 @@ export interface RunningAgent {
   stop(reason?: string): Promise<void>;
   /** Resolves with the reason once the agent has stopped (by `stop()` or the instance manager). */
   readonly closed: Promise<string>;
+  /**
+   * `host:port` of the coordinator the agent is registered with and streams to now (its home,
+   * one of `coordinator`'s addresses); undefined while it has none.
+   */
+  readonly coordinator: string | undefined;
 }
 
 /** The options with their defaults, or an {@link AgentConfigError} naming the first bad one. */
@@ -49,6 +55,8 @@ function resolveOptions(options: StartAgentOptions): ResolvedAgentOptions {
     const issue = parsed.error.issues[0];
     throw new AgentConfigError(`invalid agent option ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`, { option: issue?.path.join('.') });
   }
+  // One host:port, or several comma-separated: AgentConfigError naming a bad entry, before anything starts.
+  parseCoordinatorAddresses(parsed.data.coordinator);
   return { ...options, ...parsed.data };
 }
 
@@ -151,7 +159,7 @@ function linkToCoordinator(o: ResolvedAgentOptions, a: AgentView): CoordinatorLi
 /**
  * Starts an agent: loads the engine, serves AgentService (plus health and reflection) and, on
  * its HTTP port, the OpenAI-compatible `/v1/*` routes (same jobs, same session tokens),
- * registers with the coordinator and keeps its health stream, and, when configured, reports to
+ * registers with the coordinator (one of several, failing over between them) and keeps its health stream, and, when configured, reports to
  * the instance manager (whose healthy=false drains and stops the agent: `closed` resolves).
  *
  * @example
@@ -218,6 +226,7 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     limits: { maxPromptBytes: o.maxPromptBytes, maxTokensLimit: o.maxTokensLimit },
     logger,
     ...(o.metricsPort === undefined ? { metrics: metrics.prometheus } : {}),
+    coordinator: () => link?.home,
   });
   // A separate listener only when --metrics-port names another port than the HTTP routes'.
   const metricsHttp = o.metricsPort === undefined ? undefined : Fastify({ logger: false });
@@ -336,5 +345,17 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     { agentId, endpoint, httpEndpoint, engine: engine.name, models: engine.models, maxConcurrentJobs: o.maxConcurrentJobs, maxQueue: o.maxQueue },
     'agent ready',
   );
-  return { port, agentId, endpoint, httpPort, httpEndpoint, metricsPort, stop, closed };
+  return {
+    port,
+    agentId,
+    endpoint,
+    httpPort,
+    httpEndpoint,
+    metricsPort,
+    stop,
+    closed,
+    get coordinator() {
+      return coordinatorLink.home;
+    },
+  };
 }

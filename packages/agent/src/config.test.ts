@@ -97,6 +97,15 @@ describe('titan-agent config', () => {
     expect(() => load(['--context-size', '-1'])).toThrow(/context-size/);
   });
 
+  it('--coordinator / TITAN_COORDINATOR takes one host:port or several comma-separated; a bad entry is a ConfigError naming the flag', () => {
+    const opts = (argv: string[], env: Record<string, string> = {}) => agentOptionsFromConfig(load(['--join-token', 't', ...argv], env));
+    expect(opts(['--coordinator', 'c1:50051']).coordinator).toBe('c1:50051');
+    expect(opts([], { TITAN_COORDINATOR: 'c1:50051,c2:50051,c3:50051' }).coordinator).toBe('c1:50051,c2:50051,c3:50051');
+    expect(() => opts(['--coordinator', 'c1:50051,c2'])).toThrow(
+      /^invalid --coordinator \(TITAN_COORDINATOR\): expected host:port, or several comma-separated, got "c1:50051,c2"$/,
+    );
+  });
+
   it('--metrics-port / TITAN_METRICS_PORT: unset or the HTTP port serves /metrics on the HTTP server; another port (0 too) a listener of its own', () => {
     const parse = (argv: string[], env: Record<string, string> = {}) =>
       startAgentOptionsSchema.parse(agentOptionsFromConfig(load(['--join-token', 't', ...argv], env)));

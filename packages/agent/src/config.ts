@@ -25,6 +25,7 @@ import { DEFAULT_HTTP_TIMEOUTS } from './engines/http-stream.js';
 import { defaultLlamaThreads } from './engines/llama-cpp-engine.js';
 import { DEFAULT_OLLAMA_HOST } from './engines/ollama-engine.js';
 import { DEFAULT_OPENAI_API } from './engines/openai-engine.js';
+import { parseCoordinatorAddresses } from './links/coordinator-addresses.js';
 import { NVIDIA_SMI_DEFAULTS } from './stats/nvidia-smi.js';
 
 /**
@@ -92,6 +93,7 @@ export interface StartAgentOptions {
    */
   metricsPort?: number;
   /** Coordinator `host:port`. Default `localhost:50051`. */
+  /** Coordinator `host:port`, or several comma-separated (replicas: the agent fails over between them), or a name with several addresses. Default `localhost:50051`. */
   coordinator?: string;
   /** Join token sent as `authorization: Bearer …` to RegisterAgent/ReportHealth/DeregisterAgent. */
   joinToken: string;
@@ -265,7 +267,8 @@ export function agentConfigSpec() {
       flag: 'coordinator',
       env: ['TITAN_COORDINATOR', 'COORDINATOR_ENDPOINT'],
       default: D.coordinator,
-      description: 'Coordinator host:port.',
+      description:
+        'Coordinator host:port; several comma-separated (replicas: one is home, the agent fails over to the next), or a name that resolves to several addresses.',
     }),
     joinToken: stringOption({ flag: 'join-token', env: ['TITAN_JOIN_TOKEN'], description: 'Join token the coordinator requires to register (required).' }),
     engine: enumOption({ flag: 'engine', env: ['TITAN_ENGINE'], default: D.engine, description: 'Inference engine.' }, ENGINE_NAMES),
@@ -421,6 +424,15 @@ export function agentOptionsFromConfig(config: AgentConfig): Omit<StartAgentOpti
       source: '--join-token',
       expected: 'a non-empty string',
     });
+  }
+  try {
+    parseCoordinatorAddresses(config.coordinator);
+  } catch (err) {
+    throw new ConfigError(
+      `invalid --coordinator (TITAN_COORDINATOR): expected host:port, or several comma-separated, got ${JSON.stringify(config.coordinator)}`,
+      { option: 'coordinator', source: '--coordinator', expected: 'host:port[,host:port…]', got: config.coordinator },
+      { cause: err },
+    );
   }
   let maxQueue: number | undefined;
   if (config.maxQueue !== undefined) {

@@ -1,9 +1,13 @@
 import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 
-/** True for a `host:port` (optionally with a URL scheme) on the loopback interface. */
+/** True for a `host:port` (optionally with a URL scheme) on the loopback interface; for a comma-separated list, when every one is. */
 export function isLoopbackAddress(address: string): boolean {
-  return /^(localhost|127\.|\[::1\]|::1)/.test(address.replace(/^(https?|grpcs?):\/\//, ''));
+  const entries = address
+    .split(',')
+    .map((a) => a.trim())
+    .filter((a) => a !== '');
+  return entries.length > 0 && entries.every((a) => /^(localhost|127\.|\[::1\]|::1)/.test(a.replace(/^(https?|grpcs?):\/\//, '')));
 }
 
 /** The id an agent takes when none is given: `<hostname>-<port>` (hostname cleaned to the id's alphabet). */
@@ -24,7 +28,7 @@ export interface EndpointInputs {
   port: number;
   /** The host clients dial, when given. */
   publicHost?: string | undefined;
-  /** The coordinator's `host:port` (a loopback coordinator means a local cluster). */
+  /** The coordinator's `host:port`, or several comma-separated (loopback coordinators mean a local cluster). */
   coordinator: string;
 }
 

@@ -185,7 +185,7 @@ export class TitanAbortError extends TitanError {
 
 /** A server could not be reached (connection refused, DNS, TLS handshake …; gRPC UNAVAILABLE). */
 export class ConnectionError extends TitanError {
-  override readonly name = 'ConnectionError';
+  override readonly name: string = 'ConnectionError';
   constructor(
     message: string,
     /** The `host:port` that could not be reached. */
@@ -193,6 +193,25 @@ export class ConnectionError extends TitanError {
     options: TitanErrorOptions = {},
   ) {
     super(message, Status.UNAVAILABLE, options);
+  }
+}
+
+/**
+ * None of several coordinators answered (each unreachable, unavailable, or past its deadline
+ * before connecting; gRPC UNAVAILABLE). A {@link ConnectionError} whose `address` lists them all;
+ * `failures` says why each one failed, in the order they were tried.
+ */
+export class ClusterUnavailableError extends ConnectionError {
+  override readonly name: string = 'ClusterUnavailableError';
+  constructor(
+    message: string,
+    /** Every coordinator address of the client. */
+    readonly addresses: readonly string[],
+    /** Each address tried and its error, in order. */
+    readonly failures: ReadonlyArray<{ readonly address: string; readonly error: TitanError }>,
+    options: TitanErrorOptions = {},
+  ) {
+    super(message, addresses.join(','), options);
   }
 }
 

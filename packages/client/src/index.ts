@@ -35,6 +35,7 @@ export {
   AuthError,
   CapacityError,
   ClientConfigError,
+  ClusterUnavailableError,
   ConnectionError,
   InvalidArgumentError,
   NoAgentsError,

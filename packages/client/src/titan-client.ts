@@ -6,6 +6,7 @@ import { DEFAULT_BUSY_RETRIES, DEFAULT_BUSY_RETRY_MAX_WAIT_MS, runGeneration } f
 import { toAgentSelfStatus, toClusterStatus } from './inference/status-mapping.js';
 import { validateChatRequest, validateGenerateRequest, type ValidatedRequest } from './inference/validate-request.js';
 import { createChannelPool, type ChannelPool } from './transport/channel-pool.js';
+import { createCoordinatorRotation, parseCoordinatorAddresses, type CoordinatorRotation } from './transport/coordinator-rotation.js';
 import { callUnary, type UnaryCallOptions } from './transport/unary-call.js';
 import type {
   AgentSelfStatus,
@@ -71,14 +72,19 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   }
 }
 
+/** gRPC's connectivity state READY (grpc-js `connectivityState.READY`): the channel is connected. */
+export const CHANNEL_READY = 2;
+
 /**
  * The TitanCompute client: asks the coordinator for an agent, then streams tokens straight
  * from that agent ("zero-proxy"), with failover before the first token, deadlines, AbortSignal
- * and typed errors. Channels are cached per address; call {@link TitanClient.close} when done.
+ * and typed errors. Several coordinators (replicas of one cluster: `'a:50051,b:50051'` or an
+ * array) are tried in turn, starting with the one that answered last. Channels are cached per
+ * address; call {@link TitanClient.close} when done.
  *
  * @example
  * ```ts
- * const client = new TitanClient({ coordinator: '127.0.0.1:50051' });
+ * const client = new TitanClient({ coordinator: '127.0.0.1:50051' }); // or 'c1:50051,c2:50051,c3:50051'
  * for await (const chunk of client.generate({ model: 'llama-2-tiny-random', prompt: 'Hello' })) {
  *   if (chunk.done) console.log('\n', chunk.stats);
  *   else process.stdout.write(chunk.text);
@@ -87,8 +93,8 @@ export class Generation implements AsyncIterable<GenerationChunk> {
  * ```
  */
 export class TitanClient {
-  /** Coordinator address in use. */
-  readonly coordinatorAddress: string;
+  /** Every coordinator address, in the order given. */
+  readonly coordinatorAddresses: readonly string[];
   /** Client id sent to the coordinator. */
   readonly clientId: string;
   readonly #pool: ChannelPool;
@@ -98,15 +104,16 @@ export class TitanClient {
   readonly #busyRetries: number;
   readonly #busyRetryMaxWaitMs: number;
   readonly #apiKey: string | undefined;
-  #coordinator: CoordinatorServiceClient | undefined;
+  readonly #coordinators = new Map<string, CoordinatorServiceClient>();
+  readonly #rotation: CoordinatorRotation;
   readonly #agents = new Map<string, AgentServiceClient>();
 
   constructor(options: TitanClientOptions = {}) {
-    const coordinator = options.coordinator ?? DEFAULT_COORDINATOR;
-    if (typeof coordinator !== 'string' || !/^[^\s]+:\d+$/.test(coordinator.replace(/^(https?|grpcs?):\/\//, ''))) {
-      throw new InvalidArgumentError(`coordinator: expected host:port, got ${JSON.stringify(coordinator)}`, 'coordinator');
-    }
-    this.coordinatorAddress = coordinator;
+    this.coordinatorAddresses = parseCoordinatorAddresses(options.coordinator ?? DEFAULT_COORDINATOR);
+    this.#rotation = createCoordinatorRotation(
+      this.coordinatorAddresses,
+      (address) => this.#coordinators.has(address) && this.#pool.channel(address, 'coordinator').getConnectivityState(false) === CHANNEL_READY,
+    );
     this.clientId = options.clientId ?? `titan-client-${randomUUID().slice(0, 8)}`;
     this.#maxAttempts = positiveInt('maxAttempts', options.maxAttempts, 3);
     this.#requestTimeoutMs = positiveInt('requestTimeoutMs', options.requestTimeoutMs, 10_000);
@@ -119,9 +126,18 @@ export class TitanClient {
     this.#pool = createChannelPool(options.tls);
   }
 
-  #coordinatorClient(): CoordinatorServiceClient {
-    this.#coordinator ??= this.#pool.factory.create(CoordinatorServiceDefinition, this.#pool.channel(this.coordinatorAddress, 'coordinator'));
-    return this.#coordinator;
+  /** Coordinator address in use: the one that answered last (the first one until any answered). */
+  get coordinatorAddress(): string {
+    return this.#rotation.current;
+  }
+
+  #coordinatorClient(address: string): CoordinatorServiceClient {
+    let client = this.#coordinators.get(address);
+    if (!client) {
+      client = this.#pool.factory.create(CoordinatorServiceDefinition, this.#pool.channel(address, 'coordinator'));
+      this.#coordinators.set(address, client);
+    }
+    return client;
   }
 
   #agentClient(endpoint: string): AgentServiceClient {
@@ -162,9 +178,9 @@ export class TitanClient {
 
   #start(validated: ValidatedRequest): Generation {
     const deps = {
-      coordinatorAddress: this.coordinatorAddress,
+      coordinators: this.#rotation,
       clientId: this.clientId,
-      coordinator: () => this.#coordinatorClient(),
+      coordinator: (address: string) => this.#coordinatorClient(address),
       agent: (endpoint: string) => this.#agentClient(endpoint),
       requestTimeoutMs: this.#requestTimeoutMs,
       streamTimeoutMs: this.#streamTimeoutMs,
@@ -186,10 +202,15 @@ export class TitanClient {
     throw new TitanError('generation ended without stats', Status.UNKNOWN);
   }
 
-  /** Cluster status from the coordinator: agents, their state, load and GPU memory, scheduler counters. */
+  /**
+   * Cluster status from the coordinator: agents, their state, load and GPU memory, scheduler
+   * counters. With several coordinators, from the first one that answers (see {@link TitanClient.coordinatorAddress}).
+   */
   async status(options: { signal?: AbortSignal } = {}): Promise<ClusterStatus> {
-    const status = await this.#unary('coordinator', this.coordinatorAddress, options.signal, (callOptions) =>
-      this.#coordinatorClient().querySystemStatus({ includeAgents: true, includeMetrics: true }, callOptions),
+    const status = await this.#rotation.call((address) =>
+      this.#unary('coordinator', address, options.signal, (callOptions) =>
+        this.#coordinatorClient(address).querySystemStatus({ includeAgents: true, includeMetrics: true }, callOptions),
+      ),
     );
     return toClusterStatus(status);
   }
@@ -208,7 +229,7 @@ export class TitanClient {
 
   /** Closes every channel this client opened. The client can still be used (channels reopen). */
   close(): void {
-    this.#coordinator = undefined;
+    this.#coordinators.clear();
     this.#agents.clear();
     this.#pool.close();
   }

@@ -56,3 +56,17 @@ export function recordGenerationError(span: Span, err: unknown): void {
   span.setAttribute(TRACE_ATTRIBUTES.errorType, err instanceof Error ? err.name : 'Error');
   span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
 }
+
+/**
+ * Records on a generation's span that a coordinator could not be used before the first token and
+ * the next one is asked: event `titan.coordinator_failover` with `titan.coordinator.from`,
+ * `titan.coordinator.to` and `error.type`.
+ */
+export function recordCoordinatorFailover(span: Span, from: string, to: string, err: unknown): void {
+  if (!span.isRecording()) return;
+  span.addEvent('titan.coordinator_failover', {
+    'titan.coordinator.from': from,
+    'titan.coordinator.to': to,
+    [TRACE_ATTRIBUTES.errorType]: err instanceof Error ? err.name : 'Error',
+  });
+}

@@ -5,8 +5,13 @@ export type TlsOptions = ClientTlsOptions;
 
 /** Options of `new TitanClient(...)`. */
 export interface TitanClientOptions {
-  /** Coordinator gRPC address, `host:port`. Default `127.0.0.1:50051`. */
-  coordinator?: string;
+  /**
+   * Coordinator gRPC address, `host:port`; or several (replicas of one cluster) as
+   * `'a:50051,b:50051'` or an array: RequestInference and status go to the one that answered
+   * last, and to the next one when it cannot be reached, answers UNAVAILABLE or its deadline
+   * passes before connecting — only before the first token. Default `127.0.0.1:50051`.
+   */
+  coordinator?: string | readonly string[];
   /** TLS (or mTLS with certFile/keyFile) for the coordinator and the agents. Plaintext when absent. */
   tls?: TlsOptions;
   /** Identifies this client to the coordinator (the token's `sub`). Default `titan-client-<random>`. */
@@ -372,8 +377,8 @@ export interface InstanceManagerClientOptions {
 
 /** Options of `new TitanAdminClient(...)`. */
 export interface TitanAdminClientOptions {
-  /** Coordinator gRPC address, `host:port`. Default `127.0.0.1:50051`. */
-  coordinator?: string;
+  /** Coordinator gRPC address, `host:port`; or several, comma-separated or an array (tried in turn). Default `127.0.0.1:50051`. */
+  coordinator?: string | readonly string[];
   /** The coordinator's admin token (its data dir's `admin-token` file, or its `--admin-token`). */
   adminToken: string;
   /** TLS (or mTLS) for the coordinator. Plaintext when absent. */

@@ -40,6 +40,8 @@ export interface AgentHttpServerOptions {
   headersTimeoutMs?: number;
   /** Served at `GET /metrics` (Prometheus text) when given: the agent's metrics on this port. */
   metrics?: Registry;
+  /** The home coordinator's `host:port` now (in `GET /health` as `coordinator`; null while there is none). */
+  coordinator?: () => string | undefined;
 }
 
 /** Default of {@link AgentHttpServerOptions.requestTimeoutMs}. */
@@ -197,7 +199,13 @@ export function createAgentHttpServer(options: AgentHttpServerOptions): FastifyI
 
   app.get('/health', async (_req, reply) => {
     const status = options.state();
-    return reply.code(status === 'healthy' ? 200 : 503).send({ status, agent_id: options.agentId(), engine: engine.name, models: [...engine.models] });
+    return reply.code(status === 'healthy' ? 200 : 503).send({
+      status,
+      agent_id: options.agentId(),
+      engine: engine.name,
+      models: [...engine.models],
+      ...(options.coordinator ? { coordinator: options.coordinator() ?? null } : {}),
+    });
   });
 
   const { metrics } = options;

@@ -1,6 +1,7 @@
 import { createClientFactory, Metadata, type Channel } from 'nice-grpc';
 import {
   CoordinatorServiceDefinition,
+  createClientCredentials,
   createProtoVersionClientMiddleware,
   createTitanChannel,
   type AgentRegistration,
@@ -18,8 +19,15 @@ import { AGENT_DEFAULTS } from '../config.js';
 import type { PrefixCacheState } from '../engines/engine.js';
 import { backoffDelay, delay } from '../util/abort.js';
 import { createPushQueue, type PushQueue } from '../util/push-queue.js';
-import { createRegistration } from './coordinator-registration.js';
+import { parseCoordinatorAddresses, resolveCoordinatorTargets, systemLookupAll, type CoordinatorTarget, type LookupAll } from './coordinator-addresses.js';
+import { createRegistration, REGISTER_CALL_TIMEOUT_MS } from './coordinator-registration.js';
 import { createJobReportLedger } from './job-reports.js';
+
+/**
+ * Longest a RegisterAgent call may take when other coordinators are listed: a coordinator that
+ * does not answer (a host that drops packets) is left for the next one this soon.
+ */
+export const FAILOVER_REGISTER_TIMEOUT_MS = 3000;
 
 /** What the link reports in each health update (besides RTT and timestamps). */
 export interface HealthSnapshot {
@@ -38,8 +46,21 @@ export { MAX_UNACKED_OUTCOMES } from './job-reports.js';
 
 /** Options of {@link createCoordinatorLink}. */
 export interface CoordinatorLinkOptions {
-  /** `host:port` of the coordinator. */
+  /**
+   * `host:port` of the coordinator, or several separated by commas (`a:50051,b:50051,c:50051`:
+   * replicas of one cluster), or a host name that resolves to several addresses (each one a
+   * replica; resolved again on every reconnection). The agent keeps one health stream to one of
+   * them, its home, and moves to the next when that stream or coordinator dies.
+   */
   address: string;
+  /** Resolves a host name to every address (default: `dns.lookup(name, { all: true })`). */
+  lookup?: LookupAll;
+  /**
+   * Longest wait for the ack of a sent update before the stream counts as dead (a coordinator
+   * that hangs, or a host gone without closing the connection) and the link moves on. Default:
+   * three health intervals, at least 5 s.
+   */
+  ackTimeoutMs?: number;
   joinToken: string;
   /**
    * This agent's own credential (see `loadAgentCredential`): sent on RegisterAgent, on the first
@@ -97,28 +118,44 @@ export interface CoordinatorLink {
    * from that send, or at once without a stream.
    */
   whenAcked(timeoutMs?: number): Promise<void>;
-  /** Fetches the coordinator's public keys. */
+  /** Fetches the public keys of the home coordinator (or of the one being dialled, or the last home). */
   getPublicKey(): Promise<PublicKeyResponse>;
+  /** `host:port` of the coordinator this agent is registered with and streams to (its home); undefined while it has none. */
+  readonly home: string | undefined;
+  /** The coordinator entries configured (`address`, split at its commas). */
+  readonly addresses: readonly string[];
   /** Resolves after the first successful registration. */
   readonly registered: Promise<void>;
   /** Latest RTT measured on the health stream, ms. */
   readonly rttMs: number;
   /** Sends a draining update now and waits for its ack (up to `timeoutMs`). */
   announceDraining(timeoutMs?: number): Promise<void>;
-  /** DeregisterAgent, then closes the stream and stops reconnecting. */
+  /** DeregisterAgent (at the home coordinator), then closes the stream and stops reconnecting. */
   stop(reason: string): Promise<void>;
 }
 
+/** One coordinator the link dials: its channel and client. */
+interface Connection {
+  address: string;
+  channel: Channel;
+  client: CoordinatorServiceClient;
+}
+
 /**
- * Creates a {@link CoordinatorLink}: RegisterAgent with the join token (retried with capped
- * exponential backoff, see `createRegistration`), one long-lived ReportHealth stream (an update
- * every interval and promptly on job changes; RTT from `echo_timestamp`; `reregister` acks
- * answered by registering again), reconnecting and re-registering when the stream breaks
- * (coordinator restart). Finished jobs ride on every update until acknowledged (see
- * `createJobReportLedger`).
+ * Creates a {@link CoordinatorLink}: RegisterAgent with the join token, one long-lived
+ * ReportHealth stream (an update every interval and promptly on job changes; RTT from
+ * `echo_timestamp`; `reregister` acks answered by registering again), reconnecting and
+ * re-registering when the stream breaks (coordinator restart). With several coordinators
+ * (`address` a list, or a name with several addresses) the agent has one home at a time: when
+ * its stream or registration fails it tries the next address at once (the same credential
+ * registers it there), and backs off (capped exponential, see `backoffDelay`) only after every
+ * address failed in a row. Finished jobs and refused tokens ride on every update until
+ * acknowledged, by whichever coordinator is home (see `createJobReportLedger`).
  */
 export function createCoordinatorLink(options: CoordinatorLinkOptions): CoordinatorLink {
   const { logger } = options;
+  const entries = parseCoordinatorAddresses(options.address);
+  const lookup = options.lookup ?? systemLookupAll;
   const initial = options.backoffInitialMs ?? 250;
   const cap = options.backoffMaxMs ?? 10_000;
   let intervalMs = options.heartbeatIntervalMs ?? AGENT_DEFAULTS.heartbeatIntervalMs;
@@ -126,23 +163,48 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
   // every agent again within about two intervals. grpc-js backs off its own reconnects up to
   // 120 s by default: bound them the same way.
   const retryCap = () => Math.max(initial, Math.min(cap, intervalMs));
-  const channel: Channel = createTitanChannel(options.address, {
-    ...(options.tls ? { tls: options.tls } : {}),
-    channelOptions: { 'grpc.initial_reconnect_backoff_ms': initial, 'grpc.max_reconnect_backoff_ms': retryCap() },
-  });
-  const client: CoordinatorServiceClient = createClientFactory().use(createProtoVersionClientMiddleware()).create(CoordinatorServiceDefinition, channel);
+  const ackTimeout = () => options.ackTimeoutMs ?? Math.max(5000, 3 * intervalMs);
+  // Unreadable TLS files fail here, at start, as they did with one channel made up front.
+  if (options.tls) createClientCredentials(options.tls);
+  const factory = createClientFactory().use(createProtoVersionClientMiddleware());
+  const connections = new Map<string, Connection>();
+  const connect = (target: CoordinatorTarget): Connection => {
+    let c = connections.get(target.address);
+    if (!c) {
+      // A name expanded into its addresses: certificates are still checked against the name.
+      const tls = options.tls && target.serverName && !options.tls.serverName ? { ...options.tls, serverName: target.serverName } : options.tls;
+      const channel = createTitanChannel(target.address, {
+        ...(tls ? { tls } : {}),
+        channelOptions: { 'grpc.initial_reconnect_backoff_ms': initial, 'grpc.max_reconnect_backoff_ms': retryCap() },
+      });
+      c = { address: target.address, channel, client: factory.create(CoordinatorServiceDefinition, channel) };
+      connections.set(target.address, c);
+    }
+    return c;
+  };
+  /** Closes the channels of addresses no longer listed (a name's records changed). */
+  const prune = (targets: readonly CoordinatorTarget[]) => {
+    for (const [address, c] of connections) {
+      if (c === current || c === lastHome || targets.some((t) => t.address === address)) continue;
+      c.channel.close();
+      connections.delete(address);
+    }
+  };
+  /** The coordinator being dialled, registered with or streamed to (undefined between attempts). */
+  let current: Connection | undefined;
+  /** The home: registered there, its health stream up or being opened. */
+  let home: Connection | undefined;
+  /** The latest home, and since when it is lost (for the one log line of a move). */
+  let lastHome: Connection | undefined;
+  let lostAt = 0;
   const auth = () => ({ metadata: Metadata({ authorization: `Bearer ${options.joinToken}` }) });
   const stopController = new AbortController();
   const reports = createJobReportLedger();
-  const { register, registered } = createRegistration({
-    client,
-    address: options.address,
+  const { registerOn, registered } = createRegistration({
     credential: options.credential,
     registration: options.registration,
     auth,
     stopSignal: stopController.signal,
-    backoffInitialMs: initial,
-    retryCapMs: retryCap,
     applyInterval: (seconds) => {
       if (seconds > 0) intervalMs = seconds * 1000;
       return intervalMs;
@@ -150,6 +212,18 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     onRegistered: options.onRegistered,
     logger,
   });
+  /** `c` is home now: said once per move (a re-registration with the same home says nothing more). */
+  const becomeHome = (c: Connection) => {
+    if (lastHome && lastHome !== c) {
+      logger.warn({ from: lastHome.address, to: c.address, afterMs: Date.now() - lostAt }, 'moved to another coordinator (home changed)');
+    }
+    home = c;
+    lastHome = c;
+  };
+  const leaveHome = () => {
+    if (home) lostAt = Date.now();
+    home = undefined;
+  };
   let rttMs = 0;
   let queue: PushQueue<DeepPartial<HealthUpdate>> | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
@@ -158,6 +232,10 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
   let flushing: { immediate: NodeJS.Immediate; sent: Promise<void>; resolve: () => void } | undefined;
   let draining = false;
   let loop: Promise<void> | undefined;
+  /** Since when the stream waits for an ack of a sent update (undefined: every update is acked). */
+  let waitingAckSince: number | undefined;
+  /** Ends the open stream's call. */
+  let streamAbort: AbortController | undefined;
   /** Version of the prefix-cache state last sent on the current stream (undefined: none yet). */
   let sentPrefixVersion: number | undefined;
   /** The prefix-cache report for the next update: only when it changed since the last one sent. */
@@ -182,12 +260,29 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
       flushed.resolve();
     }
     if (!queue || queue.closed) return;
-    // started_job_ids and rejected_job_ids go once; a reconnect re-sends active_job_ids, and an
-    // unreported rejection only means the slot waits for the coordinator's claim window.
-    const s = { ...options.snapshot(), startedJobIds: options.takeStarted?.() ?? [], rejectedJobIds: options.takeRejected?.() ?? [] };
-    const { timestamp, completedJobs } = reports.stamp(options.takeCompleted());
+    // A coordinator that stopped acking (hung, or a host gone without closing the connection):
+    // end this stream, so the link moves on (to the next coordinator, when there is one).
+    if (waitingAckSince !== undefined && Date.now() - waitingAckSince > ackTimeout()) {
+      logger.warn({ coordinator: current?.address, ackTimeoutMs: ackTimeout() }, 'no ack on the health stream in time; reconnecting');
+      streamAbort?.abort(new Error('no ack on the health stream in time'));
+      return;
+    }
+    // started_job_ids go once (a reconnect re-sends active_job_ids); rejected_job_ids and
+    // finished jobs ride on every update until acked, on this stream or the next one.
+    const s = { ...options.snapshot(), startedJobIds: options.takeStarted?.() ?? [] };
+    const { timestamp, completedJobs, rejectedJobIds } = reports.stamp(options.takeCompleted(), options.takeRejected?.() ?? []);
     const prefixCache = prefixCacheChange();
-    queue.push({ agentId: options.agentId, ...s, draining: s.draining || draining, rttMs, timestamp, completedJobs, ...(prefixCache ? { prefixCache } : {}) });
+    waitingAckSince ??= Date.now();
+    queue.push({
+      agentId: options.agentId,
+      ...s,
+      rejectedJobIds,
+      draining: s.draining || draining,
+      rttMs,
+      timestamp,
+      completedJobs,
+      ...(prefixCache ? { prefixCache } : {}),
+    });
     scheduleHeartbeat();
   };
   const scheduleHeartbeat = () => {
@@ -196,37 +291,45 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
   };
 
   /** Takes one ack of the health stream: RTT, acknowledged reports, a request to register again. */
-  const onAck = async (ack: HealthAck): Promise<void> => {
+  const onAck = async (c: Connection, ack: HealthAck): Promise<void> => {
     const echo = Number(ack.echoTimestamp);
     if (echo > 0) {
       rttMs = Math.max(0, Date.now() - echo);
       reports.ack(echo);
+      waitingAckSince = echo >= reports.lastSentTs ? undefined : Date.now();
     }
     if (ack.reregister) {
-      logger.info('coordinator does not know this agent; registering again');
-      await register();
+      logger.info({ coordinator: c.address }, 'coordinator does not know this agent; registering again');
+      await registerOn(c);
       // The coordinator forgot this agent: it hears what the cache holds again.
       sentPrefixVersion = undefined;
       sendUpdate();
     }
   };
 
-  /** One ReportHealth stream, from its first update until it breaks or the link stops. */
-  const streamOnce = async (): Promise<void> => {
+  /**
+   * One ReportHealth stream to `c`, from its first update until it breaks or the link stops.
+   * Sets `state.acked` once the coordinator acked an update on it.
+   */
+  const streamOnce = async (c: Connection, state: { acked: boolean }): Promise<void> => {
     queue = createPushQueue<DeepPartial<HealthUpdate>>();
     const q = queue;
     const callAbort = new AbortController();
+    streamAbort = callAbort;
     const onStop = () => callAbort.abort();
     stopController.signal.addEventListener('abort', onStop, { once: true });
     sentPrefixVersion = undefined;
+    waitingAckSince = undefined;
     sendUpdate();
     try {
-      for await (const ack of client.reportHealth(withCredentialFirst(q, options.credential), { ...auth(), signal: callAbort.signal })) {
-        await onAck(ack);
+      for await (const ack of c.client.reportHealth(withCredentialFirst(q, options.credential), { ...auth(), signal: callAbort.signal })) {
+        state.acked = true;
+        await onAck(c, ack);
       }
-      if (!stopController.signal.aborted) logger.warn('coordinator closed the health stream; reconnecting');
+      if (!stopController.signal.aborted) logger.warn({ coordinator: c.address }, 'coordinator closed the health stream; reconnecting');
     } finally {
       q.end();
+      if (streamAbort === callAbort) streamAbort = undefined;
       stopController.signal.removeEventListener('abort', onStop);
       clearTimeout(heartbeat);
       clearTimeout(debounce);
@@ -234,21 +337,61 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     }
   };
 
-  /** Registers and keeps a health stream up, with backoff between broken streams, until the link stops. */
+  /**
+   * Registers and keeps a health stream up until the link stops: on the next coordinator at once
+   * after a failure while another one was not tried yet, with backoff once every one failed in a
+   * row. The addresses are resolved again before each attempt.
+   */
   const run = async () => {
+    /** Rounds (every address tried) failed in a row: the backoff's exponent. */
+    let rounds = 0;
+    /** Addresses tried in this round. */
+    let tried = 0;
+    /** Failed attempts since the last stream that was acked (for the log level). */
     let failures = 0;
+    /** The address tried last: the next attempt starts after it. */
+    let after: string | undefined;
     while (!stopController.signal.aborted) {
+      const targets = await resolveCoordinatorTargets(entries, lookup);
+      if (stopController.signal.aborted) return;
+      prune(targets);
+      const at = after === undefined ? -1 : targets.findIndex((t) => t.address === after);
+      const target = targets[(at + 1) % targets.length] ?? targets[0];
+      /* c8 ignore next */
+      if (!target) return;
+      const c = connect(target);
+      current = c;
+      const state = { acked: false };
+      let registeredHere = false;
       try {
-        await register();
-        failures = 0;
-        await streamOnce();
+        await registerOn(c, targets.length > 1 ? FAILOVER_REGISTER_TIMEOUT_MS : REGISTER_CALL_TIMEOUT_MS);
+        registeredHere = true;
+        becomeHome(c);
+        await streamOnce(c, state);
       } catch (err) {
         if (stopController.signal.aborted) return;
-        logger.warn({ err: (err as Error).message }, 'health stream to the coordinator failed; reconnecting');
+        const level = failures === 0 || failures % 10 === 0 ? 'warn' : 'debug';
+        logger[level](
+          { coordinator: c.address, err: (err as Error).message, ...(targets.length > 1 ? { coordinators: targets.map((t) => t.address) } : {}) },
+          registeredHere ? 'health stream to the coordinator failed; reconnecting' : 'cannot register with the coordinator; retrying',
+        );
       }
+      leaveHome();
+      current = undefined;
       if (stopController.signal.aborted) return;
+      after = c.address;
+      if (state.acked) {
+        rounds = 0;
+        tried = 0;
+        failures = 0;
+      } else {
+        failures++;
+      }
+      // Another address not tried in this round: go there now (the failover bound is this fast).
+      if (++tried < targets.length) continue;
+      tried = 0;
       try {
-        await delay(backoffDelay(failures++, initial, retryCap()), stopController.signal);
+        await delay(backoffDelay(rounds++, initial, retryCap()), stopController.signal);
       } catch {
         return;
       }
@@ -260,6 +403,10 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     get rttMs() {
       return rttMs;
     },
+    get home() {
+      return home?.address;
+    },
+    addresses: entries,
     start() {
       loop ??= run();
     },
@@ -278,8 +425,10 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
       if (flushing) return flushing.sent.then(() => reports.whenAllAcked(timeoutMs));
       return reports.whenAllAcked(timeoutMs);
     },
-    getPublicKey() {
-      return client.getPublicKey({}, { signal: AbortSignal.timeout(5000) });
+    async getPublicKey() {
+      // From the coordinator this agent talks to now: after a move, the new home's keys.
+      const c = home ?? current ?? lastHome ?? connect({ address: entries[0] ?? options.address, serverName: undefined });
+      return c.client.getPublicKey({}, { signal: AbortSignal.timeout(5000) });
     },
     async announceDraining(timeoutMs = 2000) {
       draining = true;
@@ -291,21 +440,28 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     async stop(reason) {
       draining = true;
       if (streamOpen()) sendUpdate();
-      try {
-        await client.deregisterAgent(
-          { agentId: options.agentId, reason, agentCredential: options.credential },
-          { ...auth(), signal: AbortSignal.timeout(3000) },
-        );
-        logger.info({ reason }, 'deregistered from the coordinator');
-      } catch (err) {
-        logger.warn({ err: (err as Error).message }, 'deregistration failed (the coordinator will drop this agent when the stream closes)');
+      const c = home ?? lastHome;
+      if (c) {
+        try {
+          await c.client.deregisterAgent(
+            { agentId: options.agentId, reason, agentCredential: options.credential },
+            { ...auth(), signal: AbortSignal.timeout(3000) },
+          );
+          logger.info({ reason, coordinator: c.address }, 'deregistered from the coordinator');
+        } catch (err) {
+          logger.warn(
+            { err: (err as Error).message, coordinator: c.address },
+            'deregistration failed (the coordinator will drop this agent when the stream closes)',
+          );
+        }
       }
       stopController.abort();
       queue?.end();
       clearTimeout(heartbeat);
       clearTimeout(debounce);
       await loop?.catch(() => undefined);
-      channel.close();
+      for (const conn of connections.values()) conn.channel.close();
+      connections.clear();
     },
   };
 }

@@ -24,6 +24,27 @@ describe('job report ledger', () => {
     expect(ledger.stamp([]).completedJobs).toEqual([]);
   });
 
+  it('carries the job ids of refused tokens the same way, until an ack covers them (a new stream, or a new coordinator, gets them again)', () => {
+    const ledger = createJobReportLedger();
+    const first = ledger.stamp([], ['refused-a']);
+    expect(first.rejectedJobIds).toEqual(['refused-a']);
+    // The stream broke before any ack: the next update (on the next stream) still carries it.
+    expect(ledger.stamp([outcome('done-b')], ['refused-c'])).toMatchObject({ rejectedJobIds: ['refused-a', 'refused-c'], completedJobs: [outcome('done-b')] });
+    ledger.ack(ledger.lastSentTs);
+    expect(ledger.stamp([]).rejectedJobIds).toEqual([]);
+  });
+
+  it('an ack also settles ackOf of earlier updates (one sent to a coordinator that died is never acked itself)', async () => {
+    const ledger = createJobReportLedger();
+    const lost = ledger.stamp([]).timestamp;
+    let settled = false;
+    const waiting = ledger.ackOf(lost).then(() => (settled = true));
+    const later = ledger.stamp([]).timestamp;
+    ledger.ack(later);
+    await waiting;
+    expect(settled).toBe(true);
+  });
+
   it(`keeps at most ${MAX_UNACKED_OUTCOMES} unacknowledged jobs, dropping the oldest`, () => {
     const ledger = createJobReportLedger();
     const many = Array.from({ length: MAX_UNACKED_OUTCOMES + 5 }, (_, i) => outcome(`job-${i}`));

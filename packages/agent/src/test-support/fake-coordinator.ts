@@ -32,9 +32,13 @@ export interface FakeCoordinatorOptions {
   port?: number;
   /** heartbeat_interval_seconds returned by RegisterAgent; default 0 (agent's own). */
   heartbeatIntervalSeconds?: number;
+  /** Host to bind (another loopback address, e.g. 127.0.0.2, for a name with several addresses); default 127.0.0.1. */
+  host?: string;
+  /** Ack health updates; default true. False: updates are recorded and never acked (a hung coordinator). */
+  acks?: boolean;
 }
 
-/** Starts a {@link FakeCoordinator} on 127.0.0.1 implementing the real generated definition. */
+/** Starts a {@link FakeCoordinator} on 127.0.0.1 (or `host`) implementing the real generated definition. */
 export async function startFakeCoordinator(options: FakeCoordinatorOptions = {}): Promise<FakeCoordinator> {
   const joinToken = options.joinToken ?? 'join-secret';
   const known = new Set<string>();
@@ -96,6 +100,7 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions = {})
         if (first) checkCredential(update.agentId, update.agentCredential, false);
         first = false;
         fake.updates.push(update);
+        if (options.acks === false) continue;
         yield { agentId: update.agentId, status: 'ok', echoTimestamp: update.timestamp, reregister: !known.has(update.agentId) };
       }
     },
@@ -119,7 +124,8 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions = {})
       return { status: 'deregistered' };
     },
   });
-  fake.port = await server.listen(`127.0.0.1:${options.port ?? 0}`);
-  fake.address = `127.0.0.1:${fake.port}`;
+  const host = options.host ?? '127.0.0.1';
+  fake.port = await server.listen(`${host}:${options.port ?? 0}`);
+  fake.address = `${host}:${fake.port}`;
   return fake;
 }

@@ -2,6 +2,7 @@ import { Status } from 'nice-grpc-common';
 import {
   AuthError,
   CapacityError,
+  ClusterUnavailableError,
   ConnectionError,
   NoAgentsError,
   ProtocolVersionError,
@@ -20,6 +21,12 @@ const after = (ms: number | undefined) => (ms !== undefined && ms >= 1000 ? `in 
  * useful to add.
  */
 export function hintFor(error: unknown): string | undefined {
+  if (error instanceof ClusterUnavailableError) {
+    return (
+      `is the cluster running? None of its coordinators (${error.addresses.join(', ')}) answered; ` +
+      'check that --coordinator (env TITAN_COORDINATOR) lists them, comma-separated.'
+    );
+  }
   if (error instanceof ConnectionError) {
     switch (error.context.target) {
       case 'coordinator':

@@ -33,7 +33,20 @@ export function errorToJson(error: unknown): Record<string, unknown> {
   if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
   const e = error as Error & Record<string, unknown>;
   const out: Record<string, unknown> = { name: e.name, message: e.message };
-  for (const key of ['code', 'codeName', 'model', 'retryAfterMs', 'quota', 'tokensReceived', 'agentId', 'field', 'clientVersion', 'serverVersion', 'address']) {
+  for (const key of [
+    'code',
+    'codeName',
+    'model',
+    'retryAfterMs',
+    'quota',
+    'tokensReceived',
+    'agentId',
+    'field',
+    'clientVersion',
+    'serverVersion',
+    'address',
+    'addresses',
+  ]) {
     if (e[key] !== undefined) out[key] = e[key];
   }
   return out;

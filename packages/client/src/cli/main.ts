@@ -22,7 +22,9 @@ export function createProgram(io: CliIo): Command {
     .description('TitanCompute CLI: generate text on a cluster, inspect agents and instances.')
     .version(VERSION, '-V, --version')
     .addOption(
-      new Option('--coordinator <host:port>', 'coordinator gRPC address (env TITAN_COORDINATOR)').default(env.TITAN_COORDINATOR || DEFAULT_COORDINATOR),
+      new Option('--coordinator <host:port>', 'coordinator gRPC address; several comma-separated (replicas: tried in turn) (env TITAN_COORDINATOR)').default(
+        env.TITAN_COORDINATOR || DEFAULT_COORDINATOR,
+      ),
     )
     .addOption(
       new Option('--instance-manager <host:port>', 'instance manager gRPC address (env TITAN_INSTANCE_MANAGER)').default(

@@ -18,7 +18,8 @@ import {
   UnavailableError,
   toTitanError,
 } from '../errors.js';
-import { recordGenerationError, recordGenerationStats, startGenerationSpan } from '../tracing.js';
+import { recordCoordinatorFailover, recordGenerationError, recordGenerationStats, startGenerationSpan } from '../tracing.js';
+import type { CoordinatorRotation } from '../transport/coordinator-rotation.js';
 import { createCallDeadline } from '../transport/deadline.js';
 import { callUnary } from '../transport/unary-call.js';
 import type { FinishReason, GenerationChunk, GenerationStats } from '../types.js';
@@ -26,9 +27,11 @@ import type { ValidatedRequest } from './validate-request.js';
 
 /** What a generation needs from its client. */
 export interface GenerationDeps {
-  coordinatorAddress: string;
+  /** The coordinators to ask (one or several replicas), and which one answered last. */
+  coordinators: CoordinatorRotation;
   clientId: string;
-  coordinator(): CoordinatorServiceClient;
+  /** The client of the coordinator at `address`. */
+  coordinator(address: string): CoordinatorServiceClient;
   agent(endpoint: string): AgentServiceClient;
   requestTimeoutMs: number;
   streamTimeoutMs: number;
@@ -151,45 +154,50 @@ export async function* runGeneration(
     for (let attempt = 1; attempt <= request.maxAttempts; attempt++) {
       // 1. Pick an agent.
       let grant: InferenceResponse;
-      {
-        const coordinatorCall = {
-          target: 'coordinator',
-          address: deps.coordinatorAddress,
-          timeoutMs: deps.requestTimeoutMs,
-          signal: request.signal,
-          model: request.model,
-          extra: { attempt, excludedAgentIds: [...excluded] },
-        } as const;
-        try {
-          grant = await callUnary(coordinatorCall, (options) =>
-            deps.coordinator().requestInference(
+      try {
+        // The coordinators in turn (replicas), from the one that answered last: nothing was
+        // streamed yet, so an unreachable or unavailable one is simply skipped.
+        grant = await deps.coordinators.call(
+          (address) =>
+            callUnary(
               {
-                clientId: deps.clientId,
+                target: 'coordinator',
+                address,
+                timeoutMs: deps.requestTimeoutMs,
+                signal: request.signal,
                 model: request.model,
-                prompt: request.prompt,
-                messages: request.messages,
-                maxTokens: request.maxTokens,
-                temperature: request.temperature,
-                temperatureSet: request.temperatureSet,
-                parameters: request.parameters,
-                excludeAgentIds: excluded,
+                extra: { attempt, excludedAgentIds: [...excluded] },
               },
-              coordinatorMetadata ? { ...options, metadata: coordinatorMetadata } : options,
+              (options) =>
+                deps.coordinator(address).requestInference(
+                  {
+                    clientId: deps.clientId,
+                    model: request.model,
+                    prompt: request.prompt,
+                    messages: request.messages,
+                    maxTokens: request.maxTokens,
+                    temperature: request.temperature,
+                    temperatureSet: request.temperatureSet,
+                    parameters: request.parameters,
+                    excludeAgentIds: excluded,
+                  },
+                  coordinatorMetadata ? { ...options, metadata: coordinatorMetadata } : options,
+                ),
             ),
-          );
-        } catch (error) {
-          const mapped = error as TitanError; // callUnary throws TitanErrors only
-          if (mapped instanceof CapacityError && (await retryBusy(mapped))) {
-            attempt--; // a busy answer is waited out, not failed over
-            continue;
-          }
-          if (lastAgentError && (mapped instanceof NoAgentsError || mapped instanceof CapacityError)) {
-            const message = `${mapped.message} (after ${attempt - 1} failed attempt(s); last agent error: ${lastAgentError.message})`;
-            const options = { cause: mapped, context: { ...mapped.context, lastAgentError } };
-            throw mapped instanceof NoAgentsError ? new NoAgentsError(message, request.model, options) : sameCapacityError(mapped, message, options);
-          }
-          throw mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
+          (failure, next) => recordCoordinatorFailover(traced.span, failure.address, next, failure.error),
+        );
+      } catch (error) {
+        const mapped = error as TitanError; // callUnary throws TitanErrors only
+        if (mapped instanceof CapacityError && (await retryBusy(mapped))) {
+          attempt--; // a busy answer is waited out, not failed over
+          continue;
         }
+        if (lastAgentError && (mapped instanceof NoAgentsError || mapped instanceof CapacityError)) {
+          const message = `${mapped.message} (after ${attempt - 1} failed attempt(s); last agent error: ${lastAgentError.message})`;
+          const options = { cause: mapped, context: { ...mapped.context, lastAgentError } };
+          throw mapped instanceof NoAgentsError ? new NoAgentsError(message, request.model, options) : sameCapacityError(mapped, message, options);
+        }
+        throw mapped instanceof CapacityError ? stillBusy(mapped) : mapped;
       }
 
       // 2. Stream straight from it.

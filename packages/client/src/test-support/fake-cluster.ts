@@ -182,6 +182,8 @@ export interface FakeCoordinatorOptions {
   busyRetryAfterMs?: number;
   /** Speak another contract version (to test ProtocolVersionError). */
   protoVersion?: string;
+  /** Port to bind on 127.0.0.1 (e.g. a freed one, to bring a dead address back). Default 0: a free one. */
+  port?: number;
 }
 
 /** A running fake coordinator. */
@@ -289,7 +291,7 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions): Pro
     createProtoVersionServerMiddleware(options.protoVersion ? { protoVersion: options.protoVersion, protoVersionCompatible: [options.protoVersion] } : {}),
   );
   server.add(CoordinatorServiceDefinition, impl);
-  const port = await server.listen('127.0.0.1:0');
+  const port = await server.listen(`127.0.0.1:${options.port ?? 0}`);
   return { address: `127.0.0.1:${port}`, requests, stop: () => server.shutdown() };
 }
 
