@@ -176,6 +176,12 @@ export interface CoordinatorOptions {
   /** Retries and deadlines of the endpoint checks (defaults: 5 attempts, 250 ms → 4 s backoff, 3 s each, recheck after 30 s). */
   endpointVerification?: Omit<EndpointVerifierOptions, 'logger' | 'tls'>;
   /**
+   * With `store: 'postgres'`: how often this replica writes the health snapshots of the agents
+   * homed on it (one transaction) and announces what changed. Default 100 ms (updates that change
+   * jobs are written at once).
+   */
+  fleetFlushIntervalMs?: number;
+  /**
    * `host:port` of an instance manager: the dashboard's Instances page shows its instances and
    * relays its events (read-only; TLS as `clientTls`). Absent: that page says so.
    */

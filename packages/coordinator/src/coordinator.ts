@@ -15,6 +15,7 @@ import { resolveAdminToken } from './keys/admin-token.js';
 import { createApiKeys, type AuthMode } from './keys/api-keys.js';
 import { createCoordinatorMetrics } from './metrics.js';
 import { createAgentRegistry } from './registry/agent-registry.js';
+import { openPostgresFleetStore } from './registry/postgres-fleet-store.js';
 import { createPrefixAffinity } from './scheduler/prefix-affinity.js';
 import { createScheduler } from './scheduler/scheduler.js';
 import { createCoordinatorService } from './service/coordinator-service.js';
@@ -111,7 +112,29 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       if (reason === 'rejected') keys.forgetJob(jobId);
     },
     onEvicted: (record) => logger.warn({ agentId: record.agentId, heartbeatTimeoutMs: o.heartbeatTimeoutMs }, 'agent evicted: no heartbeat'),
+    // With a shared fleet the database decides who is silent (any replica evicts, every replica follows).
+    evictSilentAgents: store.postgres === undefined,
   });
+  // --store postgres: the registry's shared facts (agents, health, home replica, breaker,
+  // reservations) live in PostgreSQL; every replica keeps a copy of every agent.
+  const fleet = store.postgres
+    ? openPostgresFleetStore({
+        store: store.postgres,
+        registry,
+        heartbeatTimeoutMs: o.heartbeatTimeoutMs,
+        claimWindowMs: o.claimWindowMs,
+        flushIntervalMs: o.fleetFlushIntervalMs,
+        logger,
+      })
+    : undefined;
+  try {
+    await fleet?.start();
+  } catch (err) {
+    await fleet?.stop();
+    await keys.stop();
+    await store.close();
+    throw err;
+  }
   const metrics = recordTraffic(createCoordinatorMetrics(registry), traffic);
   metricsRef = metrics;
   registry.startSweeper();
@@ -132,6 +155,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       maxClientShare: o.maxClientShare,
       keys,
       prefixAffinity,
+      fleet,
+      logger,
     }),
     grants,
   );
@@ -160,6 +185,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       identities,
       grants,
       endpoints,
+      fleet,
+      onSharedGrant: (grant) => {
+        if (grant.keyId !== undefined) keys.adoptJob(grant.jobId, grant.keyId, grant.tokenExpiresAtMs);
+      },
     }),
   );
   server.add(AdminServiceDefinition, createAdminService({ keys, adminToken: admin.token }));
@@ -203,6 +232,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       grants.stop();
       await Promise.all([dashboard.stop(), server.shutdown(), closeHttpServer(http, { graceMs: o.shutdownTimeoutMs, busy: () => relay.active > 0 })]);
       relay.close();
+      // After the health streams ended (their agents are written offline unless re-homed elsewhere).
+      await fleet?.stop();
       await keys.stop();
       await store.close();
     })());

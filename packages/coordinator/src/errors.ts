@@ -319,3 +319,13 @@ export class KeyringSecretError extends CoordinatorError {
     super(message, { problem, ...context }, options);
   }
 }
+
+/**
+ * The shared fleet on PostgreSQL (`--store postgres`: agents, their load, reservations) could not
+ * be read or written (INTERNAL). `context.operation` says what was attempted (`reserve`, `flush`,
+ * `register`, …), `context.location` the URL without its password.
+ */
+export class FleetStoreError extends CoordinatorError {
+  override readonly name = 'FleetStoreError';
+  override readonly grpcStatus = Status.INTERNAL;
+}

@@ -21,6 +21,8 @@ export interface GrantLedgerOptions {
 export interface GrantLedger {
   /** The coordinator granted `jobId` on `agentId`; its token expires at `expiresAtMs`. */
   grant(agentId: string, jobId: string, expiresAtMs: number): void;
+  /** Whether `jobId` is granted to `agentId` here (and not yet completed). */
+  has(agentId: string, jobId: string): boolean;
   /** The agent lists the job as running or queued: keeps it claimable. */
   touch(agentId: string, jobId: string): void;
   /** Takes the grant for a reported outcome: true once for a job granted to this agent, false otherwise. */
@@ -61,6 +63,9 @@ export function createGrantLedger(options: GrantLedgerOptions = {}): GrantLedger
       let jobs = byAgent.get(agentId);
       if (!jobs) byAgent.set(agentId, (jobs = new Map()));
       jobs.set(jobId, Math.max(expiresAtMs, now()) + graceMs);
+    },
+    has(agentId, jobId) {
+      return byAgent.get(agentId)?.has(jobId) ?? false;
     },
     touch(agentId, jobId) {
       const jobs = byAgent.get(agentId);

@@ -51,7 +51,11 @@ export interface KeyAdmission {
    * token expires at `tokenExpiresAtMs`), so its reported tokens are charged to the key.
    */
   commit(jobId: string, tokenExpiresAtMs: number): void;
-  /** Takes a committed grant back (its token could not be signed): the window and the job. */
+  /**
+   * Takes the grant back: after {@link KeyAdmission.commit} (its token could not be signed) the
+   * window and the job; before it (no slot could be reserved, e.g. the shared reservation found
+   * every agent busy) the request grant the shared store recorded for it.
+   */
   revert(): void;
   /** OpenAI-style `x-ratelimit-*` headers for the limits the key has (none: empty). */
   rateLimitHeaders(): Record<string, string>;
@@ -97,9 +101,10 @@ export interface ApiKeys {
    * With a shared store (`ApiKeyStore.sharedQuotas`, PostgreSQL) and a key limited in requests
    * or tokens per minute, it also takes the request's quota in the database, atomically for the
    * whole cluster (a request grant is recorded when within the limits); {@link ApiKeys.admit}, called
-   * with the returned record in the same turn (the router admits, reserves and commits without
-   * awaiting), uses that outcome, and a grant not committed by the end of that turn is given
-   * back. `{ quota: false }` skips it.
+   * with the returned record in the same turn, uses that outcome; a grant not admitted by the end
+   * of that turn is given back. An admitted grant belongs to its {@link KeyAdmission}: committed
+   * with the job it was reserved for (possibly after awaiting the shared reservation), or given
+   * back by {@link KeyAdmission.revert}. `{ quota: false }` skips it.
    */
   authenticate(authorization: string | undefined, options?: AuthenticateOptions): Promise<ApiKeyRecord | undefined>;
   /**
@@ -115,6 +120,11 @@ export interface ApiKeys {
   charge(outcome: ChargeableOutcome): void;
   /** Forgets a granted job that will never run (its agent refused the token). */
   forgetJob(jobId: string): void;
+  /**
+   * Takes a job another coordinator granted with key `keyId` (shared fleet: its outcome is reported
+   * to this one), so its tokens are charged to that key. `tokenExpiresAtMs` as in `commit`.
+   */
+  adoptJob(jobId: string, keyId: string, tokenExpiresAtMs: number): void;
   /** Creates a key (validated; `InvalidRequestError`, `ApiKeyExistsError`). */
   create(input: CreateApiKeyInput): Promise<CreatedApiKey>;
   /** Keys, oldest first; revoked and expired ones only with `includeInactive`. */
@@ -304,6 +314,8 @@ export function createApiKeys(options: ApiKeysOptions): ApiKeys {
     return {
       key,
       commit(jobId, tokenExpiresAtMs) {
+        // Given back meanwhile (never here: the router commits or reverts, once): count it locally at least.
+        if (ticket.state !== 'admitted') logger.warn({ keyId: key.id, jobId }, 'API key request grant committed after it was settled');
         const at = now();
         ticket.state = 'committed';
         jobs.set(jobId, { keyId: key.id, untilMs: Math.max(tokenExpiresAtMs, at) + jobGraceMs });
@@ -311,9 +323,9 @@ export function createApiKeys(options: ApiKeysOptions): ApiKeys {
         store.recordRequest(key.id, at).catch((err: unknown) => logger.error({ err, keyId: key.id }, 'could not record an API key request'));
       },
       revert() {
-        if (committedJob === undefined) return;
-        jobs.delete(committedJob);
+        if (committedJob !== undefined) jobs.delete(committedJob);
         committedJob = undefined;
+        // Committed or only admitted: the grant goes back to the cluster (once).
         settle(ticket);
       },
       rateLimitHeaders: () => sharedRateLimitHeaders(key, taken.usage, ticket.state === 'committed', now()),
@@ -346,10 +358,11 @@ export function createApiKeys(options: ApiKeysOptions): ApiKeys {
       if (shared && authOptions.quota !== false && (key.requestsPerMinute > 0 || key.tokensPerMinute > 0)) {
         const ticket: QuotaTicket = { taken: await shared.take(key.id, now()), state: 'pending' };
         tickets.set(key, ticket);
-        // admit() and commit() come in the turn this promise resolves in (microtasks, before any
-        // setImmediate): a grant still uncommitted then was refused or never admitted.
+        // admit() comes in the turn this promise resolves in (microtasks, before any setImmediate):
+        // a grant still pending then was never admitted (the request failed validation). An admitted
+        // one is its admission's to commit or revert (the shared reservation is awaited in between).
         setImmediate(() => {
-          if (ticket.state !== 'committed') settle(ticket);
+          if (ticket.state === 'pending') settle(ticket);
         });
       }
       return key;
@@ -417,6 +430,10 @@ export function createApiKeys(options: ApiKeysOptions): ApiKeys {
 
     forgetJob(jobId) {
       jobs.delete(jobId);
+    },
+
+    adoptJob(jobId, keyId, tokenExpiresAtMs) {
+      if (!jobs.has(jobId)) jobs.set(jobId, { keyId, untilMs: Math.max(tokenExpiresAtMs, now()) + jobGraceMs });
     },
 
     async create(input) {

@@ -100,10 +100,14 @@ describePg('API keys on PostgreSQL, shared by replicas', () => {
   it('a grant refused after admission (agents busy) or reverted is given back to the cluster', async () => {
     const [a, b] = await openReplicas('keys', 2);
     const { secret } = await a!.create({ name: 'one', requestsPerMinute: 1 });
-    // Authenticated and admitted, never committed (the router found every agent busy).
+    // Authenticated and admitted, never committed: the router found every agent busy and reverts it.
     const key = await a!.authenticate(`Bearer ${secret}`);
     const admission = a!.admit(key!, { model: 'tiny', held: 0, concurrencyRetryAfterMs: () => 250 });
     expect(admission.rateLimitHeaders()['x-ratelimit-remaining-requests']).toBe('1');
+    // An admitted grant is its admission's (the shared reservation is awaited between admit and commit).
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await grantsInDb()).toBe(1);
+    admission.revert();
     await waitFor(async () => (await grantsInDb()) === 0);
     const granted = await request(b!, secret);
     expect(granted.rateLimitHeaders()).toMatchObject({

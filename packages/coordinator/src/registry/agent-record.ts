@@ -85,6 +85,21 @@ export class AgentRecord implements SchedulableAgent {
    */
   readonly startedJobs: ReadonlyMap<string, string> = new Map<string, string>();
   readonly breaker: CircuitBreaker;
+  /**
+   * With a shared fleet (PostgreSQL): the reservations every replica holds on this agent, as the
+   * database last said (`fleet_load.reserved`), and that row's version; undefined on a single node
+   * (then {@link reservedJobs} counts this coordinator's own {@link reservations}).
+   */
+  sharedReserved: number | undefined;
+  /** Version of `fleet_load` behind {@link sharedReserved} (a stale read never overwrites a newer one). */
+  sharedLoadVersion = -1;
+  /**
+   * With a shared fleet: reservations this replica is taking on this agent right now (awaiting the
+   * database), counted as reserved meanwhile so that concurrent requests spread over the fleet.
+   */
+  pendingShared = 0;
+  /** With a shared fleet: the replica its health stream is homed on (undefined: none, or a single node). */
+  homeReplica: string | undefined;
 
   constructor(
     registration: AgentRegistration,
@@ -154,9 +169,17 @@ export class AgentRecord implements SchedulableAgent {
     this.tokensPerSecond = this.tokensPerSecond === undefined ? tokensPerSecond : TPS_ALPHA * tokensPerSecond + (1 - TPS_ALPHA) * this.tokensPerSecond;
   }
 
-  /** Reserved slots (granted, not yet reported by the agent). */
+  /** Reserved slots (granted, not yet reported by the agent): the cluster's with a shared fleet, else this coordinator's. */
   get reservedJobs(): number {
-    return this.reservations.size;
+    return (this.sharedReserved ?? this.reservations.size) + this.pendingShared;
+  }
+
+  /** Takes the shared reservation count of `fleet_load` at `version`; false (and nothing changes) when an equal or newer one was taken. */
+  applySharedLoad(reserved: number, version: number): boolean {
+    if (version <= this.sharedLoadVersion) return false;
+    this.sharedLoadVersion = version;
+    this.sharedReserved = reserved;
+    return true;
   }
 
   /** Earliest claim-window end among its reservations (local ms), or undefined without any. */

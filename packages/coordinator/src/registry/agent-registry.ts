@@ -1,6 +1,7 @@
 import type { AgentRegistration, HealthUpdate, JobOutcome, PrefixCacheReport } from '@titancompute/protocol';
 import type { CircuitBreakerOptions } from '../scheduler/circuit-breaker.js';
 import { AgentRecord, type Reservation } from './agent-record.js';
+import type { SharedAgentView } from './fleet-store.js';
 
 /** Why a reservation ended. */
 export type ReleaseReason = 'started' | 'completed' | 'rejected' | 'expired' | 'deregistered' | 'evicted' | 'failed';
@@ -31,6 +32,12 @@ export interface AgentRegistryOptions {
   onReservationReleased?: (record: AgentRecord, jobId: string, reason: ReleaseReason) => void;
   /** Called when an agent is evicted. */
   onEvicted?: (record: AgentRecord) => void;
+  /**
+   * Whether the sweeper evicts agents silent for the heartbeat timeout. Default true; false with a
+   * shared fleet, where the database decides (`last_seen_ms`, any replica) and every replica then
+   * {@link AgentRegistry.evict}s the agent.
+   */
+  evictSilentAgents?: boolean;
 }
 
 /** What {@link AgentRegistry.applyHealth} found. */
@@ -104,6 +111,18 @@ export interface AgentRegistry {
   startedTotal(): number;
   /** Evicts silent agents and drops expired reservations; returns the evicted records. */
   sweep(): AgentRecord[];
+  /**
+   * Takes an agent as another replica wrote it to the shared fleet (registration, health, state,
+   * endpoint check, breaker, throughput, reservations over the cluster), creating its record when
+   * new. This coordinator's own reservations and started jobs on it are kept.
+   */
+  applyShared(view: SharedAgentView): AgentRecord;
+  /** Takes the cluster's reservation count of an agent at `version` (ignored when not newer). */
+  applySharedLoad(agentId: string, reserved: number, version: number): void;
+  /** Evicts an agent now (the shared fleet evicted it); false when unknown. */
+  evict(agentId: string): boolean;
+  /** Counts (`delta` 1) or uncounts (−1) a shared reservation in flight on `record` (see `AgentRecord.pendingShared`). */
+  adjustPending(record: AgentRecord, delta: number): void;
   /** Starts the periodic sweeper (interval min(250 ms, timeout / 4)). */
   startSweeper(): void;
   /** Stops it. */
@@ -217,6 +236,15 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
   const clearJobs = (record: AgentRecord, reason: ReleaseReason) => {
     for (const jobId of [...record.reservations.keys()]) release(record, jobId, reason);
     for (const jobId of [...record.startedJobs.keys()]) markEnded(record, jobId);
+  };
+  /** Drops a record: its jobs end, watchers hear `removed`, `onEvicted` is called. */
+  const evictRecord = (record: AgentRecord) => {
+    clearJobs(record, 'evicted');
+    trackSlots(record, () => records.delete(record.agentId), true);
+    unindex(record);
+    record.onSchedulingChange = undefined;
+    for (const listener of listeners) listener(record, true);
+    options.onEvicted?.(record);
   };
   const expire = (record: AgentRecord, t: number) => {
     if (record.reservations.size === 0) return;
@@ -373,22 +401,68 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
       expireQueued(t);
       const evicted: AgentRecord[] = [];
       // The full walk also ends windows the queue has not reached (only if the clock went back).
+      const evictSilent = options.evictSilentAgents ?? true;
       for (const record of records.values()) {
-        if (t - record.lastHeartbeatMs > options.heartbeatTimeoutMs) {
+        if (evictSilent && t - record.lastHeartbeatMs > options.heartbeatTimeoutMs) {
           evicted.push(record);
           continue;
         }
         expire(record, t);
       }
-      for (const record of evicted) {
-        clearJobs(record, 'evicted');
-        trackSlots(record, () => records.delete(record.agentId), true);
-        unindex(record);
-        record.onSchedulingChange = undefined;
-        for (const listener of listeners) listener(record, true);
-        options.onEvicted?.(record);
-      }
+      for (const record of evicted) evictRecord(record);
       return evicted;
+    },
+    applyShared(view) {
+      const snap = view.snapshot;
+      const registration: AgentRegistration = { ...snap.registration, agentId: view.agentId, agentCredential: '' };
+      let record = records.get(view.agentId);
+      if (record) {
+        unindex(record);
+      } else {
+        record = new AgentRecord(registration, now(), options.breaker ?? {}, now);
+        records.set(record.agentId, record);
+        fleetSlots += slotsOf(record);
+      }
+      const r = record;
+      trackSlots(r, () => {
+        r.applyRegistration(registration, view.lastSeenMs);
+        const h = snap.health;
+        r.freeVramMb = h.freeVramMb;
+        r.freeRamMb = h.freeRamMb;
+        if (h.totalRamMb > 0) r.totalRamMb = h.totalRamMb;
+        r.runningJobs = h.runningJobs;
+        r.queuedJobs = h.queuedJobs;
+        r.cpuPercent = h.cpuPercent;
+        r.rttMs = h.rttMs;
+        if (h.gpus.length > 0) r.gpus = h.gpus;
+        r.online = snap.online;
+        r.deregistered = snap.deregistered;
+        r.draining = snap.draining;
+      });
+      r.breaker.restore(snap.breaker);
+      r.tokensPerSecond = snap.tokensPerSecond ?? undefined;
+      r.homeReplica = view.homeReplica ?? undefined;
+      r.applySharedLoad(view.reserved, view.loadVersion);
+      r.onSchedulingChange = undefined;
+      r.endpointCheck = snap.endpointCheck;
+      r.onSchedulingChange = changed;
+      index(r);
+      changed(r);
+      return r;
+    },
+    applySharedLoad(agentId, reserved, version) {
+      const record = records.get(agentId);
+      if (record?.applySharedLoad(reserved, version)) changed(record);
+    },
+    adjustPending(record, delta) {
+      record.pendingShared = Math.max(0, record.pendingShared + delta);
+      changed(record);
+    },
+    evict(agentId) {
+      const record = records.get(agentId);
+      if (!record) return false;
+      evictRecord(record);
+      return true;
     },
     startSweeper() {
       if (sweeper) return;

@@ -32,6 +32,11 @@ export interface CandidateIndex {
   remove(agent: AgentRecord): void;
   /** The best eligible agent serving `model`, or undefined when none is eligible. */
   best(model: string): IndexedCandidate | undefined;
+  /**
+   * The `k` best eligible agents serving `model`, best first (fewer when fewer are eligible): the
+   * shared reservations try them in turn. O(2^k) for the small k it is meant for.
+   */
+  top(model: string, k: number): IndexedCandidate[];
   /** Agents eligible now, over all models (each counted once). */
   readonly size: number;
 }
@@ -57,6 +62,12 @@ class EntryHeap {
 
   get size(): number {
     return this.items.length;
+  }
+
+  /** The `k` first entries in order: they lie within the heap's first `k` levels. */
+  firstK(k: number): Entry[] {
+    const levels = this.items.slice(0, Math.min(this.items.length, 2 ** k - 1));
+    return levels.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0)).slice(0, k);
   }
 
   /** Inserts `entry`, or moves it after its score changed. */
@@ -184,6 +195,10 @@ export function createCandidateIndex(options: CandidateIndexOptions): CandidateI
       if (waiting.size > 0) for (const agent of [...waiting]) if (agent.available) update(agent);
       const top = heaps.get(model)?.top;
       return top === undefined ? undefined : { agent: top.agent, score: top.score };
+    },
+    top(model, k) {
+      if (waiting.size > 0) for (const agent of [...waiting]) if (agent.available) update(agent);
+      return (heaps.get(model)?.firstK(k) ?? []).map((entry) => ({ agent: entry.agent, score: entry.score }));
     },
     get size() {
       return entries.size;

@@ -14,6 +14,17 @@ export interface CircuitBreakerOptions {
 /** Resolved breaker thresholds. */
 export type ResolvedBreakerOptions = Required<CircuitBreakerOptions>;
 
+/**
+ * A breaker's state as data (shared by replicas on PostgreSQL: the replica an agent's health
+ * stream is homed on feeds the breaker, the others copy it). `openedAtMs` is wall-clock ms.
+ */
+export interface BreakerSnapshot {
+  state: BreakerState;
+  failures: number;
+  successes: number;
+  openedAtMs: number;
+}
+
 /** Default thresholds (v1's: 3 failures → open 30 s → half-open → 2 successes → closed). */
 export const DEFAULT_BREAKER_OPTIONS: ResolvedBreakerOptions = { failureThreshold: 3, openDurationMs: 30_000, successThreshold: 2 };
 
@@ -82,6 +93,19 @@ export class CircuitBreaker {
     if (state === 'open') return;
     this.failures += 1;
     if (this.failures >= this.options.failureThreshold) this.open(nowMs);
+  }
+
+  /** Its state as data (see {@link BreakerSnapshot}). */
+  snapshot(): BreakerSnapshot {
+    return { state: this.current, failures: this.failures, successes: this.successes, openedAtMs: this.openedAt };
+  }
+
+  /** Takes the state another replica's breaker of the same agent had (see {@link BreakerSnapshot}). */
+  restore(snapshot: BreakerSnapshot): void {
+    this.current = snapshot.state;
+    this.failures = snapshot.failures;
+    this.successes = snapshot.successes;
+    this.openedAt = snapshot.openedAtMs;
   }
 
   private open(nowMs: number): void {

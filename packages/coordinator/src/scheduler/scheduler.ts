@@ -85,6 +85,12 @@ export type ScheduleDecision<A extends SchedulableAgent = SchedulableAgent> =
   /** `blocking`: the agents that would serve the request but have no free slot. */
   | { readonly outcome: 'busy'; readonly blocking: readonly A[] };
 
+/** The answer of {@link Scheduler.rank}. */
+export type RankDecision<A extends SchedulableAgent = SchedulableAgent> =
+  | { readonly outcome: 'scheduled'; readonly agents: readonly A[] }
+  | { readonly outcome: 'no_agent' }
+  | { readonly outcome: 'busy'; readonly blocking: readonly A[] };
+
 /** A scheduler: hard filters, weighted score, deterministic tie-break. */
 export interface Scheduler {
   readonly weights: Readonly<SchedulerWeights>;
@@ -95,6 +101,11 @@ export interface Scheduler {
   select<A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest): ScheduleDecision<A>;
   /** The weighted score of an agent (penalty included); `affinity` adds the prefix term. */
   score(agent: SchedulableAgent, affinity?: number): number;
+  /**
+   * Like {@link Scheduler.select}, but `scheduled` names up to `limit` agents, best first (same
+   * filters, score and tie-break): the shared reservations try them in turn.
+   */
+  rank<A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest, limit: number): RankDecision<A>;
 }
 
 const RTT_CEILING_MS = 500;
@@ -138,9 +149,36 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
     return agent.penalized ? s * penalty : s;
   };
 
+  /** `a` (score `sa`) goes before `b`: a higher score beyond the tie epsilon, else the smaller id. */
+  const ahead = (a: SchedulableAgent, sa: number, b: SchedulableAgent, sb: number) =>
+    sa > sb + TIE_EPSILON || (Math.abs(sa - sb) <= TIE_EPSILON && a.agentId < b.agentId);
+
   return {
     weights,
     score,
+    rank<A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest, limit: number): RankDecision<A> {
+      const best: { agent: A; score: number }[] = [];
+      const full: A[] = [];
+      for (const agent of agents) {
+        if (!agent.available || !agent.supportedModels.has(request.model)) continue;
+        if (request.excludeAgentIds?.has(agent.agentId)) continue;
+        if (request.requiredMemoryMb !== undefined && freeMemoryMb(agent) < request.requiredMemoryMb) continue;
+        if (agent.runningJobs + agent.queuedJobs + agent.reservedJobs >= agent.maxJobs) {
+          full.push(agent);
+          continue;
+        }
+        const s = score(agent, request.affinity?.(agent));
+        // Insertion into the short sorted list.
+        let at = best.length;
+        while (at > 0 && ahead(agent, s, best[at - 1]!.agent, best[at - 1]!.score)) at--;
+        if (at < limit) {
+          best.splice(at, 0, { agent, score: s });
+          if (best.length > limit) best.pop();
+        }
+      }
+      if (best.length > 0) return { outcome: 'scheduled', agents: best.map((b) => b.agent) };
+      return full.length > 0 ? { outcome: 'busy', blocking: full } : { outcome: 'no_agent' };
+    },
     select<A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest): ScheduleDecision<A> {
       let best: A | undefined;
       let bestScore = -Infinity;

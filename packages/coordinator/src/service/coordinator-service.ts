@@ -18,6 +18,7 @@ import { checkJoinToken } from '../join-token.js';
 import type { CoordinatorMetricsSink } from '../metrics.js';
 import type { AgentRecord } from '../registry/agent-record.js';
 import type { AgentRegistry } from '../registry/agent-registry.js';
+import type { FleetStore, SharedGrant } from '../registry/fleet-store.js';
 import { TOKEN_ALGORITHM, type Keyring } from '../tokens/keyring.js';
 import type { InferenceGrant } from './request-router.js';
 import type { InferenceInput } from './request-validation.js';
@@ -47,6 +48,14 @@ export interface CoordinatorServiceOptions {
    * trusted as registered (tests only; the coordinator always verifies by default).
    */
   endpoints?: EndpointVerifier | undefined;
+  /**
+   * The fleet shared by coordinator replicas (`--store postgres`): registrations, health snapshots,
+   * stream ends and deregistrations of agents homed here are written to it; outcomes of jobs another
+   * replica granted are looked up in it. Absent: a single node.
+   */
+  fleet?: FleetStore | undefined;
+  /** A job another replica granted whose outcome is reported here (shared fleet): e.g. charge its key. */
+  onSharedGrant?: ((grant: SharedGrant) => void) | undefined;
 }
 
 /** Formats a duration like Go: "3s", "2m3s", "1h2m3s". */
@@ -101,8 +110,24 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
       .endpoints!.verify(record)
       .then((outcome) => {
         if (outcome === 'verified') options.identities.rememberVerifiedEndpoint(agentId, endpoint);
+        options.fleet?.snapshotChanged(record);
       })
       .catch((err: unknown) => logger.warn({ err, agentId }, 'agent endpoint check failed'));
+  };
+
+  /** Learns the grants (any replica's) of the completed jobs this replica did not grant itself. */
+  const adoptSharedGrants = async (agentId: string, update: HealthUpdate) => {
+    const unknown = update.completedJobs.filter((o) => !options.grants.has(agentId, o.jobId)).map((o) => o.jobId);
+    if (unknown.length === 0) return;
+    try {
+      for (const grant of await options.fleet!.grantsOf(agentId, unknown)) {
+        options.grants.grant(grant.agentId, grant.jobId, grant.tokenExpiresAtMs);
+        options.onSharedGrant?.(grant);
+      }
+    } catch (err) {
+      // Those outcomes then do not count (breaker, throughput, usage): the stream goes on.
+      logger.warn({ err, agentId, jobIds: unknown }, 'could not look up the grants of reported jobs in the shared fleet');
+    }
   };
 
   return {
@@ -148,13 +173,19 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
       // The join token only admits; the credential proves which agent this is (first use binds).
       const identity = options.identities.bindOrVerify(request.agentId, hashCredential(request.agentCredential));
       const before = registry.get(request.agentId);
-      const keepCheck = before !== undefined && before.endpoint === request.endpoint && before.endpointCheck !== 'unreachable';
+      // A pending check is kept only when it is this replica's own (with a shared fleet, another replica's copy may say pending).
+      const keepCheck =
+        before !== undefined &&
+        before.endpoint === request.endpoint &&
+        (options.fleet ? before.endpointCheck === 'verified' : before.endpointCheck !== 'unreachable');
       // Verified before (e.g. by this coordinator before a restart) from this very endpoint.
       const knownEndpoint = !keepCheck && options.identities.verifiedEndpoint(request.agentId) === request.endpoint;
       const record = registry.register(request);
       if (knownEndpoint) record.endpointCheck = 'verified';
       const checking = options.endpoints !== undefined && !keepCheck && !knownEndpoint;
       if (checking) checkEndpoint(record);
+      // Every replica learns of it (and of its endpoint check) through the shared fleet.
+      await options.fleet?.registered(record);
       logger.info(
         {
           agentId: record.agentId,
@@ -200,11 +231,18 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
             yield ack;
             continue;
           }
+          // Outcomes of jobs another replica granted to this agent: learn those grants first.
+          if (options.fleet && update.completedJobs.length > 0) await adoptSharedGrants(bound.agentId, update);
           // Only outcomes of jobs this coordinator granted to this agent count, each once.
           for (const jobId of update.activeJobIds) options.grants.touch(bound.agentId, jobId);
           const completedJobs = update.completedJobs.filter((outcome) => options.grants.complete(bound!.agentId, outcome.jobId));
           agentId = bound.agentId;
           const result = registry.applyHealth(completedJobs.length === update.completedJobs.length ? update : { ...update, completedJobs }, streamId);
+          if (result.known) {
+            // Shared fleet: written at the next flush; at once (and acked after) when jobs changed.
+            const written = options.fleet?.healthApplied(result.record, update);
+            if (written) await written;
+          }
           if (!result.known) {
             ack.status = 'unknown';
             ack.message = 'unknown agent: register again';
@@ -229,6 +267,8 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
       } finally {
         if (agentId !== undefined) {
           registry.streamClosed(agentId, streamId, dropped);
+          const record = registry.get(agentId);
+          if (record && record.streamId === undefined) options.fleet?.streamClosed(record);
           logger.info({ agentId, dropped }, 'health stream closed; agent offline');
         }
       }
@@ -269,6 +309,8 @@ export function createCoordinatorService(options: CoordinatorServiceOptions): Co
       }
       const known = registry.deregister(request.agentId);
       if (!known) throw new ServerError(Status.NOT_FOUND, `agent ${request.agentId} is not registered`);
+      const record = registry.get(request.agentId);
+      if (record) await options.fleet?.deregistered(record);
       logger.info({ agentId: request.agentId, reason: request.reason }, 'agent deregistered');
       return { status: 'deregistered', message: `agent ${request.agentId} deregistered` };
     },

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Context, Span } from '@opentelemetry/api';
 import { prefixBlockHashes, prefixText, TRACE_ATTRIBUTES } from '@titancompute/protocol';
-import { failSpan, startChildSpan } from '@titancompute/server-kit';
+import { failSpan, startChildSpan, type Logger } from '@titancompute/server-kit';
 import {
   AgentsBusyError,
   ApiKeyAuthError,
@@ -10,18 +10,20 @@ import {
   InvalidRequestError,
   ModelNotAllowedError,
   NoAgentAvailableError,
+  QuotaExceededError,
 } from '../errors.js';
 import type { ApiKeyRecord } from '../keys/api-key.js';
 import type { ApiKeys, KeyAdmission } from '../keys/api-keys.js';
 import type { CoordinatorMetricsSink } from '../metrics.js';
 import type { AgentRecord } from '../registry/agent-record.js';
 import type { AgentRegistry } from '../registry/agent-registry.js';
+import type { FleetStore } from '../registry/fleet-store.js';
 import { createCandidateIndex } from '../scheduler/candidate-index.js';
 import type { PrefixAffinity } from '../scheduler/prefix-affinity.js';
 import type { SchedulableAgent, ScheduleDecision, Scheduler } from '../scheduler/scheduler.js';
 import type { Keyring } from '../tokens/keyring.js';
 import { signSessionTokenSync } from '../tokens/session-token.js';
-import { createRequestValidator, type InferenceInput, type RequestLimits } from './request-validation.js';
+import { createRequestValidator, type InferenceInput, type RequestLimits, type ValidatedInference } from './request-validation.js';
 
 /** What RequestInference (and the REST endpoint) returns. */
 export interface InferenceGrant {
@@ -76,7 +78,19 @@ export interface RequestRouterOptions {
    * quotas, checked before anything is reserved or signed. Absent: no authentication (client_id as given).
    */
   keys?: ApiKeys | undefined;
+  /**
+   * The fleet shared by coordinator replicas (`--store postgres`): each decision then awaits its
+   * reservation, taken atomically in the database on the best of up to
+   * {@link SHARED_RESERVE_CANDIDATES} candidates, and the client share and a key's max-concurrent
+   * count over the cluster. Absent (single node, SQLite): reserved in memory, nothing awaited.
+   */
+  fleet?: FleetStore | undefined;
+  /** Where a reservation that could not be given back is logged (shared fleet). */
+  logger?: Logger | undefined;
 }
+
+/** How many candidates, best first, one shared reservation tries before answering busy. */
+export const SHARED_RESERVE_CANDIDATES = 4;
 
 /** Default {@link RequestRouterOptions.busyRetryHintMs}. */
 export const DEFAULT_BUSY_RETRY_HINT_MS = 250;
@@ -114,6 +128,11 @@ export function busyRetryAfterMs(
  * `QuotaExceededError`, {@link NoAgentAvailableError}, {@link AgentsBusyError} (with a retry
  * hint, see {@link busyRetryAfterMs}), {@link ClientShareExceededError} or a token signing error.
  *
+ * On a single node (SQLite) nothing is awaited from the key check to the signed token. With a
+ * shared fleet (`fleet`, PostgreSQL) the reservation is the one awaited step: taken atomically in
+ * the database on the best of a few candidates, with the client share and the key's max-concurrent
+ * counted over the cluster; the key's grant is committed with that job or reverted.
+ *
  * Traced under `traceContext` (the span of the gRPC call or HTTP request, when it records): a
  * `titan.schedule` span (schedule, client share, reservation; `titan.schedule.outcome`, the
  * chosen agent and job id) and a `titan.sign_token` span.
@@ -146,92 +165,38 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
     }
     return err;
   };
-  return async (input, traceContext) => {
-    const started = performance.now();
-    let request: ReturnType<typeof validate>;
-    let key: ApiKeyRecord | undefined;
-    try {
-      // Without keys in force nothing is awaited (authenticate would answer undefined).
-      key = options.keys?.mode() === 'keys' ? await options.keys.authenticate(input.authorization) : undefined;
-      request = validate(key ? { ...input, clientId: key.name } : input);
-    } catch (err) {
-      metrics.decision(err instanceof InvalidRequestError ? 'invalid' : err instanceof ApiKeyAuthError ? 'unauthenticated' : 'error');
-      throw err;
-    }
-    const scheduleSpan = startChildSpan('titan.schedule', traceContext, { [TRACE_ATTRIBUTES.genAiRequestModel]: request.model });
-    registry.expireReservations();
-    // From here to the reservation nothing awaits: a key's checks and its grant are not interleaved with other requests.
-    let admission: KeyAdmission | undefined;
-    if (key && options.keys) {
-      const clientId = request.clientId;
-      const held = registry.clientHeld(clientId);
-      try {
-        admission = options.keys.admit(key, { model: request.model, held, concurrencyRetryAfterMs: () => clientRetryAfterMs(clientId, held) });
-      } catch (err) {
-        const outcome = err instanceof ModelNotAllowedError ? 'forbidden' : 'quota';
-        metrics.decision(outcome);
-        throw refuse(scheduleSpan, outcome, err);
-      }
-    }
-    // A prompt with whole prefix blocks, and an agent that holds some of them: score with affinity.
+  /** The request's prefix blocks and, when some agent holds some of them, its affinity function. */
+  const affinityFor = (request: ValidatedInference) => {
     const affinity = options.prefixAffinity;
     const blocks = affinity && affinity.mode !== 'off' ? prefixBlockHashes(prefixText(request.prompt, request.messages)) : [];
     const affinityOf =
       blocks.length > 0 && affinity!.anyHolds(blocks) ? (a: SchedulableAgent) => affinity!.matchedBlocks(a.agentId, blocks) / blocks.length : undefined;
-    // The index answers what the full scan would for a request without exclusions, memory
-    // requirement or prefix affinity; the scan serves the rest, and says which agents block when none is eligible.
-    const indexed =
-      request.excludeAgentIds.size === 0 && request.requiredMemoryMb === undefined && affinityOf === undefined ? candidates.best(request.model) : undefined;
-    const decision: ScheduleDecision<AgentRecord> = indexed
-      ? { outcome: 'scheduled', agent: indexed.agent, score: indexed.score }
-      : scheduler.select(registry.candidates(request.model), {
-          model: request.model,
-          requiredMemoryMb: request.requiredMemoryMb,
-          excludeAgentIds: request.excludeAgentIds,
-          affinity: affinityOf,
-        });
-    if (decision.outcome === 'no_agent') {
-      metrics.decision('no_agent');
-      throw refuse(scheduleSpan, 'no_agent', new NoAgentAvailableError(request.model));
-    }
-    if (decision.outcome === 'busy') {
-      metrics.decision('busy');
-      // A key's x-ratelimit-* go with the 429 too (nothing was counted against it).
-      const trailers = admission?.rateLimitHeaders();
-      throw refuse(
-        scheduleSpan,
-        'busy',
-        new AgentsBusyError(request.model, busyRetryAfterMs(decision.blocking, now(), hintMs), trailers ? { trailers } : undefined),
-      );
-    }
-    const agent = decision.agent;
-    const fleetSlots = registry.fleetSlots();
-    const limit = Math.max(1, Math.floor(share * fleetSlots));
-    const held = registry.clientHeld(request.clientId);
-    if (held >= limit) {
-      metrics.decision('client_limit');
-      throw refuse(
-        scheduleSpan,
-        'client_limit',
-        new ClientShareExceededError(request.clientId, request.model, { held, limit, share, fleetSlots }, clientRetryAfterMs(request.clientId, held)),
-      );
-    }
-    const jobId = randomUUID();
-    // Reserve before the first await so concurrent requests see the slot taken.
-    registry.reserve(agent, jobId, request.clientId);
-    admission?.commit(jobId, now() + options.tokenTtlMs);
-    if (blocks.length > 0) affinity!.recordGrant(agent.agentId, blocks);
-    if (scheduleSpan) {
-      scheduleSpan.setAttributes({
-        [TRACE_ATTRIBUTES.scheduleOutcome]: 'scheduled',
-        [TRACE_ATTRIBUTES.agentId]: agent.agentId,
-        [TRACE_ATTRIBUTES.jobId]: jobId,
-      });
-      scheduleSpan.end();
-    }
+    return { blocks, affinityOf };
+  };
+  /** Whether the candidate index answers this request (no exclusions, memory requirement or affinity). */
+  const plain = (request: ValidatedInference, affinityOf: unknown) =>
+    request.excludeAgentIds.size === 0 && request.requiredMemoryMb === undefined && affinityOf === undefined;
+  /** Ends a schedule span that reserved `jobId` on `agent`. */
+  const scheduled = (span: Span | undefined, agent: AgentRecord, jobId: string) => {
+    if (!span) return;
+    span.setAttributes({ [TRACE_ATTRIBUTES.scheduleOutcome]: 'scheduled', [TRACE_ATTRIBUTES.agentId]: agent.agentId, [TRACE_ATTRIBUTES.jobId]: jobId });
+    span.end();
+  };
+  /**
+   * Signs the token of a reserved job, in the turn it is called (crypto.sign on a cached
+   * KeyObject: no await), and builds the grant. On failure `undo` gives the reservation back.
+   */
+  const sign = (
+    agent: AgentRecord,
+    jobId: string,
+    request: ValidatedInference,
+    admission: KeyAdmission | undefined,
+    traceContext: Context | undefined,
+    started: number,
+    undo: () => void,
+  ): InferenceGrant => {
     const signSpan = startChildSpan('titan.sign_token', traceContext, { [TRACE_ATTRIBUTES.jobId]: jobId, [TRACE_ATTRIBUTES.agentId]: agent.agentId });
     try {
-      // Signed in the same turn as the reservation (crypto.sign on a cached KeyObject: no await).
       const signed = signSessionTokenSync(
         options.keyring,
         {
@@ -263,10 +228,194 @@ export function createRequestRouter(options: RequestRouterOptions): (input: Infe
       };
     } catch (err) {
       failSpan(signSpan, err);
-      registry.release(agent, jobId, 'failed');
+      undo();
       admission?.revert();
       metrics.decision('error');
       throw err instanceof CoordinatorError ? err : new CoordinatorError('scheduling failed', {}, { cause: err });
     }
+  };
+  /** The busy answer for `blocking` agents (a key's x-ratelimit-* go with the 429 too: nothing was counted against it). */
+  const busy = (span: Span | undefined, model: string, blocking: Iterable<AgentRecord>, admission: KeyAdmission | undefined) => {
+    metrics.decision('busy');
+    const trailers = admission?.rateLimitHeaders();
+    return refuse(span, 'busy', new AgentsBusyError(model, busyRetryAfterMs(blocking, now(), hintMs), trailers ? { trailers } : undefined));
+  };
+
+  /**
+   * The shared fleet's path (`--store postgres`): the same checks, then one awaited statement
+   * reserves atomically in the database on the first of the best candidates with a free slot, under
+   * the client's cluster-wide limit (share, key max-concurrent); the key's grant is committed with
+   * that job, or given back when nothing was reserved.
+   */
+  const routeShared = async (
+    fleet: FleetStore,
+    request: ValidatedInference,
+    key: ApiKeyRecord | undefined,
+    scheduleSpan: Span | undefined,
+    started: number,
+    traceContext: Context | undefined,
+  ): Promise<InferenceGrant> => {
+    let admission: KeyAdmission | undefined;
+    if (key && options.keys) {
+      try {
+        // Concurrent jobs are counted by the database, over the cluster, with the reservation.
+        admission = options.keys.admit(key, { model: request.model, held: 0, concurrencyRetryAfterMs: () => hintMs });
+      } catch (err) {
+        const outcome = err instanceof ModelNotAllowedError ? 'forbidden' : 'quota';
+        metrics.decision(outcome);
+        throw refuse(scheduleSpan, outcome, err);
+      }
+    }
+    const { blocks, affinityOf } = affinityFor(request);
+    let candidatesOf: readonly AgentRecord[];
+    if (plain(request, affinityOf)) {
+      candidatesOf = candidates.top(request.model, SHARED_RESERVE_CANDIDATES).map((c) => c.agent);
+    } else {
+      const ranked = scheduler.rank(
+        registry.candidates(request.model),
+        { model: request.model, requiredMemoryMb: request.requiredMemoryMb, excludeAgentIds: request.excludeAgentIds, affinity: affinityOf },
+        SHARED_RESERVE_CANDIDATES,
+      );
+      if (ranked.outcome === 'busy') {
+        admission?.revert();
+        throw busy(scheduleSpan, request.model, ranked.blocking, admission);
+      }
+      candidatesOf = ranked.outcome === 'scheduled' ? ranked.agents : [];
+    }
+    if (candidatesOf.length === 0) {
+      // Nothing eligible in this replica's view: the full scan says whether busy or none.
+      const decision = scheduler.select(registry.candidates(request.model), { model: request.model });
+      admission?.revert();
+      if (decision.outcome === 'busy') throw busy(scheduleSpan, request.model, decision.blocking, admission);
+      metrics.decision('no_agent');
+      throw refuse(scheduleSpan, 'no_agent', new NoAgentAvailableError(request.model));
+    }
+    const fleetSlots = registry.fleetSlots();
+    const shareLimit = Math.max(1, Math.floor(share * fleetSlots));
+    const keyLimit = key && key.maxConcurrent > 0 ? key.maxConcurrent : Number.POSITIVE_INFINITY;
+    // A share of 1 without a key limit bounds nothing the agents' slots do not: no per-client lock then.
+    const clientLimit = share >= 1 && keyLimit === Number.POSITIVE_INFINITY ? 0 : Math.min(shareLimit, keyLimit);
+    const jobId = randomUUID();
+    const tokenExpiresAtMs = now() + options.tokenTtlMs;
+    let reserved: Awaited<ReturnType<FleetStore['reserve']>>;
+    // Counted as reserved while in flight: requests arriving meanwhile pick other agents.
+    const first = candidatesOf[0]!;
+    registry.adjustPending(first, 1);
+    try {
+      reserved = await fleet.reserve({
+        candidates: candidatesOf,
+        jobId,
+        clientId: request.clientId,
+        keyId: key?.id,
+        clientLimit,
+        tokenExpiresAtMs,
+      });
+    } catch (err) {
+      admission?.revert();
+      metrics.decision('error');
+      failSpan(scheduleSpan, err);
+      throw err;
+    } finally {
+      registry.adjustPending(first, -1);
+    }
+    if (reserved.outcome === 'busy') {
+      admission?.revert();
+      throw busy(scheduleSpan, request.model, candidatesOf, admission);
+    }
+    if (reserved.outcome === 'client_limit') {
+      admission?.revert();
+      const held = reserved.held;
+      if (key && held >= keyLimit) {
+        metrics.decision('quota');
+        throw refuse(
+          scheduleSpan,
+          'quota',
+          new QuotaExceededError(key.name, 'concurrency', { limit: key.maxConcurrent, used: held }, hintMs, admission?.rateLimitHeaders()),
+        );
+      }
+      metrics.decision('client_limit');
+      throw refuse(
+        scheduleSpan,
+        'client_limit',
+        new ClientShareExceededError(request.clientId, request.model, { held, limit: shareLimit, share, fleetSlots }, hintMs),
+      );
+    }
+    const agent = reserved.agent;
+    // This replica's own bookkeeping (claim window, per-client, metrics); the database holds the slot.
+    registry.reserve(agent, jobId, request.clientId);
+    admission?.commit(jobId, tokenExpiresAtMs);
+    if (blocks.length > 0) options.prefixAffinity!.recordGrant(agent.agentId, blocks);
+    scheduled(scheduleSpan, agent, jobId);
+    return sign(agent, jobId, request, admission, traceContext, started, () => {
+      registry.release(agent, jobId, 'failed');
+      fleet.release(jobId).catch((err: unknown) => options.logger?.error({ err, jobId }, 'could not give a shared reservation back'));
+    });
+  };
+
+  return async (input, traceContext) => {
+    const started = performance.now();
+    let request: ValidatedInference;
+    let key: ApiKeyRecord | undefined;
+    try {
+      // Without keys in force nothing is awaited (authenticate would answer undefined).
+      key = options.keys?.mode() === 'keys' ? await options.keys.authenticate(input.authorization) : undefined;
+      request = validate(key ? { ...input, clientId: key.name } : input);
+    } catch (err) {
+      metrics.decision(err instanceof InvalidRequestError ? 'invalid' : err instanceof ApiKeyAuthError ? 'unauthenticated' : 'error');
+      throw err;
+    }
+    const scheduleSpan = startChildSpan('titan.schedule', traceContext, { [TRACE_ATTRIBUTES.genAiRequestModel]: request.model });
+    registry.expireReservations();
+    if (options.fleet) return routeShared(options.fleet, request, key, scheduleSpan, started, traceContext);
+    // From here to the reservation nothing awaits: a key's checks and its grant are not interleaved with other requests.
+    let admission: KeyAdmission | undefined;
+    if (key && options.keys) {
+      const clientId = request.clientId;
+      const held = registry.clientHeld(clientId);
+      try {
+        admission = options.keys.admit(key, { model: request.model, held, concurrencyRetryAfterMs: () => clientRetryAfterMs(clientId, held) });
+      } catch (err) {
+        const outcome = err instanceof ModelNotAllowedError ? 'forbidden' : 'quota';
+        metrics.decision(outcome);
+        throw refuse(scheduleSpan, outcome, err);
+      }
+    }
+    // A prompt with whole prefix blocks, and an agent that holds some of them: score with affinity.
+    const { blocks, affinityOf } = affinityFor(request);
+    // The index answers what the full scan would for a request without exclusions, memory
+    // requirement or prefix affinity; the scan serves the rest, and says which agents block when none is eligible.
+    const indexed = plain(request, affinityOf) ? candidates.best(request.model) : undefined;
+    const decision: ScheduleDecision<AgentRecord> = indexed
+      ? { outcome: 'scheduled', agent: indexed.agent, score: indexed.score }
+      : scheduler.select(registry.candidates(request.model), {
+          model: request.model,
+          requiredMemoryMb: request.requiredMemoryMb,
+          excludeAgentIds: request.excludeAgentIds,
+          affinity: affinityOf,
+        });
+    if (decision.outcome === 'no_agent') {
+      metrics.decision('no_agent');
+      throw refuse(scheduleSpan, 'no_agent', new NoAgentAvailableError(request.model));
+    }
+    if (decision.outcome === 'busy') throw busy(scheduleSpan, request.model, decision.blocking, admission);
+    const agent = decision.agent;
+    const fleetSlots = registry.fleetSlots();
+    const limit = Math.max(1, Math.floor(share * fleetSlots));
+    const held = registry.clientHeld(request.clientId);
+    if (held >= limit) {
+      metrics.decision('client_limit');
+      throw refuse(
+        scheduleSpan,
+        'client_limit',
+        new ClientShareExceededError(request.clientId, request.model, { held, limit, share, fleetSlots }, clientRetryAfterMs(request.clientId, held)),
+      );
+    }
+    const jobId = randomUUID();
+    // Reserve before the first await so concurrent requests see the slot taken.
+    registry.reserve(agent, jobId, request.clientId);
+    admission?.commit(jobId, now() + options.tokenTtlMs);
+    if (blocks.length > 0) options.prefixAffinity!.recordGrant(agent.agentId, blocks);
+    scheduled(scheduleSpan, agent, jobId);
+    return sign(agent, jobId, request, admission, traceContext, started, () => registry.release(agent, jobId, 'failed'));
   };
 }

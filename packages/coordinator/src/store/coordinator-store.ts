@@ -38,6 +38,8 @@ export interface CoordinatorStore {
   readonly apiKeys: ApiKeyStore;
   readonly identities: IdentityStore;
   readonly keyring: Keyring;
+  /** With `postgres`: the connection the replicas share (the shared fleet is opened on it); closed by {@link CoordinatorStore.close}. */
+  readonly postgres?: PostgresStore;
   /** Closes all three (in-flight identity writes first) and the PostgreSQL pool. Idempotent. */
   close(): Promise<void>;
 }
@@ -102,6 +104,7 @@ export async function openCoordinatorStore(options: CoordinatorStoreOptions): Pr
     return {
       kind: 'postgres',
       location: store.location,
+      postgres: store,
       apiKeys,
       identities,
       keyring,

@@ -14,6 +14,8 @@ export const STORE_CHANNELS = {
   identities: 'titan_coordinator_identities',
   /** The keyring rotated (payload: the new current kid). */
   keyring: 'titan_coordinator_keyring',
+  /** Agents of the shared fleet changed (payload: `<replica id>|<agent id>,<agent id>…`; re-read those rows). */
+  fleet: 'titan_coordinator_fleet',
 } as const;
 
 /** A channel of {@link STORE_CHANNELS}. */
