@@ -186,7 +186,9 @@ await withDatabase(async (url) => {
 
 const base = rows[0].rps;
 const out = [];
-out.push('## coordinator-ha');
+out.push('## Coordinator HA: PostgreSQL replicas vs the SQLite single node');
+out.push('');
+out.push('Command: `pnpm bench coordinator-ha`.');
 out.push('');
 out.push(
   `RequestInference with ${AGENTS} simulated agents (heartbeat 2 s, homed on the first replica), ${CONCURRENCY} requests in flight in total ` +
