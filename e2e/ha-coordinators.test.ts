@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { TitanClient } from '@titancompute/client';
 import { startService } from '../scripts/lib/launch.mjs';
-import { createTestDatabase, postgresAvailable, type TestDatabase } from '../packages/coordinator/src/test-support/test-postgres.js';
+import { createTestDatabase, postgresAvailable, type TestDatabase } from '@titancompute/test-support/postgres';
 import { agentStates, BINS, closeChannels, freePort, isRoutable, MODEL, tempDir, waitFor, type ServiceProcess } from './support.js';
 
 const HEARTBEAT = ['--heartbeat-interval', '500ms', '--heartbeat-timeout', '3s'];

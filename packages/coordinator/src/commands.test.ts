@@ -6,7 +6,7 @@ import { coordinatorConfigSpec } from './config.js';
 import { hashCredential, openIdentityStore } from './identity/identity-store.js';
 import { makeTempDir } from './test-support/test-coordinator.js';
 import { openPostgresStore } from './store/postgres-store.js';
-import { createTestDatabase, postgresAvailable, testKeyringSecret } from './test-support/test-postgres.js';
+import { createTestDatabase, postgresAvailable, testKeyringSecret } from '@titancompute/test-support/postgres';
 import { openKeyring } from './tokens/keyring.js';
 import { parseKeyringSecret } from './tokens/keyring-secret.js';
 import { openPostgresKeyring } from './tokens/postgres-keyring.js';

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { instanceManager } from '@titancompute/protocol';
 import { ClientError, Status } from 'nice-grpc';
 import { startInstanceManager, type InstanceManagerOptions, type RunningInstanceManager } from './index.js';
-import { createTestSchema, postgresAvailable } from './test-support/backends.js';
+import { postgresAvailable } from '@titancompute/test-support/postgres';
+import { createTestSchema } from './test-support/backends.js';
 import { collect, connectClients, makeInstance, type ImClients } from './test-support/clients.js';
 import type { StorageSpec } from './store/store.js';
 

@@ -16,7 +16,7 @@ import { DEFAULT_ISSUER, signSessionToken, startCoordinator, type CoordinatorOpt
 import { CoordinatorServiceDefinition, createProtoVersionClientMiddleware, createTitanChannel } from '@titancompute/protocol';
 // The coordinator's own PostgreSQL test helpers and rotate-key (not part of its public API).
 import { openCoordinatorStore, rotateCoordinatorKey } from '../../../coordinator/src/store/coordinator-store.js';
-import { createTestDatabase, postgresAvailable, testKeyringSecret, type TestDatabase } from '../../../coordinator/src/test-support/test-postgres.js';
+import { createTestDatabase, postgresAvailable, testKeyringSecret, type TestDatabase } from '@titancompute/test-support/postgres';
 import { startAgent, type RunningAgent } from '../agent.js';
 import { collect, createAgentClient } from '../test-support/agent-client.js';
 import { createFakeEngine } from '../test-support/fake-engine.js';

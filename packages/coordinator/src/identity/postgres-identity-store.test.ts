@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { AgentIdentityError } from '../errors.js';
 import { openPostgresStore, type PostgresStore } from '../store/postgres-store.js';
 import { waitFor } from '../test-support/test-coordinator.js';
-import { createTestDatabase, postgresAvailable, type TestDatabase } from '../test-support/test-postgres.js';
+import { createTestDatabase, postgresAvailable, type TestDatabase } from '@titancompute/test-support/postgres';
 import { hashCredential } from './identity-store.js';
 import { forgetPostgresAgent, openPostgresIdentityStore, type PostgresIdentityStore } from './postgres-identity-store.js';
 

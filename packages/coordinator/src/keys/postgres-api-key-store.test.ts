@@ -4,7 +4,7 @@ import { createLogger } from '@titancompute/server-kit';
 import { ApiKeyAuthError, QuotaExceededError } from '../errors.js';
 import { openPostgresStore, type PostgresStore } from '../store/postgres-store.js';
 import { waitFor } from '../test-support/test-coordinator.js';
-import { createTestDatabase, postgresAvailable, type TestDatabase } from '../test-support/test-postgres.js';
+import { createTestDatabase, postgresAvailable, type TestDatabase } from '@titancompute/test-support/postgres';
 import { createApiKeys, type ApiKeys, type AuthSetting, type KeyAdmission } from './api-keys.js';
 import { openPostgresApiKeyStore } from './postgres-api-key-store.js';
 

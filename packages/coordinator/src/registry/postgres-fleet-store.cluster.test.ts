@@ -5,7 +5,7 @@ import type { CoordinatorOptions } from '../coordinator.js';
 import { expectGrpcError } from '../test-support/expect-grpc-error.js';
 import { startFakeAgent, waitUntilVerified, type FakeAgent } from '../test-support/fake-agent.js';
 import { startTestCoordinator, waitFor, type TestCoordinator } from '../test-support/test-coordinator.js';
-import { createTestDatabase, postgresAvailable, testKeyringSecret, type TestDatabase } from '../test-support/test-postgres.js';
+import { createTestDatabase, postgresAvailable, testKeyringSecret, type TestDatabase } from '@titancompute/test-support/postgres';
 
 const pgUp = await postgresAvailable('the shared fleet on PostgreSQL');
 const describePg = pgUp ? describe : () => undefined;

@@ -8,7 +8,7 @@ import { createScriptedEngine, SCRIPTED_MODEL, startAgent, type RunningAgent } f
 import { expectGrpcError } from '../test-support/expect-grpc-error.js';
 import { startFakeAgent, waitUntilVerified, type FakeAgent } from '../test-support/fake-agent.js';
 import { makeTempDir, startTestCoordinator, waitFor, type TestCoordinator } from '../test-support/test-coordinator.js';
-import { createTestDatabase, postgresAvailable, testKeyringSecret, type TestDatabase } from '../test-support/test-postgres.js';
+import { createTestDatabase, postgresAvailable, testKeyringSecret, type TestDatabase } from '@titancompute/test-support/postgres';
 import { rotateCoordinatorKey } from './coordinator-store.js';
 
 const pgUp = await postgresAvailable('coordinator replicas on PostgreSQL');

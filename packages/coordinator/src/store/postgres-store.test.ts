@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { SchemaVersionError } from '../errors.js';
 import { makeTempDir, startTestCoordinator } from '../test-support/test-coordinator.js';
-import { createTestDatabase, postgresAvailable, testKeyringSecret, type TestDatabase } from '../test-support/test-postgres.js';
+import { createTestDatabase, postgresAvailable, testKeyringSecret, type TestDatabase } from '@titancompute/test-support/postgres';
 import { COORDINATOR_SCHEMA_VERSION } from './postgres-migrations.js';
 import { openPostgresStore, SCHEMA_VERSION_TABLE, type PostgresStore } from './postgres-store.js';
 

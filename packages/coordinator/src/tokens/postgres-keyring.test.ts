@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { KeyringSecretError } from '../errors.js';
 import { openPostgresStore, type PostgresStore } from '../store/postgres-store.js';
 import { makeTempDir, startTestCoordinator, waitFor } from '../test-support/test-coordinator.js';
-import { createTestDatabase, postgresAvailable, testKeyringSecret, type TestDatabase } from '../test-support/test-postgres.js';
+import { createTestDatabase, postgresAvailable, testKeyringSecret, type TestDatabase } from '@titancompute/test-support/postgres';
 import type { Keyring } from './keyring.js';
 import { parseKeyringSecret } from './keyring-secret.js';
 import { openPostgresKeyring, rotatePostgresKeyring } from './postgres-keyring.js';

@@ -3,30 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { postgresAvailable, TEST_PG_URL } from '@titancompute/test-support/postgres';
 import type { StorageSpec } from '../store/store.js';
-
-/** The PostgreSQL the project's machines run (override with TITAN_TEST_PG_URL). */
-export const TEST_PG_URL = process.env.TITAN_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-/**
- * Whether PostgreSQL answers. With CI=true an unreachable database throws (the tests are
- * required there); otherwise a line says the PostgreSQL tests are skipped and why.
- */
-export async function postgresAvailable(suite: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: TEST_PG_URL, connectionTimeoutMillis: 2000 });
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return true;
-  } catch (err) {
-    const why = `PostgreSQL at ${TEST_PG_URL} is unreachable: ${(err as Error).message}`;
-    if (process.env.CI === 'true') throw new Error(`${why} (required when CI=true)`);
-    process.stdout.write(`[${suite}] PostgreSQL tests skipped: ${why}\n`);
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
 
 /** A fresh schema on the test database; `drop()` removes it and everything in it. */
 export function createTestSchema(): { schema: string; spec: StorageSpec; drop(): Promise<void> } {

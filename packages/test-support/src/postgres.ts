@@ -1,11 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 
+/**
+ * The PostgreSQL test helpers every package shares (the instance manager's, the coordinator's
+ * and the e2e suites' PostgreSQL tests).
+ *
+ * @packageDocumentation
+ */
+
 /** The PostgreSQL the project's machines run (override with TITAN_TEST_PG_URL): trust auth, database `test`. */
 export const TEST_PG_URL = process.env.TITAN_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /**
- * Whether PostgreSQL answers (the instance manager's rule). With CI=true an unreachable database
+ * Whether PostgreSQL answers. With CI=true an unreachable database
  * throws (the tests are required there); otherwise a line says the PostgreSQL tests are skipped and why.
  */
 export async function postgresAvailable(suite: string): Promise<boolean> {
@@ -47,11 +54,11 @@ async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>)
 }
 
 /**
- * Creates an empty database on the test server (`titan_coord_<random>`): each test gets its own
+ * Creates an empty database on the test server (`titan_test_<random>`): each test gets its own
  * schema versions, tables and NOTIFY channels. `drop()` removes it.
  */
 export async function createTestDatabase(): Promise<TestDatabase> {
-  const name = `titan_coord_${randomBytes(6).toString('hex')}`;
+  const name = `titan_test_${randomBytes(6).toString('hex')}`;
   await withClient(TEST_PG_URL, (c) => c.query(`CREATE DATABASE ${name}`));
   const url = new URL(TEST_PG_URL);
   url.pathname = `/${name}`;
@@ -63,7 +70,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   };
 }
 
-/** A keyring secret for tests (32 random bytes, base64). */
+/** A keyring secret for a coordinator on PostgreSQL (`--keyring-secret`: 32 random bytes, base64). */
 export function testKeyringSecret(): string {
   return randomBytes(32).toString('base64');
 }
