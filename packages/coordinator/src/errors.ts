@@ -329,3 +329,8 @@ export class FleetStoreError extends CoordinatorError {
   override readonly name = 'FleetStoreError';
   override readonly grpcStatus = Status.INTERNAL;
 }
+
+/** Failure to reach an agent before it answered (connection refused, reset, timed out): the request can go elsewhere. */
+export class AgentUnreachableError extends CoordinatorError {
+  override readonly name = 'AgentUnreachableError';
+}

@@ -30,6 +30,7 @@ export {
 export {
   AdminAuthError,
   AgentsBusyError,
+  AgentUnreachableError,
   ApiKeyAuthError,
   ApiKeyExistsError,
   ApiKeyNotFoundError,

@@ -53,3 +53,17 @@ export class TlsConfigError extends ProtocolError {
     super(message, options);
   }
 }
+
+/** A request OpenAI would accept that this cluster refuses or cannot read: answered 400 in OpenAI's error shape. */
+export class OpenAiRequestError extends ProtocolError {
+  override readonly name = 'OpenAiRequestError';
+  constructor(
+    message: string,
+    /** The offending field (OpenAI's `param`), e.g. `messages[1].content`; null when the body as a whole is wrong. */
+    readonly param: string | null,
+    /** OpenAI's `code`, e.g. `unsupported_parameter`; null when there is none. */
+    readonly code: string | null = null,
+  ) {
+    super(message);
+  }
+}

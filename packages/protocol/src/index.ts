@@ -68,7 +68,7 @@ export {
   type ClientTlsOptions,
   type TitanChannelOptions,
 } from './channel.js';
-export { isBrandedInstance, ProtocolError, TlsConfigError } from './errors.js';
+export { isBrandedInstance, OpenAiRequestError, ProtocolError, TlsConfigError } from './errors.js';
 export {
   canonicalMessagesJson,
   messagesSha256,
@@ -95,7 +95,6 @@ export {
   OPENAI_MAX_EMBEDDING_INPUTS,
   OPENAI_MAX_STOP_SEQUENCES,
   OPENAI_TASK_PARAMETER,
-  OpenAiRequestError,
   parseChatCompletionRequest,
   parseCompletionRequest,
   parseEmbeddingsRequest,

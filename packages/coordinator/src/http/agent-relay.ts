@@ -1,6 +1,6 @@
 import { Agent, request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import type { ServerResponse } from 'node:http';
-import { CoordinatorError } from '../errors.js';
+import { AgentUnreachableError } from '../errors.js';
 
 /** Options of {@link createAgentRelay}. */
 export interface AgentRelayOptions {
@@ -9,11 +9,6 @@ export interface AgentRelayOptions {
    * answer itself: a non-streaming answer's headers come only once the whole generation is done.
    */
   connectTimeoutMs?: number;
-}
-
-/** Failure to reach an agent before it answered (connection refused, reset, timed out): the request can go elsewhere. */
-export class AgentUnreachableError extends CoordinatorError {
-  override readonly name = 'AgentUnreachableError';
 }
 
 /** One request relayed to an agent's `/v1/*` route. */

@@ -13,12 +13,13 @@ import {
   type OpenAiModel,
 } from '@titancompute/protocol';
 import { recordServerOutcome, startHttpServerSpan, type Logger } from '@titancompute/server-kit';
+import { AgentUnreachableError } from '../errors.js';
 import type { CoordinatorMetricsSink } from '../metrics.js';
 import type { AgentRecord } from '../registry/agent-record.js';
 import type { AgentRegistry } from '../registry/agent-registry.js';
 import type { InferenceGrant } from '../service/request-router.js';
 import type { InferenceInput } from '../service/request-validation.js';
-import { AgentUnreachableError, createAgentRelay, type AgentRelay } from './agent-relay.js';
+import { createAgentRelay, type AgentRelay } from './agent-relay.js';
 import { sendOpenAiError } from './openai-errors.js';
 
 /** How the OpenAI routes carry tokens (`--openai-mode`). */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
-import { embeddingsGrantInput, OpenAiRequestError, parseChatCompletionRequest, parseCompletionRequest, parseEmbeddingsRequest } from './openai-request.js';
+import { OpenAiRequestError } from '../errors.js';
+import { embeddingsGrantInput, parseChatCompletionRequest, parseCompletionRequest, parseEmbeddingsRequest } from './openai-request.js';
 import { chatCompletionChunk, embeddingsResponse, openAiError, sseEvent, usageChunk } from './openai-response.js';
 
 const chat = (extra: Record<string, unknown> = {}) => ({ model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], ...extra });

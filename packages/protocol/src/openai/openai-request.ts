@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ProtocolError } from '../errors.js';
+import { OpenAiRequestError } from '../errors.js';
 
 /**
  * The OpenAI-compatible request contract shared by the coordinator (which schedules and signs a
@@ -20,20 +20,6 @@ export const OPENAI_DEFAULT_TEMPERATURE = 1;
 export const OPENAI_MAX_STOP_SEQUENCES = 16;
 /** Most inputs one embeddings request may carry. */
 export const OPENAI_MAX_EMBEDDING_INPUTS = 256;
-
-/** A request OpenAI would accept that this cluster refuses or cannot read: answered 400 in OpenAI's error shape. */
-export class OpenAiRequestError extends ProtocolError {
-  override readonly name = 'OpenAiRequestError';
-  constructor(
-    message: string,
-    /** The offending field (OpenAI's `param`), e.g. `messages[1].content`; null when the body as a whole is wrong. */
-    readonly param: string | null,
-    /** OpenAI's `code`, e.g. `unsupported_parameter`; null when there is none. */
-    readonly code: string | null = null,
-  ) {
-    super(message);
-  }
-}
 
 /** A chat turn as the engines take it (`developer` is read as `system`). */
 export interface OpenAiChatMessage {
