@@ -11,9 +11,11 @@
  * agent adds (token checks, slot, job reports, coalescing, middlewares, logging). A third child,
  * the same engine writing each piece as one NDJSON line over loopback TCP, shows what gRPC itself
  * costs. 1, 8 and 32 concurrent streams; the three rotate round by round; bundled tiny model,
- * greedy, fixed max_tokens. Also measures each process's CPU time per token and, in-process after
- * the servers stopped, the agent's fixed cost per stream (token verification, replay store, slot
- * and job bookkeeping, engine set-up) in µs. Prints one markdown section.
+ * greedy, fixed max_tokens. Also measures each process's CPU time per token, the time from a
+ * stream's last text to its done message (the agent's waits for the coordinator's ack of the job's
+ * end) and, in-process after the servers stopped, the agent's fixed cost per stream (token
+ * verification, replay store, slot and job bookkeeping, engine set-up) in µs. Prints one markdown
+ * section.
  *
  * Env: AGENT_BENCH_LEVELS ("1x150,8x40,32x20": concurrency×rounds), AGENT_BENCH_CPU_PROF=<dir>
  * (the agent and the bare gRPC engine processes write --cpu-prof profiles there), AGENT_BENCH_SKIP_FIXED=1, AGENT_BENCH_BIN
@@ -275,6 +277,8 @@ async function main() {
     const start = performance.now();
     let ttft;
     let tokens = 0;
+    let lastText = start;
+    let tail;
     for await (const msg of client.streamInference({
       sessionToken,
       model: MODEL,
@@ -286,16 +290,18 @@ async function main() {
     })) {
       if (msg.done) {
         tokens = msg.stats?.tokensGenerated ?? 0;
+        tail = performance.now() - lastText;
         break;
       }
-      ttft ??= performance.now() - start;
+      lastText = performance.now();
+      ttft ??= lastText - start;
     }
     if (process.env.AGENT_BENCH_TRACE && client === agentClient.client) {
       process.stderr.write(
         `[client] abs ${(performance.timeOrigin + start).toFixed(2)} ttft ${ttft?.toFixed(2)} total ${(performance.now() - start).toFixed(2)}\n`,
       );
     }
-    return { ttft, tokens };
+    return { ttft, tokens, tail };
   }
 
   // The NDJSON consumer: persistent loopback connections, one stream at a time each.
@@ -312,16 +318,23 @@ async function main() {
     const conn = idle.pop() ?? (await openConnection());
     const start = performance.now();
     let ttft;
+    let lastText = start;
+    let tail;
     const tokens = await new Promise((resolve) => {
       conn.onLine = (m) => {
-        if (m.done) resolve(m.tokens);
-        else ttft ??= performance.now() - start;
+        if (m.done) {
+          tail = performance.now() - lastText;
+          resolve(m.tokens);
+        } else {
+          lastText = performance.now();
+          ttft ??= lastText - start;
+        }
       };
       conn.socket.write(`${JSON.stringify({ model: MODEL, prompt: PROMPT, maxTokens: MAX_TOKENS, temperature: 0, parameters: PARAMETERS })}\n`);
     });
     conn.onLine = undefined;
     idle.push(conn);
-    return { ttft, tokens };
+    return { ttft, tokens, tail };
   }
 
   const SIDES = {
@@ -344,6 +357,7 @@ async function main() {
     return {
       tps: (tokens * 1000) / wall,
       ttft: median(results.map((r) => r.ttft ?? NaN)),
+      tail: median(results.map((r) => r.tail ?? NaN)),
       tokens,
       cpu: cpuMs(pid) - cpu0,
       mainCpu: cpuMs(pid, pid) - main0,
@@ -385,6 +399,7 @@ async function main() {
       return {
         tps: median(xs.map((x) => x.tps)),
         ttft: median(xs.map((x) => x.ttft)),
+        tail: median(xs.map((x) => x.tail)),
         cpuUs: (sum(xs, 'cpu') * 1000) / tokens,
         mainUs: (sum(xs, 'mainCpu') * 1000) / tokens,
         consumerUs: (sum(xs, 'consumerCpu') * 1000) / tokens,
@@ -509,14 +524,41 @@ core.
 Where the difference goes, from the figures above: per token, the agent's event loop works
 ${rows.map((r) => `${f(r.agent.mainUs - r.grpc.mainUs, 0)} µs (${r.concurrency} stream${r.concurrency > 1 ? 's' : ''})`).join(', ')} more than the bare gRPC
 engine's (per-stream work included), next to the ${rows.map((r) => f(r.ndjson.mainUs, 0)).join(' / ')} µs that the engine itself (node-llama-cpp's JS, its
-synchronous part of each decode and sampling call, \`runGeneration\`) spends there per token in the NDJSON process. Per
-stream, the agent's stack costs ${f(echo.kit.cpuUs - echo.bare.cpuUs, 0)} µs more server CPU per call than bare @grpc/grpc-js${
-    fixed
-      ? `, and its job pipeline ${us(fixed.pipeline)} of event loop (of which ${us(fixed.verify)} is the Ed25519 verification); streams that arrive together are
-admitted one after another, so at 32 streams the last one's prompt reaches llama.cpp about ${f((32 * (echo.kit.cpuUs - echo.bare.cpuUs + fixed.pipeline)) / 1000, 1)} ms after it
-would have on the bare engine`
-      : ''
-  }.
+synchronous part of each decode and sampling call, \`runGeneration\`) spends there per token in the NDJSON process. That
+difference is per-stream work spread over the stream's ${MAX_TOKENS} tokens, not per-token work: the agent's messages pass
+through more async generator levels (server-kit's middleware, nice-grpc's handler, the job and the coalescing) but
+a \`--cpu-prof\` profile of the agent at 8 streams finds no per-token function of ours above noise. Per
+stream, the agent's stack costs ${f(echo.kit.cpuUs - echo.bare.cpuUs, 0)} µs more server CPU per call than bare @grpc/grpc-js (nice-grpc's call
+context and generators, server-kit's middleware: framework, not job work)${
+    fixed ? `, and its job pipeline ${us(fixed.pipeline)} of event loop in-process (of which ${us(fixed.verify)} is the Ed25519 verification)` : ''
+  }. The end of a stream: the done message comes
+${rows.map((r) => `${f(r.agent.tail, 2)} ms`).join(' / ')} after the last text on the agent, against ${rows.map((r) => `${f(r.grpc.tail, 2)} ms`).join(' / ')} on the bare engine
+(medians, ${rows.map((r) => r.concurrency).join(' / ')} streams): the agent's done message waits for the coordinator's ack of the job's end report
+(one gRPC round trip to the fake coordinator in the bench process), so that a client that asks again at once finds
+the slot free; that wait stays. At 1 stream a round is one stream: the added TTFT and the added end make
+${rows[0] ? f(((rows[0].vsGrpc.addedTtft + rows[0].agent.tail - rows[0].grpc.tail) / ((MAX_TOKENS * 1000) / rows[0].grpc.tps)) * 100) : '–'} % of its wall time (its tokens/s loss: ${rows[0] ? pct(rows[0].vsGrpc.ratio) : '–'}).
+
+Per stream, step by step (measured the same day with an instrumented copy of the agent bin, \`AGENT_BENCH_BIN\`, a
+timestamp at each step of 40 lone streams, medians; instrumented, so read the sizes, not the sum): middleware and
+the (no-op) server span 0.06 ms, request validation 0.03 ms (0.11 ms through zod before its plain-code fast path),
+token parse 0.05 ms, Ed25519 verification 0.21 ms, claims and prompt/options binding 0.07 ms (the claims alone took
+0.06 ms through zod), the replay store's SQLite claim 0.11 ms, its flush start and promise hops 0.06 ms, opening
+the job (abort controller, tracker, the started report's timer) 0.08 ms, slot and queue-time metric 0.03 ms
+(prom-client's labelled \`observe\` alone took 0.02 ms; the agent's per-job histograms and counters are now plain
+arrays read at scrape time): about 0.75 ms from the middleware to the engine, where the bare engine starts at
+once. Each step costs 10–20 times what it does in a hot loop (zod's claims parse: 2.6 µs hot, 61 µs here): one
+stream every 30 ms leaves the agent's code cold between streams, so the fewer steps the better. After the last
+token's text: 0.4 ms until the job ends (the last batch through the generator levels to its write, the engine's
+return), the job's end report (its health update 0.1 ms to build, of which 0.06 ms reading the prefix cache's
+state), then 0.66 ms until the coordinator's ack is back. Each health update (the started report 2 ms after a job starts, the end report) also costs the
+coordinator's process (here the consumer) its decoding and ack. Deferring the started report out of the stream
+(an experiment, not kept: it must go at once) took 0.3 ms off the added TTFT at 1 stream: it lands near the
+first token. At 32 streams the calls are not admitted interleaved: each goes from the middleware to llama.cpp in
+about 0.5 ms, but they arrive one after another as the event loop frees up, 0.9–1 ms apart on the agent (instrumented)
+against 0.45 ms on the bare engine, and node-llama-cpp gives every stream its first token 14–17 ms after the last
+one arrived, on both. The added TTFT at 32 streams is therefore about 32 × the agent's
+extra time per call: with the Ed25519 verification (0.21 ms) and the SQLite claim (0.11 ms) alone, which stay,
+that is 10 ms.
 
 The machine has 2 cores: the llama.cpp thread, the server's event loop and the consumer compete for them (and
 other engineers' runs may share the machine): compare the ratios, and expect round-to-round noise.

@@ -21,31 +21,50 @@ export interface GenerationParameters {
   stop?: string[];
 }
 
-const num = (min: number, max: number) =>
-  z
-    .string()
-    .trim()
-    .regex(/^-?\d+(\.\d+)?$/, 'must be a number')
-    .transform(Number)
-    .pipe(z.number().min(min).max(max));
-const int = (min: number, max: number) =>
-  z
-    .string()
-    .trim()
-    .regex(/^-?\d+$/, 'must be an integer')
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
+const NUMBER = /^-?\d+(\.\d+)?$/;
+const INTEGER = /^-?\d+$/;
+const num = (min: number, max: number) => z.string().trim().regex(NUMBER, 'must be a number').transform(Number).pipe(z.number().min(min).max(max));
+const int = (min: number, max: number) => z.string().trim().regex(INTEGER, 'must be an integer').transform(Number).pipe(z.number().int().min(min).max(max));
 const stopSchema = z.union([z.string().min(1), z.array(z.string().min(1)).max(16)]);
 
-const FIELDS = {
-  top_p: ['topP', num(0, 1)],
-  top_k: ['topK', int(0, 100_000)],
-  seed: ['seed', int(0, 2 ** 32 - 1)],
-  repeat_penalty: ['repeatPenalty', num(0, 10)],
-  presence_penalty: ['presencePenalty', num(-2, 2)],
-  frequency_penalty: ['frequencyPenalty', num(-2, 2)],
-  min_p: ['minP', num(0, 1)],
-} as const;
+/** A numeric field: its name in {@link GenerationParameters}, its schema, and the same checks in plain code (the hot path). */
+interface NumericField {
+  field: keyof Omit<GenerationParameters, 'stop'>;
+  schema: z.ZodType<number, string>;
+  integer: boolean;
+  min: number;
+  max: number;
+}
+const numeric = (field: NumericField['field'], integer: boolean, min: number, max: number): NumericField => ({
+  field,
+  schema: integer ? int(min, max) : num(min, max),
+  integer,
+  min,
+  max,
+});
+
+const FIELDS: Readonly<Record<string, NumericField>> = {
+  top_p: numeric('topP', false, 0, 1),
+  top_k: numeric('topK', true, 0, 100_000),
+  seed: numeric('seed', true, 0, 2 ** 32 - 1),
+  repeat_penalty: numeric('repeatPenalty', false, 0, 10),
+  presence_penalty: numeric('presencePenalty', false, -2, 2),
+  frequency_penalty: numeric('frequencyPenalty', false, -2, 2),
+  min_p: numeric('minP', false, 0, 1),
+};
+const FIELD_ENTRIES = Object.entries(FIELDS);
+
+/**
+ * The value of a numeric field when it passes its schema's checks, computed without the schema
+ * (every request parses its parameters on the agent's hot path); undefined when it does not, and
+ * then the schema says why.
+ */
+function fastNumeric(f: NumericField, text: string): number | undefined {
+  const trimmed = text.trim();
+  if (!(f.integer ? INTEGER : NUMBER).test(trimmed)) return undefined;
+  const n = Number(trimmed);
+  return Number.isFinite(n) && n >= f.min && n <= f.max && (!f.integer || Number.isInteger(n)) ? n : undefined;
+}
 
 /** Keys of the parameters map engines act on (others pass through untouched, e.g. an engine's own `api`). */
 export const KNOWN_GENERATION_PARAMETERS = [...Object.keys(FIELDS), 'stop'] as const;
@@ -67,12 +86,17 @@ export type GenerationParametersResult = { ok: true; value: GenerationParameters
  */
 export function parseGenerationParameterMap(raw: Readonly<Record<string, string>>): GenerationParametersResult {
   const value: GenerationParameters = {};
-  for (const [key, [field, schema]] of Object.entries(FIELDS)) {
+  for (const [key, f] of FIELD_ENTRIES) {
     const text = raw[key];
     if (text === undefined || text === '') continue;
-    const parsed = schema.safeParse(text);
+    const fast = fastNumeric(f, text);
+    if (fast !== undefined) {
+      value[f.field] = fast;
+      continue;
+    }
+    const parsed = f.schema.safeParse(text);
     if (!parsed.success) return { ok: false, key, message: `${parsed.error.issues[0]?.message ?? 'bad value'} (got ${JSON.stringify(text)})` };
-    (value as Record<string, number>)[field] = parsed.data;
+    value[f.field] = parsed.data;
   }
   const stop = raw.stop;
   if (stop !== undefined && stop !== '') {

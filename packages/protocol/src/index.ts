@@ -80,6 +80,7 @@ export {
   SESSION_TOKEN_MAX_CLOCK_TOLERANCE_SEC,
   SESSION_TOKEN_REQUIRED_CLAIMS,
   SESSION_TOKEN_TYPE,
+  readSessionTokenClaims,
   sessionTokenAudience,
   sessionTokenClaimsSchema,
   sessionTokenPayload,

@@ -1,10 +1,12 @@
 import { describe, expect, it } from '@jest/globals';
 import { createHash } from 'node:crypto';
+import fc from 'fast-check';
 import {
   canonicalMessagesJson,
   messagesSha256,
   parametersMismatch,
   promptSha256,
+  readSessionTokenClaims,
   SESSION_TOKEN_CLAIMS,
   sessionTokenClaimsSchema,
   sessionTokenPayload,
@@ -68,6 +70,42 @@ describe('session-token contract', () => {
     expect(bad.success).toBe(false);
     expect(bad.error?.issues[0]?.path).toEqual(['prompt_sha256']);
     expect(sessionTokenClaimsSchema.safeParse({ ...claims, max_tokens: 0 }).error?.issues[0]?.path).toEqual(['max_tokens']);
+  });
+
+  it('readSessionTokenClaims: what the schema returns for claims it accepts, undefined for claims it refuses', () => {
+    const signed = {
+      iss: 'titancompute-coordinator',
+      aud: 'a',
+      sub: 'c',
+      jti: 'x',
+      iat: 1,
+      nbf: 1,
+      exp: 2,
+      ...sessionTokenPayload({ agentId: 'a', clientId: 'c', jobId: 'j', model: 'm', maxTokens: 8, temperature: 0.7, parameters: { seed: '1' }, prompt: 'p' }),
+    };
+    expect(readSessionTokenClaims({ ...signed, extra: 1 })).toEqual(sessionTokenClaimsSchema.parse(signed));
+    const value = fc.oneof(
+      fc.constant(undefined),
+      fc.constant(null),
+      fc.string({ maxLength: 3 }),
+      fc.constantFrom('', 'x', promptSha256('p'), 'titancompute-coordinator'),
+      fc.double(),
+      fc.integer({ min: -2, max: 3 }),
+      fc.constantFrom(0.5, 2, 2.5, 2 ** 53, Number.NaN, Number.POSITIVE_INFINITY),
+      fc.array(fc.oneof(fc.string({ maxLength: 2 }), fc.integer()), { maxLength: 2 }),
+      fc.dictionary(fc.constantFrom('seed', 'top_k', '__proto__'), fc.oneof(fc.string({ maxLength: 2 }), fc.integer())),
+    );
+    const keys = ['iss', 'aud', 'sub', 'jti', 'iat', 'nbf', 'exp', ...Object.values(SESSION_TOKEN_CLAIMS)];
+    fc.assert(
+      fc.property(fc.record(Object.fromEntries(keys.map((k) => [k, value])), { requiredKeys: [] }), fc.boolean(), (changes, fromSigned) => {
+        const payload = JSON.parse(JSON.stringify({ ...(fromSigned ? signed : {}), ...changes })) as Record<string, unknown>;
+        const bySchema = sessionTokenClaimsSchema.safeParse(payload);
+        const fast = readSessionTokenClaims(payload);
+        if (fast !== undefined) expect(fast).toEqual(bySchema.data);
+        else expect(bySchema.success && !Object.hasOwn(payload.parameters ?? {}, '__proto__')).toBe(false);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('parametersMismatch: empty requested means the granted ones; otherwise the first differing key', () => {

@@ -142,6 +142,84 @@ export const sessionTokenClaimsSchema = z.object({
 /** Claims of a session token (see {@link sessionTokenClaimsSchema}). */
 export type SessionTokenClaims = z.infer<typeof sessionTokenClaimsSchema>;
 
+const SHA256_CLAIM = /^[A-Za-z0-9_-]{43}$/;
+const isString = (v: unknown): v is string => typeof v === 'string';
+const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const optional = (v: unknown, check: (v: unknown) => boolean) => v === undefined || check(v);
+const nonEmpty = (v: unknown) => isString(v) && v !== '';
+const isSha256 = (v: unknown) => isString(v) && SHA256_CLAIM.test(v);
+const isStringRecord = (v: unknown): v is Record<string, string> => {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  for (const key of Object.keys(v)) if (key === '__proto__' || !isString((v as Record<string, unknown>)[key])) return false;
+  return true;
+};
+
+/**
+ * The claims of a token's payload when they pass {@link sessionTokenClaimsSchema}, checked in
+ * plain code (an agent reads them for every stream it admits, on its hot path); undefined when
+ * they do not, and then the schema's `safeParse` says why. What it returns is what the schema
+ * returns: the known claims, unknown ones left out.
+ *
+ * @example
+ * ```ts
+ * const claims = readSessionTokenClaims(payload) ?? sessionTokenClaimsSchema.parse(payload);
+ * ```
+ */
+export function readSessionTokenClaims(payload: Readonly<Record<string, unknown>>): SessionTokenClaims | undefined {
+  const { iss, aud, sub, jti, iat, nbf, exp } = payload;
+  const jobId = payload[SESSION_TOKEN_CLAIMS.jobId];
+  const model = payload[SESSION_TOKEN_CLAIMS.model];
+  const maxTokens = payload[SESSION_TOKEN_CLAIMS.maxTokens];
+  const temperature = payload[SESSION_TOKEN_CLAIMS.temperature];
+  const agentId = payload[SESSION_TOKEN_CLAIMS.agentId];
+  const clientId = payload[SESSION_TOKEN_CLAIMS.clientId];
+  const parameters = payload[SESSION_TOKEN_CLAIMS.parameters];
+  const prompt = payload[SESSION_TOKEN_CLAIMS.promptSha256];
+  const messages = payload[SESSION_TOKEN_CLAIMS.messagesSha256];
+  const valid =
+    optional(iss, nonEmpty) &&
+    optional(aud, (v) => isString(v) || (Array.isArray(v) && v.every(isString))) &&
+    optional(sub, isString) &&
+    nonEmpty(jti) &&
+    optional(iat, isNumber) &&
+    optional(nbf, isNumber) &&
+    isNumber(exp) &&
+    optional(jobId, nonEmpty) &&
+    nonEmpty(model) &&
+    Number.isSafeInteger(maxTokens) &&
+    (maxTokens as number) >= 1 &&
+    isNumber(temperature) &&
+    temperature >= 0 &&
+    temperature <= 2 &&
+    optional(agentId, isString) &&
+    optional(clientId, isString) &&
+    optional(parameters, isStringRecord) &&
+    optional(prompt, isSha256) &&
+    optional(messages, isSha256);
+  if (!valid) return undefined;
+  const claims: Record<string, unknown> = {};
+  const keep = (key: string, value: unknown) => {
+    if (value !== undefined) claims[key] = value;
+  };
+  keep('iss', iss);
+  keep('aud', Array.isArray(aud) ? [...aud] : aud);
+  keep('sub', sub);
+  keep('jti', jti);
+  keep('iat', iat);
+  keep('nbf', nbf);
+  keep('exp', exp);
+  keep(SESSION_TOKEN_CLAIMS.jobId, jobId);
+  keep(SESSION_TOKEN_CLAIMS.model, model);
+  keep(SESSION_TOKEN_CLAIMS.maxTokens, maxTokens);
+  keep(SESSION_TOKEN_CLAIMS.temperature, temperature);
+  keep(SESSION_TOKEN_CLAIMS.agentId, agentId);
+  keep(SESSION_TOKEN_CLAIMS.clientId, clientId);
+  keep(SESSION_TOKEN_CLAIMS.parameters, parameters === undefined ? undefined : { ...(parameters as Record<string, string>) });
+  keep(SESSION_TOKEN_CLAIMS.promptSha256, prompt);
+  keep(SESSION_TOKEN_CLAIMS.messagesSha256, messages);
+  return claims as SessionTokenClaims;
+}
+
 /** What a coordinator grants; {@link sessionTokenPayload} turns it into the private claims. */
 export interface SessionTokenGrant {
   /** The chosen agent (`aud`, and v1's `agent_id`). */

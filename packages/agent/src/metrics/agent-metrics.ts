@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import type { PrefixCacheState } from '../engines/engine.js';
 
 /** Buckets (seconds) of time to first token, as vLLM's `vllm:time_to_first_token_seconds`. */
@@ -41,10 +41,13 @@ export interface AgentMetrics {
 }
 
 /**
- * A histogram whose observations are plain array updates (no label hashing, no allocation), for
- * the per-piece inter-token latency; read by the registry as prom-client reads its own.
+ * A histogram whose observations are plain array updates (no label validation or hashing, no
+ * allocation), for what the job path observes (every piece's inter-token latency, every job's
+ * TTFT, queue time and latency); read by the registry as prom-client reads its own, with the
+ * same samples and labels (`le`, `model`, `engine`). `observe(seconds, n)` counts n observations
+ * of seconds / n each.
  */
-function createPieceHistogram(name: string, help: string, buckets: readonly number[], engine: string, prometheus: Registry) {
+function createPlainHistogram(name: string, help: string, buckets: readonly number[], engine: string, prometheus: Registry) {
   const series = new Map<string, { counts: Float64Array; sum: number; count: number }>();
   prometheus.registerMetric({
     name,
@@ -76,6 +79,22 @@ function createPieceHistogram(name: string, help: string, buckets: readonly numb
       if (i < buckets.length) s.counts[i] = (s.counts[i] ?? 0) + n;
       s.sum += seconds;
       s.count += n;
+    };
+  };
+}
+
+/**
+ * A counter per model whose increments are plain additions (no label hashing), for the tokens
+ * every job counts; read by the registry as a prom-client counter (`model` and `engine` labels).
+ */
+function createPlainCounter(name: string, help: string, engine: string, prometheus: Registry) {
+  const series = new Map<string, { value: number }>();
+  registerReadMetric(prometheus, { name, help, type: 'counter' }, () => [...series].map(([model, s]) => ({ labels: { model, engine }, value: s.value })));
+  return (model: string) => {
+    const s = { value: 0 };
+    series.set(model, s);
+    return (n: number) => {
+      s.value += n;
     };
   };
 }
@@ -131,24 +150,19 @@ export function createAgentMetrics(options: AgentMetricsOptions): AgentMetrics {
   const { engine } = options;
   const prometheus = new Registry();
   const labelNames = ['model', 'engine'] as const;
-  const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, labelNames, registers: [prometheus] });
+  // What every job (and every piece) records is kept in plain per-model arrays and numbers: a
+  // prom-client child validates and hashes its labels on every observation.
+  const histogram = (name: string, help: string, buckets: readonly number[]) => createPlainHistogram(name, help, buckets, engine, prometheus);
   const ttft = histogram('titan_agent:time_to_first_token_seconds', 'Time from admission to the first generated token.', TTFT_BUCKETS);
-  const itl = createPieceHistogram(
+  const itl = histogram(
     'titan_agent:inter_token_latency_seconds',
     'Time between generated tokens (a piece of n tokens counts n gaps of its time / n).',
     ITL_BUCKETS,
-    engine,
-    prometheus,
   );
   const e2e = histogram('titan_agent:e2e_request_latency_seconds', 'Time from admission to the end of a job that ran without error.', REQUEST_BUCKETS);
   const queueTime = histogram('titan_agent:request_queue_time_seconds', 'Time a job waited for a slot.', REQUEST_BUCKETS);
-  const promptTokens = new Counter({ name: 'titan_agent:prompt_tokens_total', help: 'Prompt tokens processed.', labelNames, registers: [prometheus] });
-  const generationTokens = new Counter({
-    name: 'titan_agent:generation_tokens_total',
-    help: 'Tokens generated.',
-    labelNames,
-    registers: [prometheus],
-  });
+  const promptTokens = createPlainCounter('titan_agent:prompt_tokens_total', 'Prompt tokens processed.', engine, prometheus);
+  const generationTokens = createPlainCounter('titan_agent:generation_tokens_total', 'Tokens generated.', engine, prometheus);
   const errors = new Counter({
     name: 'titan_agent:engine_errors_total',
     help: 'Jobs the engine failed, by error code.',
@@ -190,19 +204,16 @@ export function createAgentMetrics(options: AgentMetricsOptions): AgentMetrics {
 
   const cache = new Map<string, ModelMetrics>();
   const bind = (model: string): ModelMetrics => {
-    const labels = { model, engine };
     const l = { running: 0, waiting: 0 };
     load.set(model, l);
+    // Every series shows from the first scrape (zero counts).
     const children = {
-      ttft: ttft.labels(labels),
-      e2e: e2e.labels(labels),
-      queueTime: queueTime.labels(labels),
-      promptTokens: promptTokens.labels(labels),
-      generationTokens: generationTokens.labels(labels),
+      ttft: ttft(model),
+      e2e: e2e(model),
+      queueTime: queueTime(model),
+      promptTokens: promptTokens(model),
+      generationTokens: generationTokens(model),
     };
-    children.promptTokens.inc(0);
-    children.generationTokens.inc(0);
-    for (const h of [ttft, e2e, queueTime]) h.zero(labels);
     const interToken = itl(model);
     return {
       queued() {
@@ -211,16 +222,16 @@ export function createAgentMetrics(options: AgentMetricsOptions): AgentMetrics {
       started(seconds) {
         l.waiting -= 1;
         l.running += 1;
-        children.queueTime.observe(seconds);
+        children.queueTime(seconds, 1);
       },
       interToken,
       ended(end) {
         if (end.ran) l.running -= 1;
         else l.waiting -= 1;
-        if (end.promptTokens > 0) children.promptTokens.inc(end.promptTokens);
-        if (end.generationTokens > 0) children.generationTokens.inc(end.generationTokens);
-        if (end.ttftSeconds !== undefined) children.ttft.observe(end.ttftSeconds);
-        if (end.e2eSeconds !== undefined) children.e2e.observe(end.e2eSeconds);
+        if (end.promptTokens > 0) children.promptTokens(end.promptTokens);
+        if (end.generationTokens > 0) children.generationTokens(end.generationTokens);
+        if (end.ttftSeconds !== undefined) children.ttft(end.ttftSeconds, 1);
+        if (end.e2eSeconds !== undefined) children.e2e(end.e2eSeconds, 1);
       },
       engineError(code) {
         errors.inc({ model, engine, code });

@@ -14,7 +14,6 @@ import type { JobSlots } from '../capacity/job-slots.js';
 import type { Engine } from '../engines/engine.js';
 import type { GenerationStats } from '../engines/run-generation.js';
 import type { StatsSampler } from '../stats/system-stats.js';
-import type { Batch } from './coalesce.js';
 import type { AgentState, JobRunner } from './job-runner.js';
 import type { JobTracker } from './job-tracker.js';
 
@@ -70,22 +69,6 @@ function doneMessage(agentId: string, jobId: string, stats: GenerationStats): De
 }
 
 /**
- * The job's batches as StreamResponse messages; returns the stats. Stopping early (the call
- * went away) returns the job's generator, which aborts the engine.
- */
-async function* streamMessages(batches: AsyncGenerator<Batch, GenerationStats>): AsyncGenerator<DeepPartial<StreamResponse>, GenerationStats> {
-  try {
-    for (;;) {
-      const r = await batches.next();
-      if (r.done) return r.value;
-      yield { content: r.value.text, token: r.value.text, tokenIndex: r.value.tokenIndex, tokenCount: r.value.tokens, createdAt: Date.now() };
-    }
-  } finally {
-    await batches.return(undefined as never).catch(() => undefined);
-  }
-}
-
-/**
  * Builds the AgentService: StreamInference (a thin adapter over the {@link JobRunner}: verified
  * token → capacity → engine, streamed, then the done message) and GetStatus.
  */
@@ -111,8 +94,24 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceHandle {
           [TRACE_ATTRIBUTES.genAiRequestModel]: job.grant.model,
         });
       }
+      // The job's batches as StreamResponse messages, mapped here rather than in a generator of
+      // their own (one async generator level less for every message). Stopping early (the call
+      // went away) returns the job's generator, which aborts the engine.
+      const batches = job.run();
       try {
-        const stats = yield* streamMessages(job.run());
+        let stats: GenerationStats;
+        try {
+          for (;;) {
+            const r = await batches.next();
+            if (r.done) {
+              stats = r.value;
+              break;
+            }
+            yield { content: r.value.text, token: r.value.text, tokenIndex: r.value.tokenIndex, tokenCount: r.value.tokens, createdAt: Date.now() };
+          }
+        } finally {
+          await batches.return(undefined as never).catch(() => undefined);
+        }
         if (traced) {
           call.span.setAttributes({
             [TRACE_ATTRIBUTES.genAiUsageInputTokens]: stats.promptTokens,

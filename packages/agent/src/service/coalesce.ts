@@ -67,8 +67,8 @@ export async function* coalesce(gen: AsyncGenerator<GenerationPiece, GenerationS
       // Sleep until there is text to send (pieces without text wait for the next one) or the end.
       while (!finished && text === '') await new Promise<void>((resolve) => (wake = resolve));
       wake = undefined;
-      if (!first) await nextTurn();
       if (text === '') break; // finished, nothing left to send
+      if (!first) await nextTurn();
       const batch: Batch = { text, tokenIndex, tokens };
       text = '';
       tokens = 0;
