@@ -187,6 +187,17 @@ describe('coordinator link', () => {
     expect(coordinator.updates.flatMap((u) => u.completedJobs).map((j) => j.jobId)).toContain('slow-job');
   });
 
+  it('deregisters on stop even while the coordinator has not answered its registration yet', async () => {
+    // The coordinator has recorded the agent, so it must hear that the agent leaves (a SIGTERM
+    // right after start hit this window and left the agent registered until its heartbeat timeout).
+    const coordinator = await startFakeCoordinator({ registerDelayMs: 1500 });
+    cleanups.push(() => coordinator.stop());
+    const agent = await agentFor(coordinator);
+    await coordinator.waitFor(() => coordinator.registrations.length === 1);
+    await agent.stop('test');
+    expect(coordinator.deregistrations.map((d) => d.agentId)).toEqual(['link-agent']);
+  });
+
   it('sends the jobs that end in one turn of the event loop in one update, and whenAcked waits for its ack', async () => {
     const coordinator = await startFakeCoordinator();
     cleanups.push(() => coordinator.stop());

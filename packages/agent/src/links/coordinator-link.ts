@@ -440,7 +440,8 @@ export function createCoordinatorLink(options: CoordinatorLinkOptions): Coordina
     async stop(reason) {
       draining = true;
       if (streamOpen()) sendUpdate();
-      const c = home ?? lastHome;
+      // `current`: a registration still waiting for its answer may already be recorded there.
+      const c = home ?? lastHome ?? current;
       if (c) {
         try {
           await c.client.deregisterAgent(

@@ -36,6 +36,8 @@ export interface FakeCoordinatorOptions {
   host?: string;
   /** Ack health updates; default true. False: updates are recorded and never acked (a hung coordinator). */
   acks?: boolean;
+  /** RegisterAgent records the registration, then answers only after this long (a slow answer); default 0. */
+  registerDelayMs?: number;
 }
 
 /** Starts a {@link FakeCoordinator} on 127.0.0.1 (or `host`) implementing the real generated definition. */
@@ -91,6 +93,7 @@ export async function startFakeCoordinator(options: FakeCoordinatorOptions = {})
       checkCredential(request.agentId, request.agentCredential, true);
       fake.registrations.push(request);
       known.add(request.agentId);
+      if (options.registerDelayMs) await new Promise((r) => setTimeout(r, options.registerDelayMs));
       return { status: 'registered', message: 'ok', heartbeatIntervalSeconds: options.heartbeatIntervalSeconds ?? 0 };
     },
     async *reportHealth(updates, context) {
