@@ -153,51 +153,45 @@ export function createScheduler(options: SchedulerOptions = {}): Scheduler {
   const ahead = (a: SchedulableAgent, sa: number, b: SchedulableAgent, sb: number) =>
     sa > sb + TIE_EPSILON || (Math.abs(sa - sb) <= TIE_EPSILON && a.agentId < b.agentId);
 
+  /**
+   * The best `limit` eligible agents with their scores, best first (ties: the smaller id), and
+   * the eligible agents skipped because they are full.
+   */
+  const best = <A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest, limit: number) => {
+    const top: { agent: A; score: number }[] = [];
+    const full: A[] = [];
+    for (const agent of agents) {
+      if (!agent.available || !agent.supportedModels.has(request.model)) continue;
+      if (request.excludeAgentIds?.has(agent.agentId)) continue;
+      if (request.requiredMemoryMb !== undefined && freeMemoryMb(agent) < request.requiredMemoryMb) continue;
+      if (agent.runningJobs + agent.queuedJobs + agent.reservedJobs >= agent.maxJobs) {
+        full.push(agent);
+        continue;
+      }
+      const s = score(agent, request.affinity?.(agent));
+      // Insertion into the short sorted list.
+      let at = top.length;
+      while (at > 0 && ahead(agent, s, top[at - 1]!.agent, top[at - 1]!.score)) at--;
+      if (at < limit) {
+        top.splice(at, 0, { agent, score: s });
+        if (top.length > limit) top.pop();
+      }
+    }
+    return { top, full };
+  };
+
   return {
     weights,
     score,
     rank<A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest, limit: number): RankDecision<A> {
-      const best: { agent: A; score: number }[] = [];
-      const full: A[] = [];
-      for (const agent of agents) {
-        if (!agent.available || !agent.supportedModels.has(request.model)) continue;
-        if (request.excludeAgentIds?.has(agent.agentId)) continue;
-        if (request.requiredMemoryMb !== undefined && freeMemoryMb(agent) < request.requiredMemoryMb) continue;
-        if (agent.runningJobs + agent.queuedJobs + agent.reservedJobs >= agent.maxJobs) {
-          full.push(agent);
-          continue;
-        }
-        const s = score(agent, request.affinity?.(agent));
-        // Insertion into the short sorted list.
-        let at = best.length;
-        while (at > 0 && ahead(agent, s, best[at - 1]!.agent, best[at - 1]!.score)) at--;
-        if (at < limit) {
-          best.splice(at, 0, { agent, score: s });
-          if (best.length > limit) best.pop();
-        }
-      }
-      if (best.length > 0) return { outcome: 'scheduled', agents: best.map((b) => b.agent) };
+      const { top, full } = best(agents, request, limit);
+      if (top.length > 0) return { outcome: 'scheduled', agents: top.map((b) => b.agent) };
       return full.length > 0 ? { outcome: 'busy', blocking: full } : { outcome: 'no_agent' };
     },
     select<A extends SchedulableAgent>(agents: Iterable<A>, request: ScheduleRequest): ScheduleDecision<A> {
-      let best: A | undefined;
-      let bestScore = -Infinity;
-      const full: A[] = [];
-      for (const agent of agents) {
-        if (!agent.available || !agent.supportedModels.has(request.model)) continue;
-        if (request.excludeAgentIds?.has(agent.agentId)) continue;
-        if (request.requiredMemoryMb !== undefined && freeMemoryMb(agent) < request.requiredMemoryMb) continue;
-        if (agent.runningJobs + agent.queuedJobs + agent.reservedJobs >= agent.maxJobs) {
-          full.push(agent);
-          continue;
-        }
-        const s = score(agent, request.affinity?.(agent));
-        if (s > bestScore + TIE_EPSILON || (Math.abs(s - bestScore) <= TIE_EPSILON && best !== undefined && agent.agentId < best.agentId)) {
-          best = agent;
-          bestScore = s;
-        }
-      }
-      if (best !== undefined) return { outcome: 'scheduled', agent: best, score: bestScore };
+      const { top, full } = best(agents, request, 1);
+      const [first] = top;
+      if (first !== undefined) return { outcome: 'scheduled', agent: first.agent, score: first.score };
       return full.length > 0 ? { outcome: 'busy', blocking: full } : { outcome: 'no_agent' };
     },
   };

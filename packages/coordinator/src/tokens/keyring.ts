@@ -93,6 +93,19 @@ export function publishKeys(stored: readonly StoredKey[], currentKid: string, si
   return out;
 }
 
+/**
+ * Adds to `next` (a keyring just re-read) the keys of `previous` it no longer holds but that
+ * signed tokens still alive at `nowS`, retiring when the last of them expires: agents must still
+ * find them with GetPublicKey.
+ */
+export function keepSignedKeys(next: StoredKey[], previous: readonly StoredKey[], signedUntil: ReadonlyMap<string, number>, nowS: number): void {
+  const known = new Set(next.map((k) => k.kid));
+  for (const k of previous) {
+    const until = signedUntil.get(k.kid) ?? 0;
+    if (!known.has(k.kid) && until > nowS) next.push({ ...k, retireAt: until });
+  }
+}
+
 /** Records that a token signed with `kid` lives until `expSeconds` (the latest such time per key is kept). */
 export function noteSignedUntil(signedUntil: Map<string, number>, kid: string, expSeconds: number): void {
   if ((signedUntil.get(kid) ?? 0) < expSeconds) signedUntil.set(kid, expSeconds);
@@ -237,10 +250,7 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
           const next = await loadKeys(file, Math.floor(now() / 1000));
           if (!next) return false;
           // Keep publishing keys this process signed with even if the file forgot them.
-          const known = new Set(next.stored.map((k) => k.kid));
-          for (const k of state.stored)
-            if (!known.has(k.kid) && (signedUntil.get(k.kid) ?? 0) > Math.floor(now() / 1000))
-              next.stored.push({ ...k, retireAt: signedUntil.get(k.kid) ?? 0 });
+          keepSignedKeys(next.stored, state.stored, signedUntil, Math.floor(now() / 1000));
           state = next;
           return true;
         } finally {

@@ -2,7 +2,7 @@ import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Logger } from '@titancompute/server-kit';
 import { CoordinatorError, KeyringError } from '../errors.js';
 import { STORE_CHANNELS, type PostgresStore } from '../store/postgres-store.js';
-import { generateStoredKey, noteSignedUntil, publishKeys, TOKEN_ALGORITHM, type Keyring, type SigningKey, type StoredKey } from './keyring.js';
+import { generateStoredKey, keepSignedKeys, noteSignedUntil, publishKeys, TOKEN_ALGORITHM, type Keyring, type SigningKey, type StoredKey } from './keyring.js';
 import { openSealedPrivateKey, sealPrivateKey } from './keyring-secret.js';
 
 /**
@@ -150,9 +150,7 @@ export async function openPostgresKeyring(options: PostgresKeyringOptions): Prom
           const next =
             currentKid === state.current.kid ? { ...toLoadedPublic(currentKid, rows), current: state.current, stamp } : toLoaded(options, currentKid, rows);
           // Keep publishing keys this process signed with even if the table dropped them.
-          const known = new Set(next.stored.map((k) => k.kid));
-          for (const k of state.stored)
-            if (!known.has(k.kid) && (signedUntil.get(k.kid) ?? 0) > nowS()) next.stored.push({ ...k, retireAt: signedUntil.get(k.kid) ?? 0 });
+          keepSignedKeys(next.stored, state.stored, signedUntil, nowS());
           state = next;
           return true;
         } finally {
