@@ -87,3 +87,48 @@ export interface SharedQuotas {
   /** Deletes a grant {@link SharedQuotas.take} recorded (the request was refused after all). */
   giveBack(grantId: string): Promise<void>;
 }
+
+/** The `api_keys` columns both stores read, in the order of {@link ApiKeyRow}. */
+export const API_KEY_COLUMNS =
+  'id, name, prefix, requests_per_minute, tokens_per_minute, max_concurrent, budget_tokens, models, created_at, expires_at, revoked_at, tokens_used, requests_total, last_used_at';
+
+/** A row of {@link API_KEY_COLUMNS}: integers as numbers (SQLite) or as strings (PostgreSQL's BIGINT). */
+export interface ApiKeyRow {
+  id: string;
+  name: string;
+  prefix: string;
+  requests_per_minute: number;
+  tokens_per_minute: number;
+  max_concurrent: number;
+  budget_tokens: number | string;
+  models: string;
+  created_at: number | string;
+  expires_at: number | string | null;
+  revoked_at: number | string | null;
+  tokens_used: number | string;
+  requests_total: number | string;
+  last_used_at: number | string | null;
+}
+
+/** A nullable integer column (a number, or PostgreSQL's BIGINT as a string) as a number or undefined. */
+export const optionalNumber = (v: number | string | null): number | undefined => (v === null ? undefined : Number(v));
+
+/** The record of an `api_keys` row, from either store. */
+export function apiKeyFromRow(row: ApiKeyRow): ApiKeyRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    prefix: row.prefix,
+    requestsPerMinute: row.requests_per_minute,
+    tokensPerMinute: row.tokens_per_minute,
+    maxConcurrent: row.max_concurrent,
+    budgetTokens: Number(row.budget_tokens),
+    models: JSON.parse(row.models) as string[],
+    createdAtMs: Number(row.created_at),
+    expiresAtMs: optionalNumber(row.expires_at),
+    revokedAtMs: optionalNumber(row.revoked_at),
+    tokensUsed: Number(row.tokens_used),
+    requestsTotal: Number(row.requests_total),
+    lastUsedAtMs: optionalNumber(row.last_used_at),
+  };
+}

@@ -1,8 +1,17 @@
 import type pg from 'pg';
 import { ApiKeyExistsError, ApiKeyStoreError, CoordinatorError } from '../errors.js';
 import { STORE_CHANNELS, type PostgresStore } from '../store/postgres-store.js';
-import { apiKeyState, type ApiKeyRecord } from './api-key.js';
-import type { ApiKeyStore, SharedQuotas, SharedQuotaTake, SharedWindowUsage } from './api-key-store.js';
+import { apiKeyState } from './api-key.js';
+import {
+  API_KEY_COLUMNS,
+  type ApiKeyRow,
+  type ApiKeyStore,
+  apiKeyFromRow,
+  optionalNumber,
+  type SharedQuotas,
+  type SharedQuotaTake,
+  type SharedWindowUsage,
+} from './api-key-store.js';
 import { RATE_WINDOW_MS } from './sliding-window.js';
 
 /** The PostgreSQL {@link ApiKeyStore}: always shared, so its quotas count for the whole cluster and changes are announced. */
@@ -16,47 +25,6 @@ export interface PostgresApiKeyStore extends ApiKeyStore {
 export interface PostgresApiKeyStoreOptions {
   /** The coordinator's PostgreSQL store (migrated); this store does not close it. */
   store: PostgresStore;
-}
-
-interface Row {
-  id: string;
-  name: string;
-  prefix: string;
-  requests_per_minute: number;
-  tokens_per_minute: number;
-  max_concurrent: number;
-  budget_tokens: string;
-  models: string;
-  created_at: string;
-  expires_at: string | null;
-  revoked_at: string | null;
-  tokens_used: string;
-  requests_total: string;
-  last_used_at: string | null;
-}
-
-const COLUMNS =
-  'id, name, prefix, requests_per_minute, tokens_per_minute, max_concurrent, budget_tokens, models, created_at, expires_at, revoked_at, tokens_used, requests_total, last_used_at';
-
-const num = (v: string | null): number | undefined => (v === null ? undefined : Number(v));
-
-function toRecord(row: Row): ApiKeyRecord {
-  return {
-    id: row.id,
-    name: row.name,
-    prefix: row.prefix,
-    requestsPerMinute: row.requests_per_minute,
-    tokensPerMinute: row.tokens_per_minute,
-    maxConcurrent: row.max_concurrent,
-    budgetTokens: Number(row.budget_tokens),
-    models: JSON.parse(row.models) as string[],
-    createdAtMs: Number(row.created_at),
-    expiresAtMs: num(row.expires_at),
-    revokedAtMs: num(row.revoked_at),
-    tokensUsed: Number(row.tokens_used),
-    requestsTotal: Number(row.requests_total),
-    lastUsedAtMs: num(row.last_used_at),
-  };
 }
 
 /** The sliding-minute counts of one key at `nowMs` (grants and charges after the cutoff), pruning what left the window. */
@@ -73,7 +41,13 @@ async function windowUsage(client: pg.PoolClient, keyId: string, nowMs: number):
     [keyId, cutoff],
   );
   const row = r.rows[0]!;
-  return { atMs: nowMs, requests: row.requests, lastRequestAtMs: num(row.last_request), tokens: Number(row.tokens), lastChargeAtMs: num(row.last_charge) };
+  return {
+    atMs: nowMs,
+    requests: row.requests,
+    lastRequestAtMs: optionalNumber(row.last_request),
+    tokens: Number(row.tokens),
+    lastChargeAtMs: optionalNumber(row.last_charge),
+  };
 }
 
 /**
@@ -110,7 +84,7 @@ export function openPostgresApiKeyStore(options: PostgresApiKeyStoreOptions): Po
       guard('check a quota', () =>
         store.transaction(async (client): Promise<SharedQuotaTake> => {
           // The key's row lock: every coordinator's take for this key waits its turn here.
-          const locked = await client.query<Pick<Row, 'requests_per_minute' | 'tokens_per_minute' | 'budget_tokens' | 'tokens_used'>>(
+          const locked = await client.query<Pick<ApiKeyRow, 'requests_per_minute' | 'tokens_per_minute' | 'budget_tokens' | 'tokens_used'>>(
             'SELECT requests_per_minute, tokens_per_minute, budget_tokens, tokens_used FROM api_keys WHERE id = $1 FOR UPDATE',
             [keyId],
           );
@@ -164,11 +138,11 @@ export function openPostgresApiKeyStore(options: PostgresApiKeyStoreOptions): Po
         store.transaction(async (client) => {
           // One creation per name at a time, cluster-wide (the check below and the insert are one step).
           await client.query("SELECT pg_advisory_xact_lock(hashtext('titan_api_key_name:' || $1))", [key.name]);
-          const same = await client.query<Row>(`SELECT ${COLUMNS} FROM api_keys WHERE name = $1`, [key.name]);
-          if (same.rows.some((row) => apiKeyState(toRecord(row), nowMs) === 'active')) throw new ApiKeyExistsError(key.name);
-          const inserted = await client.query<Row>(
+          const same = await client.query<ApiKeyRow>(`SELECT ${API_KEY_COLUMNS} FROM api_keys WHERE name = $1`, [key.name]);
+          if (same.rows.some((row) => apiKeyState(apiKeyFromRow(row), nowMs) === 'active')) throw new ApiKeyExistsError(key.name);
+          const inserted = await client.query<ApiKeyRow>(
             'INSERT INTO api_keys (id, name, prefix, secret_sha256, requests_per_minute, tokens_per_minute, max_concurrent, budget_tokens, models, created_at, expires_at) ' +
-              `VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${COLUMNS}`,
+              `VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${API_KEY_COLUMNS}`,
             [
               key.id,
               key.name,
@@ -184,35 +158,38 @@ export function openPostgresApiKeyStore(options: PostgresApiKeyStoreOptions): Po
             ],
           );
           await announce(client, key.id);
-          return toRecord(inserted.rows[0]!);
+          return apiKeyFromRow(inserted.rows[0]!);
         }),
       ),
     findBySecret: (digest) =>
       guard('look a key up', async () => {
-        const r = await pool.query<Row>(`SELECT ${COLUMNS} FROM api_keys WHERE secret_sha256 = $1`, [digest]);
-        return r.rows[0] ? toRecord(r.rows[0]) : undefined;
+        const r = await pool.query<ApiKeyRow>(`SELECT ${API_KEY_COLUMNS} FROM api_keys WHERE secret_sha256 = $1`, [digest]);
+        return r.rows[0] ? apiKeyFromRow(r.rows[0]) : undefined;
       }),
     list: () =>
       guard('list keys', async () => {
-        const r = await pool.query<Row>(`SELECT ${COLUMNS} FROM api_keys ORDER BY created_at, seq`);
-        return r.rows.map(toRecord);
+        const r = await pool.query<ApiKeyRow>(`SELECT ${API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, seq`);
+        return r.rows.map(apiKeyFromRow);
       }),
     revoke: (idOrName, nowMs) =>
       guard('revoke a key', () =>
         store.transaction(async (client) => {
-          const byId = await client.query<Row>(`SELECT ${COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE`, [idOrName]);
+          const byId = await client.query<ApiKeyRow>(`SELECT ${API_KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE`, [idOrName]);
           let row = byId.rows[0];
           if (!row) {
-            const byName = await client.query<Row>(`SELECT ${COLUMNS} FROM api_keys WHERE name = $1 ORDER BY created_at DESC, seq DESC FOR UPDATE`, [idOrName]);
+            const byName = await client.query<ApiKeyRow>(
+              `SELECT ${API_KEY_COLUMNS} FROM api_keys WHERE name = $1 ORDER BY created_at DESC, seq DESC FOR UPDATE`,
+              [idOrName],
+            );
             row = byName.rows.find((r) => r.revoked_at === null) ?? byName.rows[0];
           }
           if (!row) return undefined;
-          const updated = await client.query<Row>(`UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING ${COLUMNS}`, [
-            row.id,
-            nowMs,
-          ]);
+          const updated = await client.query<ApiKeyRow>(
+            `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING ${API_KEY_COLUMNS}`,
+            [row.id, nowMs],
+          );
           await announce(client, row.id);
-          return toRecord(updated.rows[0]!);
+          return apiKeyFromRow(updated.rows[0]!);
         }),
       ),
     recordRequest: (id, atMs) =>

@@ -2,8 +2,8 @@ import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { ApiKeyExistsError, ApiKeyStoreError, CoordinatorError } from '../errors.js';
 import { identityStorePath } from '../identity/identity-store.js';
-import { apiKeyState, type ApiKeyRecord, type NewApiKey } from './api-key.js';
-import type { ApiKeyStore } from './api-key-store.js';
+import { apiKeyState, type NewApiKey } from './api-key.js';
+import { API_KEY_COLUMNS, type ApiKeyRow, type ApiKeyStore, apiKeyFromRow } from './api-key-store.js';
 
 /** The name of the API keys' schema in the `schema_versions` table. */
 export const API_KEYS_SCHEMA = 'api_keys';
@@ -32,45 +32,6 @@ const MIGRATIONS: readonly string[] = [
 
 /** The schema version this coordinator writes. */
 export const API_KEYS_SCHEMA_VERSION = MIGRATIONS.length;
-
-interface Row {
-  id: string;
-  name: string;
-  prefix: string;
-  requests_per_minute: number;
-  tokens_per_minute: number;
-  max_concurrent: number;
-  budget_tokens: number;
-  models: string;
-  created_at: number;
-  expires_at: number | null;
-  revoked_at: number | null;
-  tokens_used: number;
-  requests_total: number;
-  last_used_at: number | null;
-}
-
-const COLUMNS =
-  'id, name, prefix, requests_per_minute, tokens_per_minute, max_concurrent, budget_tokens, models, created_at, expires_at, revoked_at, tokens_used, requests_total, last_used_at';
-
-function toRecord(row: Row): ApiKeyRecord {
-  return {
-    id: row.id,
-    name: row.name,
-    prefix: row.prefix,
-    requestsPerMinute: row.requests_per_minute,
-    tokensPerMinute: row.tokens_per_minute,
-    maxConcurrent: row.max_concurrent,
-    budgetTokens: row.budget_tokens,
-    models: JSON.parse(row.models) as string[],
-    createdAtMs: row.created_at,
-    expiresAtMs: row.expires_at ?? undefined,
-    revokedAtMs: row.revoked_at ?? undefined,
-    tokensUsed: row.tokens_used,
-    requestsTotal: row.requests_total,
-    lastUsedAtMs: row.last_used_at ?? undefined,
-  };
-}
 
 /** Options of {@link openSqliteApiKeyStore}. */
 export interface SqliteApiKeyStoreOptions {
@@ -120,10 +81,10 @@ export function openSqliteApiKeyStore(options: SqliteApiKeyStoreOptions): ApiKey
     'INSERT INTO api_keys (id, name, prefix, secret_sha256, requests_per_minute, tokens_per_minute, max_concurrent, budget_tokens, models, created_at, expires_at) ' +
       'VALUES (@id, @name, @prefix, @secret, @rpm, @tpm, @concurrent, @budget, @models, @created, @expires)',
   );
-  const byId = db.prepare<[string], Row>(`SELECT ${COLUMNS} FROM api_keys WHERE id = ?`);
-  const byName = db.prepare<[string], Row>(`SELECT ${COLUMNS} FROM api_keys WHERE name = ? ORDER BY created_at DESC, rowid DESC`);
-  const bySecret = db.prepare<[Buffer], Row>(`SELECT ${COLUMNS} FROM api_keys WHERE secret_sha256 = ?`);
-  const all = db.prepare<[], Row>(`SELECT ${COLUMNS} FROM api_keys ORDER BY created_at, rowid`);
+  const byId = db.prepare<[string], ApiKeyRow>(`SELECT ${API_KEY_COLUMNS} FROM api_keys WHERE id = ?`);
+  const byName = db.prepare<[string], ApiKeyRow>(`SELECT ${API_KEY_COLUMNS} FROM api_keys WHERE name = ? ORDER BY created_at DESC, rowid DESC`);
+  const bySecret = db.prepare<[Buffer], ApiKeyRow>(`SELECT ${API_KEY_COLUMNS} FROM api_keys WHERE secret_sha256 = ?`);
+  const all = db.prepare<[], ApiKeyRow>(`SELECT ${API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, rowid`);
   const revoke = db.prepare<[number, string]>('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL');
   const request = db.prepare<[number, string]>(
     'UPDATE api_keys SET requests_total = requests_total + 1, last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?',
@@ -140,7 +101,7 @@ export function openSqliteApiKeyStore(options: SqliteApiKeyStoreOptions): ApiKey
     }
   };
   const createTx = db.transaction((key: NewApiKey, nowMs: number) => {
-    if (byName.all(key.name).some((row) => apiKeyState(toRecord(row), nowMs) === 'active')) throw new ApiKeyExistsError(key.name);
+    if (byName.all(key.name).some((row) => apiKeyState(apiKeyFromRow(row), nowMs) === 'active')) throw new ApiKeyExistsError(key.name);
     insert.run({
       id: key.id,
       name: key.name,
@@ -154,13 +115,13 @@ export function openSqliteApiKeyStore(options: SqliteApiKeyStoreOptions): ApiKey
       created: key.createdAtMs,
       expires: key.expiresAtMs ?? null,
     });
-    return toRecord(byId.get(key.id)!);
+    return apiKeyFromRow(byId.get(key.id)!);
   });
   const revokeTx = db.transaction((idOrName: string, nowMs: number) => {
     const row = byId.get(idOrName) ?? byName.all(idOrName).find((r) => r.revoked_at === null) ?? byName.all(idOrName)[0];
     if (!row) return undefined;
     revoke.run(nowMs, row.id);
-    return toRecord(byId.get(row.id)!);
+    return apiKeyFromRow(byId.get(row.id)!);
   });
 
   return {
@@ -170,9 +131,9 @@ export function openSqliteApiKeyStore(options: SqliteApiKeyStoreOptions): ApiKey
     findBySecret: (digest) =>
       guard('look a key up', () => {
         const row = bySecret.get(digest);
-        return row ? toRecord(row) : undefined;
+        return row ? apiKeyFromRow(row) : undefined;
       }),
-    list: () => guard('list keys', () => all.all().map(toRecord)),
+    list: () => guard('list keys', () => all.all().map(apiKeyFromRow)),
     revoke: (idOrName, nowMs) => guard('revoke a key', () => revokeTx(idOrName, nowMs)),
     recordRequest: (id, atMs) => guard('record a request', () => void request.run(atMs, id)),
     addTokens: (id, n) => guard('charge tokens', () => void tokens.run(n, id)),
