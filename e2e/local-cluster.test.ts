@@ -66,9 +66,10 @@ describe('the local cluster script', () => {
     expect(out).toMatch(/agent-1 {11}grpc 127\.0\.0\.1:\d+/);
     expect(out).toMatch(/agent-2 {11}grpc 127\.0\.0\.1:\d+/);
     // The dashboard's URL, and it answers.
-    const dashboardUrl = /dashboard {9}(http:\/\/127\.0\.0\.1:\d+\/) /.exec(out)?.[1];
+    const dashboardUrl = /dashboard {9}(http:\/\/127\.0\.0\.1:\d+\/)\n/.exec(out)?.[1];
     expect(dashboardUrl).toBeDefined();
     expect((await fetch(dashboardUrl!)).status).toBe(200);
+    expect(out).toMatch(/\n {20}\(once API keys exist, log in with the token in \S*admin-token\)\n/);
     // Each printed `pnpm exec titan …` line works as printed, from the repository root.
     const lines = out
       .split('\n')

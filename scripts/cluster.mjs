@@ -79,9 +79,8 @@ say('TitanCompute local cluster is up:');
 say(`  instance manager  grpc ${instanceManager.address}   (SQLite in ${join(dataDir, 'instance-manager')})`);
 say(`  coordinator       grpc ${coordinator.address}   http http://127.0.0.1:${coordinator.httpPort}/api/v1/status`);
 say(`  OpenAI API        http://127.0.0.1:${coordinator.httpPort}/v1   (any OpenAI client; try: curl http://127.0.0.1:${coordinator.httpPort}/v1/models)`);
-say(
-  `  dashboard         http://127.0.0.1:${coordinator.httpPort}/   (once API keys exist, log in with the token in ${displayPath(join(dataDir, 'coordinator', 'admin-token'))})`,
-);
+say(`  dashboard         http://127.0.0.1:${coordinator.httpPort}/`);
+say(`                    (once API keys exist, log in with the token in ${displayPath(join(dataDir, 'coordinator', 'admin-token'))})`);
 for (const agent of agents) say(`  ${agent.name.padEnd(17)} grpc ${agent.address}   http 127.0.0.1:${agent.httpPort}   (llama.cpp, ${MODEL})`);
 say();
 

@@ -215,6 +215,7 @@ describe('titan status', () => {
     const r = await run(['--coordinator', coordinator.address, 'status']);
     expect(r.code).toBe(EXIT.OK);
     expect(r.stdout).toMatch(/AGENT\s+STATE\s+GPU MEMORY\s+JOBS\s+TOK\/S/);
+    expect(r.stdout).toMatch(/^\d+ agent\(s\), \d+ healthy · \d+ job\(s\) scheduled · coordinator up /);
     expect(r.stdout).toMatch(/gpu-1\s+healthy\s+2000\/8000 MB\s+0\/4\s+42\.5/);
   });
 

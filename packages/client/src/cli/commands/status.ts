@@ -23,7 +23,7 @@ export function registerStatus(program: Command, io: CliIo): void {
           return;
         }
         io.stdout.write(
-          `${status.totalAgents} agent(s), ${status.healthyAgents} healthy · ${status.totalJobs} job(s) · coordinator up ${status.uptime || `${Math.round(status.uptimeSeconds)}s`}\n`,
+          `${status.totalAgents} agent(s), ${status.healthyAgents} healthy · ${status.totalJobs} job(s) scheduled · coordinator up ${status.uptime || `${Math.round(status.uptimeSeconds)}s`}\n`,
         );
         if (status.agents.length === 0) return;
         const rows = [['AGENT', 'STATE', 'GPU MEMORY', 'JOBS', 'TOK/S', 'MODELS', 'ENDPOINT']];
