@@ -17,7 +17,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLog, importFromPackage, percentile, repoRoot, startListeningChild } from './lib/index.mjs';
+import { createLog, importFromPackage, percentile, repoRoot, runUnaryLoad, startListeningChild } from './lib/index.mjs';
 
 const protocol = await import('@titancompute/protocol');
 const niceGrpc = await importFromPackage('coordinator', 'nice-grpc');
@@ -46,30 +46,7 @@ const makeClient = (port) => {
 };
 
 /** `count` requests, CONCURRENCY in flight, spread round-robin over `clients`. */
-async function load(clients, count) {
-  const latencies = new Float64Array(count);
-  let next = 0;
-  let errors = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async (_, worker) => {
-      const client = clients[worker % clients.length];
-      while (next < count) {
-        const i = next++;
-        const t0 = performance.now();
-        try {
-          await client.requestInference(makeRequest(i));
-        } catch (e) {
-          errors++;
-          if (errors === 1) log('request error:', e.message);
-        }
-        latencies[i] = performance.now() - t0;
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  return { rps: count / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), errors };
-}
+const load = (clients, count) => runUnaryLoad({ clients, count, concurrency: CONCURRENCY, call: (client, i) => client.requestInference(makeRequest(i)), log });
 
 async function withDatabase(fn) {
   const name = `titan_bench_${randomBytes(5).toString('hex')}`;

@@ -20,7 +20,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { summarizeCpuProfile } from './lib/cpu-profile-summary.mjs';
-import { createLog, importFromPackage, percentile, repoRoot, startListeningChild } from './lib/index.mjs';
+import { createLog, importFromPackage, repoRoot, runUnaryLoad, startListeningChild } from './lib/index.mjs';
 
 const protocol = await import('@titancompute/protocol');
 
@@ -66,29 +66,8 @@ function memoryOf(pid) {
   }
 }
 
-async function load(client, count, makeRequest) {
-  const latencies = new Float64Array(count);
-  let next = 0;
-  let errors = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (next < count) {
-        const i = next++;
-        const t0 = performance.now();
-        try {
-          await client.requestInference(makeRequest(i));
-        } catch (e) {
-          errors++;
-          if (errors === 1) log('request error:', e.message);
-        }
-        latencies[i] = performance.now() - t0;
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  return { rps: count / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), errors };
-}
+const load = (client, count, makeRequest) =>
+  runUnaryLoad({ clients: [client], count, concurrency: CONCURRENCY, call: (c, i) => c.requestInference(makeRequest(i)), log });
 
 class PushQueue {
   items = [];

@@ -4,3 +4,4 @@ export { startListeningChild } from './child.mjs';
 export { createLog } from './log.mjs';
 export { importFromPackage, repoRoot, resolveFromPackage } from './packages.mjs';
 export { median, percentile } from './stats.mjs';
+export { runUnaryLoad } from './unary-load.mjs';
