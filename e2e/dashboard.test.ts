@@ -108,13 +108,21 @@ describe('the dashboard in headless Chromium against a local cluster', () => {
     const requestsBefore = Number(await text(page.locator('[data-testid=traffic-requests-total]')));
     const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'none', maxRetries: 0 });
     const res = await openai.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hello' }], max_tokens: 8 });
-    expect(res.usage!.completion_tokens).toBe(8);
+    // Sampled at OpenAI's default temperature, the random-weights model may end early on its end token.
+    const generated = res.usage!.completion_tokens;
+    expect(generated).toBeGreaterThan(0);
+    expect(generated).toBeLessThanOrEqual(8);
+    expect(res.choices[0]!.finish_reason).toBe(generated === 8 ? 'length' : 'stop');
     await waitFor(
       async () => Number(await text(page.locator('[data-testid=traffic-requests-total]'))) >= requestsBefore + 1,
       10_000,
       'the request in the requests total',
     );
-    await waitFor(async () => Number(await text(page.locator('[data-testid=traffic-tokens-total]'))) >= 8, 10_000, 'the generated tokens in the tokens total');
+    await waitFor(
+      async () => Number(await text(page.locator('[data-testid=traffic-tokens-total]'))) >= generated,
+      10_000,
+      'the generated tokens in the tokens total',
+    );
     await waitFor(async () => /\d+ (ms|s)/.test(await text(page.locator('[data-testid=traffic-ttft]'))), 10_000, 'a TTFT');
   }, 60_000);
 
