@@ -40,6 +40,27 @@ function fleetOf(stream: Stream): Map<string, FleetMessage['rows'][number]> {
   return rows;
 }
 
+/**
+ * The traffic points as a browser folds the `traffic` events (one point per second, the newest
+ * report of a second wins), summed. Sums, because a request and its scheduling decision may
+ * land in two seconds when the clock crosses a second between them.
+ */
+function trafficTotals(stream: Stream): { requests: number; scheduled: number; completed: number; tokens: number } {
+  const points = new Map<number, TrafficMessage['points'][number]>();
+  for (const e of stream.events) {
+    if (e.event !== 'traffic') continue;
+    for (const p of (e.data as TrafficMessage).points) points.set(p.t, p);
+  }
+  const totals = { requests: 0, scheduled: 0, completed: 0, tokens: 0 };
+  for (const p of points.values()) {
+    totals.requests += p.requests;
+    totals.scheduled += p.scheduled;
+    totals.completed += p.completed;
+    totals.tokens += p.tokens;
+  }
+  return totals;
+}
+
 /** An open `/dashboard/api/stream`: every event so far, and a way to wait for one. */
 interface Stream {
   status: number;
@@ -143,7 +164,7 @@ describe('the dashboard API on the coordinator', () => {
     const agent = agents.find((a) => a.agentId === grant.agent_id)!;
     agent.startJob(grant.job_id);
     agent.finishJob(grant.job_id, { tokensGenerated: 12, timeToFirstTokenMs: 42, tokensPerSecond: 30 });
-    await s.next<TrafficMessage>('traffic', (m) => m.points.some((p) => p.requests === 1 && p.scheduled === 1), 5000);
+    await waitFor(() => trafficTotals(s).requests === 1 && trafficTotals(s).scheduled === 1, 5000);
     const done = await s.next<TrafficMessage>('traffic', (m) => m.points.some((p) => p.completed === 1), 5000);
     expect(done.points.find((p) => p.completed === 1)).toMatchObject({ tokens: 12, ttftP50: 42, ttftP95: 42 });
     await s.next<FleetMessage>('fleet', (m) => m.rows.some((r) => r.id === grant.agent_id && r.tokensPerSecond === 30));
