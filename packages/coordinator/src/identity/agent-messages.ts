@@ -215,7 +215,73 @@ export const validateRegistration: (registration: AgentRegistration) => unknown 
  * `completed_jobs[0].tokens_per_second` or `prefix_cache.block_hashes[3]`. The credential is checked apart
  * (it is only required on a stream's first update).
  */
-export const validateHealthUpdate: (update: HealthUpdate) => unknown = parser(healthSchema);
+export const validateHealthUpdate = (update: HealthUpdate): unknown =>
+  // Every agent sends one every few seconds: the schema's checks run in plain code first, and
+  // only an update they do not pass goes through the schema (which names what is wrong).
+  healthUpdatePasses(update) ? update : validateHealthUpdateBySchema(update);
+
+/**
+ * {@link validateHealthUpdate} through the schema alone (what it falls back to when
+ * {@link healthUpdatePasses} is false); the property test holds the two to each other.
+ */
+export const validateHealthUpdateBySchema: (update: HealthUpdate) => unknown = parser(healthSchema);
+
+const isCount = (x: unknown, max: number): boolean => Number.isSafeInteger(x) && (x as number) >= 0 && (x as number) <= max;
+const isWithin = (x: unknown, min: number, max: number): boolean => typeof x === 'number' && x >= min && x <= max;
+const isMemoryMb = (x: unknown): boolean => isCount(x, HEALTH_LIMITS.maxMemoryMb);
+const isShortString = (x: unknown, max: number): boolean => typeof x === 'string' && x.length <= max;
+const isJobIdList = (xs: unknown): boolean => {
+  if (!Array.isArray(xs) || xs.length > HEALTH_LIMITS.maxJobIds) return false;
+  for (const x of xs as unknown[]) if (typeof x !== 'string' || x.length === 0 || x.length > HEALTH_LIMITS.maxJobIdLength) return false;
+  return true;
+};
+
+/**
+ * The health schema's checks in plain code, at least as strict (a property test holds it to the
+ * schema): true only for an update the schema accepts. False says nothing about what is wrong.
+ */
+export function healthUpdatePasses(u: HealthUpdate): boolean {
+  if (typeof u !== 'object' || u === null) return false;
+  if (typeof u.agentId !== 'string' || !AGENT_ID_PATTERN.test(u.agentId)) return false;
+  if (!isMemoryMb(u.freeVramMb) || !isMemoryMb(u.freeRamMb) || !isMemoryMb(u.totalRamMb)) return false;
+  if (!isCount(u.runningJobs, HEALTH_LIMITS.maxJobs) || !isCount(u.queuedJobs, HEALTH_LIMITS.maxJobs)) return false;
+  if (!isWithin(u.cpuPercent, 0, HEALTH_LIMITS.maxCpuPercent) || !isWithin(u.rttMs, 0, HEALTH_LIMITS.maxRttMs)) return false;
+  if (!isCount(u.timestamp, Number.MAX_SAFE_INTEGER)) return false;
+  if (!Array.isArray(u.gpus) || u.gpus.length > HEALTH_LIMITS.maxGpus) return false;
+  for (const g of u.gpus as unknown[]) {
+    if (typeof g !== 'object' || g === null) return false;
+    const gpu = g as Record<string, unknown>;
+    if (!isCount(gpu.index, 1023) || !isShortString(gpu.uuid, 128) || !isShortString(gpu.name, 256)) return false;
+    if (!isMemoryMb(gpu.memoryTotalMb) || !isMemoryMb(gpu.memoryUsedMb) || !isMemoryMb(gpu.memoryFreeMb)) return false;
+    if (gpu.utilizationPercent !== undefined && !isWithin(gpu.utilizationPercent, 0, 100)) return false;
+    if (gpu.temperatureC !== undefined && !isWithin(gpu.temperatureC, -273, 1000)) return false;
+    if (gpu.powerDrawW !== undefined && !isWithin(gpu.powerDrawW, 0, 1_000_000)) return false;
+  }
+  if (!isJobIdList(u.activeJobIds) || !isJobIdList(u.startedJobIds) || !isJobIdList(u.rejectedJobIds)) return false;
+  if (!Array.isArray(u.completedJobs) || u.completedJobs.length > HEALTH_LIMITS.maxJobIds) return false;
+  for (const o of u.completedJobs as unknown[]) {
+    if (typeof o !== 'object' || o === null) return false;
+    const outcome = o as Record<string, unknown>;
+    if (typeof outcome.jobId !== 'string' || outcome.jobId.length === 0 || outcome.jobId.length > HEALTH_LIMITS.maxJobIdLength) return false;
+    if (!isCount(outcome.tokensGenerated, HEALTH_LIMITS.maxTokensGenerated) || !isCount(outcome.promptTokens, HEALTH_LIMITS.maxTokensGenerated)) return false;
+    if (!isWithin(outcome.timeToFirstTokenMs, 0, HEALTH_LIMITS.maxTimeToFirstTokenMs)) return false;
+    if (!isWithin(outcome.tokensPerSecond, 0, HEALTH_LIMITS.maxTokensPerSecond) || !isShortString(outcome.error, 128)) return false;
+  }
+  const cache: unknown = u.prefixCache;
+  if (cache === undefined) return true;
+  if (typeof cache !== 'object' || cache === null) return false;
+  const c = cache as Record<string, unknown>;
+  if (!Array.isArray(c.blockHashes) || c.blockHashes.length > HEALTH_LIMITS.maxPrefixBlocks) return false;
+  for (const h of c.blockHashes as unknown[]) if (typeof h !== 'string' || !PREFIX_BLOCK_HASH_PATTERN.test(h)) return false;
+  return (
+    isCount(c.usedCells, HEALTH_LIMITS.maxCacheCells) &&
+    isCount(c.totalCells, HEALTH_LIMITS.maxCacheCells) &&
+    isCount(c.usedSequences, HEALTH_LIMITS.maxCacheSequences) &&
+    isCount(c.totalSequences, HEALTH_LIMITS.maxCacheSequences) &&
+    (c.usedCells as number) <= (c.totalCells as number) &&
+    (c.usedSequences as number) <= (c.totalSequences as number)
+  );
+}
 
 /** Validates a DeregisterAgent request; throws {@link InvalidRequestError} naming the field. */
 export const validateDeregistration: (request: DeregistrationRequest) => unknown = parser(deregistrationSchema);
