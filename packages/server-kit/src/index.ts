@@ -53,6 +53,7 @@ export { createErrorMappingMiddleware, isGrpcMappedError, type GrpcMappedError }
 export { createRequestLoggingMiddleware } from './middleware/request-logging.js';
 export { createServiceMiddleware, type ServiceMiddlewareParts } from './middleware/service-middleware.js';
 export { exitWithParent, onShutdownSignal, runMain } from './run-main.js';
+export { withPooledClient, type PooledClient } from './postgres/pooled-client.js';
 export { closeHttpServer, DEFAULT_HTTP_CLOSE_GRACE_MS, type ClosableHttpApp, type CloseHttpServerOptions } from './http-close.js';
 export { createServiceServer, type ServiceServer, type ServiceServerOptions } from './server.js';
 export { clientTlsFromConfig, createServerCredentials, serverTlsFromConfig, type ServerTlsOptions } from './tls.js';

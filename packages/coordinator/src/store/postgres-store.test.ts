@@ -62,4 +62,24 @@ describePg('the PostgreSQL store: versioned migrations', () => {
       /cannot open the PostgreSQL store postgres:\/\/titan:\*\*\*@127\.0\.0\.1:1\/none/,
     );
   });
+
+  it('PostgreSQL cutting a transaction’s connection fails that transaction, not the process; the next one gets a fresh connection', async () => {
+    const store = await openPostgresStore({ url: db.url });
+    opened.push(store);
+    let backend: number | undefined;
+    const cut = store.transaction(async (client) => {
+      backend = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+      await client.query('SELECT pg_sleep(10)');
+    });
+    const failed = expect(cut).rejects.toThrow(/terminat|ECONNRESET|Connection/i);
+    while (backend === undefined) await new Promise((r) => setTimeout(r, 10));
+    // What a PostgreSQL restart or failover does to every open connection.
+    await db.query('SELECT pg_terminate_backend($1)', [backend]);
+    await failed;
+    const next = await store.transaction(
+      async (client) => (await client.query('SELECT pg_backend_pid() AS pid, 1 AS one')).rows[0] as { pid: number; one: number },
+    );
+    expect(next.one).toBe(1);
+    expect(next.pid).not.toBe(backend);
+  });
 });

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { Logger } from '@titancompute/server-kit';
+import { type Logger, withPooledClient } from '@titancompute/server-kit';
 import { CoordinatorError, PostgresStoreError, SchemaVersionError } from '../errors.js';
 import { COORDINATOR_SCHEMA_VERSION, POSTGRES_MIGRATIONS } from './postgres-migrations.js';
 
@@ -127,12 +127,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   pool.on('error', (err) => logger?.warn({ err, store: location }, 'PostgreSQL pool connection failed'));
   let schemaVersion: number;
   try {
-    const client = await pool.connect();
-    try {
-      schemaVersion = await migratePostgres(client, location);
-    } finally {
-      client.release();
-    }
+    schemaVersion = await withPooledClient(
+      () => pool.connect(),
+      (client) => migratePostgres(client, location),
+    );
   } catch (cause) {
     await pool.end().catch(() => undefined);
     if (cause instanceof CoordinatorError) throw cause;
@@ -209,19 +207,21 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       set.add(handler);
       return () => void set.delete(handler);
     },
-    async transaction(fn) {
-      const client = await pool.connect();
-      try {
-        await client.query('BEGIN');
-        const result = await fn(client);
-        await client.query('COMMIT');
-        return result;
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw err;
-      } finally {
-        client.release();
-      }
+    transaction(fn) {
+      return withPooledClient(
+        () => pool.connect(),
+        async (client) => {
+          try {
+            await client.query('BEGIN');
+            const result = await fn(client);
+            await client.query('COMMIT');
+            return result;
+          } catch (err) {
+            await client.query('ROLLBACK').catch(() => undefined);
+            throw err;
+          }
+        },
+      );
     },
     close() {
       closing ??= (async () => {

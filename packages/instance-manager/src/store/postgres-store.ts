@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { stats } from '@titancompute/protocol';
+import { withPooledClient } from '@titancompute/server-kit';
 import { StorageError } from '../errors.js';
 import { createListenerSet } from './listeners.js';
 import {
@@ -124,24 +125,26 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     if (!schema) throw new Error('no current schema: set search_path or pass a schema');
     channel = `titan_im_${schema}`.slice(0, 63);
     lockKey = hash32(channel);
-    const client = await pool.connect();
-    try {
-      await client.query('BEGIN');
-      await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockKey]);
-      await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)');
-      const cur = await client.query<{ v: number }>('SELECT COALESCE(MAX(version), 0)::int AS v FROM schema_migrations');
-      const current = cur.rows[0]?.v ?? 0;
-      for (let i = current; i < MIGRATIONS.length; i++) {
-        await client.query(MIGRATIONS[i]!);
-        await client.query('INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)', [i + 1, Date.now()]);
-      }
-      await client.query('COMMIT');
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
+    await withPooledClient(
+      () => pool.connect(),
+      async (client) => {
+        try {
+          await client.query('BEGIN');
+          await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockKey]);
+          await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)');
+          const cur = await client.query<{ v: number }>('SELECT COALESCE(MAX(version), 0)::int AS v FROM schema_migrations');
+          const current = cur.rows[0]?.v ?? 0;
+          for (let i = current; i < MIGRATIONS.length; i++) {
+            await client.query(MIGRATIONS[i]!);
+            await client.query('INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)', [i + 1, Date.now()]);
+          }
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw err;
+        }
+      },
+    );
   } catch (cause) {
     await pool.end().catch(() => undefined);
     throw new StorageError(
@@ -277,30 +280,28 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     backend: 'postgres',
     async transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
       for (let attempt = 1; ; attempt++) {
-        let client: pg.PoolClient;
-        try {
-          client = await pool.connect();
-        } catch (cause) {
-          throw storageError('connect', cause);
-        }
-        const appended = { seq: 0 };
-        try {
-          await client.query('BEGIN');
-          await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockKey]);
-          const result = await fn(txFor(client, appended));
-          if (appended.seq > 0) await client.query('SELECT pg_notify($1, $2)', [channel, String(appended.seq)]);
-          await client.query('COMMIT');
-          if (appended.seq > 0) queueMicrotask(() => listeners.emit());
-          return result;
-        } catch (err) {
-          await client.query('ROLLBACK').catch(() => undefined);
-          const code = (err as { code?: string }).code;
-          if (code && RETRYABLE.has(code) && attempt < 5) continue;
-          if (code) throw storageError('transaction', err);
-          throw err;
-        } finally {
-          client.release();
-        }
+        const outcome = await withPooledClient(
+          () => pool.connect().catch((cause: unknown) => Promise.reject(storageError('connect', cause))),
+          async (client): Promise<{ result: T } | 'retry'> => {
+            const appended = { seq: 0 };
+            try {
+              await client.query('BEGIN');
+              await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockKey]);
+              const result = await fn(txFor(client, appended));
+              if (appended.seq > 0) await client.query('SELECT pg_notify($1, $2)', [channel, String(appended.seq)]);
+              await client.query('COMMIT');
+              if (appended.seq > 0) queueMicrotask(() => listeners.emit());
+              return { result };
+            } catch (err) {
+              await client.query('ROLLBACK').catch(() => undefined);
+              const code = (err as { code?: string }).code;
+              if (code && RETRYABLE.has(code) && attempt < 5) return 'retry';
+              if (code) throw storageError('transaction', err);
+              throw err;
+            }
+          },
+        );
+        if (outcome !== 'retry') return outcome.result;
       }
     },
     async getInstance(id) {
@@ -315,25 +316,22 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
       const r = await query<InstanceRow>('read', 'SELECT * FROM instances WHERE alive ORDER BY created_at_ms, id');
       return r.rows.map(rowToRecord);
     },
-    async snapshot() {
-      let client: pg.PoolClient;
-      try {
-        client = await pool.connect();
-      } catch (cause) {
-        throw storageError('connect', cause);
-      }
-      try {
-        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        const rows = await client.query<InstanceRow>('SELECT * FROM instances WHERE alive ORDER BY created_at_ms, id');
-        const seq = await client.query<{ s: string }>(maxSeq);
-        await client.query('COMMIT');
-        return { instances: rows.rows.map(rowToRecord), sequence: Number(seq.rows[0]!.s) };
-      } catch (cause) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw storageError('snapshot', cause);
-      } finally {
-        client.release();
-      }
+    snapshot() {
+      return withPooledClient(
+        () => pool.connect().catch((cause: unknown) => Promise.reject(storageError('connect', cause))),
+        async (client) => {
+          try {
+            await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+            const rows = await client.query<InstanceRow>('SELECT * FROM instances WHERE alive ORDER BY created_at_ms, id');
+            const seq = await client.query<{ s: string }>(maxSeq);
+            await client.query('COMMIT');
+            return { instances: rows.rows.map(rowToRecord), sequence: Number(seq.rows[0]!.s) };
+          } catch (cause) {
+            await client.query('ROLLBACK').catch(() => undefined);
+            throw storageError('snapshot', cause);
+          }
+        },
+      );
     },
     async readEvents(afterSequence, limit) {
       const r = await query<EventRow>('read events', 'SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2', [afterSequence, limit]);
