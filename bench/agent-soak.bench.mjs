@@ -15,7 +15,8 @@
  *
  * Env: SOAK_REQUESTS, SOAK_SAMPLE_EVERY, SOAK_CONCURRENCY (4), SOAK_HEAP_SNAPSHOTS=<dir>,
  * SOAK_VARY_PROMPTS=1 (a different prompt per request), SOAK_CHANNEL_PER_REQUEST=1 (a new gRPC
- * connection per request, like CLI calls), SOAK_ACK_DELAY_MS (100: the fake coordinator's ack delay).
+ * connection per request, like CLI calls), SOAK_ACK_DELAY_MS (100: the fake coordinator's ack delay),
+ * SOAK_MALLOC_ARENA_MAX (2, as the agent's Docker image sets it; 'default': glibc's own).
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -38,6 +39,16 @@ const PROMPT = 'Once upon a time';
 const VARY_PROMPTS = process.env.SOAK_VARY_PROMPTS === '1';
 const CHANNEL_PER_REQUEST = process.env.SOAK_CHANNEL_PER_REQUEST === '1';
 const ACK_DELAY_MS = Number(process.env.SOAK_ACK_DELAY_MS ?? 100);
+/** glibc's malloc arenas in the agent process: 2 as the agent's Docker image sets it; 'default' leaves glibc's (8 × cores). */
+const MALLOC_ARENAS = process.env.SOAK_MALLOC_ARENA_MAX ?? '2';
+
+/** The agent child's environment: ours, with MALLOC_ARENA_MAX as MALLOC_ARENAS says. */
+function agentEnv() {
+  const env = { ...process.env };
+  if (MALLOC_ARENAS === 'default') delete env.MALLOC_ARENA_MAX;
+  else env.MALLOC_ARENA_MAX = MALLOC_ARENAS;
+  return env;
+}
 /** The engine parameters every request sends (and so every token grants). */
 const PARAMETERS = { seed: '1' };
 const log = createLog('[agent-soak]');
@@ -90,7 +101,7 @@ async function main() {
   });
   const dataDir = mkdtempSync(join(tmpdir(), 'titan-soak-'));
   const agentProc = await startListeningChild(['--expose-gc', fileURLToPath(import.meta.url), '--serve-agent'], {
-    env: { ...process.env, SOAK_COORDINATOR_PORT: String(coordinator.port), SOAK_DATA_DIR: dataDir },
+    env: { ...agentEnv(), SOAK_COORDINATOR_PORT: String(coordinator.port), SOAK_DATA_DIR: dataDir },
     timeoutMs: 120_000,
   });
   const replies = [];
@@ -220,12 +231,12 @@ async function main() {
 
 Command: \`pnpm bench agent-soak\`. ${REQUESTS.toLocaleString('en-US')} short StreamInference requests (max_tokens ${MAX_TOKENS}, prompt ${JSON.stringify(PROMPT)}${VARY_PROMPTS ? ' + a unique suffix' : ''}, ${CONCURRENCY} at a time${CHANNEL_PER_REQUEST ? ', a new connection each' : ''})
 from the bench process to one agent in its own process (\`startAgent\` with the bin's options: bundled tiny model on
-llama.cpp, default threads; used tokens recorded in its data dir, SQLite), every request with its own session token; the
+llama.cpp, default threads; used tokens recorded in its data dir, SQLite; ${MALLOC_ARENAS === 'default' ? "glibc's default malloc arenas" : `\`MALLOC_ARENA_MAX=${MALLOC_ARENAS}\` as in the agent's Docker image`}), every request with its own session token; the
 fake coordinator (in the bench process) acks each health update ${ACK_DELAY_MS} ms late, as across a network. The agent's RSS
 and V8 heap used are sampled in the agent process every ${SAMPLE_EVERY.toLocaleString('en-US')} requests after a full GC${gc ? '' : ' (no --expose-gc: samples are noisier)'}; the slopes are
 fitted over the samples from request ${WARM_UP.toLocaleString('en-US')} on (before: warm-up), by least squares and by Theil–Sen (the median of the slopes between
 every two samples, which one odd sample does not tilt), and over the second half alone (by then the used-token store
-holds its whole live window: tokens expire 5 minutes after they are issued). ${failures} request(s) failed; ${f(REQUESTS / seconds, 0)} requests/s (each waits for the late ack of its job's end before its done message).
+holds its whole live window: tokens expire 5 minutes after they are issued). ${failures} request(s) failed; ${f(REQUESTS / seconds, 0)} requests/s (the agent's ${CONCURRENCY} slots are all busy, so each done message waits for the late ack of its job's end).
 
 | agent process | at ${first.done.toLocaleString('en-US')} requests | at ${last.done.toLocaleString('en-US')} requests | slope (least squares) | slope (Theil–Sen) | second half (least squares) | second half (Theil–Sen) |
 |---|---|---|---|---|---|---|
