@@ -451,7 +451,9 @@ async function main() {
   // What no coordinator on this stack could go below, from this run's own figures.
   const grpcHeartbeats = bareHeartbeats('@grpc/grpc-js');
   if (profile && grpcHeartbeats !== undefined) {
-    const signUs = (1000 * (profile.selfByFunction.get([...profile.selfByFunction.keys()].find((k) => k.startsWith('signOneShot (node:internal/crypto/sig')) ?? '') ?? 0)) / MEASURED;
+    const signUs =
+      (1000 * (profile.selfByFunction.get([...profile.selfByFunction.keys()].find((k) => k.startsWith('signOneShot (node:internal/crypto/sig')) ?? '') ?? 0)) /
+      MEASURED;
     const heartbeatUsPerRequest = (grpcHeartbeats * 1000) / last.coord.rps;
     const floorUs = last.echo.cpuUsPerRequest + signUs + heartbeatUsPerRequest;
     out.push('');
@@ -483,11 +485,13 @@ async function main() {
       `Target: coordinator < 100 MB with 1,000 agents.`,
   );
   out.push('');
-  out.push('| server | agents | RSS idle MB | RSS agents streaming MB | RSS after load MB | peak RSS MB | of the RSS streaming: the node binary\'s pages MB |');
+  out.push("| server | agents | RSS idle MB | RSS agents streaming MB | RSS after load MB | peak RSS MB | of the RSS streaming: the node binary's pages MB |");
   out.push('|---|---:|---:|---:|---:|---:|---:|');
   const mb = (m, key) => (m ? f(m[key], 1) : 'n/a');
   for (const b of baselines)
-    out.push(`| bare ${b.stack} | ${largest} | ${mb(b.idle, 'rssMb')} | ${mb(b.streaming, 'rssMb')} | — | ${mb(b.streaming, 'peakMb')} | ${mb(b.streaming, 'binaryMb')} |`);
+    out.push(
+      `| bare ${b.stack} | ${largest} | ${mb(b.idle, 'rssMb')} | ${mb(b.streaming, 'rssMb')} | — | ${mb(b.streaming, 'peakMb')} | ${mb(b.streaming, 'binaryMb')} |`,
+    );
   for (const r of rows)
     out.push(
       `| coordinator | ${r.count} | ${mb(r.startMemory, 'rssMb')} | ${mb(r.idleMemory, 'rssMb')} | ${mb(r.loadedMemory, 'rssMb')} | ${mb(r.loadedMemory, 'peakMb')} | ${mb(r.idleMemory, 'binaryMb')} |`,
