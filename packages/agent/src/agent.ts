@@ -13,7 +13,6 @@ import { createAgentHttpServer, metricsRoute } from './http/http-server.js';
 import { loadAgentCredential } from './identity/agent-credential.js';
 import { parseCoordinatorAddresses } from './links/coordinator-addresses.js';
 import { createCoordinatorLink, type CoordinatorLink } from './links/coordinator-link.js';
-import { createJobEndWait } from './links/job-end-wait.js';
 import { createInstanceManagerLink, type InstanceManagerLink } from './links/instance-manager-link.js';
 import { createAgentMetrics } from './metrics/agent-metrics.js';
 import { createAgentService } from './service/agent-service.js';
@@ -213,8 +212,7 @@ export async function startAgent(options: StartAgentOptions): Promise<RunningAge
     tracker,
     limits: { maxPromptBytes: o.maxPromptBytes, maxTokensLimit: o.maxTokensLimit },
     state: () => state,
-    // A done message waits for the coordinator to know of its job's end only when that slot is the one the next request needs.
-    jobEndReported: createJobEndWait({ slots, whenAcked: () => link?.whenAcked(250) ?? Promise.resolve() }),
+    jobEndReported: () => link?.whenAcked(250) ?? Promise.resolve(),
     logger,
   });
   const service = createAgentService({ agentId: () => agentId, engine, runner, slots, tracker, stats, state: () => state });

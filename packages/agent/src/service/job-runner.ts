@@ -32,10 +32,9 @@ export interface JobRunnerDeps {
   slots: JobSlots;
   tracker: JobTracker;
   /**
-   * Called once a job's slot is released and its end reported; its last answer waits for the
-   * promise, so a client that asks again at once finds the slot free (the agent waits for the
-   * coordinator's ack when that slot is the last one it counts free: `createJobEndWait`).
-   * Default: no wait.
+   * Resolves once the coordinator has applied the report of the job that just ended (bounded
+   * wait); a job's last answer waits for it, so a client that asks again at once finds the slot
+   * free. Default: no wait.
    */
   jobEndReported?: () => Promise<void>;
   limits: RequestLimits;
