@@ -12,8 +12,8 @@
  * the same engine writing each piece as one NDJSON line over loopback TCP, shows what gRPC itself
  * costs. 1, 8 and 32 concurrent streams; the three rotate round by round; bundled tiny model,
  * greedy, fixed max_tokens. Also measures each process's CPU time per token, the time from a
- * stream's last text to its done message (the agent's waits for the coordinator's ack of the job's end when it frees
- * the last slot the coordinator counts free) and, in-process after the servers stopped, the agent's fixed cost per stream (token
+ * stream's last text to its done message (the agent's waits for the coordinator's ack of the job's end)
+ * and, in-process after the servers stopped, the agent's fixed cost per stream (token
  * verification, replay store, slot and job bookkeeping, engine set-up) in µs. Prints one markdown
  * section.
  *
@@ -534,9 +534,9 @@ context and generators, server-kit's middleware: framework, not job work)${
   }. The end of a stream: the done message comes
 ${rows.map((r) => `${f(r.agent.tail, 2)} ms`).join(' / ')} after the last text on the agent, against ${rows.map((r) => `${f(r.grpc.tail, 2)} ms`).join(' / ')} on the bare engine
 (medians, ${rows.map((r) => r.concurrency).join(' / ')} streams): the agent's done message waits for the coordinator's ack of the job's end report
-(one gRPC round trip to the fake coordinator in the bench process) only when the slot it frees is the last one the coordinator counts
-free, so that a client that asks again at once finds it free (\`createJobEndWait\`): at 32 streams on 32 slots the last streams of a
-round wait, at 1 and 8 streams none does (before that rule every stream waited: 1.03 / 1.15 / 2.91 ms on 2026-12-06). At 1 stream a round is one stream: the added TTFT and the added end make
+(one gRPC round trip to the fake coordinator in the bench process), so that a client that asks again at once finds
+the slot free; that wait stays (a try that skipped it while other slots were free let the coordinator answer busy to
+clients asking again at once: busy answers among the 2,000 generations of \`capacity.cluster.test.ts\`). At 1 stream a round is one stream: the added TTFT and the added end make
 ${rows[0] ? f(((rows[0].vsGrpc.addedTtft + rows[0].agent.tail - rows[0].grpc.tail) / ((MAX_TOKENS * 1000) / rows[0].grpc.tps)) * 100) : '–'} % of its wall time (its tokens/s loss: ${rows[0] ? pct(rows[0].vsGrpc.ratio) : '–'}).
 
 Per stream, step by step (measured the same day with an instrumented copy of the agent bin, \`AGENT_BENCH_BIN\`, a
@@ -551,7 +551,7 @@ once. Each step costs 10–20 times what it does in a hot loop (zod's claims par
 stream every 30 ms leaves the agent's code cold between streams, so the fewer steps the better. After the last
 token's text: 0.4 ms until the job ends (the last batch through the generator levels to its write, the engine's
 return), the job's end report (its health update 0.1 ms to build, of which 0.06 ms reading the prefix cache's
-state), then (when it waited: then every stream did) 0.66 ms until the coordinator's ack is back. Each health update (the started report 2 ms after a job starts, the end report) also costs the
+state), then 0.66 ms until the coordinator's ack is back. Each health update (the started report 2 ms after a job starts, the end report) also costs the
 coordinator's process (here the consumer) its decoding and ack. Deferring the started report out of the stream
 (an experiment, not kept: it must go at once) took 0.3 ms off the added TTFT at 1 stream: it lands near the
 first token. At 32 streams the calls are not admitted interleaved: each goes from the middleware to llama.cpp in
