@@ -302,8 +302,12 @@ export async function startFakeAgent(options: FakeAgentOptions): Promise<FakeAge
   return agent;
 }
 
-/** Polls QuerySystemStatus until the agent's state is no longer `unverified` (throws after `timeoutMs`). */
-export async function waitUntilVerified(client: CoordinatorServiceClient, agentId: string, timeoutMs = 5000): Promise<void> {
+/**
+ * Polls QuerySystemStatus until the agent's state is no longer `unverified` (throws after
+ * `timeoutMs`, default 15 s: the coordinator's endpoint check gives an attempt 3 s and retries
+ * after a backoff, and under the whole suite on 2 cores a first attempt can time out).
+ */
+export async function waitUntilVerified(client: CoordinatorServiceClient, agentId: string, timeoutMs = 15_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const status = await client.querySystemStatus({ includeAgents: true });
