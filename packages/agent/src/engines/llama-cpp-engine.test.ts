@@ -84,6 +84,25 @@ describe('llama-cpp engine chat', () => {
   }, 120_000);
 });
 
+describe('llama-cpp engine token count', () => {
+  it('a generation ended by max tokens counts max tokens, even when node-llama-cpp dropped its last token without text', async () => {
+    // Seeds found (2026-12-07) where the 8th token never reaches the text or onToken: usage said
+    // 7 completion tokens beside finish_reason "length" (a dashboard e2e test saw it in CI).
+    for (const seed of ['518', '433']) {
+      const { pieces, stats } = await run({
+        prompt: '',
+        messages: [{ role: 'user', content: 'Hello' }],
+        maxTokens: 8,
+        temperature: 1.3,
+        parameters: { seed },
+      });
+      expect(stats.finishReason).toBe('length');
+      expect(stats.tokensGenerated).toBe(8);
+      expect(pieces.reduce((n, p) => n + p.tokens, 0)).toBe(8);
+    }
+  });
+});
+
 describe('llama-cpp engine embeddings', () => {
   const embed = (input: string[], signal = AbortSignal.timeout(60_000)) => engine.embed({ model: engine.models[0]!, input, signal });
 

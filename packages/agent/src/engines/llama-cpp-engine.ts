@@ -213,6 +213,8 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
       // space, and miss stop strings starting inside a multi-byte token).
       const stopMatcher = createStopMatcher(params.stop ?? []);
       let pendingTokens = 0;
+      /** Tokens already pushed in chunks. */
+      let pushedTokens = 0;
       /** Text the stop matcher let out that waits for a token to go with it. */
       let pendingText = '';
       /**
@@ -223,12 +225,20 @@ export function createLlamaCppEngine(options: LlamaCppEngineOptions = {}): Llama
         const keep = stopMatcher.held === '' ? 0 : 1;
         if (pendingText === '' || pendingTokens <= keep) return;
         queue.push({ text: pendingText, tokens: pendingTokens - keep, promptTokens });
+        pushedTokens += pendingTokens - keep;
         pendingText = '';
         pendingTokens = keep;
       };
-      /** The last chunk: whatever text and tokens are still pending, and why the generation ended. */
+      /**
+       * The last chunk: whatever text and tokens are still pending, and why the generation ended.
+       * Ended by max tokens, the model generated exactly that many, even when node-llama-cpp
+       * dropped the last ones without text or an onToken call (seen with the bundled model: a
+       * token it held back, e.g. one that starts a multi-byte character or a stop trigger, when
+       * the limit came). They were generated, so they count (usage, billing, finish_reason).
+       */
       const finish = (finishReason: 'stop' | 'length' | undefined) => {
-        queue.push({ text: pendingText, tokens: pendingTokens, promptTokens, ...(finishReason ? { finishReason } : {}) });
+        const tokens = finishReason === 'length' && !stopMatcher.stopped ? Math.max(pendingTokens, request.maxTokens - pushedTokens) : pendingTokens;
+        queue.push({ text: pendingText, tokens, promptTokens, ...(finishReason ? { finishReason } : {}) });
         queue.end();
       };
       const done = (async () => {
