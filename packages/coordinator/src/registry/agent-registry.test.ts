@@ -1,6 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import type { AgentRegistration, HealthUpdate } from '@titancompute/protocol';
 import { createAgentRegistry, type AgentRegistry, type ReleaseReason } from './agent-registry.js';
+import { fleetSnapshotOf } from './postgres-fleet-store.js';
 
 const registration = (agentId: string, maxJobs: number): AgentRegistration => ({
   agentId,
@@ -131,5 +132,36 @@ describe('agent registry bookkeeping', () => {
     registry.expireReservations();
     expect(registry.reservedTotal()).toBe(0);
     for (let c = 0; c < 7; c++) expect(registry.clientHeld(`c${c}`)).toBe(0);
+  });
+});
+
+describe('a shared snapshot applied over this replica’s own endpoint check', () => {
+  const viewOf = (record: Parameters<typeof fleetSnapshotOf>[0], patch: Partial<ReturnType<typeof fleetSnapshotOf>>) => ({
+    agentId: record.agentId,
+    snapshot: { ...fleetSnapshotOf(record), ...patch },
+    homeReplica: 'replica-a',
+    lastSeenMs: 1_000,
+    reserved: 0,
+    loadVersion: 1,
+  });
+
+  it('a stale "pending" (read back after the check passed) keeps the endpoint verified; a new endpoint or "unreachable" does not', () => {
+    const registry = createAgentRegistry({ heartbeatTimeoutMs: 10_000 });
+    const record = registry.register(registration('a', 4));
+    // This replica's registration wrote "pending"; its check then passed, before that write was read back.
+    record.endpointCheck = 'pending';
+    const written = viewOf(record, {});
+    record.endpointCheck = 'verified';
+    registry.applyShared(written);
+    expect(registry.get('a')?.endpointCheck).toBe('verified');
+    expect(registry.get('a')?.state()).not.toBe('unverified');
+
+    registry.applyShared(viewOf(record, { endpointCheck: 'unreachable' }));
+    expect(registry.get('a')?.endpointCheck).toBe('unreachable');
+    record.endpointCheck = 'verified';
+    const moved = viewOf(record, { endpointCheck: 'pending' });
+    moved.snapshot = { ...moved.snapshot, registration: { ...moved.snapshot.registration, endpoint: '127.0.0.1:50099' } };
+    registry.applyShared(moved);
+    expect(registry.get('a')?.endpointCheck).toBe('pending');
   });
 });

@@ -416,6 +416,8 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
       const snap = view.snapshot;
       const registration: AgentRegistration = { ...snap.registration, agentId: view.agentId, agentCredential: '' };
       let record = records.get(view.agentId);
+      // This replica's own finished check of the same endpoint, before the snapshot is applied.
+      const verifiedHere = record !== undefined && record.endpointCheck === 'verified' ? record.endpoint : undefined;
       if (record) {
         unindex(record);
       } else {
@@ -444,7 +446,10 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
       r.homeReplica = view.homeReplica ?? undefined;
       r.applySharedLoad(view.reserved, view.loadVersion);
       r.onSchedulingChange = undefined;
-      r.endpointCheck = snap.endpointCheck;
+      // 'pending' only says that whoever wrote the snapshot had not finished a check then (it may be
+      // this replica's own registration, read back after its check passed): it never undoes a
+      // verification of the same endpoint. A new endpoint, or 'unreachable', does.
+      r.endpointCheck = snap.endpointCheck === 'pending' && verifiedHere === r.endpoint ? 'verified' : snap.endpointCheck;
       r.onSchedulingChange = changed;
       index(r);
       changed(r);
