@@ -236,7 +236,7 @@ fake coordinator (in the bench process) acks each health update ${ACK_DELAY_MS} 
 and V8 heap used are sampled in the agent process every ${SAMPLE_EVERY.toLocaleString('en-US')} requests after a full GC${gc ? '' : ' (no --expose-gc: samples are noisier)'}; the slopes are
 fitted over the samples from request ${WARM_UP.toLocaleString('en-US')} on (before: warm-up), by least squares and by Theil–Sen (the median of the slopes between
 every two samples, which one odd sample does not tilt), and over the second half alone (by then the used-token store
-holds its whole live window: tokens expire 5 minutes after they are issued). ${failures} request(s) failed; ${f(REQUESTS / seconds, 0)} requests/s (the agent's ${CONCURRENCY} slots are all busy, so each done message waits for the late ack of its job's end).
+holds its whole live window: tokens expire 5 minutes after they are issued). ${failures} request(s) failed; ${f(REQUESTS / seconds, 0)} requests/s (each done message waits for the late ack of its job's end).
 
 | agent process | at ${first.done.toLocaleString('en-US')} requests | at ${last.done.toLocaleString('en-US')} requests | slope (least squares) | slope (Theil–Sen) | second half (least squares) | second half (Theil–Sen) |
 |---|---|---|---|---|---|---|
