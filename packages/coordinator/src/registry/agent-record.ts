@@ -150,17 +150,25 @@ export class AgentRecord implements SchedulableAgent {
 
   /** Takes a health update (not its job lists; see the registry). */
   applyHealth(update: HealthUpdate, nowMs: number): void {
-    this.freeVramMb = update.freeVramMb;
-    this.freeRamMb = update.freeRamMb;
-    if (update.totalRamMb > 0) this.totalRamMb = update.totalRamMb;
-    this.runningJobs = update.runningJobs;
-    this.queuedJobs = update.queuedJobs;
-    this.cpuPercent = update.cpuPercent;
-    this.rttMs = Number.isFinite(update.rttMs) && update.rttMs >= 0 ? update.rttMs : 0;
+    this.applyLoad(update);
     this.draining = update.draining;
-    if (update.gpus.length > 0) this.gpus = update.gpus;
     this.lastHeartbeatMs = nowMs;
     this.online = true;
+  }
+
+  /**
+   * Takes the load an agent reported (from its health update, or another replica's snapshot of
+   * it): memory, jobs, CPU, RTT and GPUs. A report without total RAM or GPUs keeps the known ones.
+   */
+  applyLoad(load: Pick<HealthUpdate, 'freeVramMb' | 'freeRamMb' | 'totalRamMb' | 'runningJobs' | 'queuedJobs' | 'cpuPercent' | 'rttMs' | 'gpus'>): void {
+    this.freeVramMb = load.freeVramMb;
+    this.freeRamMb = load.freeRamMb;
+    if (load.totalRamMb > 0) this.totalRamMb = load.totalRamMb;
+    this.runningJobs = load.runningJobs;
+    this.queuedJobs = load.queuedJobs;
+    this.cpuPercent = load.cpuPercent;
+    this.rttMs = Number.isFinite(load.rttMs) && load.rttMs >= 0 ? load.rttMs : 0;
+    if (load.gpus.length > 0) this.gpus = load.gpus;
   }
 
   /** Folds a finished job's tokens/s into the moving average. */

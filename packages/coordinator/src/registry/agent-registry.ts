@@ -428,15 +428,7 @@ export function createAgentRegistry(options: AgentRegistryOptions): AgentRegistr
       const r = record;
       trackSlots(r, () => {
         r.applyRegistration(registration, view.lastSeenMs);
-        const h = snap.health;
-        r.freeVramMb = h.freeVramMb;
-        r.freeRamMb = h.freeRamMb;
-        if (h.totalRamMb > 0) r.totalRamMb = h.totalRamMb;
-        r.runningJobs = h.runningJobs;
-        r.queuedJobs = h.queuedJobs;
-        r.cpuPercent = h.cpuPercent;
-        r.rttMs = h.rttMs;
-        if (h.gpus.length > 0) r.gpus = h.gpus;
+        r.applyLoad(snap.health);
         r.online = snap.online;
         r.deregistered = snap.deregistered;
         r.draining = snap.draining;

@@ -276,31 +276,31 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
   };
   const maxSeq = 'SELECT COALESCE(MAX(seq), 0)::bigint AS s FROM events';
 
+  /** A pool client; failing to get one is a StorageError (connect). */
+  const connect = () => pool.connect().catch((cause: unknown) => Promise.reject(storageError('connect', cause)));
+
   return {
     backend: 'postgres',
     async transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
       for (let attempt = 1; ; attempt++) {
-        const outcome = await withPooledClient(
-          () => pool.connect().catch((cause: unknown) => Promise.reject(storageError('connect', cause))),
-          async (client): Promise<{ result: T } | 'retry'> => {
-            const appended = { seq: 0 };
-            try {
-              await client.query('BEGIN');
-              await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockKey]);
-              const result = await fn(txFor(client, appended));
-              if (appended.seq > 0) await client.query('SELECT pg_notify($1, $2)', [channel, String(appended.seq)]);
-              await client.query('COMMIT');
-              if (appended.seq > 0) queueMicrotask(() => listeners.emit());
-              return { result };
-            } catch (err) {
-              await client.query('ROLLBACK').catch(() => undefined);
-              const code = (err as { code?: string }).code;
-              if (code && RETRYABLE.has(code) && attempt < 5) return 'retry';
-              if (code) throw storageError('transaction', err);
-              throw err;
-            }
-          },
-        );
+        const outcome = await withPooledClient(connect, async (client): Promise<{ result: T } | 'retry'> => {
+          const appended = { seq: 0 };
+          try {
+            await client.query('BEGIN');
+            await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockKey]);
+            const result = await fn(txFor(client, appended));
+            if (appended.seq > 0) await client.query('SELECT pg_notify($1, $2)', [channel, String(appended.seq)]);
+            await client.query('COMMIT');
+            if (appended.seq > 0) queueMicrotask(() => listeners.emit());
+            return { result };
+          } catch (err) {
+            await client.query('ROLLBACK').catch(() => undefined);
+            const code = (err as { code?: string }).code;
+            if (code && RETRYABLE.has(code) && attempt < 5) return 'retry';
+            if (code) throw storageError('transaction', err);
+            throw err;
+          }
+        });
         if (outcome !== 'retry') return outcome.result;
       }
     },
@@ -317,21 +317,18 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
       return r.rows.map(rowToRecord);
     },
     snapshot() {
-      return withPooledClient(
-        () => pool.connect().catch((cause: unknown) => Promise.reject(storageError('connect', cause))),
-        async (client) => {
-          try {
-            await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-            const rows = await client.query<InstanceRow>('SELECT * FROM instances WHERE alive ORDER BY created_at_ms, id');
-            const seq = await client.query<{ s: string }>(maxSeq);
-            await client.query('COMMIT');
-            return { instances: rows.rows.map(rowToRecord), sequence: Number(seq.rows[0]!.s) };
-          } catch (cause) {
-            await client.query('ROLLBACK').catch(() => undefined);
-            throw storageError('snapshot', cause);
-          }
-        },
-      );
+      return withPooledClient(connect, async (client) => {
+        try {
+          await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+          const rows = await client.query<InstanceRow>('SELECT * FROM instances WHERE alive ORDER BY created_at_ms, id');
+          const seq = await client.query<{ s: string }>(maxSeq);
+          await client.query('COMMIT');
+          return { instances: rows.rows.map(rowToRecord), sequence: Number(seq.rows[0]!.s) };
+        } catch (cause) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw storageError('snapshot', cause);
+        }
+      });
     },
     async readEvents(afterSequence, limit) {
       const r = await query<EventRow>('read events', 'SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2', [afterSequence, limit]);
